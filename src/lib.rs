@@ -1,0 +1,4 @@
+//! jobsink: a drop-in implementation of Knative Eventing's JobSink with per-sink WebAssembly
+//! hooks.
+
+pub mod cloudevent;
