@@ -2,3 +2,5 @@
 //! hooks.
 
 pub mod cloudevent;
+pub mod crd;
+pub mod job;

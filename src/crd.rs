@@ -1,0 +1,201 @@
+//! The JobSink custom resource (`sinks.knative.dev/v1alpha1`): spec and status types only.
+//!
+//! The CRD YAML under `deploy/` is generated from these types (`jobsink crd`), and a test
+//! checks that the committed file has not drifted.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of the JobSink resource.
+pub const GROUP: &str = "sinks.knative.dev";
+/// Label put on every Job and Secret created for an event: the JobSink's name.
+pub const JOB_SINK_NAME_LABEL: &str = "sinks.knative.dev/job-sink-name";
+/// Label put on every Job and Secret created for an event: the Job's own name.
+pub const JOB_SINK_ID_LABEL: &str = "sinks.knative.dev/job-sink-id";
+
+/// Desired state of a JobSink: the Job to run for every event, and an optional hook.
+#[derive(CustomResource, Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[kube(
+    group = "sinks.knative.dev",
+    version = "v1alpha1",
+    kind = "JobSink",
+    plural = "jobsinks",
+    singular = "jobsink",
+    namespaced,
+    status = "JobSinkStatus",
+    category = "all",
+    category = "knative",
+    category = "eventing",
+    category = "sink",
+    label("duck.knative.dev/addressable", "true"),
+    label("knative.dev/crd-install", "true"),
+    label("app.kubernetes.io/name", "jobsink"),
+    printcolumn(name = "URL", type_ = "string", json_path = ".status.address.url"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct JobSinkSpec {
+    /// The `batch/v1` Job (metadata and spec) created once per event.
+    #[schemars(schema_with = "opaque_object")]
+    pub job: Job,
+
+    /// Optional WebAssembly hook that can transform or reject events and reshape the Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook: Option<HookSpec>,
+}
+
+/// Where a sink's hook comes from and how it is run (see `spec/hooks.md`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HookSpec {
+    /// The ConfigMap, in the JobSink's own namespace, holding the component's bytes.
+    pub config_map_ref: ConfigMapKeyRef,
+    /// Lowercase hex sha256 the component's bytes must have; other bytes are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^[0-9a-f]{64}$"))]
+    pub sha256: Option<String>,
+    /// Opaque settings handed to the hook (`validate-config` checks them at load time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// What to do when the hook fails: `Fail` (default) refuses the event, `Ignore` goes on
+    /// with the unmodified input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_policy: Option<FailurePolicy>,
+    /// `Enforce` (default) applies the hook's decisions; `Monitor` only records them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<HookMode>,
+    /// Deadline of one hook call in milliseconds (default 100, at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub timeout_ms: Option<u32>,
+    /// Memory limit of one hook instance in MiB (default 32, at most 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 256))]
+    pub memory_limit_mi_b: Option<u32>,
+}
+
+/// A key of a ConfigMap in the JobSink's namespace.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub struct ConfigMapKeyRef {
+    /// Name of the ConfigMap.
+    pub name: String,
+    /// Key under `binaryData` (or `data`) holding the component.
+    pub key: String,
+}
+
+/// Hook failure handling.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Refuse the event (500, or 503 while the hook is not loaded) and create nothing.
+    #[default]
+    Fail,
+    /// Go on with the unmodified input.
+    Ignore,
+}
+
+/// Whether hook decisions are applied or only recorded.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum HookMode {
+    /// Apply the hook's decisions.
+    #[default]
+    Enforce,
+    /// Run the hook and record what it would have done, but go on with the original input.
+    Monitor,
+}
+
+/// Observed state of a JobSink, shaped like Knative's so that its tools can read it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JobSinkStatus {
+    /// The `metadata.generation` this status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready and its dependents, sorted by type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Where to send events for this sink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Addressable>,
+    /// All addresses of this sink.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<Addressable>,
+    /// How to find the Jobs of this sink.
+    #[serde(default)]
+    pub job: JobStatus,
+    /// Event policies applied to this sink.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<AppliedEventPolicy>,
+    /// Free-form status annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A Knative-style condition.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// An address events can be sent to.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub struct Addressable {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(rename = "CACerts", default, skip_serializing_if = "Option::is_none")]
+    pub ca_certs: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+}
+
+/// Where the Jobs of a sink can be found.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub struct JobStatus {
+    /// Label selector matching every Job created by this sink.
+    #[serde(default)]
+    pub selector: String,
+}
+
+/// An event policy applied to a sink.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedEventPolicy {
+    pub name: String,
+    pub api_version: String,
+}
+
+/// Schema of `spec.job`: an object kept as written, as upstream does.
+fn opaque_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+        "description": "The batch/v1 Job (metadata and spec) created once per event."
+    })
+}
