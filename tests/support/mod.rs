@@ -1,0 +1,143 @@
+//! Shared support for integration tests against the real local control plane.
+//!
+//! Tests connect through `KUBECONFIG` (hack/up.sh prints the path). Each test gets its own
+//! namespace, deleted when the test ends, even when it fails. There is no skipping: a test
+//! that needs the cluster fails with instructions when the cluster is not there.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::PostParams;
+use kube::{Api, Client};
+
+/// How long waits for the cluster to converge may take before a test fails. Generous: the
+/// control plane shares two cores with the compiler and other tests.
+pub const CONVERGE: Duration = Duration::from_secs(90);
+
+/// A client for the local control plane, or a failed test saying how to start it.
+pub async fn client() -> Client {
+    let hint = "the local control plane is not reachable: run `export KUBECONFIG=$(hack/up.sh)` \
+                first (see README.md)";
+    let client = Client::try_default()
+        .await
+        .unwrap_or_else(|e| panic!("{hint}: {e}"));
+    client
+        .apiserver_version()
+        .await
+        .unwrap_or_else(|e| panic!("{hint}: {e}"));
+    client
+}
+
+/// A namespace of one test, deleted (without waiting) when dropped.
+pub struct TestNamespace {
+    pub name: String,
+    pub client: Client,
+}
+
+impl TestNamespace {
+    /// Creates a fresh namespace named after the test.
+    pub async fn new(test: &str) -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let client = client().await;
+        let slug: String = test
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .take(40)
+            .collect();
+        let name = format!(
+            "t-{}-{}-{}",
+            slug.trim_matches('-'),
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"jobsink.dev/test": "true"}}
+        }))
+        .expect("valid namespace");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create test namespace");
+        Self { name, client }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if std::env::var_os("KEEP_TEST_NAMESPACES").is_some() {
+            return;
+        }
+        let _ = Command::new("kubectl")
+            .args(["delete", "namespace", &self.name, "--wait=false"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Polls `check` until it yields a value, or fails the test after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs kubectl against the test cluster; returns (success, stdout, stderr).
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let mut cmd = Command::new("kubectl");
+    cmd.args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("kubectl is installed");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(input.as_bytes())
+            .expect("write kubectl stdin");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("kubectl ran");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The status of condition `type_` on a Job, if set.
+pub fn job_condition(job: &k8s_openapi::api::batch::v1::Job, type_: &str) -> Option<(String, Option<String>)> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
