@@ -18,6 +18,8 @@ pub const JOB_SINK_NAME_LABEL: &str = "sinks.knative.dev/job-sink-name";
 pub const JOB_SINK_ID_LABEL: &str = "sinks.knative.dev/job-sink-id";
 
 /// Desired state of a JobSink: the Job to run for every event, and an optional hook.
+// The printer columns repeat `type_ = "string"`, which clippy mistakes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[kube(
     group = "sinks.knative.dev",
@@ -26,6 +28,7 @@ pub const JOB_SINK_ID_LABEL: &str = "sinks.knative.dev/job-sink-id";
     plural = "jobsinks",
     singular = "jobsink",
     namespaced,
+    doc = "A sink turning every CloudEvent it receives into a batch/v1 Job (Knative Eventing's JobSink).",
     status = "JobSinkStatus",
     category = "all",
     category = "knative",
@@ -35,7 +38,11 @@ pub const JOB_SINK_ID_LABEL: &str = "sinks.knative.dev/job-sink-id";
     label("knative.dev/crd-install", "true"),
     label("app.kubernetes.io/name", "jobsink"),
     printcolumn(name = "URL", type_ = "string", json_path = ".status.address.url"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -198,4 +205,11 @@ fn opaque_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "x-kubernetes-preserve-unknown-fields": true,
         "description": "The batch/v1 Job (metadata and spec) created once per event."
     })
+}
+
+/// The `jobsinks.sinks.knative.dev` CustomResourceDefinition as YAML, generated from the types
+/// above. `deploy/crd.yaml` is this output, committed; a test fails when the two differ.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    serde_yaml::to_string(&JobSink::crd()).expect("a CRD always serialises to YAML")
 }

@@ -2,5 +2,7 @@
 //! hooks.
 
 pub mod cloudevent;
+pub mod controller;
 pub mod crd;
 pub mod job;
+pub mod k8s;
