@@ -87,11 +87,12 @@ pub struct HookSpec {
     pub mode: Option<HookMode>,
     /// Deadline of one hook call in milliseconds (default 100, at most 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 1000))]
+    // Kubernetes knows `int32`/`int64`, not schemars' `uint32` (a warning at every apply).
+    #[schemars(range(min = 1, max = 1000), extend("format" = "int32"))]
     pub timeout_ms: Option<u32>,
     /// Memory limit of one hook instance in MiB (default 32, at most 256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 256))]
+    #[schemars(range(min = 1, max = 256), extend("format" = "int32"))]
     pub memory_limit_mi_b: Option<u32>,
 }
 
@@ -211,5 +212,6 @@ fn opaque_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 /// above. `deploy/crd.yaml` is this output, committed; a test fails when the two differ.
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;
-    serde_yaml::to_string(&JobSink::crd()).expect("a CRD always serialises to YAML")
+    let yaml = serde_yaml::to_string(&JobSink::crd()).expect("a CRD always serialises to YAML");
+    format!("# Generated from src/crd.rs by `cargo run -- crd > deploy/crd.yaml`: do not edit.\n{yaml}")
 }
