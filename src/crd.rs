@@ -18,6 +18,8 @@ pub const JOB_SINK_NAME_LABEL: &str = "sinks.knative.dev/job-sink-name";
 pub const JOB_SINK_ID_LABEL: &str = "sinks.knative.dev/job-sink-id";
 
 /// Desired state of a JobSink: the Job to run for every event, and an optional hook.
+// Several printer columns share `type_ = "string"`, which the lint mistakes for a repeat.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[kube(
     group = "sinks.knative.dev",
@@ -35,7 +37,11 @@ pub const JOB_SINK_ID_LABEL: &str = "sinks.knative.dev/job-sink-id";
     label("knative.dev/crd-install", "true"),
     label("app.kubernetes.io/name", "jobsink"),
     printcolumn(name = "URL", type_ = "string", json_path = ".status.address.url"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -198,4 +204,10 @@ fn opaque_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "x-kubernetes-preserve-unknown-fields": true,
         "description": "The batch/v1 Job (metadata and spec) created once per event."
     })
+}
+
+/// The CustomResourceDefinition of JobSink as YAML, as committed in `deploy/crd.yaml`.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    serde_yaml::to_string(&JobSink::crd()).unwrap_or_default()
 }

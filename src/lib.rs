@@ -1,6 +1,8 @@
-//! jobsink: a drop-in implementation of Knative Eventing's JobSink with per-sink WebAssembly
+//! jobsink: a drop-in implementation of Knative Eventing's JobSink, plus per-sink WebAssembly
 //! hooks.
 
 pub mod cloudevent;
 pub mod crd;
 pub mod job;
+pub mod metrics;
+pub mod sinks;
