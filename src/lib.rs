@@ -4,5 +4,6 @@
 pub mod cloudevent;
 pub mod crd;
 pub mod job;
+pub mod location;
 pub mod metrics;
 pub mod sinks;
