@@ -327,3 +327,38 @@ mod sdk_compatibility {
         assert_eq!(sdk.data(), Some(&SdkData::Binary(vec![7, 8, 9])));
     }
 }
+
+#[test]
+fn deeply_nested_or_garbage_bodies_are_refused_or_kept_without_panicking() {
+    let deep = "[".repeat(100_000);
+    let deep_object =
+        format!(r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{deep}}}"#);
+    assert!(matches!(
+        structured(&deep_object),
+        Err(DecodeError::InvalidJson(_))
+    ));
+    let h = headers(&[
+        ("ce-specversion", "1.0"),
+        ("ce-id", "1"),
+        ("ce-source", "/s"),
+        ("ce-type", "t"),
+        ("content-type", "application/json"),
+    ]);
+    let event = decode(&h, deep.as_bytes()).expect("binary mode keeps any body");
+    assert!(matches!(event.data, Some(Data::Binary(_))));
+
+    const ALPHABET: &[u8] = b"{}[]\":,0-9aeflnrstu\\ \x00\xff";
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    for len in 0..200 {
+        let body: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                ALPHABET[(seed % ALPHABET.len() as u64) as usize]
+            })
+            .collect();
+        let _ = from_json(&body);
+        let _ = decode(&h, &body);
+    }
+}
