@@ -2,8 +2,10 @@
 //! hooks.
 
 pub mod cloudevent;
+pub mod controller;
 pub mod crd;
 pub mod job;
+pub mod k8s;
 pub mod location;
 pub mod metrics;
 pub mod sinks;

@@ -1,0 +1,276 @@
+//! One reconciliation of one JobSink: observe (dry-run the template, ask the extra condition
+//! sources), compute the desired status, and write it only if it differs from the stored one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::DynamicObject;
+use kube::core::error_boundary::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Client, CustomResourceExt, Resource, ResourceExt};
+use tracing::{debug, info, instrument, warn};
+
+use crate::crd::{Condition, JobSink, JobSinkSpec, JobSinkStatus};
+
+use super::conditions::{FALSE, JOB_TEMPLATE_READY, REASON_INVALID_JOB_TEMPLATE};
+use super::status::{SinkIdentity, desired_status};
+use super::{ControllerConfig, Error, ExtraCondition, Metrics, template};
+
+/// How often every sink is reconciled without a change: picks up what no watch reports, e.g.
+/// a template that became valid because an admission policy or quota changed.
+pub const RESYNC_PERIOD: Duration = Duration::from_secs(5 * 60);
+/// First retry delay after a failed reconciliation; doubled per consecutive failure.
+pub const ERROR_BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest retry delay after failures: never longer than the resync period.
+pub const ERROR_BACKOFF_MAX: Duration = RESYNC_PERIOD;
+/// Kubernetes Events about a sink may carry at most 1 kB of note.
+const EVENT_NOTE_MAX_BYTES: usize = 1024;
+
+/// Everything a reconciliation needs, shared by all of them.
+pub struct Context {
+    pub(super) client: Client,
+    pub(super) cfg: ControllerConfig,
+    pub(super) extra_conditions: Vec<Arc<dyn ExtraCondition>>,
+    pub(super) recorder: Recorder,
+    pub(super) metrics: Metrics,
+    /// Consecutive failures per sink (`namespace/name`), for the retry backoff.
+    pub(super) failures: Mutex<HashMap<String, u32>>,
+}
+
+/// A JobSink as far as reconcile could read it.
+struct Observed {
+    /// The sink, or why its `spec` does not decode (e.g. `spec.job.spec.completions: "x"`).
+    sink: Result<JobSink, String>,
+    /// The stored status, if it decodes.
+    status: Option<JobSinkStatus>,
+}
+
+/// Reconciles one sink; see the module doc.
+#[instrument(skip_all, fields(namespace = obj.namespace().unwrap_or_default(), name = obj.name_any()))]
+pub async fn reconcile(
+    obj: Arc<DeserializeGuard<JobSink>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    ctx.metrics.reconciled();
+    let namespace = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let observed = match &obj.0 {
+        Ok(sink) => Observed {
+            sink: Ok(sink.clone()),
+            status: sink.status.clone(),
+        },
+        Err(invalid) => read_undecodable(&ctx.client, &namespace, &name, &invalid.error).await?,
+    };
+    let status = observed.status.as_ref();
+    let (conditions, check_error) = match &observed.sink {
+        Ok(sink) => {
+            let check = template::check(&ctx.client, sink, &namespace, &name).await;
+            let mut conditions = vec![check.condition];
+            let extra = ctx.extra_conditions.iter();
+            conditions.extend(extra.filter_map(|source| source.condition(sink)));
+            (conditions, check.error)
+        }
+        Err(error) => (vec![template::undecodable(error)], None),
+    };
+    let identity = SinkIdentity {
+        namespace: &namespace,
+        name: &name,
+        generation: obj.meta().generation,
+    };
+    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+    let desired = desired_status(&ctx.cfg, identity, status, conditions, &now);
+    if status != Some(&desired) {
+        let api = Api::<JobSink>::namespaced(ctx.client.clone(), &namespace);
+        crate::k8s::patch_status(&api, &name, status, &desired)
+            .await
+            .map_err(Error::PatchStatus)?;
+        info!(ready = ready_status(&desired), "status updated");
+        if let Some(refused) = newly_invalid_template(status, &desired) {
+            publish_invalid_template(&ctx.recorder, &obj, refused).await;
+        }
+    } else {
+        debug!("status unchanged");
+    }
+    if let Some(error) = check_error {
+        return Err(error);
+    }
+    ctx.failures
+        .lock()
+        .expect("not poisoned")
+        .remove(&key(&namespace, &name));
+    Ok(Action::requeue(RESYNC_PERIOD))
+}
+
+/// Retries a failed reconciliation with per-sink exponential backoff, and counts the failure.
+pub fn error_policy(
+    obj: Arc<DeserializeGuard<JobSink>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    ctx.metrics.failed(error.metric_label());
+    let failures = {
+        let mut map = ctx.failures.lock().expect("not poisoned");
+        let count = map
+            .entry(key(&obj.namespace().unwrap_or_default(), &obj.name_any()))
+            .or_default();
+        *count = count.saturating_add(1);
+        *count
+    };
+    let delay = backoff_delay(failures);
+    warn!(error = %error, source = ?std::error::Error::source(error), namespace = obj.namespace(),
+        name = obj.name_any(), retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Delay before retry number `failures` (1-based): base × 2^(failures-1), capped.
+pub fn backoff_delay(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    ERROR_BACKOFF_BASE
+        .saturating_mul(1 << exponent)
+        .min(ERROR_BACKOFF_MAX)
+}
+
+fn key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// Reads a sink whose cached copy did not decode, field by field, so that a broken status (which
+/// we overwrite anyway) is told apart from a broken spec (which we report).
+async fn read_undecodable(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    error: &str,
+) -> Result<Observed, Error> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &JobSink::api_resource());
+    let object = api.get(name).await.map_err(Error::ReadSink)?;
+    let status = object
+        .data
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok());
+    let spec = object.data.get("spec").cloned().unwrap_or_default();
+    debug!(%error, "JobSink does not decode");
+    let sink = serde_json::from_value::<JobSinkSpec>(spec)
+        .map(|spec| {
+            let mut sink = JobSink::new(name, spec);
+            sink.metadata = object.metadata;
+            sink.status.clone_from(&status);
+            sink
+        })
+        .map_err(|e| e.to_string());
+    Ok(Observed { sink, status })
+}
+
+fn ready_status(status: &JobSinkStatus) -> &str {
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == super::conditions::READY);
+    ready.map_or("", |c| c.status.as_str())
+}
+
+/// The `JobTemplateReady=False` condition of `desired` if it is new (not in `previous`).
+fn newly_invalid_template<'a>(
+    previous: Option<&JobSinkStatus>,
+    desired: &'a JobSinkStatus,
+) -> Option<&'a Condition> {
+    let refused = desired
+        .conditions
+        .iter()
+        .find(|c| c.type_ == JOB_TEMPLATE_READY && c.status == FALSE)?;
+    let before = previous.and_then(|p| p.conditions.iter().find(|c| c.type_ == JOB_TEMPLATE_READY));
+    (before.map(|b| (&b.status, &b.message)) != Some((&refused.status, &refused.message)))
+        .then_some(refused)
+}
+
+/// Tells `kubectl describe jobsink` and `kubectl events` why the sink is not ready. Failure
+/// to publish is logged, not retried: the status already says it.
+async fn publish_invalid_template(
+    recorder: &Recorder,
+    obj: &DeserializeGuard<JobSink>,
+    refused: &Condition,
+) {
+    let meta = obj.meta();
+    let reference = ObjectReference {
+        api_version: Some(JobSink::api_version(&()).into_owned()),
+        kind: Some(JobSink::kind(&()).into_owned()),
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
+        ..Default::default()
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: REASON_INVALID_JOB_TEMPLATE.to_owned(),
+        note: refused
+            .message
+            .as_deref()
+            .map(|m| truncate(m, EVENT_NOTE_MAX_BYTES)),
+        action: "ValidateJobTemplate".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = recorder.publish(&event, &reference).await {
+        warn!(%error, "publishing the InvalidJobTemplate event failed");
+    }
+}
+
+fn truncate(text: &str, max_bytes: usize) -> String {
+    let mut end = text.len().min(max_bytes);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::conditions::{condition, ready, with_summary};
+
+    #[test]
+    fn the_error_backoff_doubles_from_one_second_up_to_the_resync_period() {
+        assert_eq!(backoff_delay(1), Duration::from_secs(1));
+        assert_eq!(backoff_delay(2), Duration::from_secs(2));
+        assert_eq!(backoff_delay(5), Duration::from_secs(16));
+        assert_eq!(backoff_delay(50), RESYNC_PERIOD);
+        assert_eq!(backoff_delay(0), Duration::from_secs(1));
+    }
+
+    fn status_with(template: Condition) -> JobSinkStatus {
+        JobSinkStatus {
+            conditions: with_summary(&[], vec![template], "t"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_event_is_published_only_when_the_template_becomes_invalid_or_its_message_changes() {
+        let bad = |m: &str| {
+            condition(
+                JOB_TEMPLATE_READY,
+                FALSE,
+                Some(REASON_INVALID_JOB_TEMPLATE),
+                Some(m),
+            )
+        };
+        let good = status_with(ready(JOB_TEMPLATE_READY));
+        let refused = status_with(bad("a"));
+        assert!(newly_invalid_template(None, &refused).is_some());
+        assert!(newly_invalid_template(Some(&good), &refused).is_some());
+        assert!(newly_invalid_template(Some(&refused), &refused).is_none());
+        assert!(newly_invalid_template(Some(&refused), &status_with(bad("b"))).is_some());
+        assert!(newly_invalid_template(Some(&refused), &good).is_none());
+    }
+
+    #[test]
+    fn truncation_respects_character_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+}

@@ -1,0 +1,95 @@
+//! Thin typed helpers over the Kubernetes API, shared by the controller and the receiver.
+
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+/// The field manager our writes are recorded under (`kubectl get -o yaml --show-managed-fields`).
+pub const FIELD_MANAGER: &str = "jobsink";
+
+/// A JSON merge patch (RFC 7386) that turns `current` into `desired`: changed and new values
+/// as in `desired`, objects merged key by key, and `null` for every key `desired` dropped (a
+/// plain merge patch of `desired` would leave those in place).
+pub fn merge_patch(current: &Value, desired: &Value) -> Value {
+    match (current, desired) {
+        (Value::Object(current), Value::Object(desired)) => {
+            let mut patch = Map::new();
+            for (key, want) in desired {
+                match current.get(key) {
+                    Some(have) if have == want => {}
+                    Some(have) => {
+                        patch.insert(key.clone(), merge_patch(have, want));
+                    }
+                    None => {
+                        patch.insert(key.clone(), want.clone());
+                    }
+                }
+            }
+            for key in current.keys().filter(|k| !desired.contains_key(*k)) {
+                patch.insert(key.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        _ => desired.clone(),
+    }
+}
+
+/// Merge-patches the status subresource of `name` from `current` to `desired` (only the
+/// differences are sent, see [`merge_patch`]).
+pub async fn patch_status<K, S>(
+    api: &Api<K>,
+    name: &str,
+    current: Option<&S>,
+    desired: &S,
+) -> Result<K, kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize,
+{
+    let to_json = |s: &S| serde_json::to_value(s).map_err(kube::Error::SerdeError);
+    let desired = to_json(desired)?;
+    let status = match current {
+        Some(current) => merge_patch(&to_json(current)?, &desired),
+        None => desired,
+    };
+    let patch = serde_json::json!({ "status": status });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER),
+        &Patch::Merge(&patch),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_merge_patch_sends_only_what_changed() {
+        let current = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1, 2]});
+        let desired = json!({"a": 1, "b": {"c": 2, "d": 4}, "e": [1]});
+        assert_eq!(
+            merge_patch(&current, &desired),
+            json!({"b": {"d": 4}, "e": [1]})
+        );
+    }
+
+    #[test]
+    fn a_merge_patch_nulls_dropped_keys_at_every_depth() {
+        let current = json!({"address": {"url": "u", "CACerts": "x"}, "policies": [1]});
+        let desired = json!({"address": {"url": "u"}});
+        assert_eq!(
+            merge_patch(&current, &desired),
+            json!({"address": {"CACerts": null}, "policies": null})
+        );
+    }
+
+    #[test]
+    fn a_merge_patch_between_equal_values_is_empty() {
+        let v = json!({"a": {"b": [1, {"c": 2}]}});
+        assert_eq!(merge_patch(&v, &v), json!({}));
+    }
+}
