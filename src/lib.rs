@@ -1,4 +1,4 @@
-//! jobsink: a drop-in implementation of Knative Eventing's JobSink with per-sink WebAssembly
+//! jobsink: a drop-in implementation of Knative Eventing's JobSink, plus per-sink WebAssembly
 //! hooks.
 
 pub mod cloudevent;
@@ -6,3 +6,6 @@ pub mod controller;
 pub mod crd;
 pub mod job;
 pub mod k8s;
+pub mod location;
+pub mod metrics;
+pub mod sinks;

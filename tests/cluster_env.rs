@@ -60,7 +60,10 @@ async fn exit_42_under_a_fail_job_rule_fails_the_job_without_using_up_its_backof
     .await;
     assert_eq!(failed.1.as_deref(), Some("PodFailurePolicy"));
     let status = failed.0.status.expect("status");
-    assert!(status.failed.unwrap_or(0) <= 3, "only the first wave may fail: {status:?}");
+    assert!(
+        status.failed.unwrap_or(0) <= 3,
+        "only the first wave may fail: {status:?}"
+    );
     assert_eq!(status.succeeded.unwrap_or(0), 0);
 }
 
@@ -80,8 +83,13 @@ async fn deleting_an_owner_deletes_what_it_controls() {
         "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
             "uid": owner.metadata.uid, "controller": true}]}}))
     .unwrap();
-    secrets.create(&PostParams::default(), &owned).await.unwrap();
-    cms.delete("owner", &DeleteParams::background()).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &owned)
+        .await
+        .unwrap();
+    cms.delete("owner", &DeleteParams::background())
+        .await
+        .unwrap();
     eventually("the owned Secret to be collected", CONVERGE, || async {
         matches!(secrets.get_opt("owned").await, Ok(None)).then_some(())
     })
@@ -107,12 +115,21 @@ async fn deleting_a_namespace_removes_its_contents() {
     )
     .await
     .unwrap();
-    namespaces.delete(&name, &DeleteParams::default()).await.unwrap();
+    namespaces
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
     eventually("the namespace to disappear", CONVERGE, || async {
         matches!(namespaces.get_opt(&name).await, Ok(None)).then_some(())
     })
     .await;
-    assert!(cms.list(&Default::default()).await.unwrap().items.is_empty());
+    assert!(
+        cms.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 }
 
 const WIDGET_CRD: &str = r#"
@@ -145,16 +162,30 @@ async fn kubectl_applies_a_crd_and_its_objects_and_the_server_refuses_a_bad_one(
     let (ok, _, err) = kubectl(&["apply", "-f", "-"], Some(WIDGET_CRD));
     assert!(ok, "CRD apply failed: {err}");
     let (ok, _, err) = kubectl(
-        &["wait", "--for=condition=Established", "crd/widgets.canary.jobsink.dev", "--timeout=60s"],
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/widgets.canary.jobsink.dev",
+            "--timeout=60s",
+        ],
         None,
     );
     assert!(ok, "CRD never established: {err}");
     let good = "apiVersion: canary.jobsink.dev/v1\nkind: Widget\nmetadata: {name: good}\nspec: {size: 2}\n";
     let (ok, out, err) = kubectl(&["apply", "-n", &ns.name, "-f", "-"], Some(good));
     assert!(ok, "good object refused: {err}");
-    assert!(out.contains("widget.canary.jobsink.dev/good created"), "{out}");
-    let bad = "apiVersion: canary.jobsink.dev/v1\nkind: Widget\nmetadata: {name: bad}\nspec: {size: 0}\n";
+    assert!(
+        out.contains("widget.canary.jobsink.dev/good created"),
+        "{out}"
+    );
+    let bad =
+        "apiVersion: canary.jobsink.dev/v1\nkind: Widget\nmetadata: {name: bad}\nspec: {size: 0}\n";
     let (ok, _, err) = kubectl(&["apply", "-n", &ns.name, "-f", "-"], Some(bad));
     assert!(!ok, "a widget of size 0 was accepted");
-    assert!(err.contains("spec.size: Invalid value: 0: spec.size in body should be greater than or equal to 1"), "{err}");
+    assert!(
+        err.contains(
+            "spec.size: Invalid value: 0: spec.size in body should be greater than or equal to 1"
+        ),
+        "{err}"
+    );
 }

@@ -53,12 +53,13 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let args = Args::parse();
-    let client = Client::try_default().await.context("connecting via KUBECONFIG")?;
+    let client = Client::try_default()
+        .await
+        .context("connecting via KUBECONFIG")?;
     register_node(&client, &args.node_name).await?;
     tokio::spawn(heartbeat(client.clone(), args.node_name.clone()));
     run(client, args.node_name).await
@@ -127,7 +128,9 @@ async fn run(client: Client, node: String) -> anyhow::Result<()> {
         };
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
         if pod.metadata.deletion_timestamp.is_some() {
-            let _ = api.delete(&name, &DeleteParams::default().grace_period(0)).await;
+            let _ = api
+                .delete(&name, &DeleteParams::default().grace_period(0))
+                .await;
             continue;
         }
         let bound_elsewhere = pod
@@ -259,7 +262,9 @@ fn conditions(ready: &str, at: &str) -> serde_json::Value {
 /// The `n` of a command line ending in `exit <n>`, as a shell script would exit.
 fn scripted_exit_code<'a>(words: impl Iterator<Item = &'a String>) -> Option<i32> {
     let last = words.last()?;
-    let mut tail = last.trim_end().rsplit(|c: char| c.is_whitespace() || c == ';');
+    let mut tail = last
+        .trim_end()
+        .rsplit(|c: char| c.is_whitespace() || c == ';');
     let code = tail.next()?.parse().ok()?;
     (tail.next()? == "exit").then_some(code)
 }

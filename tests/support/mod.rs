@@ -45,7 +45,13 @@ impl TestNamespace {
         let client = client().await;
         let slug: String = test
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .take(40)
             .collect();
         let name = format!(
@@ -132,7 +138,10 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
 }
 
 /// The status of condition `type_` on a Job, if set.
-pub fn job_condition(job: &k8s_openapi::api::batch::v1::Job, type_: &str) -> Option<(String, Option<String>)> {
+pub fn job_condition(
+    job: &k8s_openapi::api::batch::v1::Job,
+    type_: &str,
+) -> Option<(String, Option<String>)> {
     job.status
         .as_ref()?
         .conditions

@@ -1,0 +1,216 @@
+//! The CloudEvents rules the receiver enforces on every event, whatever mode it came in.
+
+use super::{CloudEvent, DecodeError, SpecVersion};
+
+/// Names an extension may not take because the stored JSON form already uses them for the
+/// version's context attributes or its data members.
+fn reserved_names(version: SpecVersion) -> &'static [&'static str] {
+    match version {
+        SpecVersion::V1_0 => &[
+            "specversion",
+            "id",
+            "source",
+            "type",
+            "datacontenttype",
+            "dataschema",
+            "subject",
+            "time",
+            "data",
+            "data_base64",
+        ],
+        SpecVersion::V0_3 => &[
+            "specversion",
+            "id",
+            "source",
+            "type",
+            "datacontenttype",
+            "schemaurl",
+            "subject",
+            "time",
+            "datacontentencoding",
+            "data",
+        ],
+    }
+}
+
+/// Whether `name` follows the CloudEvents naming rule for attributes: one or more lowercase
+/// ASCII letters or digits.
+pub fn is_valid_extension_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// Checks an extension name against the naming rule and the reserved names of `version`.
+pub(super) fn check_extension_name(version: SpecVersion, name: &str) -> Result<(), DecodeError> {
+    if !is_valid_extension_name(name) {
+        return Err(DecodeError::InvalidExtensionName(name.to_owned()));
+    }
+    if reserved_names(version).contains(&name) {
+        return Err(DecodeError::ReservedExtensionName(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// Takes a required attribute out of a decoder's draft, refusing it when absent.
+pub(super) fn required(name: &'static str, value: Option<String>) -> Result<String, DecodeError> {
+    value.ok_or(DecodeError::MissingAttribute(name))
+}
+
+/// Checks all attribute rules; the first failure is reported.
+pub(super) fn validate(event: &CloudEvent) -> Result<(), DecodeError> {
+    non_empty("id", &event.id)?;
+    non_empty("source", &event.source)?;
+    non_empty("type", &event.ty)?;
+    if let Some(subject) = &event.subject {
+        non_empty("subject", subject)?;
+    }
+    if let Some(content_type) = &event.datacontenttype
+        && content_type.parse::<mime::Mime>().is_err()
+    {
+        return Err(DecodeError::InvalidDataContentType(content_type.clone()));
+    }
+    // `Url::parse` only accepts absolute URIs: a relative reference has no base to resolve
+    // against and is refused.
+    if let Some(schema) = &event.dataschema
+        && url::Url::parse(schema).is_err()
+    {
+        return Err(DecodeError::InvalidDataSchema(schema.clone()));
+    }
+    if let Some(time) = &event.time
+        && chrono::DateTime::parse_from_rfc3339(time).is_err()
+    {
+        return Err(DecodeError::InvalidTime(time.clone()));
+    }
+    for name in event.extensions.keys() {
+        check_extension_name(event.specversion, name)?;
+    }
+    Ok(())
+}
+
+fn non_empty(name: &'static str, value: &str) -> Result<(), DecodeError> {
+    if value.is_empty() {
+        Err(DecodeError::EmptyAttribute(name))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> CloudEvent {
+        CloudEvent {
+            specversion: SpecVersion::V1_0,
+            id: "1".into(),
+            source: "/s".into(),
+            ty: "t".into(),
+            datacontenttype: None,
+            dataschema: None,
+            subject: None,
+            time: None,
+            extensions: Default::default(),
+            data: None,
+        }
+    }
+
+    #[test]
+    fn a_minimal_event_is_valid() {
+        assert_eq!(event().validate(), Ok(()));
+    }
+
+    #[test]
+    fn empty_id_source_or_type_is_refused_naming_the_attribute() {
+        let mut e = event();
+        e.id.clear();
+        assert_eq!(e.validate(), Err(DecodeError::EmptyAttribute("id")));
+        let mut e = event();
+        e.source.clear();
+        assert_eq!(e.validate(), Err(DecodeError::EmptyAttribute("source")));
+        let mut e = event();
+        e.ty.clear();
+        assert_eq!(e.validate(), Err(DecodeError::EmptyAttribute("type")));
+    }
+
+    #[test]
+    fn an_empty_subject_is_refused_but_an_absent_one_is_fine() {
+        let mut e = event();
+        e.subject = Some(String::new());
+        assert_eq!(e.validate(), Err(DecodeError::EmptyAttribute("subject")));
+        e.subject = Some("x".into());
+        assert_eq!(e.validate(), Ok(()));
+    }
+
+    #[test]
+    fn datacontenttype_must_be_a_media_type() {
+        let mut e = event();
+        e.datacontenttype = Some("text/plain; charset=utf-8".into());
+        assert_eq!(e.validate(), Ok(()));
+        e.datacontenttype = Some("not a media type".into());
+        assert!(matches!(
+            e.validate(),
+            Err(DecodeError::InvalidDataContentType(_))
+        ));
+    }
+
+    #[test]
+    fn dataschema_must_be_an_absolute_uri() {
+        let mut e = event();
+        e.dataschema = Some("https://example.com/schema.json".into());
+        assert_eq!(e.validate(), Ok(()));
+        e.dataschema = Some("urn:example:schema".into());
+        assert_eq!(e.validate(), Ok(()));
+        e.dataschema = Some("/relative/schema.json".into());
+        assert!(matches!(
+            e.validate(),
+            Err(DecodeError::InvalidDataSchema(_))
+        ));
+    }
+
+    #[test]
+    fn time_must_be_rfc3339() {
+        let mut e = event();
+        e.time = Some("2024-05-01T12:34:56.789+02:00".into());
+        assert_eq!(e.validate(), Ok(()));
+        e.time = Some("2024-05-01 noon".into());
+        assert!(matches!(e.validate(), Err(DecodeError::InvalidTime(_))));
+    }
+
+    #[test]
+    fn extension_names_are_lowercase_letters_and_digits() {
+        assert!(is_valid_extension_name("traceparent"));
+        assert!(is_valid_extension_name("ext1"));
+        assert!(!is_valid_extension_name(""));
+        assert!(!is_valid_extension_name("myExt"));
+        assert!(!is_valid_extension_name("my_ext"));
+        assert!(!is_valid_extension_name("my-ext"));
+        let mut e = event();
+        e.extensions.insert("Bad".into(), "v".into());
+        assert_eq!(
+            e.validate(),
+            Err(DecodeError::InvalidExtensionName("Bad".into()))
+        );
+    }
+
+    #[test]
+    fn extensions_may_not_shadow_attributes_or_data() {
+        let mut e = event();
+        e.extensions.insert("data".into(), "v".into());
+        assert_eq!(
+            e.validate(),
+            Err(DecodeError::ReservedExtensionName("data".into()))
+        );
+        assert_eq!(
+            check_extension_name(SpecVersion::V0_3, "datacontentencoding"),
+            Err(DecodeError::ReservedExtensionName(
+                "datacontentencoding".into()
+            ))
+        );
+        assert_eq!(
+            check_extension_name(SpecVersion::V1_0, "datacontentencoding"),
+            Ok(())
+        );
+    }
+}
