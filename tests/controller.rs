@@ -1,0 +1,411 @@
+//! The controller against the real control plane: the seed's JobSinks become Ready with
+//! upstream's address, invalid templates are reported with the API server's own message,
+//! and status is written only when it changes. One controller runs in-process for the whole
+//! test binary (its own thread and runtime), with a test-only extra condition that also
+//! records every reconciliation.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use jobsink::controller::{self, ControllerConfig, Extensions, conditions};
+use jobsink::crd::{Condition, JobSink};
+use kube::api::{ApiResource, DynamicObject};
+use kube::{Api, CustomResourceExt, ResourceExt};
+use serde_json::Value;
+use support::{CONVERGE, TestNamespace, eventually, kubectl};
+use tokio_util::sync::CancellationToken;
+
+const SEEDS: [&str; 4] = [
+    "job-sink-logger",
+    "job-sink-custom-mount-path",
+    "job-sink-success",
+    "job-sink-failure",
+];
+/// A sink with this label gets the test's extra condition, with the label's value as status.
+const EXTRA_LABEL: &str = "test.jobsink.dev/extra-condition";
+const EXTRA_TYPE: &str = "ExtraReady";
+
+/// Reconciliations seen per `namespace/name`, counted by the extra condition source.
+type Calls = Arc<Mutex<HashMap<String, usize>>>;
+
+/// Starts the in-process controller once per test binary; returns its reconcile counts.
+fn controller() -> &'static Calls {
+    static CALLS: OnceLock<Calls> = OnceLock::new();
+    CALLS.get_or_init(|| {
+        install_crd();
+        let calls = Calls::default();
+        let seen = calls.clone();
+        let extra = move |sink: &JobSink| -> Option<Condition> {
+            let key = format!(
+                "{}/{}",
+                sink.namespace().unwrap_or_default(),
+                sink.name_any()
+            );
+            *seen.lock().unwrap().entry(key).or_default() += 1;
+            let status = sink.labels().get(EXTRA_LABEL)?;
+            Some(conditions::condition(
+                EXTRA_TYPE,
+                status,
+                Some("TestSaysSo"),
+                Some("set by the test"),
+            ))
+        };
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+            runtime.block_on(async move {
+                let extensions = Extensions {
+                    conditions: vec![Arc::new(extra)],
+                    ..Default::default()
+                };
+                let client = support::client().await;
+                controller::run_with(
+                    client,
+                    ControllerConfig::default(),
+                    extensions,
+                    CancellationToken::new(),
+                )
+                .await
+                .expect("the controller runs");
+            });
+        });
+        calls
+    })
+}
+
+fn reconciles(calls: &Calls, ns: &str, name: &str) -> usize {
+    calls
+        .lock()
+        .unwrap()
+        .get(&format!("{ns}/{name}"))
+        .copied()
+        .unwrap_or(0)
+}
+
+fn install_crd() {
+    let mut last_error = String::new();
+    for _ in 0..3 {
+        let (ok, _, err) = kubectl(&["apply", "-f", "deploy/crd.yaml"], None);
+        if ok {
+            let established = [
+                "wait",
+                "--for=condition=Established",
+                "crd/jobsinks.sinks.knative.dev",
+                "--timeout=60s",
+            ];
+            let (ok, _, err) = kubectl(&established, None);
+            assert!(ok, "the JobSink CRD never became established: {err}");
+            return;
+        }
+        last_error = err;
+    }
+    panic!("applying deploy/crd.yaml failed: {last_error}");
+}
+
+/// JobSinks read untyped, so that one whose spec does not decode can be read too.
+fn sinks(ns: &TestNamespace) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        ns.client.clone(),
+        &ns.name,
+        &ApiResource::erase::<JobSink>(&()),
+    )
+}
+
+fn condition<'a>(sink: &'a DynamicObject, type_: &str) -> Option<&'a Value> {
+    sink.data["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+/// Waits until the sink's status is for its current generation and `Ready` is `status`.
+async fn wait_ready(api: &Api<DynamicObject>, name: &str, status: &str) -> DynamicObject {
+    eventually(
+        &format!("{name} to be Ready={status}"),
+        CONVERGE,
+        || async {
+            let sink = api.get(name).await.ok()?;
+            let current =
+                sink.data["status"]["observedGeneration"].as_i64() == sink.metadata.generation;
+            (current && condition(&sink, "Ready")?["status"] == status).then_some(sink)
+        },
+    )
+    .await
+}
+
+fn apply(ns: &TestNamespace, manifest: &str) -> (bool, String, String) {
+    kubectl(&["apply", "-n", &ns.name, "-f", "-"], Some(manifest))
+}
+
+fn logger(name: &str, labels: &str, pod_spec: &str) -> String {
+    format!(
+        "apiVersion: sinks.knative.dev/v1alpha1\nkind: JobSink\nmetadata:\n  name: {name}\n  labels: {{{labels}}}\n\
+         spec:\n  job:\n    spec:\n      template:\n        spec:\n{pod_spec}          containers:\n\
+         \x20           - name: main\n              image: docker.io/library/bash:5\n"
+    )
+}
+
+const RESTART_NEVER: &str = "          restartPolicy: Never\n";
+
+#[tokio::test]
+async fn every_seed_example_applied_unchanged_becomes_ready_with_upstreams_address() {
+    controller();
+    let ns = TestNamespace::new("seed-ready").await;
+    for seed in SEEDS {
+        let (ok, _, err) = kubectl(
+            &[
+                "apply",
+                "-n",
+                &ns.name,
+                "-f",
+                &format!("tests/data/seed/{seed}.yaml"),
+            ],
+            None,
+        );
+        assert!(ok, "{seed} refused: {err}");
+    }
+    let api = sinks(&ns);
+    for seed in SEEDS {
+        let sink = wait_ready(&api, seed, "True").await;
+        let status = &sink.data["status"];
+        let url = format!(
+            "http://job-sink.knative-eventing.svc.cluster.local/{}/{seed}",
+            ns.name
+        );
+        assert_eq!(
+            status["address"],
+            serde_json::json!({"name": "http", "url": url})
+        );
+        assert_eq!(
+            status["addresses"],
+            serde_json::json!([{"name": "http", "url": url}])
+        );
+        assert_eq!(
+            status["job"]["selector"],
+            format!("sinks.knative.dev/job-sink-name={seed}")
+        );
+        let types: Vec<&str> = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "Addressable",
+                "EventPoliciesReady",
+                "JobTemplateReady",
+                "Ready"
+            ]
+        );
+        assert_eq!(
+            condition(&sink, "EventPoliciesReady").unwrap()["reason"],
+            "OIDCDisabled"
+        );
+        assert!(
+            condition(&sink, "Ready").unwrap().get("reason").is_none(),
+            "{status}"
+        );
+    }
+    let (ok, out, err) = kubectl(&["get", "jobsinks", "-n", &ns.name], None);
+    assert!(ok, "{err}");
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "URL", "AGE", "READY", "REASON"]);
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows.len(), 4, "{out}");
+    for row in rows {
+        assert_eq!(
+            row[1],
+            format!(
+                "http://job-sink.knative-eventing.svc.cluster.local/{}/{}",
+                ns.name, row[0]
+            )
+        );
+        assert_eq!(row[3], "True", "{out}");
+    }
+}
+
+#[tokio::test]
+async fn a_jobsink_without_spec_job_is_refused_by_kubectl_apply() {
+    install_crd();
+    let ns = TestNamespace::new("no-spec-job").await;
+    let (ok, _, err) = apply(
+        &ns,
+        "apiVersion: sinks.knative.dev/v1alpha1\nkind: JobSink\nmetadata: {name: empty}\nspec: {}\n",
+    );
+    assert!(!ok, "a JobSink with an empty spec was accepted");
+    assert!(err.contains("spec.job: Required value"), "{err}");
+    let (ok, _, err) = apply(
+        &ns,
+        "apiVersion: sinks.knative.dev/v1alpha1\nkind: JobSink\nmetadata: {name: bare}\n",
+    );
+    assert!(!ok, "a JobSink without spec was accepted");
+    assert!(err.contains("spec: Required value"), "{err}");
+}
+
+#[tokio::test]
+async fn a_template_without_restart_policy_is_not_ready_with_the_api_servers_message_until_fixed() {
+    controller();
+    let ns = TestNamespace::new("no-restart-policy").await;
+    let (ok, _, err) = apply(&ns, &logger("broken", "", ""));
+    assert!(ok, "{err}");
+    let api = sinks(&ns);
+    let sink = wait_ready(&api, "broken", "False").await;
+    let ready = condition(&sink, "Ready").unwrap();
+    assert_eq!(ready["reason"], "InvalidJobTemplate");
+    let message = ready["message"].as_str().unwrap();
+    // The API server's own words (v1.36: `...restartPolicy: Required value: valid values:
+    // "OnFailure", "Never"`; older servers say `Unsupported value: "Always"`).
+    assert!(
+        message.contains("is invalid: spec.template.spec.restartPolicy"),
+        "{message}"
+    );
+    let template = condition(&sink, "JobTemplateReady").unwrap();
+    for field in ["status", "reason", "message"] {
+        assert_eq!(
+            template[field], ready[field],
+            "Ready copies JobTemplateReady's {field}"
+        );
+    }
+
+    let (ok, out, _) = kubectl(&["get", "jobsinks", "-n", &ns.name, "broken"], None);
+    assert!(
+        ok && out
+            .lines()
+            .nth(1)
+            .unwrap()
+            .contains("False   InvalidJobTemplate"),
+        "{out}"
+    );
+    eventually(
+        "a Warning event InvalidJobTemplate on the sink",
+        CONVERGE,
+        || async {
+            let (_, out, _) = kubectl(
+                &["get", "events.events.k8s.io", "-n", &ns.name, "-o", "json"],
+                None,
+            );
+            let events: Value = serde_json::from_str(&out).ok()?;
+            events["items"]
+                .as_array()?
+                .iter()
+                .find(|e| {
+                    e["reason"] == "InvalidJobTemplate"
+                        && e["type"] == "Warning"
+                        && e["regarding"]["kind"] == "JobSink"
+                        && e["regarding"]["name"] == "broken"
+                })
+                .map(drop)
+        },
+    )
+    .await;
+
+    let (ok, _, err) = apply(&ns, &logger("broken", "", RESTART_NEVER));
+    assert!(ok, "{err}");
+    let fixed = wait_ready(&api, "broken", "True").await;
+    assert_eq!(fixed.data["status"]["observedGeneration"], 2);
+}
+
+#[tokio::test]
+async fn the_status_is_not_rewritten_when_nothing_changed() {
+    let calls = controller();
+    let ns = TestNamespace::new("status-stable").await;
+    let (ok, _, err) = apply(&ns, &logger("steady", "", RESTART_NEVER));
+    assert!(ok, "{err}");
+    let api = sinks(&ns);
+    let before = wait_ready(&api, "steady", "True").await;
+    // A metadata-only change triggers a reconciliation without changing the generation.
+    let (ok, _, err) = kubectl(
+        &["annotate", "-n", &ns.name, "jobsink/steady", "touched=yes"],
+        None,
+    );
+    assert!(ok, "{err}");
+    let touched = api.get("steady").await.unwrap();
+    let seen = reconciles(calls, &ns.name, "steady");
+    eventually(
+        "a reconciliation after the annotation",
+        CONVERGE,
+        || async { (reconciles(calls, &ns.name, "steady") > seen).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = api.get("steady").await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version, touched.metadata.resource_version,
+        "the status was rewritten"
+    );
+    assert_eq!(after.data["status"], before.data["status"]);
+}
+
+#[tokio::test]
+async fn an_extra_condition_takes_part_in_ready() {
+    controller();
+    let ns = TestNamespace::new("extra-condition").await;
+    let labels = format!("{EXTRA_LABEL}: \"False\"");
+    let (ok, _, err) = apply(&ns, &logger("gated", &labels, RESTART_NEVER));
+    assert!(ok, "{err}");
+    let api = sinks(&ns);
+    let sink = wait_ready(&api, "gated", "False").await;
+    assert_eq!(condition(&sink, "Ready").unwrap()["reason"], "TestSaysSo");
+    assert_eq!(condition(&sink, EXTRA_TYPE).unwrap()["status"], "False");
+    let (ok, _, err) = kubectl(
+        &[
+            "label",
+            "--overwrite",
+            "-n",
+            &ns.name,
+            "jobsink/gated",
+            &format!("{EXTRA_LABEL}=True"),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let sink = wait_ready(&api, "gated", "True").await;
+    assert_eq!(condition(&sink, EXTRA_TYPE).unwrap()["status"], "True");
+}
+
+#[tokio::test]
+async fn a_spec_job_that_is_not_a_job_is_reported_and_other_sinks_still_become_ready() {
+    controller();
+    let ns = TestNamespace::new("undecodable").await;
+    let garbled = "apiVersion: sinks.knative.dev/v1alpha1\nkind: JobSink\nmetadata: {name: garbled}\n\
+                   spec: {job: {spec: {completions: many}}}\n";
+    let (ok, _, err) = apply(&ns, garbled);
+    assert!(
+        ok,
+        "the CRD keeps spec.job opaque, so this is accepted: {err}"
+    );
+    let (ok, _, err) = apply(&ns, &logger("fine", "", RESTART_NEVER));
+    assert!(ok, "{err}");
+    let api = sinks(&ns);
+    let sink = wait_ready(&api, "garbled", "False").await;
+    let ready = condition(&sink, "Ready").unwrap();
+    assert_eq!(ready["reason"], "InvalidJobTemplate");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.job is not a valid batch/v1 Job"),
+        "{ready}"
+    );
+    assert_eq!(
+        sink.data["status"]["job"]["selector"],
+        "sinks.knative.dev/job-sink-name=garbled"
+    );
+    wait_ready(&api, "fine", "True").await;
+}
+
+#[test]
+fn the_crd_under_test_is_the_generated_one() {
+    let committed = std::fs::read_to_string("deploy/crd.yaml").unwrap();
+    assert_eq!(
+        committed,
+        jobsink::crd::crd_yaml(),
+        "run `cargo run -- crd > deploy/crd.yaml`"
+    );
+    assert_eq!(JobSink::crd_name(), "jobsinks.sinks.knative.dev");
+}

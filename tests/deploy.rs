@@ -1,0 +1,173 @@
+//! The manifests under `deploy/`: the committed CRD is the generated one, and everything
+//! installs on the real control plane (server-side dry run, so the shared cluster's
+//! `knative-eventing` namespace gets no Deployment).
+
+mod support;
+
+use std::path::Path;
+
+use support::{TestNamespace, kubectl};
+
+const CRD_PATH: &str = "deploy/crd.yaml";
+
+/// Installs the CRD for real and waits until it serves, so that dry runs of JobSinks work.
+fn install_crd() {
+    // Several test binaries may create it at once: a lost race is retried as an update.
+    let mut last_error = String::new();
+    for _ in 0..3 {
+        let (ok, _, err) = kubectl(&["apply", "-f", CRD_PATH], None);
+        if ok {
+            let (ok, _, err) = kubectl(
+                &[
+                    "wait",
+                    "--for=condition=Established",
+                    "crd/jobsinks.sinks.knative.dev",
+                    "--timeout=60s",
+                ],
+                None,
+            );
+            assert!(ok, "the JobSink CRD never became established: {err}");
+            return;
+        }
+        last_error = err;
+    }
+    panic!("applying {CRD_PATH} failed: {last_error}");
+}
+
+#[test]
+fn the_committed_crd_is_the_one_generated_from_the_types() {
+    let committed = std::fs::read_to_string(CRD_PATH).expect("deploy/crd.yaml exists");
+    assert!(
+        committed == jobsink::crd::crd_yaml(),
+        "deploy/crd.yaml is out of date: regenerate it with `cargo run -- crd > deploy/crd.yaml`"
+    );
+}
+
+#[test]
+fn the_generated_crd_matches_the_upstream_resource() {
+    let crd: serde_json::Value = serde_yaml::from_str(&jobsink::crd::crd_yaml()).unwrap();
+    let labels = &crd["metadata"]["labels"];
+    assert_eq!(labels["duck.knative.dev/addressable"], "true");
+    assert_eq!(labels["knative.dev/crd-install"], "true");
+    let spec = &crd["spec"];
+    assert_eq!(spec["scope"], "Namespaced");
+    assert_eq!(
+        spec["names"]["categories"],
+        serde_json::json!(["all", "knative", "eventing", "sink"])
+    );
+    let versions = spec["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 1);
+    let v = &versions[0];
+    assert_eq!(
+        (
+            v["name"].as_str(),
+            v["served"].as_bool(),
+            v["storage"].as_bool()
+        ),
+        (Some("v1alpha1"), Some(true), Some(true))
+    );
+    assert_eq!(v["subresources"]["status"], serde_json::json!({}));
+    let columns: Vec<&str> = v["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(columns, ["URL", "Age", "Ready", "Reason"]);
+    let job_spec = &v["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    assert_eq!(job_spec["required"], serde_json::json!(["job"]));
+    assert_eq!(
+        job_spec["properties"]["job"]["x-kubernetes-preserve-unknown-fields"],
+        true
+    );
+}
+
+#[test]
+fn every_manifest_under_deploy_installs_with_a_server_side_dry_run() {
+    install_crd();
+    // Namespaced dry runs need the namespace to exist; creating it is harmless and idempotent.
+    let (ok, _, err) = kubectl(&["apply", "-f", "deploy/00-namespace.yaml"], None);
+    assert!(ok, "creating the system namespace failed: {err}");
+    let (ok, out, err) = kubectl(&["apply", "--dry-run=server", "-f", "deploy/"], None);
+    assert!(
+        ok,
+        "kubectl apply --dry-run=server -f deploy/ failed: {err}"
+    );
+    assert!(!err.contains("Warning"), "the API server warned: {err}");
+    for expected in [
+        "namespace/knative-eventing",
+        "customresourcedefinition.apiextensions.k8s.io/jobsinks.sinks.knative.dev",
+        "serviceaccount/job-sink",
+        "clusterrole.rbac.authorization.k8s.io/job-sink",
+        "clusterrolebinding.rbac.authorization.k8s.io/job-sink",
+        "deployment.apps/job-sink",
+        "service/job-sink",
+    ] {
+        assert!(out.contains(expected), "{expected} missing from:\n{out}");
+    }
+}
+
+#[tokio::test]
+async fn the_seed_examples_under_deploy_are_unchanged_and_install_with_a_server_side_dry_run() {
+    for file in [
+        "job-sink-logger",
+        "job-sink-custom-mount-path",
+        "job-sink-success",
+        "job-sink-failure",
+    ] {
+        let ours =
+            std::fs::read(Path::new("deploy/examples").join(format!("{file}.yaml"))).unwrap();
+        let seed =
+            std::fs::read(Path::new("tests/data/seed").join(format!("{file}.yaml"))).unwrap();
+        assert!(
+            ours == seed,
+            "deploy/examples/{file}.yaml differs from the seed"
+        );
+    }
+    install_crd();
+    let ns = TestNamespace::new("deploy-examples").await;
+    let (ok, out, err) = kubectl(
+        &[
+            "apply",
+            "--dry-run=server",
+            "-n",
+            &ns.name,
+            "-f",
+            "deploy/examples/",
+        ],
+        None,
+    );
+    assert!(ok, "the examples were refused: {err}");
+    assert_eq!(out.matches("created (server dry run)").count(), 4, "{out}");
+}
+
+#[test]
+fn the_deployment_runs_the_receiver_locked_down_behind_the_job_sink_service() {
+    let deployment: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string("deploy/deployment.yaml").unwrap()).unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(container["args"], serde_json::json!(["serve"]));
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"],
+        serde_json::json!(["ALL"])
+    );
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let env = &container["env"][0];
+    assert_eq!(
+        (
+            env["name"].as_str(),
+            env["valueFrom"]["fieldRef"]["fieldPath"].as_str()
+        ),
+        (Some("SYSTEM_NAMESPACE"), Some("metadata.namespace"))
+    );
+    let service: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string("deploy/service.yaml").unwrap()).unwrap();
+    assert_eq!(service["metadata"]["name"], "job-sink");
+    assert_eq!(service["metadata"]["namespace"], "knative-eventing");
+    assert_eq!(service["spec"]["ports"][0]["port"], 80);
+    assert_eq!(container["ports"][0]["containerPort"], 8080);
+}
