@@ -171,3 +171,59 @@ fn the_deployment_runs_the_receiver_locked_down_behind_the_job_sink_service() {
     assert_eq!(service["spec"]["ports"][0]["port"], 80);
     assert_eq!(container["ports"][0]["containerPort"], 8080);
 }
+
+#[test]
+fn the_service_account_may_do_what_the_process_needs_and_no_more() {
+    install_crd();
+    // RBAC objects are inert without the Deployment, so they are applied for real.
+    for file in ["deploy/00-namespace.yaml", "deploy/rbac.yaml"] {
+        let (ok, _, err) = kubectl(&["apply", "-f", file], None);
+        assert!(ok, "applying {file} failed: {err}");
+    }
+    let can = |verb: &str, resource: &str| {
+        let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
+        let subresource = format!("--subresource={subresource}");
+        let args = [
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            &subresource,
+            "--all-namespaces",
+            "--as=system:serviceaccount:knative-eventing:job-sink",
+        ];
+        kubectl(&args, None).1.trim() == "yes"
+    };
+    let allowed = [
+        ("watch", "jobsinks.sinks.knative.dev"),
+        ("patch", "jobsinks.sinks.knative.dev/status"),
+        ("update", "jobsinks.sinks.knative.dev/finalizers"),
+        ("create", "jobs.batch"),
+        ("watch", "jobs.batch"),
+        ("create", "secrets"),
+        ("delete", "secrets"),
+        ("watch", "configmaps"),
+        ("create", "events.events.k8s.io"),
+        ("patch", "events"),
+    ];
+    for (verb, resource) in allowed {
+        assert!(
+            can(verb, resource),
+            "the job-sink ServiceAccount cannot {verb} {resource}"
+        );
+    }
+    let refused = [
+        ("list", "secrets"),
+        ("watch", "secrets"),
+        ("update", "jobsinks.sinks.knative.dev"),
+        ("delete", "jobs.batch"),
+        ("create", "configmaps"),
+        ("create", "pods"),
+    ];
+    for (verb, resource) in refused {
+        assert!(
+            !can(verb, resource),
+            "the job-sink ServiceAccount may {verb} {resource}"
+        );
+    }
+}

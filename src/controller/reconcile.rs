@@ -85,9 +85,12 @@ pub async fn reconcile(
     let desired = desired_status(&ctx.cfg, identity, status, conditions, &now);
     if status != Some(&desired) {
         let api = Api::<JobSink>::namespaced(ctx.client.clone(), &namespace);
-        crate::k8s::patch_status(&api, &name, status, &desired)
-            .await
-            .map_err(Error::PatchStatus)?;
+        match crate::k8s::patch_status(&api, &name, status, &desired).await {
+            Ok(_) => {}
+            // Deleted since the watch saw it: nothing left to do, and no retry.
+            Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(Action::await_change()),
+            Err(error) => return Err(Error::PatchStatus(error)),
+        }
         info!(ready = ready_status(&desired), "status updated");
         if let Some(refused) = newly_invalid_template(status, &desired) {
             publish_invalid_template(&ctx.recorder, &obj, refused).await;
