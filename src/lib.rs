@@ -4,3 +4,4 @@
 pub mod cloudevent;
 pub mod crd;
 pub mod job;
+pub mod hook;
