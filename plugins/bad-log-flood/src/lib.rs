@@ -1,4 +1,4 @@
-//! Test hook: logs 10,000 lines (the host keeps a few per call) and then passes.
+//! Test hook: logs 2,000 lines (the host keeps a few per call) and then passes.
 
 wit_bindgen::generate!({ path: "../../wit", world: "event-hook" });
 
@@ -15,7 +15,7 @@ impl Config for Bad {
 
 impl EventPhase for Bad {
     fn on_event(_ctx: Context, event: CloudEvent) -> Result<EventDecision, String> {
-        for line in 0..10_000 {
+        for line in 0..2_000 {
             jobsink::hook::host::log(jobsink::hook::host::Level::Info, &format!("line {line} of {}", event.id));
         }
         Ok(EventDecision::Pass)
