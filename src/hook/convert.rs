@@ -260,3 +260,120 @@ fn check_protected(input: &Job, output: &Job) -> Result<(), HookError> {
 pub(crate) fn job_to_json(job: &Job) -> Result<String, HookError> {
     serde_json::to_string(job).map_err(|e| HookError::Internal(format!("serializing the Job: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn received() -> CloudEvent {
+        CloudEvent {
+            specversion: crate::cloudevent::SpecVersion::V1_0,
+            id: "1".into(),
+            source: "s".into(),
+            ty: "t".into(),
+            datacontenttype: Some("application/json".into()),
+            dataschema: None,
+            subject: None,
+            time: None,
+            extensions: BTreeMap::new(),
+            data: Some(Data::Json("{\"a\": 1}".into())),
+        }
+    }
+
+    #[test]
+    fn a_rejection_code_outside_the_allowed_set_becomes_422_and_the_reason_a_token() {
+        let rejection = Rejection::from_wit(wit::Rejection {
+            code: 500,
+            reason: "Bad Reason\r\nX-Injected: 1".into(),
+            message: "no".into(),
+        });
+        assert_eq!(rejection.code, DEFAULT_REJECTION_CODE);
+        assert_eq!(rejection.reason, "BadReasonX-Injected1");
+        let allowed = Rejection::from_wit(wit::Rejection {
+            code: 429,
+            reason: String::new(),
+            message: String::new(),
+        });
+        assert_eq!((allowed.code, allowed.reason.as_str()), (429, "Rejected"));
+    }
+
+    #[test]
+    fn an_unmodified_event_round_trips_unchanged() {
+        let event = received();
+        assert_eq!(event_from_wit(&event, event_to_wit(&event)), Ok(event));
+    }
+
+    #[test]
+    fn new_json_data_stays_json_and_new_bytes_under_octet_stream_are_binary() {
+        let event = received();
+        let mut modified = event_to_wit(&event);
+        modified.data = Some(b"[1,2]".to_vec());
+        let out = event_from_wit(&event, modified.clone()).expect("valid");
+        assert_eq!(out.data, Some(Data::Json("[1,2]".into())));
+
+        modified.datacontenttype = Some("application/octet-stream".into());
+        let out = event_from_wit(&event, modified).expect("valid");
+        assert_eq!(out.data, Some(Data::Binary(b"[1,2]".to_vec())));
+    }
+
+    #[test]
+    fn a_reserved_or_invalid_extension_name_is_an_invalid_event() {
+        let event = received();
+        for name in ["id", "Upper", "with-dash", ""] {
+            let mut modified = event_to_wit(&event);
+            modified.extensions.push(wit::Attribute {
+                name: name.into(),
+                value: "v".into(),
+            });
+            assert!(
+                matches!(event_from_wit(&event, modified), Err(HookError::InvalidEvent(_))),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn changing_source_or_specversion_is_an_identity_change() {
+        let event = received();
+        let mut modified = event_to_wit(&event);
+        modified.source = "elsewhere".into();
+        assert_eq!(
+            event_from_wit(&event, modified),
+            Err(HookError::IdentityChanged("source"))
+        );
+        let mut modified = event_to_wit(&event);
+        modified.specversion = "0.3".into();
+        assert_eq!(
+            event_from_wit(&event, modified),
+            Err(HookError::IdentityChanged("specversion"))
+        );
+    }
+
+    fn job() -> Job {
+        Job {
+            metadata: ObjectMeta {
+                name: Some("n".into()),
+                namespace: Some("ns".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(Default::default()),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn a_job_in_another_namespace_or_of_another_kind_is_refused() {
+        let input = job();
+        let mut moved = job();
+        moved.metadata.namespace = Some("kube-system".into());
+        let json = serde_json::to_string(&moved).expect("json");
+        assert_eq!(
+            job_from_json(&input, &json),
+            Err(HookError::ProtectedFieldChanged("metadata.namespace".into()))
+        );
+        let json = json.replace("\"kind\":\"Job\"", "\"kind\":\"Pod\"");
+        assert!(matches!(job_from_json(&input, &json), Err(HookError::InvalidJob(_))));
+        assert!(matches!(job_from_json(&input, "not json"), Err(HookError::InvalidJob(_))));
+    }
+}

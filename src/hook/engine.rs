@@ -206,3 +206,47 @@ fn wit_context(hook: &LoadedHook, label: &CallLabel) -> wit::Context {
         config: hook.config().to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hook::runtime::MAX_LOG_LINES_PER_CALL;
+
+    #[test]
+    fn log_lines_past_the_per_call_budget_are_dropped_and_counted() {
+        let engine = HookEngine::new(EngineConfig::default()).expect("engine");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/plugins/target/wasm32-wasip2/release/bad_log_flood.wasm"
+        );
+        let wasm = std::fs::read(path)
+            .unwrap_or_else(|e| panic!("{path} is missing ({e}): run plugins/build.sh"));
+        let hook = engine
+            .load(&wasm, "", None, &HookSettings::default())
+            .expect("loads");
+        let label = CallLabel {
+            namespace: "ns".into(),
+            sink: "s".into(),
+        };
+        let limits = CallLimits {
+            // Generous: an unoptimised host makes 2,000 host calls slow.
+            timeout: crate::hook::MAX_TIMEOUT,
+            memory_limit_bytes: crate::hook::DEFAULT_MEMORY_LIMIT_BYTES,
+        };
+        let event = wit::CloudEvent {
+            id: "1".into(),
+            source: "s".into(),
+            type_: "t".into(),
+            specversion: "1.0".into(),
+            subject: None,
+            time: None,
+            datacontenttype: None,
+            dataschema: None,
+            extensions: Vec::new(),
+            data: None,
+        };
+        let (result, report) = call_event_blocking(&hook, &label, limits, &event);
+        assert!(matches!(result, Ok(wit::EventDecision::Pass)));
+        assert_eq!(report.log_lines_dropped, 2_000 - MAX_LOG_LINES_PER_CALL);
+    }
+}

@@ -10,6 +10,7 @@
 //! - `cli`: `jobsink hook run` and `jobsink hook bench`.
 
 mod bindings;
+pub mod cli;
 mod convert;
 mod engine;
 mod error;
