@@ -3,5 +3,5 @@
 
 pub mod cloudevent;
 pub mod crd;
-pub mod job;
 pub mod hook;
+pub mod job;

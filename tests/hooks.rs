@@ -72,7 +72,14 @@ fn failed(result: Result<HookOutput, HookRefusal>) -> HookError {
 }
 
 fn first_container(job: &Job) -> &k8s_openapi::api::core::v1::Container {
-    &job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+    &job.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
 }
 
 #[tokio::test]
@@ -86,7 +93,10 @@ async fn an_endless_loop_is_stopped_with_the_deadline_error() {
     let start = Instant::now();
     let (result, built) = run(&engine, &hook, &settings, event()).await;
     let elapsed = start.elapsed();
-    assert_eq!(failed(result), HookError::DeadlineExceeded(settings.timeout));
+    assert_eq!(
+        failed(result),
+        HookError::DeadlineExceeded(settings.timeout)
+    );
     assert!(!built, "no Job may be built after a failed on-event");
     // Reported, not asserted: timing belongs to the benchmark.
     eprintln!(
@@ -136,7 +146,10 @@ async fn a_panic_under_ignore_policy_lets_the_unmodified_event_through_with_a_no
     assert_eq!(output.job, build_job(&event()));
     assert!(matches!(
         output.notes.as_slice(),
-        [HookNote::FailureIgnored { phase: Phase::Event, error: HookError::Trapped(_) }]
+        [HookNote::FailureIgnored {
+            phase: Phase::Event,
+            error: HookError::Trapped(_)
+        }]
     ));
 }
 
@@ -183,7 +196,12 @@ async fn changing_a_protected_job_label_is_an_error() {
 async fn a_forbidden_import_is_refused_at_load_with_its_name() {
     let engine = engine();
     let error = engine
-        .load(&plugin("bad_forbidden_import"), "", None, &HookSettings::default())
+        .load(
+            &plugin("bad_forbidden_import"),
+            "",
+            None,
+            &HookSettings::default(),
+        )
         .expect_err("must be refused");
     assert!(
         matches!(&error, LoadError::ForbiddenImport { import, .. } if import == "exfiltrate"),
@@ -253,7 +271,11 @@ async fn an_accepted_event_carries_the_extension_the_hook_added() {
     let (result, _) = run(&engine, &hook, &HookSettings::default(), event()).await;
     let output = result.expect("accepted");
     assert_eq!(
-        output.event.extensions.get("sourcechecked").map(String::as_str),
+        output
+            .event
+            .extensions
+            .get("sourcechecked")
+            .map(String::as_str),
         Some("true")
     );
     assert_eq!(output.event.data, event().data, "data keeps its form");
@@ -268,7 +290,12 @@ async fn monitor_mode_goes_on_with_the_original_input_and_notes_the_rejection() 
     assert!(built);
     assert_eq!(output.event, event());
     match output.notes.as_slice() {
-        [note @ HookNote::WouldReject { phase: Phase::Event, rejection }] => {
+        [
+            note @ HookNote::WouldReject {
+                phase: Phase::Event,
+                rejection,
+            },
+        ] => {
             assert_eq!(rejection.code, 403);
             assert_eq!(note.reason(), "HookWouldReject");
         }
@@ -297,19 +324,34 @@ async fn monitor_mode_notes_a_failure_that_fail_policy_would_refuse() {
     let output = result.expect("monitor mode never refuses");
     assert!(matches!(
         output.notes.as_slice(),
-        [HookNote::WouldFail { phase: Phase::Event, .. }]
+        [HookNote::WouldFail {
+            phase: Phase::Event,
+            ..
+        }]
     ));
 }
 
 #[tokio::test]
 async fn route_by_type_sets_the_image_only_for_a_matching_type() {
     let engine = engine();
-    let hook = load(&engine, "route_by_type", "other.type=x:1\nmy.demo.event=example.com/demo:2");
+    let hook = load(
+        &engine,
+        "route_by_type",
+        "other.type=x:1\nmy.demo.event=example.com/demo:2",
+    );
     let (result, _) = run(&engine, &hook, &HookSettings::default(), event()).await;
     let output = result.expect("routed");
     let mut expected = build_job(&event());
-    expected.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0].image =
-        Some("example.com/demo:2".into());
+    expected
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .containers[0]
+        .image = Some("example.com/demo:2".into());
     assert_eq!(output.job, expected, "only the image changes");
 
     let hook = load(&engine, "route_by_type", "other.type=x:1");
@@ -322,10 +364,19 @@ async fn resources_from_data_sets_resources_and_the_kueue_queue() {
     let engine = engine();
     let hook = load(&engine, "resources_from_data", "");
     let data = r#"{"resources":{"cpu":"2","memory":"4Gi"},"queue":"team-a"}"#;
-    let (result, _) = run(&engine, &hook, &HookSettings::default(), event_with_data(data)).await;
+    let (result, _) = run(
+        &engine,
+        &hook,
+        &HookSettings::default(),
+        event_with_data(data),
+    )
+    .await;
     let job = result.expect("sized").job;
     let labels = job.metadata.labels.as_ref().unwrap();
-    assert_eq!(labels.get("kueue.x-k8s.io/queue-name").map(String::as_str), Some("team-a"));
+    assert_eq!(
+        labels.get("kueue.x-k8s.io/queue-name").map(String::as_str),
+        Some("team-a")
+    );
     let resources = first_container(&job).resources.as_ref().unwrap();
     let requests = resources.requests.as_ref().unwrap();
     assert_eq!(requests.get("cpu").map(|q| q.0.as_str()), Some("2"));
@@ -336,7 +387,15 @@ async fn resources_from_data_sets_resources_and_the_kueue_queue() {
 #[tokio::test]
 async fn a_declared_hook_that_is_not_loaded_answers_503_or_goes_on_under_ignore() {
     let engine = engine();
-    let result = run_hooks(&engine, None, &HookSettings::default(), &ctx(), event(), build_job).await;
+    let result = run_hooks(
+        &engine,
+        None,
+        &HookSettings::default(),
+        &ctx(),
+        event(),
+        build_job,
+    )
+    .await;
     assert_eq!(result.as_ref().err(), Some(&HookRefusal::NotLoaded));
     assert_eq!(result.unwrap_err().status_code(), 503);
 
@@ -364,7 +423,12 @@ async fn a_hook_that_floods_the_log_still_passes() {
 fn loading_refuses_bytes_that_do_not_match_the_pinned_sha256() {
     let engine = engine();
     let error = engine
-        .load(&plugin("route_by_type"), "", Some(&"0".repeat(64)), &HookSettings::default())
+        .load(
+            &plugin("route_by_type"),
+            "",
+            Some(&"0".repeat(64)),
+            &HookSettings::default(),
+        )
         .expect_err("mismatch");
     assert_eq!(error.reason(), "HookSha256Mismatch");
 }
@@ -374,7 +438,12 @@ fn loading_the_same_bytes_twice_reports_the_same_digest_and_phases() {
     let engine = engine();
     let first = load(&engine, "reject_by_source", "a");
     let second = engine
-        .load(&plugin("reject_by_source"), "b", Some(first.sha256()), &HookSettings::default())
+        .load(
+            &plugin("reject_by_source"),
+            "b",
+            Some(first.sha256()),
+            &HookSettings::default(),
+        )
         .expect("same bytes, pinned");
     assert_eq!(first.sha256(), second.sha256());
     assert!(second.phases().event && !second.phases().job);
@@ -385,7 +454,12 @@ fn loading_the_same_bytes_twice_reports_the_same_digest_and_phases() {
 fn a_config_the_hook_refuses_fails_the_load_with_its_message() {
     let engine = engine();
     let error = engine
-        .load(&plugin("reject_by_source"), "  ", None, &HookSettings::default())
+        .load(
+            &plugin("reject_by_source"),
+            "  ",
+            None,
+            &HookSettings::default(),
+        )
         .expect_err("empty allow-list");
     assert!(
         matches!(&error, LoadError::ConfigRejected(message) if message.contains("at least one")),

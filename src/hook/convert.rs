@@ -144,7 +144,9 @@ pub(crate) fn event_from_wit(
             )));
         }
         if extensions.insert(name.clone(), value).is_some() {
-            return Err(HookError::InvalidEvent(format!("extension {name} appears twice")));
+            return Err(HookError::InvalidEvent(format!(
+                "extension {name} appears twice"
+            )));
         }
     }
     let data = event
@@ -226,7 +228,8 @@ pub(crate) fn job_from_json(input: &Job, json: &str) -> Result<Job, HookError> {
             "apiVersion must be batch/v1 and kind Job".into(),
         ));
     }
-    let job: Job = serde_json::from_value(value).map_err(|e| HookError::InvalidJob(e.to_string()))?;
+    let job: Job =
+        serde_json::from_value(value).map_err(|e| HookError::InvalidJob(e.to_string()))?;
     if job.spec.is_none() {
         return Err(HookError::InvalidJob("spec is missing".into()));
     }
@@ -240,13 +243,23 @@ fn check_protected(input: &Job, output: &Job) -> Result<(), HookError> {
         return Err(HookError::ProtectedFieldChanged("metadata.name".into()));
     }
     if before.namespace != after.namespace {
-        return Err(HookError::ProtectedFieldChanged("metadata.namespace".into()));
+        return Err(HookError::ProtectedFieldChanged(
+            "metadata.namespace".into(),
+        ));
     }
     if before.owner_references != after.owner_references {
-        return Err(HookError::ProtectedFieldChanged("metadata.ownerReferences".into()));
+        return Err(HookError::ProtectedFieldChanged(
+            "metadata.ownerReferences".into(),
+        ));
     }
     for label in [JOB_SINK_NAME_LABEL, JOB_SINK_ID_LABEL] {
-        let get = |job: &Job| job.metadata.labels.as_ref().and_then(|l| l.get(label)).cloned();
+        let get = |job: &Job| {
+            job.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(label))
+                .cloned()
+        };
         if get(input) != get(output) {
             return Err(HookError::ProtectedFieldChanged(format!(
                 "metadata.labels[{label}]"
@@ -327,7 +340,10 @@ mod tests {
                 value: "v".into(),
             });
             assert!(
-                matches!(event_from_wit(&event, modified), Err(HookError::InvalidEvent(_))),
+                matches!(
+                    event_from_wit(&event, modified),
+                    Err(HookError::InvalidEvent(_))
+                ),
                 "{name:?}"
             );
         }
@@ -370,10 +386,18 @@ mod tests {
         let json = serde_json::to_string(&moved).expect("json");
         assert_eq!(
             job_from_json(&input, &json),
-            Err(HookError::ProtectedFieldChanged("metadata.namespace".into()))
+            Err(HookError::ProtectedFieldChanged(
+                "metadata.namespace".into()
+            ))
         );
         let json = json.replace("\"kind\":\"Job\"", "\"kind\":\"Pod\"");
-        assert!(matches!(job_from_json(&input, &json), Err(HookError::InvalidJob(_))));
-        assert!(matches!(job_from_json(&input, "not json"), Err(HookError::InvalidJob(_))));
+        assert!(matches!(
+            job_from_json(&input, &json),
+            Err(HookError::InvalidJob(_))
+        ));
+        assert!(matches!(
+            job_from_json(&input, "not json"),
+            Err(HookError::InvalidJob(_))
+        ));
     }
 }

@@ -52,7 +52,11 @@ impl HookEngine {
         let (engine, allocator) = wasm_config::build(&cfg)?;
         let linker = linker(&engine).map_err(|e| EngineError::Create(format!("{e:#}")))?;
         wasm_config::start_epoch_ticker(&engine);
-        tracing::info!(?allocator, max_concurrency = cfg.max_concurrency, "hook engine ready");
+        tracing::info!(
+            ?allocator,
+            max_concurrency = cfg.max_concurrency,
+            "hook engine ready"
+        );
         Ok(HookEngine {
             inner: Arc::new(Inner {
                 engine,
@@ -135,13 +139,16 @@ impl HookEngine {
         &self,
         ctx: &HookContext,
         settings: &HookSettings,
-        call: impl FnOnce(&CallLabel, CallLimits) -> (Result<R, HookError>, CallReport)
-        + Send
-        + 'static,
+        call: impl FnOnce(&CallLabel, CallLimits) -> (Result<R, HookError>, CallReport) + Send + 'static,
     ) -> (Result<R, HookError>, CallReport) {
         let permit = match Arc::clone(&self.inner.permits).acquire_owned().await {
             Ok(permit) => permit,
-            Err(closed) => return (Err(HookError::Internal(closed.to_string())), CallReport::default()),
+            Err(closed) => {
+                return (
+                    Err(HookError::Internal(closed.to_string())),
+                    CallReport::default(),
+                );
+            }
         };
         let label = CallLabel {
             namespace: ctx.namespace.clone(),
@@ -157,7 +164,10 @@ impl HookEngine {
         });
         match task.await {
             Ok(outcome) => outcome,
-            Err(join) => (Err(HookError::Internal(join.to_string())), CallReport::default()),
+            Err(join) => (
+                Err(HookError::Internal(join.to_string())),
+                CallReport::default(),
+            ),
         }
     }
 }

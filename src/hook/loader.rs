@@ -195,14 +195,20 @@ impl HookEngine {
     }
 
     fn cached(&self, sha256: &str) -> Option<Arc<CompiledHook>> {
-        let cache = self.cache().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let cache = self
+            .cache()
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         cache.get(sha256).and_then(Weak::upgrade)
     }
 
     /// Stores `compiled` unless another load of the same bytes won the race (then theirs is
     /// returned), and forgets components nobody uses any more.
     fn remember(&self, compiled: &Arc<CompiledHook>) -> Arc<CompiledHook> {
-        let mut cache = self.cache().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cache = self
+            .cache()
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         cache.retain(|_, weak| weak.strong_count() > 0);
         if let Some(existing) = cache.get(&compiled.sha256).and_then(Weak::upgrade) {
             return existing;

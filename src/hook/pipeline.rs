@@ -67,10 +67,16 @@ impl HookNote {
     pub fn message(&self) -> String {
         match self {
             HookNote::FailureIgnored { phase, error } => {
-                format!("{}: {error}; went on with the unmodified input", phase.as_str())
+                format!(
+                    "{}: {error}; went on with the unmodified input",
+                    phase.as_str()
+                )
             }
             HookNote::WouldFail { phase, error } => {
-                format!("{}: {error}; the event would have been refused", phase.as_str())
+                format!(
+                    "{}: {error}; the event would have been refused",
+                    phase.as_str()
+                )
             }
             HookNote::WouldReject { phase, rejection } => format!(
                 "{}: would have rejected the event with {} {}: {}",
@@ -146,7 +152,9 @@ pub async fn run_hooks(
     event: CloudEvent,
     build_job: impl FnOnce(&CloudEvent) -> Job,
 ) -> Result<HookOutput, HookRefusal> {
-    run_traced(engine, hook, settings, ctx, event, build_job).await.0
+    run_traced(engine, hook, settings, ctx, event, build_job)
+        .await
+        .0
 }
 
 /// [`run_hooks`], also returning how each phase ran.
@@ -191,7 +199,12 @@ pub(crate) async fn run_traced(
                 Ok(Verdict::Reject(Rejection::from_wit(rejection)))
             }
         });
-        runs.push(PhaseRun::new(Phase::Event, &verdict, report, start.elapsed()));
+        runs.push(PhaseRun::new(
+            Phase::Event,
+            &verdict,
+            report,
+            start.elapsed(),
+        ));
         match policy.settle(Phase::Event, verdict) {
             Ok(Some(modified)) => event = modified,
             Ok(None) => {}
@@ -209,7 +222,9 @@ pub(crate) async fn run_traced(
                     .await;
                 let verdict = result.and_then(|decision| match decision {
                     wit::JobDecision::Pass => Ok(Verdict::Keep),
-                    wit::JobDecision::Modify(json) => job_from_json(&job, &json).map(Verdict::Replace),
+                    wit::JobDecision::Modify(json) => {
+                        job_from_json(&job, &json).map(Verdict::Replace)
+                    }
                     wit::JobDecision::Reject(rejection) => {
                         Ok(Verdict::Reject(Rejection::from_wit(rejection)))
                     }

@@ -10,8 +10,8 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::jobsink::hook::host::{self, Level};
-use super::wasm_config::{EPOCH_TICK, MAX_MEMORIES_PER_COMPONENT, MAX_TABLES_PER_COMPONENT};
 use super::error::{HookError, MAX_GUEST_TEXT_BYTES, guest_text};
+use super::wasm_config::{EPOCH_TICK, MAX_MEMORIES_PER_COMPONENT, MAX_TABLES_PER_COMPONENT};
 
 /// Capacity of the captured stdout and of stderr of one call. Writing more makes the write
 /// fail (which a Rust guest turns into a panic): hooks should use `log`, and a panic
@@ -67,11 +67,21 @@ impl host::Host for HostState {
         let message = guest_text(&message, MAX_GUEST_TEXT_BYTES);
         let (namespace, sink) = (&self.label.namespace, &self.label.sink);
         match level {
-            Level::Trace => tracing::trace!(target: "jobsink::hook::guest", %namespace, %sink, "{message}"),
-            Level::Debug => tracing::debug!(target: "jobsink::hook::guest", %namespace, %sink, "{message}"),
-            Level::Info => tracing::info!(target: "jobsink::hook::guest", %namespace, %sink, "{message}"),
-            Level::Warn => tracing::warn!(target: "jobsink::hook::guest", %namespace, %sink, "{message}"),
-            Level::Error => tracing::error!(target: "jobsink::hook::guest", %namespace, %sink, "{message}"),
+            Level::Trace => {
+                tracing::trace!(target: "jobsink::hook::guest", %namespace, %sink, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "jobsink::hook::guest", %namespace, %sink, "{message}")
+            }
+            Level::Info => {
+                tracing::info!(target: "jobsink::hook::guest", %namespace, %sink, "{message}")
+            }
+            Level::Warn => {
+                tracing::warn!(target: "jobsink::hook::guest", %namespace, %sink, "{message}")
+            }
+            Level::Error => {
+                tracing::error!(target: "jobsink::hook::guest", %namespace, %sink, "{message}")
+            }
         }
     }
 }
@@ -240,7 +250,10 @@ pub(crate) fn invoke<R>(
 
     let result = match outcome {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(message)) => Err(HookError::Returned(guest_text(&message, MAX_GUEST_TEXT_BYTES))),
+        Ok(Err(message)) => Err(HookError::Returned(guest_text(
+            &message,
+            MAX_GUEST_TEXT_BYTES,
+        ))),
         Err(_) if memory_hit => Err(HookError::MemoryLimitExceeded(limits.memory_limit_bytes)),
         Err(CallFailure::Instantiate(error)) => match error.downcast_ref::<Trap>() {
             // A start function can run away too.
@@ -286,7 +299,10 @@ fn with_stderr_tail(message: String, stderr: &[u8]) -> String {
     while !text.is_char_boundary(start) {
         start += 1;
     }
-    guest_text(&format!("{message}; stderr: {}", &text[start..]), MAX_GUEST_TEXT_BYTES)
+    guest_text(
+        &format!("{message}; stderr: {}", &text[start..]),
+        MAX_GUEST_TEXT_BYTES,
+    )
 }
 
 #[cfg(test)]

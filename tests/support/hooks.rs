@@ -69,7 +69,10 @@ pub fn build_job(event: &CloudEvent) -> Job {
                 controller: Some(true),
                 block_owner_deletion: Some(true),
             }]),
-            annotations: Some(BTreeMap::from([("event-type".to_owned(), event.ty.clone())])),
+            annotations: Some(BTreeMap::from([(
+                "event-type".to_owned(),
+                event.ty.clone(),
+            )])),
             ..ObjectMeta::default()
         },
         spec: Some(JobSpec {

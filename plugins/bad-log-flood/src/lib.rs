@@ -16,7 +16,10 @@ impl Config for Bad {
 impl EventPhase for Bad {
     fn on_event(_ctx: Context, event: CloudEvent) -> Result<EventDecision, String> {
         for line in 0..2_000 {
-            jobsink::hook::host::log(jobsink::hook::host::Level::Info, &format!("line {line} of {}", event.id));
+            jobsink::hook::host::log(
+                jobsink::hook::host::Level::Info,
+                &format!("line {line} of {}", event.id),
+            );
         }
         Ok(EventDecision::Pass)
     }

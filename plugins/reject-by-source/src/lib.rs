@@ -12,7 +12,10 @@ use jobsink::hook::types::{Attribute, CloudEvent, Context, EventDecision, Reject
 struct RejectBySource;
 
 fn prefixes(config: &str) -> impl Iterator<Item = &str> {
-    config.lines().map(str::trim).filter(|line| !line.is_empty())
+    config
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
 }
 
 impl Config for RejectBySource {
@@ -27,7 +30,10 @@ impl Config for RejectBySource {
 impl EventPhase for RejectBySource {
     fn on_event(ctx: Context, mut event: CloudEvent) -> Result<EventDecision, String> {
         if !prefixes(&ctx.config).any(|prefix| event.source.starts_with(prefix)) {
-            log(Level::Info, &format!("source {} is not allowed", event.source));
+            log(
+                Level::Info,
+                &format!("source {} is not allowed", event.source),
+            );
             return Ok(EventDecision::Reject(Rejection {
                 code: 403,
                 reason: "SourceNotAllowed".into(),

@@ -21,7 +21,9 @@ fn default_queue(config: &str) -> Result<Option<String>, String> {
         "" => Ok(None),
         setting => match setting.split_once('=') {
             Some(("queue", name)) if !name.trim().is_empty() => Ok(Some(name.trim().to_owned())),
-            _ => Err(format!("expected `queue=<name>` or nothing, got {setting:?}")),
+            _ => Err(format!(
+                "expected `queue=<name>` or nothing, got {setting:?}"
+            )),
         },
     }
 }

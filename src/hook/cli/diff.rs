@@ -40,7 +40,10 @@ fn walk(path: String, before: &Value, after: &Value, out: &mut Vec<Change>) {
             }
             for (key, value) in b {
                 if !a.contains_key(key) {
-                    out.push(Change::Added(format!("{path}/{}", escape(key)), value.clone()));
+                    out.push(Change::Added(
+                        format!("{path}/{}", escape(key)),
+                        value.clone(),
+                    ));
                 }
             }
         }
@@ -75,7 +78,10 @@ mod tests {
     fn changed_added_and_removed_members_are_reported_with_their_pointer() {
         let before = json!({"a": {"x": 1, "gone": true}, "list": [1]});
         let after = json!({"a": {"x": 2, "k/v": "new"}, "list": [1, 2]});
-        let changes: Vec<String> = diff(&before, &after).iter().map(ToString::to_string).collect();
+        let changes: Vec<String> = diff(&before, &after)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(
             changes,
             vec![

@@ -76,7 +76,9 @@ pub(crate) fn parse(text: &str) -> anyhow::Result<CloudEvent> {
             Value::String(s) => s,
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
-            other => anyhow::bail!("extension `{name}` must be a string, number or boolean, not {other}"),
+            other => {
+                anyhow::bail!("extension `{name}` must be a string, number or boolean, not {other}")
+            }
         };
         extensions.insert(name.clone(), value);
     }

@@ -126,15 +126,23 @@ impl Input {
             ),
             None => None,
         };
-        let hook = sink.as_ref().and_then(|s| s.spec.hook.clone()).unwrap_or_default();
-        let meta = sink.as_ref().map(|s| s.metadata.clone()).unwrap_or_default();
+        let hook = sink
+            .as_ref()
+            .and_then(|s| s.spec.hook.clone())
+            .unwrap_or_default();
+        let meta = sink
+            .as_ref()
+            .map(|s| s.metadata.clone())
+            .unwrap_or_default();
         Ok(Input {
             wasm: bytes,
             wasm_name: wasm.display().to_string(),
             event,
             namespace: meta.namespace.unwrap_or_else(|| "default".into()),
             sink: meta.name.unwrap_or_else(|| "hook-run".into()),
-            uid: meta.uid.unwrap_or_else(|| "00000000-0000-4000-8000-000000000000".into()),
+            uid: meta
+                .uid
+                .unwrap_or_else(|| "00000000-0000-4000-8000-000000000000".into()),
             template: sink.map(|s| s.spec.job).unwrap_or_else(sample_template),
             settings: HookSettings::from_spec(&hook),
             config: config.or(hook.config).unwrap_or_default(),
@@ -211,7 +219,12 @@ pub(crate) async fn run_input(
         .filter_map(|(has, name)| has.then_some(name))
         .collect();
     let s = &input.settings;
-    writeln!(out, "hook:     {} (sha256 {})", input.wasm_name, hook.sha256())?;
+    writeln!(
+        out,
+        "hook:     {} (sha256 {})",
+        input.wasm_name,
+        hook.sha256()
+    )?;
     writeln!(out, "phases:   {}", names.join(", "))?;
     writeln!(
         out,
@@ -246,14 +259,22 @@ pub(crate) async fn run_input(
         )?;
         for (stream, bytes) in [("stdout", &r.stdout), ("stderr", &r.stderr)] {
             if !bytes.is_empty() {
-                writeln!(out, "  {stream}: {}", String::from_utf8_lossy(bytes).trim_end())?;
+                writeln!(
+                    out,
+                    "  {stream}: {}",
+                    String::from_utf8_lossy(bytes).trim_end()
+                )?;
             }
         }
     }
     let output = match result {
         Ok(output) => output,
         Err(refusal) => {
-            writeln!(out, "decision: refused, {} ({refusal})", refusal.status_code())?;
+            writeln!(
+                out,
+                "decision: refused, {} ({refusal})",
+                refusal.status_code()
+            )?;
             return Ok((out, Some(refusal)));
         }
     };
@@ -312,8 +333,12 @@ pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Res
         if !present {
             continue;
         }
-        let (hook, label, wit_event, job_json) =
-            (Arc::clone(&hook), label.clone(), wit_event.clone(), job_json.clone());
+        let (hook, label, wit_event, job_json) = (
+            Arc::clone(&hook),
+            label.clone(),
+            wit_event.clone(),
+            job_json.clone(),
+        );
         let samples = tokio::task::spawn_blocking(move || {
             let mut samples = Samples::default();
             for round in 0..warmup + iterations {
@@ -396,22 +421,33 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/hooks").join(name)
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/hooks")
+            .join(name)
     }
 
     fn plugin(name: &str) -> PathBuf {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("plugins/target/wasm32-wasip2/release")
             .join(format!("{name}.wasm"));
-        assert!(path.exists(), "{} is missing: run plugins/build.sh", path.display());
+        assert!(
+            path.exists(),
+            "{} is missing: run plugins/build.sh",
+            path.display()
+        );
         path
     }
 
     fn input(wasm: &str, config: Option<&str>) -> Input {
         let event = read(&fixture("event.json")).expect("event fixture");
         let sink = fixture("jobsink.yaml");
-        Input::read(&plugin(wasm), &event, Some(&sink), config.map(str::to_owned))
-            .expect("inputs")
+        Input::read(
+            &plugin(wasm),
+            &event,
+            Some(&sink),
+            config.map(str::to_owned),
+        )
+        .expect("inputs")
     }
 
     #[tokio::test]
@@ -430,16 +466,19 @@ mod tests {
 
     #[tokio::test]
     async fn hook_run_reports_a_rejection_with_its_status() {
-        let (text, refusal) = run_input(&input("reject_by_source", Some("https://trusted/")), false)
-            .await
-            .expect("runs");
+        let (text, refusal) =
+            run_input(&input("reject_by_source", Some("https://trusted/")), false)
+                .await
+                .expect("runs");
         assert_eq!(refusal.map(|r| r.status_code()), Some(403), "{text}");
         assert!(text.contains("decision: refused, 403"), "{text}");
     }
 
     #[tokio::test]
     async fn hook_bench_prints_percentiles_for_each_exported_phase() {
-        let text = bench_input(&input("route_by_type", None), 20).await.expect("bench");
+        let text = bench_input(&input("route_by_type", None), 20)
+            .await
+            .expect("bench");
         assert!(text.contains("on-job instantiate"), "{text}");
         assert!(text.contains("on-job total"), "{text}");
         assert!(text.contains("pipeline (all phases)"), "{text}");
