@@ -108,6 +108,7 @@ pub(crate) struct Input {
     template: Job,
     settings: HookSettings,
     config: String,
+    builder_works: bool,
 }
 
 impl Input {
@@ -134,7 +135,7 @@ impl Input {
             .as_ref()
             .map(|s| s.metadata.clone())
             .unwrap_or_default();
-        Ok(Input {
+        let mut input = Input {
             wasm: bytes,
             wasm_name: wasm.display().to_string(),
             event,
@@ -146,7 +147,10 @@ impl Input {
             template: sink.map(|s| s.spec.job).unwrap_or_else(sample_template),
             settings: HookSettings::from_spec(&hook),
             config: config.or(hook.config).unwrap_or_default(),
-        })
+            builder_works: true,
+        };
+        input.builder_works();
+        Ok(input)
     }
 
     fn context(&self) -> HookContext {
@@ -156,24 +160,33 @@ impl Input {
         }
     }
 
-    /// The Job the dispatcher builds for `event` (before `on-job`).
+    /// The Job the dispatcher builds for `event` (before `on-job`), or `spec.job` as
+    /// written while the Job builder is unavailable (see [`Input::builder_works`]).
     fn build_job(&self, event: &CloudEvent) -> Job {
+        if !self.builder_works {
+            return self.template.clone();
+        }
         let sink = SinkRef {
             namespace: &self.namespace,
             name: &self.sink,
             uid: &self.uid,
             template: &self.template,
         };
-        // Until the job builder lands everywhere, a panicking stub falls back to the
-        // template so the hook can still be tried.
-        std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let name = job_name(&self.sink, &event.source, &event.id);
-            build_job(&sink, &name, event)
-        }))
-        .unwrap_or_else(|_| {
+        build_job(
+            &sink,
+            &job_name(&self.sink, &event.source, &event.id),
+            event,
+        )
+    }
+
+    /// Whether `crate::job` builds Jobs yet: tried once, so that the tooling works while
+    /// the Job builder is still a stub. Remove once it has landed everywhere.
+    fn builder_works(&mut self) {
+        let probe = std::panic::catch_unwind(AssertUnwindSafe(|| self.build_job(&self.event)));
+        if probe.is_err() {
             eprintln!("warning: the Job builder is unavailable; using spec.job as written");
-            self.template.clone()
-        })
+            self.builder_works = false;
+        }
     }
 
     fn load(&self, engine: &HookEngine) -> anyhow::Result<Arc<LoadedHook>> {
