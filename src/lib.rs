@@ -4,6 +4,7 @@
 pub mod cloudevent;
 pub mod controller;
 pub mod crd;
+pub mod hook;
 pub mod job;
 pub mod k8s;
 pub mod location;

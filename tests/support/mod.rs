@@ -150,3 +150,4 @@ pub fn job_condition(
         .find(|c| c.type_ == type_)
         .map(|c| (c.status.clone(), c.reason.clone()))
 }
+pub mod hooks;

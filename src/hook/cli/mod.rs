@@ -1,0 +1,500 @@
+//! Tooling for plugin authors: `jobsink hook run` (one event through a hook, locally, with
+//! production limits) and `jobsink hook bench` (instantiate / call / total percentiles).
+//! Neither needs a cluster.
+
+mod diff;
+mod event_json;
+
+use std::fmt::Write as _;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+
+use super::convert::{event_to_wit, job_to_json};
+use super::engine::{HookContext, HookEngine, call_event_blocking, call_job_blocking};
+use super::loader::LoadedHook;
+use super::pipeline::{HookRefusal, run_traced};
+use super::runtime::{CallLabel, CallLimits};
+use super::settings::HookSettings;
+use super::wasm_config::EngineConfig;
+use crate::cloudevent::CloudEvent;
+use crate::crd::JobSink;
+use crate::job::{SinkRef, build_job, job_name};
+
+/// `jobsink hook run`: one event through a hook, as the dispatcher would run it.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The hook component (`.wasm`, built for wasm32-wasip2).
+    #[arg(long)]
+    pub wasm: PathBuf,
+    /// The CloudEvent in structured JSON form.
+    #[arg(long)]
+    pub event: PathBuf,
+    /// A JobSink manifest (YAML): its `spec.job` and `spec.hook` settings are used.
+    #[arg(long)]
+    pub sink: Option<PathBuf>,
+    /// The hook's config (overrides `spec.hook.config`).
+    #[arg(long)]
+    pub config: Option<String>,
+    /// Print the whole resulting Job instead of its differences from the unhooked Job.
+    #[arg(long)]
+    pub full_job: bool,
+}
+
+/// `jobsink hook bench`: how long a hook costs per event.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// The hook component (`.wasm`, built for wasm32-wasip2).
+    #[arg(long)]
+    pub wasm: PathBuf,
+    /// The CloudEvent in structured JSON form (default: a small JSON event).
+    #[arg(long)]
+    pub event: Option<PathBuf>,
+    /// A JobSink manifest (YAML) for the Job and the hook settings.
+    #[arg(long)]
+    pub sink: Option<PathBuf>,
+    /// The hook's config (overrides `spec.hook.config`).
+    #[arg(long)]
+    pub config: Option<String>,
+    /// Measured calls per phase (after a warm-up of a tenth of that).
+    #[arg(long, default_value_t = 10_000)]
+    pub iterations: usize,
+}
+
+/// A small JSON event used when `bench` gets no `--event`.
+const SAMPLE_EVENT: &str = r#"{"specversion":"1.0","id":"123","source":"my/curl/command","type":"my.demo.event","datacontenttype":"application/json","data":{"details":"JobSinkDemo"}}"#;
+
+/// Runs `args` and prints the decision, the resulting event and Job, and the timings.
+/// Fails (non-zero exit) when the hook refuses the event.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let event = read(&args.event)?;
+    let input = Input::read(&args.wasm, &event, args.sink.as_deref(), args.config)?;
+    let (text, refused) = run_input(&input, args.full_job).await?;
+    print!("{text}");
+    match refused {
+        Some(refusal) => anyhow::bail!("the hook refused the event ({})", refusal.status_code()),
+        None => Ok(()),
+    }
+}
+
+/// Benchmarks `args` and prints p50 / p99 / max per phase.
+pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let event = match &args.event {
+        Some(path) => read(path)?,
+        None => SAMPLE_EVENT.to_owned(),
+    };
+    let input = Input::read(&args.wasm, &event, args.sink.as_deref(), args.config)?;
+    print!("{}", bench_input(&input, args.iterations.max(1)).await?);
+    Ok(())
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Everything one run needs, read from the command line's files.
+pub(crate) struct Input {
+    wasm: Vec<u8>,
+    wasm_name: String,
+    event: CloudEvent,
+    namespace: String,
+    sink: String,
+    uid: String,
+    template: Job,
+    settings: HookSettings,
+    config: String,
+    builder_works: bool,
+}
+
+impl Input {
+    fn read(
+        wasm: &Path,
+        event: &str,
+        sink: Option<&Path>,
+        config: Option<String>,
+    ) -> anyhow::Result<Self> {
+        let bytes = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
+        let event = event_json::parse(event).context("reading the event")?;
+        let sink = match sink {
+            Some(path) => Some(
+                serde_yaml::from_str::<JobSink>(&read(path)?)
+                    .with_context(|| format!("reading the JobSink in {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let hook = sink
+            .as_ref()
+            .and_then(|s| s.spec.hook.clone())
+            .unwrap_or_default();
+        let meta = sink
+            .as_ref()
+            .map(|s| s.metadata.clone())
+            .unwrap_or_default();
+        let mut input = Input {
+            wasm: bytes,
+            wasm_name: wasm.display().to_string(),
+            event,
+            namespace: meta.namespace.unwrap_or_else(|| "default".into()),
+            sink: meta.name.unwrap_or_else(|| "hook-run".into()),
+            uid: meta
+                .uid
+                .unwrap_or_else(|| "00000000-0000-4000-8000-000000000000".into()),
+            template: sink.map(|s| s.spec.job).unwrap_or_else(sample_template),
+            settings: HookSettings::from_spec(&hook),
+            config: config.or(hook.config).unwrap_or_default(),
+            builder_works: true,
+        };
+        input.builder_works();
+        Ok(input)
+    }
+
+    fn context(&self) -> HookContext {
+        HookContext {
+            namespace: self.namespace.clone(),
+            sink: self.sink.clone(),
+        }
+    }
+
+    /// The Job the dispatcher builds for `event` (before `on-job`), or `spec.job` as
+    /// written while the Job builder is unavailable (see [`Input::builder_works`]).
+    fn build_job(&self, event: &CloudEvent) -> Job {
+        if !self.builder_works {
+            return self.template.clone();
+        }
+        let sink = SinkRef {
+            namespace: &self.namespace,
+            name: &self.sink,
+            uid: &self.uid,
+            template: &self.template,
+        };
+        build_job(
+            &sink,
+            &job_name(&self.sink, &event.source, &event.id),
+            event,
+        )
+    }
+
+    /// Whether `crate::job` builds Jobs yet: tried once, so that the tooling works while
+    /// the Job builder is still a stub. Remove once it has landed everywhere.
+    fn builder_works(&mut self) {
+        let probe = std::panic::catch_unwind(AssertUnwindSafe(|| self.build_job(&self.event)));
+        if probe.is_err() {
+            eprintln!("warning: the Job builder is unavailable; using spec.job as written");
+            self.builder_works = false;
+        }
+    }
+
+    fn load(&self, engine: &HookEngine) -> anyhow::Result<Arc<LoadedHook>> {
+        engine
+            .load(&self.wasm, &self.config, None, &self.settings)
+            .with_context(|| format!("loading {}", self.wasm_name))
+    }
+}
+
+/// The Job template used without `--sink`: one container, never restarted.
+fn sample_template() -> Job {
+    Job {
+        spec: Some(JobSpec {
+            template: PodTemplateSpec {
+                metadata: None,
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    containers: vec![Container {
+                        name: "main".into(),
+                        image: Some("docker.io/library/busybox:1.36".into()),
+                        ..Container::default()
+                    }],
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    }
+}
+
+/// The report of `jobsink hook run`, and the refusal if there was one.
+pub(crate) async fn run_input(
+    input: &Input,
+    full_job: bool,
+) -> anyhow::Result<(String, Option<HookRefusal>)> {
+    let engine = HookEngine::new(EngineConfig::default())?;
+    let hook = input.load(&engine)?;
+    let mut out = String::new();
+    let phases = hook.phases();
+    let names: Vec<&str> = [(phases.event, "on-event"), (phases.job, "on-job")]
+        .into_iter()
+        .filter_map(|(has, name)| has.then_some(name))
+        .collect();
+    let s = &input.settings;
+    writeln!(
+        out,
+        "hook:     {} (sha256 {})",
+        input.wasm_name,
+        hook.sha256()
+    )?;
+    writeln!(out, "phases:   {}", names.join(", "))?;
+    writeln!(
+        out,
+        "settings: {:?}, failurePolicy {:?}, timeout {} ms, memory {} MiB",
+        s.mode,
+        s.failure_policy,
+        s.timeout.as_millis(),
+        s.memory_limit_bytes >> 20
+    )?;
+
+    let unhooked = input.build_job(&input.event);
+    let (result, runs) = run_traced(
+        &engine,
+        Some(&hook),
+        s,
+        &input.context(),
+        input.event.clone(),
+        |event| input.build_job(event),
+    )
+    .await;
+    for run in &runs {
+        let r = &run.report;
+        writeln!(
+            out,
+            "{:<9} {} (instantiate {}, call {}, total {}, with dispatch {})",
+            format!("{}:", run.phase.as_str()),
+            run.decision,
+            micros(r.instantiate),
+            micros(r.call),
+            micros(r.total),
+            micros(run.elapsed)
+        )?;
+        for (stream, bytes) in [("stdout", &r.stdout), ("stderr", &r.stderr)] {
+            if !bytes.is_empty() {
+                writeln!(
+                    out,
+                    "  {stream}: {}",
+                    String::from_utf8_lossy(bytes).trim_end()
+                )?;
+            }
+        }
+    }
+    let output = match result {
+        Ok(output) => output,
+        Err(refusal) => {
+            writeln!(
+                out,
+                "decision: refused, {} ({refusal})",
+                refusal.status_code()
+            )?;
+            return Ok((out, Some(refusal)));
+        }
+    };
+    writeln!(out, "decision: accepted")?;
+    for note in &output.notes {
+        writeln!(out, "note:     {}: {}", note.reason(), note.message())?;
+    }
+    if output.event == input.event {
+        writeln!(out, "event:    unchanged")?;
+    } else {
+        writeln!(out, "event:    {}", event_json::to_value(&output.event))?;
+    }
+    let before = serde_json::to_value(&unhooked)?;
+    let after = serde_json::to_value(&output.job)?;
+    if full_job {
+        writeln!(out, "job:\n{}", serde_json::to_string_pretty(&after)?)?;
+    } else {
+        let changes = diff::diff(&before, &after);
+        if changes.is_empty() {
+            writeln!(out, "job:      unchanged")?;
+        } else {
+            writeln!(out, "job changes (vs. the unhooked Job):")?;
+            for change in changes {
+                writeln!(out, "  {change}")?;
+            }
+        }
+    }
+    Ok((out, None))
+}
+
+/// The report of `jobsink hook bench`.
+pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Result<String> {
+    let engine = HookEngine::new(EngineConfig::default())?;
+    let hook = input.load(&engine)?;
+    let phases = hook.phases();
+    let job_json = job_to_json(&input.build_job(&input.event))?;
+    let wit_event = event_to_wit(&input.event);
+    let label = CallLabel {
+        namespace: input.namespace.clone(),
+        sink: input.sink.clone(),
+    };
+    let limits = CallLimits {
+        timeout: input.settings.timeout,
+        memory_limit_bytes: input.settings.memory_limit_bytes,
+    };
+    let mut out = String::new();
+    writeln!(
+        out,
+        "hook {} ({:?} allocator, {iterations} iterations)",
+        input.wasm_name,
+        engine.allocator()
+    )?;
+    writeln!(out, "{:<22} {:>10} {:>10} {:>10}", "", "p50", "p99", "max")?;
+    let warmup = (iterations / 10).max(1);
+    for (present, phase) in [(phases.event, "on-event"), (phases.job, "on-job")] {
+        if !present {
+            continue;
+        }
+        let (hook, label, wit_event, job_json) = (
+            Arc::clone(&hook),
+            label.clone(),
+            wit_event.clone(),
+            job_json.clone(),
+        );
+        let samples = tokio::task::spawn_blocking(move || {
+            let mut samples = Samples::default();
+            for round in 0..warmup + iterations {
+                let report = if phase == "on-event" {
+                    call_event_blocking(&hook, &label, limits, &wit_event).1
+                } else {
+                    call_job_blocking(&hook, &label, limits, &wit_event, &job_json).1
+                };
+                if round >= warmup {
+                    samples.instantiate.push(report.instantiate);
+                    samples.call.push(report.call);
+                    samples.total.push(report.total);
+                }
+            }
+            samples
+        })
+        .await?;
+        for (metric, values) in [
+            ("instantiate", samples.instantiate),
+            ("call", samples.call),
+            ("total", samples.total),
+        ] {
+            line(&mut out, &format!("{phase} {metric}"), values)?;
+        }
+    }
+    let mut pipeline = Vec::with_capacity(iterations);
+    for round in 0..warmup + iterations {
+        let start = Instant::now();
+        let (result, _) = run_traced(
+            &engine,
+            Some(&hook),
+            &input.settings,
+            &input.context(),
+            input.event.clone(),
+            |event| input.build_job(event),
+        )
+        .await;
+        if round >= warmup {
+            pipeline.push(start.elapsed());
+        }
+        if let (0, Err(refusal)) = (round, &result) {
+            writeln!(out, "(every event is refused: {refusal})")?;
+        }
+    }
+    line(&mut out, "pipeline (all phases)", pipeline)?;
+    Ok(out)
+}
+
+#[derive(Default)]
+struct Samples {
+    instantiate: Vec<Duration>,
+    call: Vec<Duration>,
+    total: Vec<Duration>,
+}
+
+fn line(out: &mut String, name: &str, mut values: Vec<Duration>) -> std::fmt::Result {
+    if values.is_empty() {
+        return Ok(());
+    }
+    values.sort_unstable();
+    let at = |q: f64| {
+        let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+        values[rank - 1]
+    };
+    writeln!(
+        out,
+        "{name:<22} {:>10} {:>10} {:>10}",
+        micros(at(0.50)),
+        micros(at(0.99)),
+        micros(at(1.0))
+    )
+}
+
+fn micros(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/hooks")
+            .join(name)
+    }
+
+    fn plugin(name: &str) -> PathBuf {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("plugins/target/wasm32-wasip2/release")
+            .join(format!("{name}.wasm"));
+        assert!(
+            path.exists(),
+            "{} is missing: run plugins/build.sh",
+            path.display()
+        );
+        path
+    }
+
+    fn input(wasm: &str, config: Option<&str>) -> Input {
+        let event = read(&fixture("event.json")).expect("event fixture");
+        let sink = fixture("jobsink.yaml");
+        Input::read(
+            &plugin(wasm),
+            &event,
+            Some(&sink),
+            config.map(str::to_owned),
+        )
+        .expect("inputs")
+    }
+
+    #[tokio::test]
+    async fn hook_run_prints_the_decision_and_the_job_changes() {
+        let (text, refusal) = run_input(&input("route_by_type", None), false)
+            .await
+            .expect("runs");
+        assert!(refusal.is_none(), "{text}");
+        assert!(text.contains("on-job:   modify"), "{text}");
+        assert!(text.contains("decision: accepted"), "{text}");
+        assert!(
+            text.contains(r#"~ /spec/template/spec/containers/0/image: "docker.io/library/bash:5" -> "example.com/orders:1""#),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn hook_run_reports_a_rejection_with_its_status() {
+        let (text, refusal) =
+            run_input(&input("reject_by_source", Some("https://trusted/")), false)
+                .await
+                .expect("runs");
+        assert_eq!(refusal.map(|r| r.status_code()), Some(403), "{text}");
+        assert!(text.contains("decision: refused, 403"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn hook_bench_prints_percentiles_for_each_exported_phase() {
+        let text = bench_input(&input("route_by_type", None), 20)
+            .await
+            .expect("bench");
+        assert!(text.contains("on-job instantiate"), "{text}");
+        assert!(text.contains("on-job total"), "{text}");
+        assert!(text.contains("pipeline (all phases)"), "{text}");
+        assert!(!text.contains("on-event"), "{text}");
+    }
+}

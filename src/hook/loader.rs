@@ -1,0 +1,318 @@
+//! Loading a component: checking its digest and imports, compiling it once per sha256 into
+//! a shared cache, pre-instantiating it, finding its phases and running `validate-config`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, InstancePre};
+
+use super::bindings::exports::jobsink::hook::{config, event_phase, job_phase};
+use super::engine::HookEngine;
+use super::error::{HookError, guest_text};
+use super::runtime::{CallLabel, CallLimits, HostState, invoke};
+use super::settings::HookSettings;
+
+/// Largest component accepted. A ConfigMap holds at most 1 MiB; the extra room is for
+/// `jobsink hook run` on unoptimised builds, while still bounding compile time and memory.
+pub const MAX_COMPONENT_BYTES: usize = 16 << 20;
+
+/// WASI 0.2 interfaces a `wasm32-wasip2` Rust guest may import. All are linked with an
+/// empty context: no environment, arguments, preopened directories or network. Keep in
+/// step with `runtime::linker`.
+pub const ALLOWED_WASI_IMPORTS: &[&str] = &[
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:clocks/wall-clock",
+    "wasi:clocks/monotonic-clock",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+];
+
+/// The WASI version family linked (Wasmtime accepts any 0.2.x import for it).
+const WASI_VERSION_PREFIX: &str = "0.2.";
+
+/// Our own interfaces a hook may import.
+pub const ALLOWED_HOOK_IMPORTS: &[&str] = &["jobsink:hook/host@0.1.0", "jobsink:hook/types@0.1.0"];
+
+/// Functions that create timers. An epoch deadline only fires while wasm code runs, so a
+/// hook sleeping in the host (`std::thread::sleep`) could hold its thread past its
+/// deadline: refused. Every other pollable a hook can reach is always ready (captured
+/// stdout/stderr, closed stdin, no files, no sockets), so `pollable.block`, which Rust's
+/// stdout needs, never waits.
+pub const FORBIDDEN_FUNCTIONS: &[(&str, &str)] = &[
+    ("wasi:clocks/monotonic-clock", "subscribe-duration"),
+    ("wasi:clocks/monotonic-clock", "subscribe-instant"),
+];
+
+/// A component that cannot serve. The previous version (if any) keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("the component is {size} bytes, more than the {limit} allowed")]
+    TooLarge { size: usize, limit: usize },
+    #[error("the component's sha256 is {actual}, but spec.hook.sha256 says {expected}")]
+    Sha256Mismatch { expected: String, actual: String },
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    #[error("the component imports `{import}`, which hooks may not use ({why})")]
+    ForbiddenImport { import: String, why: &'static str },
+    #[error("the component does not export `{0}`")]
+    MissingExport(&'static str),
+    #[error("the component cannot be linked: {0}")]
+    Link(String),
+    #[error("the hook refused its config: {0}")]
+    ConfigRejected(String),
+    #[error("validate-config failed: {0}")]
+    ValidateFailed(#[source] HookError),
+}
+
+impl LoadError {
+    /// A CamelCase reason for the `HookReady` condition and Kubernetes Events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LoadError::TooLarge { .. } => "HookTooLarge",
+            LoadError::Sha256Mismatch { .. } => "HookSha256Mismatch",
+            LoadError::NotAComponent(_) => "HookNotAComponent",
+            LoadError::ForbiddenImport { .. } => "HookForbiddenImport",
+            LoadError::MissingExport(_) => "HookMissingExport",
+            LoadError::Link(_) => "HookLinkFailed",
+            LoadError::ConfigRejected(_) => "HookConfigRejected",
+            LoadError::ValidateFailed(_) => "HookValidateFailed",
+        }
+    }
+}
+
+/// Which phases a component exports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Phases {
+    pub event: bool,
+    pub job: bool,
+}
+
+/// A compiled, pre-instantiated component, shared by every sink using the same bytes.
+pub(crate) struct CompiledHook {
+    pub sha256: String,
+    pub pre: InstancePre<HostState>,
+    pub config: config::GuestIndices,
+    pub event: Option<event_phase::GuestIndices>,
+    pub job: Option<job_phase::GuestIndices>,
+}
+
+/// A hook ready to serve one sink: the compiled component and the config it accepted.
+pub struct LoadedHook {
+    pub(crate) compiled: Arc<CompiledHook>,
+    config: String,
+}
+
+impl LoadedHook {
+    /// Lowercase hex sha256 of the component's bytes.
+    pub fn sha256(&self) -> &str {
+        &self.compiled.sha256
+    }
+
+    /// The phases the component exports (the host runs only these).
+    pub fn phases(&self) -> Phases {
+        Phases {
+            event: self.compiled.event.is_some(),
+            job: self.compiled.job.is_some(),
+        }
+    }
+
+    /// The config `validate-config` accepted, handed to every call.
+    pub fn config(&self) -> &str {
+        &self.config
+    }
+}
+
+impl std::fmt::Debug for LoadedHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedHook")
+            .field("sha256", &self.sha256())
+            .field("phases", &self.phases())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Compiled components by sha256; weak so that a component no sink uses any more is freed.
+pub(crate) type Cache = HashMap<String, Weak<CompiledHook>>;
+
+impl HookEngine {
+    /// Loads `wasm` for a sink: refuses wrong digests, non-components and forbidden imports,
+    /// compiles (once per distinct sha256), then runs `validate-config` under `settings`.
+    ///
+    /// Blocking (compilation takes milliseconds to seconds): call it from
+    /// `tokio::task::spawn_blocking`, never on the reactor.
+    pub fn load(
+        &self,
+        wasm: &[u8],
+        config: &str,
+        expected_sha256: Option<&str>,
+        settings: &HookSettings,
+    ) -> Result<Arc<LoadedHook>, LoadError> {
+        if wasm.len() > MAX_COMPONENT_BYTES {
+            return Err(LoadError::TooLarge {
+                size: wasm.len(),
+                limit: MAX_COMPONENT_BYTES,
+            });
+        }
+        let sha256 = hex::encode(Sha256::digest(wasm));
+        if let Some(expected) = expected_sha256
+            && !expected.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(LoadError::Sha256Mismatch {
+                expected: guest_text(expected, 80),
+                actual: sha256,
+            });
+        }
+        let compiled = match self.cached(&sha256) {
+            Some(compiled) => compiled,
+            None => {
+                let compiled = Arc::new(self.compile(wasm, sha256)?);
+                self.remember(&compiled)
+            }
+        };
+        let hook = LoadedHook {
+            compiled,
+            config: config.to_owned(),
+        };
+        self.validate(&hook, settings)?;
+        Ok(Arc::new(hook))
+    }
+
+    fn cached(&self, sha256: &str) -> Option<Arc<CompiledHook>> {
+        let cache = self
+            .cache()
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache.get(sha256).and_then(Weak::upgrade)
+    }
+
+    /// Stores `compiled` unless another load of the same bytes won the race (then theirs is
+    /// returned), and forgets components nobody uses any more.
+    fn remember(&self, compiled: &Arc<CompiledHook>) -> Arc<CompiledHook> {
+        let mut cache = self
+            .cache()
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache.retain(|_, weak| weak.strong_count() > 0);
+        if let Some(existing) = cache.get(&compiled.sha256).and_then(Weak::upgrade) {
+            return existing;
+        }
+        cache.insert(compiled.sha256.clone(), Arc::downgrade(compiled));
+        Arc::clone(compiled)
+    }
+
+    fn compile(&self, wasm: &[u8], sha256: String) -> Result<CompiledHook, LoadError> {
+        let component = Component::new(self.wasm_engine(), wasm)
+            .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
+        check_imports(self.wasm_engine(), &component)?;
+        let pre = self
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let config = config::GuestIndices::new(&pre)
+            .map_err(|_| LoadError::MissingExport("jobsink:hook/config@0.1.0"))?;
+        let event = event_phase::GuestIndices::new(&pre).ok();
+        let job = job_phase::GuestIndices::new(&pre).ok();
+        if event.is_none() && job.is_none() {
+            return Err(LoadError::MissingExport(
+                "jobsink:hook/event-phase@0.1.0 or jobsink:hook/job-phase@0.1.0",
+            ));
+        }
+        Ok(CompiledHook {
+            sha256,
+            pre,
+            config,
+            event,
+            job,
+        })
+    }
+
+    /// Instantiates once, type-checks the exported phases and runs `validate-config`.
+    fn validate(&self, hook: &LoadedHook, settings: &HookSettings) -> Result<(), LoadError> {
+        let _slot = self.load_slot();
+        let compiled = &hook.compiled;
+        let label = CallLabel {
+            namespace: String::new(),
+            sink: format!("load:{}", &compiled.sha256[..12]),
+        };
+        let limits = CallLimits {
+            timeout: settings.timeout,
+            memory_limit_bytes: settings.memory_limit_bytes,
+        };
+        let mut link_error = None;
+        let (result, _) = invoke(&compiled.pre, &label, limits, |store, instance| {
+            if let Some(event) = &compiled.event
+                && let Err(error) = event.load(&mut *store, instance)
+            {
+                link_error = Some(format!("event-phase: {error:#}"));
+                return Ok(Ok(()));
+            }
+            if let Some(job) = &compiled.job
+                && let Err(error) = job.load(&mut *store, instance)
+            {
+                link_error = Some(format!("job-phase: {error:#}"));
+                return Ok(Ok(()));
+            }
+            let guest = compiled.config.load(&mut *store, instance)?;
+            guest.call_validate_config(&mut *store, &hook.config)
+        });
+        if let Some(error) = link_error {
+            return Err(LoadError::Link(error));
+        }
+        match result {
+            Ok(()) => Ok(()),
+            Err(HookError::Returned(message)) => Err(LoadError::ConfigRejected(message)),
+            Err(error) => Err(LoadError::ValidateFailed(error)),
+        }
+    }
+}
+
+/// Refuses any import outside the allow-lists, naming it.
+fn check_imports(engine: &wasmtime::Engine, component: &Component) -> Result<(), LoadError> {
+    let ty = component.component_type();
+    for (name, item) in ty.imports(engine) {
+        if ALLOWED_HOOK_IMPORTS.contains(&name) {
+            continue;
+        }
+        let (interface, version) = name.split_once('@').unwrap_or((name, ""));
+        if !ALLOWED_WASI_IMPORTS.contains(&interface) {
+            return Err(LoadError::ForbiddenImport {
+                import: name.to_owned(),
+                why: "not a WASI interface or jobsink:hook interface hooks may import",
+            });
+        }
+        if !version.starts_with(WASI_VERSION_PREFIX) {
+            return Err(LoadError::ForbiddenImport {
+                import: name.to_owned(),
+                why: "only WASI 0.2.x is linked",
+            });
+        }
+        if let ComponentItem::ComponentInstance(instance) = item.ty {
+            for (function, _) in instance.exports(engine) {
+                if FORBIDDEN_FUNCTIONS.contains(&(interface, function)) {
+                    return Err(LoadError::ForbiddenImport {
+                        import: format!("{name}#{function}"),
+                        why: "a sleeping hook cannot be interrupted at its deadline",
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! Per-sink WebAssembly hooks (`spec/hooks.md`): untrusted components that may transform or
+//! reject an event and reshape its Job before anything is created.
+//!
+//! - `wasm_config`: the Wasmtime engine settings (epochs, pooling, limits).
+//! - `bindings`: the only `bindgen!`, from `wit/`.
+//! - `loader`: digest and import checks, compile-once cache, `validate-config`.
+//! - `runtime`: one call in a fresh store under its deadline and memory limit.
+//! - `engine`: [`HookEngine`], the shared runtime and its concurrency limit.
+//! - `pipeline`: [`run_hooks`], decisions and the failure policy.
+//! - `cli`: `jobsink hook run` and `jobsink hook bench`.
+
+mod bindings;
+pub mod cli;
+mod convert;
+mod engine;
+mod error;
+mod loader;
+mod pipeline;
+mod runtime;
+mod settings;
+mod wasm_config;
+
+pub use convert::{
+    ALLOWED_REJECTION_CODES, DEFAULT_REJECTION_CODE, MAX_EVENT_OUTPUT_BYTES, MAX_JOB_OUTPUT_BYTES,
+    Rejection,
+};
+pub use engine::{HookContext, HookEngine};
+pub use error::{HookError, MAX_GUEST_TEXT_BYTES};
+pub use loader::{LoadError, LoadedHook, MAX_COMPONENT_BYTES, Phases};
+pub use pipeline::{HookNote, HookOutput, HookRefusal, Phase, run_hooks};
+pub use settings::{
+    DEFAULT_MEMORY_LIMIT_BYTES, DEFAULT_TIMEOUT, HookSettings, MAX_MEMORY_LIMIT_BYTES, MAX_TIMEOUT,
+};
+pub use wasm_config::{Allocator, EngineConfig, EngineError};

@@ -1,0 +1,318 @@
+//! One hook call: a fresh store and instance from the pre-instantiated template, an empty
+//! WASI context, a memory limiter, an epoch deadline, and a classification of what went
+//! wrong. Everything here is synchronous; callers run it on a blocking thread.
+
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{HasData, HasSelf, Instance, InstancePre, Linker, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::jobsink::hook::host::{self, Level};
+use super::error::{HookError, MAX_GUEST_TEXT_BYTES, guest_text};
+use super::wasm_config::{EPOCH_TICK, MAX_MEMORIES_PER_COMPONENT, MAX_TABLES_PER_COMPONENT};
+
+/// Capacity of the captured stdout and of stderr of one call. Writing more makes the write
+/// fail (which a Rust guest turns into a panic): hooks should use `log`, and a panic
+/// message fits easily.
+pub const STDIO_CAPTURE_BYTES: usize = 16 * 1024;
+/// Log lines one call may write; later lines are dropped and counted (one summary line).
+pub const MAX_LOG_LINES_PER_CALL: u32 = 16;
+/// Elements a table may grow to: far above what a Rust guest's function table needs.
+pub const MAX_TABLE_ELEMENTS: usize = 20_000;
+/// How much of a trapping guest's stderr is quoted in the error (its panic message).
+const STDERR_TAIL_BYTES: usize = 512;
+
+/// Which sink a call serves, for log lines.
+#[derive(Clone, Debug)]
+pub(crate) struct CallLabel {
+    pub namespace: String,
+    pub sink: String,
+}
+
+/// The limits of one call.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CallLimits {
+    pub timeout: Duration,
+    pub memory_limit_bytes: usize,
+}
+
+/// Per-store host state: the WASI context and our own `log` budget and memory limiter.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    label: CallLabel,
+    log_lines_left: u32,
+    log_lines_dropped: u32,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: Level, message: String) {
+        if self.log_lines_left == 0 {
+            self.log_lines_dropped = self.log_lines_dropped.saturating_add(1);
+            return;
+        }
+        self.log_lines_left -= 1;
+        let message = guest_text(&message, MAX_GUEST_TEXT_BYTES);
+        let (namespace, sink) = (&self.label.namespace, &self.label.sink);
+        match level {
+            Level::Trace => {
+                tracing::trace!(target: "jobsink::hook::guest", %namespace, %sink, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "jobsink::hook::guest", %namespace, %sink, "{message}")
+            }
+            Level::Info => {
+                tracing::info!(target: "jobsink::hook::guest", %namespace, %sink, "{message}")
+            }
+            Level::Warn => {
+                tracing::warn!(target: "jobsink::hook::guest", %namespace, %sink, "{message}")
+            }
+            Level::Error => {
+                tracing::error!(target: "jobsink::hook::guest", %namespace, %sink, "{message}")
+            }
+        }
+    }
+}
+
+impl super::bindings::jobsink::hook::types::Host for HostState {}
+
+/// Refuses memory growth past the sink's limit, and remembers that it did so that the trap
+/// that follows is reported as a memory-limit error rather than a generic trap.
+struct MemoryLimiter {
+    limit: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit = true;
+            wasmtime::bail!("memory limit of {} bytes exceeded", self.limit);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES_PER_COMPONENT as usize
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES_PER_COMPONENT as usize
+    }
+}
+
+/// `HasData` for the WASI I/O interfaces, which only need the resource table.
+struct HasIo;
+
+impl HasData for HasIo {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+/// Links what a `wasm32-wasip2` Rust guest needs, interface by interface (no sockets, no
+/// HTTP), plus our `log`. Keep in step with `loader::ALLOWED_IMPORTS`.
+pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+    use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random, sync};
+    use wasmtime_wasi::random::WasiRandom;
+
+    let mut linker = Linker::new(engine);
+    let l = &mut linker;
+    io::error::add_to_linker::<HostState, HasIo>(l, |s| &mut s.table)?;
+    sync::io::poll::add_to_linker::<HostState, HasIo>(l, |s| &mut s.table)?;
+    sync::io::streams::add_to_linker::<HostState, HasIo>(l, |s| &mut s.table)?;
+    clocks::wall_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
+    random::random::add_to_linker::<HostState, WasiRandom>(l, |s| s.wasi.random())?;
+    random::insecure::add_to_linker::<HostState, WasiRandom>(l, |s| s.wasi.random())?;
+    random::insecure_seed::add_to_linker::<HostState, WasiRandom>(l, |s| s.wasi.random())?;
+    cli::exit::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::environment::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::stdin::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::stdout::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::stderr::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_input::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_output::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_stdin::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_stdout::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_stderr::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    filesystem::preopens::add_to_linker::<HostState, WasiFilesystem>(l, HostState::filesystem)?;
+    sync::filesystem::types::add_to_linker::<HostState, WasiFilesystem>(l, HostState::filesystem)?;
+    host::add_to_linker::<HostState, HasSelf<HostState>>(l, |s| s)?;
+    super::bindings::jobsink::hook::types::add_to_linker::<HostState, HasSelf<HostState>>(
+        l,
+        |s| s,
+    )?;
+    Ok(linker)
+}
+
+/// What one call produced besides its result: timings and captured output.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CallReport {
+    /// Store creation and instantiation.
+    pub instantiate: Duration,
+    /// The exported function itself.
+    pub call: Duration,
+    /// From store creation to store drop.
+    pub total: Duration,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Log lines over the per-call budget.
+    pub log_lines_dropped: u32,
+}
+
+/// Runs `f` on a fresh instance of `pre` under `limits`. `f` returns the guest's own
+/// `result` (an `Err(String)` is the hook's returned error) inside Wasmtime's result (traps).
+pub(crate) fn invoke<R>(
+    pre: &InstancePre<HostState>,
+    label: &CallLabel,
+    limits: CallLimits,
+    f: impl FnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<Result<R, String>>,
+) -> (Result<R, HookError>, CallReport) {
+    let start = Instant::now();
+    let stdout = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
+    let stderr = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
+    let wasi = WasiCtx::builder()
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build();
+    let state = HostState {
+        wasi,
+        table: ResourceTable::new(),
+        limiter: MemoryLimiter {
+            limit: limits.memory_limit_bytes,
+            hit: false,
+        },
+        label: label.clone(),
+        log_lines_left: MAX_LOG_LINES_PER_CALL,
+        log_lines_dropped: 0,
+    };
+    let mut store = Store::new(pre.engine(), state);
+    store.limiter(|state| &mut state.limiter);
+    store.set_epoch_deadline(deadline_ticks(limits.timeout));
+    store.epoch_deadline_trap();
+
+    let mut report = CallReport::default();
+    let instantiated = pre.instantiate(&mut store);
+    report.instantiate = start.elapsed();
+    let outcome = match instantiated {
+        Ok(instance) => {
+            let result = f(&mut store, &instance);
+            report.call = start.elapsed() - report.instantiate;
+            result.map_err(CallFailure::Call)
+        }
+        Err(error) => Err(CallFailure::Instantiate(error)),
+    };
+    let memory_hit = store.data().limiter.hit;
+    report.log_lines_dropped = store.data().log_lines_dropped;
+    drop(store);
+    report.total = start.elapsed();
+    report.stdout = stdout.contents().to_vec();
+    report.stderr = stderr.contents().to_vec();
+    if report.log_lines_dropped > 0 {
+        tracing::warn!(
+            namespace = %label.namespace,
+            sink = %label.sink,
+            dropped = report.log_lines_dropped,
+            "hook log lines over the per-call budget were dropped"
+        );
+    }
+
+    let result = match outcome {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(message)) => Err(HookError::Returned(guest_text(
+            &message,
+            MAX_GUEST_TEXT_BYTES,
+        ))),
+        Err(_) if memory_hit => Err(HookError::MemoryLimitExceeded(limits.memory_limit_bytes)),
+        Err(CallFailure::Instantiate(error)) => match error.downcast_ref::<Trap>() {
+            // A start function can run away too.
+            Some(_) => Err(classify_trap(&error, limits, &report)),
+            None => Err(HookError::Instantiate(format!("{error:#}"))),
+        },
+        Err(CallFailure::Call(error)) => Err(classify_trap(&error, limits, &report)),
+    };
+    (result, report)
+}
+
+/// Where a call failed in Wasmtime's terms.
+enum CallFailure {
+    Instantiate(wasmtime::Error),
+    Call(wasmtime::Error),
+}
+
+/// Epochs until the deadline: the timeout rounded up to whole ticks, plus one because the
+/// current tick is already partly over. The call is thus stopped between `timeout` and
+/// `timeout + EPOCH_TICK` after it started (plus scheduling delay).
+fn deadline_ticks(timeout: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos().max(1);
+    let ticks = timeout.as_nanos().div_ceil(tick);
+    u64::try_from(ticks).unwrap_or(u64::MAX - 1) + 1
+}
+
+fn classify_trap(error: &wasmtime::Error, limits: CallLimits, report: &CallReport) -> HookError {
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => HookError::DeadlineExceeded(limits.timeout),
+        Some(trap) => HookError::Trapped(with_stderr_tail(trap.to_string(), &report.stderr)),
+        // A host function failed the call, e.g. a write past the stdio capture.
+        None => HookError::Trapped(with_stderr_tail(format!("{error:#}"), &report.stderr)),
+    }
+}
+
+fn with_stderr_tail(message: String, stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let text = text.trim();
+    if text.is_empty() {
+        return guest_text(&message, MAX_GUEST_TEXT_BYTES);
+    }
+    let mut start = text.len().saturating_sub(STDERR_TAIL_BYTES);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    guest_text(
+        &format!("{message}; stderr: {}", &text[start..]),
+        MAX_GUEST_TEXT_BYTES,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deadline_covers_the_whole_timeout_plus_the_current_tick() {
+        assert_eq!(deadline_ticks(Duration::from_millis(100)), 11);
+        assert_eq!(deadline_ticks(Duration::from_millis(101)), 12);
+        assert_eq!(deadline_ticks(Duration::from_millis(1)), 2);
+    }
+}

@@ -1,0 +1,477 @@
+//! The hook runtime against real components (the `plugins/` workspace, built by
+//! `plugins/build.sh`): good hooks change what they should, bad hooks are contained and
+//! handled by the failure policy, and every limit of `spec/hooks.md` holds. No cluster.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use jobsink::cloudevent::CloudEvent;
+use jobsink::crd::{FailurePolicy, HookMode};
+use jobsink::hook::{
+    EngineConfig, HookContext, HookEngine, HookError, HookNote, HookOutput, HookRefusal,
+    HookSettings, LoadError, LoadedHook, Phase, run_hooks,
+};
+use k8s_openapi::api::batch::v1::Job;
+use support::hooks::{build_job, event, event_with_data, plugin};
+
+fn engine() -> HookEngine {
+    HookEngine::new(EngineConfig::default()).expect("hook engine")
+}
+
+fn ctx() -> HookContext {
+    HookContext {
+        namespace: "default".into(),
+        sink: "job-sink-logger".into(),
+    }
+}
+
+fn load(engine: &HookEngine, name: &str, config: &str) -> Arc<LoadedHook> {
+    engine
+        .load(&plugin(name), config, None, &HookSettings::default())
+        .unwrap_or_else(|error| panic!("loading {name}: {error}"))
+}
+
+fn ignoring() -> HookSettings {
+    HookSettings {
+        failure_policy: FailurePolicy::Ignore,
+        ..HookSettings::default()
+    }
+}
+
+fn monitoring() -> HookSettings {
+    HookSettings {
+        mode: HookMode::Monitor,
+        ..HookSettings::default()
+    }
+}
+
+/// Runs the pipeline and reports whether a Job was built.
+async fn run(
+    engine: &HookEngine,
+    hook: &Arc<LoadedHook>,
+    settings: &HookSettings,
+    event: CloudEvent,
+) -> (Result<HookOutput, HookRefusal>, bool) {
+    let built = AtomicBool::new(false);
+    let result = run_hooks(engine, Some(hook), settings, &ctx(), event, |event| {
+        built.store(true, Ordering::SeqCst);
+        build_job(event)
+    })
+    .await;
+    (result, built.load(Ordering::SeqCst))
+}
+
+fn failed(result: Result<HookOutput, HookRefusal>) -> HookError {
+    match result {
+        Err(HookRefusal::Failed(error)) => error,
+        other => panic!("expected a failed hook, got {other:?}"),
+    }
+}
+
+fn first_container(job: &Job) -> &k8s_openapi::api::core::v1::Container {
+    &job.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+}
+
+#[tokio::test]
+async fn an_endless_loop_is_stopped_with_the_deadline_error() {
+    let engine = engine();
+    let hook = load(&engine, "bad_loop", "");
+    let settings = HookSettings {
+        timeout: Duration::from_millis(50),
+        ..HookSettings::default()
+    };
+    let start = Instant::now();
+    let (result, built) = run(&engine, &hook, &settings, event()).await;
+    let elapsed = start.elapsed();
+    assert_eq!(
+        failed(result),
+        HookError::DeadlineExceeded(settings.timeout)
+    );
+    assert!(!built, "no Job may be built after a failed on-event");
+    // Reported, not asserted: timing belongs to the benchmark.
+    eprintln!(
+        "endless loop stopped {:?} after a {:?} deadline",
+        elapsed.saturating_sub(settings.timeout),
+        settings.timeout
+    );
+}
+
+#[tokio::test]
+async fn a_memory_bomb_fails_with_the_memory_limit_error() {
+    let engine = engine();
+    let hook = load(&engine, "bad_memory", "");
+    let settings = HookSettings {
+        memory_limit_bytes: 48 << 20,
+        ..HookSettings::default()
+    };
+    let (result, built) = run(&engine, &hook, &settings, event()).await;
+    assert_eq!(failed(result), HookError::MemoryLimitExceeded(48 << 20));
+    assert!(!built);
+}
+
+#[tokio::test]
+async fn a_panic_under_fail_policy_refuses_the_event_and_builds_no_job() {
+    let engine = engine();
+    let hook = load(&engine, "bad_panic", "");
+    let (result, built) = run(&engine, &hook, &HookSettings::default(), event()).await;
+    let refusal = result.as_ref().err().map(HookRefusal::status_code);
+    match failed(result) {
+        HookError::Trapped(message) => {
+            assert!(message.contains("bad-panic always panics"), "{message}")
+        }
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    assert_eq!(refusal, Some(500));
+    assert!(!built);
+}
+
+#[tokio::test]
+async fn a_panic_under_ignore_policy_lets_the_unmodified_event_through_with_a_note() {
+    let engine = engine();
+    let hook = load(&engine, "bad_panic", "");
+    let (result, built) = run(&engine, &hook, &ignoring(), event()).await;
+    let output = result.expect("ignored failure goes on");
+    assert!(built);
+    assert_eq!(output.event, event());
+    assert_eq!(output.job, build_job(&event()));
+    assert!(matches!(
+        output.notes.as_slice(),
+        [HookNote::FailureIgnored {
+            phase: Phase::Event,
+            error: HookError::Trapped(_)
+        }]
+    ));
+}
+
+#[tokio::test]
+async fn an_oversized_job_is_an_error_and_ignore_keeps_the_built_job() {
+    let engine = engine();
+    let hook = load(&engine, "bad_oversized", "");
+    let (result, _) = run(&engine, &hook, &HookSettings::default(), event()).await;
+    assert!(matches!(
+        failed(result),
+        HookError::OutputTooLarge { what: "Job", .. }
+    ));
+
+    let (result, _) = run(&engine, &hook, &ignoring(), event()).await;
+    let output = result.expect("ignored failure goes on");
+    assert_eq!(output.job, build_job(&event()));
+    assert_eq!(output.notes.len(), 1);
+}
+
+#[tokio::test]
+async fn changing_the_event_id_is_an_error_and_ignore_keeps_the_received_event() {
+    let engine = engine();
+    let hook = load(&engine, "bad_identity", "");
+    let (result, built) = run(&engine, &hook, &HookSettings::default(), event()).await;
+    assert_eq!(failed(result), HookError::IdentityChanged("id"));
+    assert!(!built);
+
+    let (result, _) = run(&engine, &hook, &ignoring(), event()).await;
+    assert_eq!(result.expect("ignored").event, event());
+}
+
+#[tokio::test]
+async fn changing_a_protected_job_label_is_an_error() {
+    let engine = engine();
+    let hook = load(&engine, "bad_protected", "");
+    let (result, _) = run(&engine, &hook, &HookSettings::default(), event()).await;
+    assert_eq!(
+        failed(result),
+        HookError::ProtectedFieldChanged("metadata.labels[sinks.knative.dev/job-sink-id]".into())
+    );
+}
+
+#[tokio::test]
+async fn a_forbidden_import_is_refused_at_load_with_its_name() {
+    let engine = engine();
+    let error = engine
+        .load(
+            &plugin("bad_forbidden_import"),
+            "",
+            None,
+            &HookSettings::default(),
+        )
+        .expect_err("must be refused");
+    assert!(
+        matches!(&error, LoadError::ForbiddenImport { import, .. } if import == "exfiltrate"),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("`exfiltrate`"), "{error}");
+}
+
+#[tokio::test]
+async fn a_hook_that_sleeps_is_refused_at_load_because_its_timer_cannot_be_interrupted() {
+    let engine = engine();
+    let error = engine
+        .load(&plugin("bad_sleep"), "", None, &HookSettings::default())
+        .expect_err("must be refused");
+    assert!(
+        error.to_string().contains("wasi:clocks/monotonic-clock"),
+        "{error}"
+    );
+    assert_eq!(error.reason(), "HookForbiddenImport");
+}
+
+#[tokio::test]
+async fn a_thousand_trapping_calls_leave_every_permit_free_and_the_next_call_works() {
+    let engine = engine();
+    let bad = load(&engine, "bad_panic", "");
+    let settings = HookSettings::default();
+    for _ in 0..125 {
+        let calls = (0..8).map(|_| run(&engine, &bad, &settings, event()));
+        for (result, _) in futures::future::join_all(calls).await {
+            assert!(matches!(failed(result), HookError::Trapped(_)));
+        }
+    }
+    assert_eq!(engine.available_permits(), engine.max_concurrency());
+
+    let good = load(&engine, "route_by_type", "my.demo.event=example.com/demo:2");
+    let (result, _) = run(&engine, &good, &HookSettings::default(), event()).await;
+    let output = result.expect("a good call after many traps");
+    assert_eq!(
+        first_container(&output.job).image.as_deref(),
+        Some("example.com/demo:2")
+    );
+    assert_eq!(engine.available_permits(), engine.max_concurrency());
+}
+
+#[tokio::test]
+async fn a_rejection_answers_with_its_code_reason_and_message() {
+    let engine = engine();
+    let hook = load(&engine, "reject_by_source", "https://trusted.example/");
+    let (result, built) = run(&engine, &hook, &HookSettings::default(), event()).await;
+    let Err(HookRefusal::Rejected(rejection)) = &result else {
+        panic!("expected a rejection, got {result:?}");
+    };
+    assert_eq!(rejection.code, 403);
+    assert_eq!(rejection.reason, "SourceNotAllowed");
+    assert_eq!(
+        rejection.message,
+        "events from my/curl/command are not accepted by this sink"
+    );
+    assert_eq!(result.unwrap_err().status_code(), 403);
+    assert!(!built);
+}
+
+#[tokio::test]
+async fn an_accepted_event_carries_the_extension_the_hook_added() {
+    let engine = engine();
+    let hook = load(&engine, "reject_by_source", "my/\nhttps://trusted.example/");
+    let (result, _) = run(&engine, &hook, &HookSettings::default(), event()).await;
+    let output = result.expect("accepted");
+    assert_eq!(
+        output
+            .event
+            .extensions
+            .get("sourcechecked")
+            .map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(output.event.data, event().data, "data keeps its form");
+}
+
+#[tokio::test]
+async fn monitor_mode_goes_on_with_the_original_input_and_notes_the_rejection() {
+    let engine = engine();
+    let hook = load(&engine, "reject_by_source", "https://trusted.example/");
+    let (result, built) = run(&engine, &hook, &monitoring(), event()).await;
+    let output = result.expect("monitor mode never refuses");
+    assert!(built);
+    assert_eq!(output.event, event());
+    match output.notes.as_slice() {
+        [
+            note @ HookNote::WouldReject {
+                phase: Phase::Event,
+                rejection,
+            },
+        ] => {
+            assert_eq!(rejection.code, 403);
+            assert_eq!(note.reason(), "HookWouldReject");
+        }
+        other => panic!("expected one WouldReject note, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn monitor_mode_keeps_the_built_job_and_notes_the_modification() {
+    let engine = engine();
+    let hook = load(&engine, "route_by_type", "my.demo.event=example.com/demo:2");
+    let (result, _) = run(&engine, &hook, &monitoring(), event()).await;
+    let output = result.expect("monitor mode never refuses");
+    assert_eq!(output.job, build_job(&event()));
+    assert_eq!(
+        output.notes,
+        vec![HookNote::WouldModify { phase: Phase::Job }]
+    );
+}
+
+#[tokio::test]
+async fn monitor_mode_notes_a_failure_that_fail_policy_would_refuse() {
+    let engine = engine();
+    let hook = load(&engine, "bad_panic", "");
+    let (result, _) = run(&engine, &hook, &monitoring(), event()).await;
+    let output = result.expect("monitor mode never refuses");
+    assert!(matches!(
+        output.notes.as_slice(),
+        [HookNote::WouldFail {
+            phase: Phase::Event,
+            ..
+        }]
+    ));
+}
+
+#[tokio::test]
+async fn route_by_type_sets_the_image_only_for_a_matching_type() {
+    let engine = engine();
+    let hook = load(
+        &engine,
+        "route_by_type",
+        "other.type=x:1\nmy.demo.event=example.com/demo:2",
+    );
+    let (result, _) = run(&engine, &hook, &HookSettings::default(), event()).await;
+    let output = result.expect("routed");
+    let mut expected = build_job(&event());
+    expected
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .containers[0]
+        .image = Some("example.com/demo:2".into());
+    assert_eq!(output.job, expected, "only the image changes");
+
+    let hook = load(&engine, "route_by_type", "other.type=x:1");
+    let (result, _) = run(&engine, &hook, &HookSettings::default(), event()).await;
+    assert_eq!(result.expect("passed").job, build_job(&event()));
+}
+
+#[tokio::test]
+async fn resources_from_data_sets_resources_and_the_kueue_queue() {
+    let engine = engine();
+    let hook = load(&engine, "resources_from_data", "");
+    let data = r#"{"resources":{"cpu":"2","memory":"4Gi"},"queue":"team-a"}"#;
+    let (result, _) = run(
+        &engine,
+        &hook,
+        &HookSettings::default(),
+        event_with_data(data),
+    )
+    .await;
+    let job = result.expect("sized").job;
+    let labels = job.metadata.labels.as_ref().unwrap();
+    assert_eq!(
+        labels.get("kueue.x-k8s.io/queue-name").map(String::as_str),
+        Some("team-a")
+    );
+    let resources = first_container(&job).resources.as_ref().unwrap();
+    let requests = resources.requests.as_ref().unwrap();
+    assert_eq!(requests.get("cpu").map(|q| q.0.as_str()), Some("2"));
+    assert_eq!(requests.get("memory").map(|q| q.0.as_str()), Some("4Gi"));
+    assert_eq!(resources.limits, resources.requests);
+}
+
+#[tokio::test]
+async fn a_declared_hook_that_is_not_loaded_answers_503_or_goes_on_under_ignore() {
+    let engine = engine();
+    let result = run_hooks(
+        &engine,
+        None,
+        &HookSettings::default(),
+        &ctx(),
+        event(),
+        build_job,
+    )
+    .await;
+    assert_eq!(result.as_ref().err(), Some(&HookRefusal::NotLoaded));
+    assert_eq!(result.unwrap_err().status_code(), 503);
+
+    let output = run_hooks(&engine, None, &ignoring(), &ctx(), event(), build_job)
+        .await
+        .expect("ignored");
+    assert_eq!(
+        output.notes,
+        vec![HookNote::FailureIgnored {
+            phase: Phase::Load,
+            error: HookError::NotLoaded
+        }]
+    );
+}
+
+#[tokio::test]
+async fn a_hook_that_floods_the_log_still_passes() {
+    let engine = engine();
+    let hook = load(&engine, "bad_log_flood", "");
+    let (result, _) = run(&engine, &hook, &HookSettings::default(), event()).await;
+    assert_eq!(result.expect("passes").event, event());
+}
+
+#[test]
+fn loading_refuses_bytes_that_do_not_match_the_pinned_sha256() {
+    let engine = engine();
+    let error = engine
+        .load(
+            &plugin("route_by_type"),
+            "",
+            Some(&"0".repeat(64)),
+            &HookSettings::default(),
+        )
+        .expect_err("mismatch");
+    assert_eq!(error.reason(), "HookSha256Mismatch");
+}
+
+#[test]
+fn loading_the_same_bytes_twice_reports_the_same_digest_and_phases() {
+    let engine = engine();
+    let first = load(&engine, "reject_by_source", "a");
+    let second = engine
+        .load(
+            &plugin("reject_by_source"),
+            "b",
+            Some(first.sha256()),
+            &HookSettings::default(),
+        )
+        .expect("same bytes, pinned");
+    assert_eq!(first.sha256(), second.sha256());
+    assert!(second.phases().event && !second.phases().job);
+    assert_eq!(second.config(), "b");
+}
+
+#[test]
+fn a_config_the_hook_refuses_fails_the_load_with_its_message() {
+    let engine = engine();
+    let error = engine
+        .load(
+            &plugin("reject_by_source"),
+            "  ",
+            None,
+            &HookSettings::default(),
+        )
+        .expect_err("empty allow-list");
+    assert!(
+        matches!(&error, LoadError::ConfigRejected(message) if message.contains("at least one")),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn bytes_that_are_not_a_component_are_refused() {
+    let engine = engine();
+    let error = engine
+        .load(b"\0asm\x01\0\0\0", "", None, &HookSettings::default())
+        .expect_err("a core module is not a component");
+    assert_eq!(error.reason(), "HookNotAComponent");
+}
