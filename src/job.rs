@@ -213,6 +213,31 @@ fn env_var(name: &str, value: &str) -> EnvVar {
     }
 }
 
+/// Gives a built Job another name: when the upstream-compatible name is taken by a
+/// different event, the same Job (already shaped by a hook, perhaps) moves to the alternate
+/// name. The name, the `job-sink-id` label and the Secret behind the event volume follow;
+/// a user-defined event volume is left alone.
+pub fn rename_job(job: &mut Job, new_name: &str) {
+    let old = job.metadata.name.replace(new_name.to_owned());
+    job.metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(JOB_SINK_ID_LABEL.to_owned(), new_name.to_owned());
+    let volumes = job
+        .spec
+        .as_mut()
+        .and_then(|spec| spec.template.spec.as_mut())
+        .and_then(|pod| pod.volumes.as_mut());
+    for volume in volumes.into_iter().flatten() {
+        if let Some(secret) = volume.secret.as_mut()
+            && volume.name == EVENT_VOLUME
+            && secret.secret_name == old
+        {
+            secret.secret_name = Some(new_name.to_owned());
+        }
+    }
+}
+
 /// The Secret holding the stored event, owned by the created Job (`job` must carry its uid).
 ///
 /// Same name and namespace as the Job, its two `sinks.knative.dev/job-sink-*` labels,

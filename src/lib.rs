@@ -1,7 +1,15 @@
 //! jobsink: a drop-in implementation of Knative Eventing's JobSink, plus per-sink WebAssembly
 //! hooks.
+//!
+//! Where things are:
+//! - an event enters in [`receiver`] (HTTP), is decoded and validated in [`cloudevent`];
+//! - its Job and Secret are built, purely, in [`job`], and created in `receiver::create`;
+//! - JobSink status (address, conditions) is reconciled in [`controller`];
+//! - the JobSinks the receiver serves come from the watch cache in [`sinks`];
+//! - metrics are defined in [`metrics`], flags in [`config`].
 
 pub mod cloudevent;
+pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod hook;
@@ -9,4 +17,9 @@ pub mod job;
 pub mod k8s;
 pub mod location;
 pub mod metrics;
+pub mod receiver;
 pub mod sinks;
+
+mod serve;
+
+pub use serve::{controller_extensions, serve};

@@ -1,1 +1,36 @@
-fn main() {}
+//! The `jobsink` binary: parse arguments, set up logging, hand over to the library.
+
+use clap::Parser;
+use jobsink::config::{Cli, Command, HookCommand, LogFormat};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match cli.command {
+        Command::Crd => {
+            print!("{}", jobsink::crd::crd_yaml());
+            Ok(())
+        }
+        Command::Serve(args) => runtime()?.block_on(jobsink::serve(args)),
+        Command::Hook(HookCommand::Run(args)) => runtime()?.block_on(jobsink::hook::cli::run(args)),
+        Command::Hook(HookCommand::Bench(args)) => {
+            runtime()?.block_on(jobsink::hook::cli::bench(args))
+        }
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn,tower=warn,hyper=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -2,9 +2,9 @@
 //! with an API call per request.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
+use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -13,11 +13,18 @@ use tracing::warn;
 
 use crate::crd::JobSink;
 
+/// A cached JobSink: decoded, or why its spec could not be decoded. One undecodable object
+/// (the CRD keeps `spec.job` opaque, so `completions: "many"` gets in) must not stall the
+/// watch of all the others.
+pub type CachedSink = DeserializeGuard<JobSink>;
+
 /// Read access to the JobSinks of the whole cluster, as last seen by the watch.
 #[derive(Clone)]
 pub struct SinkCache {
-    store: Store<JobSink>,
-    ready: Arc<AtomicBool>,
+    store: Store<CachedSink>,
+    /// Becomes true after the first full list. kube's own `Store::wait_until_ready` wakes only
+    /// one waiter (a oneshot inside), so exactly one task awaits it and publishes here.
+    ready: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Whether a sink can take events now.
@@ -32,7 +39,7 @@ impl SinkCache {
     /// Starts watching JobSinks in all namespaces until `shutdown` fires.
     pub fn spawn(client: Client, shutdown: CancellationToken) -> Self {
         let (store, writer) = reflector::store();
-        let api: Api<JobSink> = Api::all(client);
+        let api: Api<CachedSink> = Api::all(client);
         let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
             .default_backoff()
             .touched_objects();
@@ -49,11 +56,11 @@ impl SinkCache {
                 }
             }
         });
-        let ready = Arc::new(AtomicBool::new(false));
-        let (flag, watched) = (ready.clone(), store.clone());
+        let (flag, ready) = tokio::sync::watch::channel(false);
+        let watched = store.clone();
         tokio::spawn(async move {
             if watched.wait_until_ready().await.is_ok() {
-                flag.store(true, Ordering::Release);
+                let _ = flag.send(true);
             }
         });
         Self { store, ready }
@@ -61,34 +68,48 @@ impl SinkCache {
 
     /// Waits until the first full list of JobSinks has arrived.
     pub async fn wait_until_ready(&self) -> bool {
-        self.store.wait_until_ready().await.is_ok()
+        self.ready.clone().wait_for(|ready| *ready).await.is_ok()
     }
 
     /// Whether the first full list has arrived.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        *self.ready.borrow()
     }
 
     /// The JobSink `namespace/name`, if it exists.
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<JobSink>> {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<CachedSink>> {
         self.store.get(&ObjectRef::new(name).within(namespace))
     }
 }
 
-/// Whether `sink` may take events, from its `Ready` condition.
+/// The decoded sink, or why it cannot take events.
+pub fn decoded(sink: &CachedSink) -> Result<&JobSink, String> {
+    sink.0
+        .as_ref()
+        .map_err(|invalid| format!("its spec cannot be decoded: {}", invalid.error))
+}
+
+/// Whether `sink` may take events: every dependent of its `Ready` condition is `True`, except
+/// `HookReady`, which the receiver handles itself (a hook not loaded answers 503 under
+/// `failurePolicy: Fail` and passes events unhooked under `Ignore`).
 pub fn readiness(sink: &JobSink) -> Readiness {
-    let ready = sink
+    let conditions = sink
         .status
         .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
-    match ready {
-        Some(c) if c.status == "True" => Readiness::Ready,
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    if conditions.is_empty() {
+        return Readiness::NotReady("the controller has not reconciled it yet".to_string());
+    }
+    let blocking = conditions
+        .iter()
+        .find(|c| c.type_ != "Ready" && c.type_ != crate::hook::HOOK_READY && c.status != "True");
+    match blocking {
+        None => Readiness::Ready,
         Some(c) => Readiness::NotReady(match (c.reason.as_deref(), c.message.as_deref()) {
-            (Some(r), Some(m)) => format!("{r}: {m}"),
-            (Some(r), None) => r.to_string(),
-            (None, Some(m)) => m.to_string(),
-            (None, None) => "its status is not known yet".to_string(),
+            (Some(r), Some(m)) => format!("{}: {r}: {m}", c.type_),
+            (Some(r), None) => format!("{}: {r}", c.type_),
+            _ => format!("{} is {}", c.type_, c.status),
         }),
-        None => Readiness::NotReady("the controller has not reconciled it yet".to_string()),
     }
 }

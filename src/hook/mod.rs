@@ -7,6 +7,7 @@
 //! - `runtime`: one call in a fresh store under its deadline and memory limit.
 //! - `engine`: [`HookEngine`], the shared runtime and its concurrency limit.
 //! - `pipeline`: [`run_hooks`], decisions and the failure policy.
+//! - `registry`: [`HookRegistry`], the cluster side: ConfigMap watches, hot swap, `HookReady`.
 //! - `cli`: `jobsink hook run` and `jobsink hook bench`.
 
 mod bindings;
@@ -16,6 +17,7 @@ mod engine;
 mod error;
 mod loader;
 mod pipeline;
+mod registry;
 mod runtime;
 mod settings;
 mod wasm_config;
@@ -28,6 +30,7 @@ pub use engine::{HookContext, HookEngine};
 pub use error::{HookError, MAX_GUEST_TEXT_BYTES};
 pub use loader::{LoadError, LoadedHook, MAX_COMPONENT_BYTES, Phases};
 pub use pipeline::{HookNote, HookOutput, HookRefusal, Phase, run_hooks};
+pub use registry::{HOOK_READY, HookRegistry, HookState, HookView, SinkKey};
 pub use settings::{
     DEFAULT_MEMORY_LIMIT_BYTES, DEFAULT_TIMEOUT, HookSettings, MAX_MEMORY_LIMIT_BYTES, MAX_TIMEOUT,
 };

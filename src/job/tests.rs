@@ -355,3 +355,17 @@ fn the_identity_annotations_live_in_the_api_group() {
     assert!(EVENT_SOURCE_ANNOTATION.starts_with(&format!("{}/", crate::crd::GROUP)));
     assert!(EVENT_ID_ANNOTATION.starts_with(&format!("{}/", crate::crd::GROUP)));
 }
+
+#[test]
+fn renaming_a_job_moves_its_name_id_label_and_event_secret() {
+    let mut job = build(&seed_sink(LOGGER));
+    rename_job(&mut job, "job-sink-logger-other");
+    assert_eq!(job.metadata.name.as_deref(), Some("job-sink-logger-other"));
+    assert_eq!(
+        job.metadata.labels.as_ref().unwrap()[JOB_SINK_ID_LABEL],
+        "job-sink-logger-other"
+    );
+    let volume = &pod(&job).volumes.as_ref().unwrap()[0];
+    let secret = volume.secret.as_ref().unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("job-sink-logger-other"));
+}

@@ -150,4 +150,5 @@ pub fn job_condition(
         .find(|c| c.type_ == type_)
         .map(|c| (c.status.clone(), c.reason.clone()))
 }
+pub mod dispatcher;
 pub mod hooks;

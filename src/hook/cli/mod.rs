@@ -6,7 +6,6 @@ mod diff;
 mod event_json;
 
 use std::fmt::Write as _;
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -108,7 +107,6 @@ pub(crate) struct Input {
     template: Job,
     settings: HookSettings,
     config: String,
-    builder_works: bool,
 }
 
 impl Input {
@@ -135,7 +133,7 @@ impl Input {
             .as_ref()
             .map(|s| s.metadata.clone())
             .unwrap_or_default();
-        let mut input = Input {
+        let input = Input {
             wasm: bytes,
             wasm_name: wasm.display().to_string(),
             event,
@@ -147,9 +145,7 @@ impl Input {
             template: sink.map(|s| s.spec.job).unwrap_or_else(sample_template),
             settings: HookSettings::from_spec(&hook),
             config: config.or(hook.config).unwrap_or_default(),
-            builder_works: true,
         };
-        input.builder_works();
         Ok(input)
     }
 
@@ -160,12 +156,8 @@ impl Input {
         }
     }
 
-    /// The Job the dispatcher builds for `event` (before `on-job`), or `spec.job` as
-    /// written while the Job builder is unavailable (see [`Input::builder_works`]).
+    /// The Job the dispatcher builds for `event` (before `on-job`).
     fn build_job(&self, event: &CloudEvent) -> Job {
-        if !self.builder_works {
-            return self.template.clone();
-        }
         let sink = SinkRef {
             namespace: &self.namespace,
             name: &self.sink,
@@ -177,16 +169,6 @@ impl Input {
             &job_name(&self.sink, &event.source, &event.id),
             event,
         )
-    }
-
-    /// Whether `crate::job` builds Jobs yet: tried once, so that the tooling works while
-    /// the Job builder is still a stub. Remove once it has landed everywhere.
-    fn builder_works(&mut self) {
-        let probe = std::panic::catch_unwind(AssertUnwindSafe(|| self.build_job(&self.event)));
-        if probe.is_err() {
-            eprintln!("warning: the Job builder is unavailable; using spec.job as written");
-            self.builder_works = false;
-        }
     }
 
     fn load(&self, engine: &HookEngine) -> anyhow::Result<Arc<LoadedHook>> {

@@ -1,0 +1,435 @@
+//! Load benchmark of the receiver against the local control plane, with a raw baseline from
+//! the same run.
+//!
+//! For each concurrency C it sends N distinct events to a `jobsink serve` process (release
+//! build) and measures events/s, p50/p99 latency and the process's peak RSS; then, in the
+//! same run, a plain client creates the same Job and Secret pairs straight against the API
+//! server at the same concurrency. The Jobs are suspended (the template says so), so the Job
+//! controller creates no pods and both sides load the API server equally.
+//!
+//! Run (the control plane must be up: `export KUBECONFIG=$(hack/up.sh)`):
+//!   cargo bench --bench load -- [--events N] [--concurrency 1,8,32] [--hook FILE.wasm]
+//!
+//! `--hook` attaches that component (through a ConfigMap) to the benchmarked sink, to compare
+//! throughput with and without a hook (run it twice).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use jobsink::cloudevent::{CloudEvent, Data, SpecVersion};
+use jobsink::crd::JobSink;
+use jobsink::job::{SinkRef, build_job, build_secret, job_name};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+struct Args {
+    events: usize,
+    concurrency: Vec<usize>,
+    hook: Option<String>,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        events: 400,
+        concurrency: vec![1, 8, 32],
+        hook: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--events" => a.events = it.next().context("--events N")?.parse()?,
+            "--concurrency" => {
+                a.concurrency = it
+                    .next()
+                    .context("--concurrency 1,8,32")?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            "--hook" => a.hook = Some(it.next().context("--hook FILE")?),
+            "--bench" => {}
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    Ok(a)
+}
+
+#[derive(Default)]
+struct Stats {
+    per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: usize,
+}
+
+fn stats(mut lat: Vec<Duration>, elapsed: Duration, errors: usize) -> Stats {
+    lat.sort();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Stats {
+        per_sec: lat.len() as f64 / elapsed.as_secs_f64(),
+        p50: pct(0.50),
+        p99: pct(0.99),
+        errors,
+    }
+}
+
+fn template(hook: Option<&str>) -> serde_json::Value {
+    let mut spec = json!({"job": {"spec": {"suspend": true, "template": {"spec": {
+        "restartPolicy": "Never",
+        "containers": [{"name": "main", "image": "busybox", "command": ["true"]}]}}}}});
+    if let Some(cm) = hook {
+        spec["hook"] = json!({"configMapRef": {"name": cm, "key": "hook.wasm"}});
+    }
+    json!({"apiVersion": "sinks.knative.dev/v1alpha1", "kind": "JobSink",
+        "metadata": {"name": "bench"}, "spec": spec})
+}
+
+async fn namespace(client: &Client, name: &str) -> anyhow::Result<()> {
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await?;
+    Ok(())
+}
+
+async fn sink(client: &Client, ns: &str, hook: Option<&[u8]>) -> anyhow::Result<JobSink> {
+    if let Some(bytes) = hook {
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "bench-hook"},
+            "binaryData": {"hook.wasm": k8s_openapi::ByteString(bytes.to_vec())}}))?;
+        Api::<ConfigMap>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &cm)
+            .await?;
+    }
+    let api: Api<JobSink> = Api::namespaced(client.clone(), ns);
+    let obj: JobSink = serde_json::from_value(template(hook.map(|_| "bench-hook")))?;
+    api.create(&PostParams::default(), &obj).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = api.get("bench").await?;
+        if jobsink::sinks::readiness(&s) == jobsink::sinks::Readiness::Ready {
+            return Ok(s);
+        }
+        if Instant::now() > deadline {
+            bail!("JobSink bench never became Ready: {:?}", s.status);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn event(i: usize) -> CloudEvent {
+    CloudEvent {
+        specversion: SpecVersion::V1_0,
+        id: format!("event-{i}"),
+        source: "bench/load".into(),
+        ty: "bench.event".into(),
+        datacontenttype: Some("application/json".into()),
+        dataschema: None,
+        subject: None,
+        time: None,
+        extensions: Default::default(),
+        data: Some(Data::Json(format!(r#"{{"n":{i}}}"#))),
+    }
+}
+
+/// Runs `n` jobs on `c` workers; returns per-item latencies, elapsed time and error count.
+async fn drive<F, Fut>(n: usize, c: usize, work: F) -> (Vec<Duration>, Duration, usize)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let work = Arc::new(work);
+    let start = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..c {
+        let (next, errors, work) = (next.clone(), errors.clone(), work.clone());
+        workers.spawn(async move {
+            let mut lat = vec![];
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return lat;
+                }
+                let t = Instant::now();
+                match work(i).await {
+                    Ok(()) => lat.push(t.elapsed()),
+                    Err(e) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                            eprintln!("error: {e:#}");
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let mut all = vec![];
+    while let Some(l) = workers.join_next().await {
+        all.extend(l.expect("worker"));
+    }
+    (all, start.elapsed(), errors.load(Ordering::Relaxed))
+}
+
+async fn raw(client: &Client, ns: &str, n: usize, c: usize) -> anyhow::Result<Stats> {
+    let s = sink(client, ns, None).await?;
+    let (jobs, secrets): (Api<Job>, Api<Secret>) = (
+        Api::namespaced(client.clone(), ns),
+        Api::namespaced(client.clone(), ns),
+    );
+    let s = Arc::new(s);
+    let (lat, el, err) = drive(n, c, move |i| {
+        let (jobs, secrets, s) = (jobs.clone(), secrets.clone(), s.clone());
+        async move {
+            let ev = event(i);
+            let sink_ref = SinkRef::from_resource(&s).context("sink ref")?;
+            let name = job_name("bench", &ev.source, &ev.id);
+            let job = build_job(&sink_ref, &name, &ev);
+            let created = jobs.create(&PostParams::default(), &job).await?;
+            let json = jobsink::cloudevent::to_json(&ev);
+            secrets
+                .create(&PostParams::default(), &build_secret(&created, json))
+                .await?;
+            Ok(())
+        }
+    })
+    .await;
+    Ok(stats(lat, el, err))
+}
+
+async fn ours(http: &reqwest::Client, base: &str, ns: &str, n: usize, c: usize) -> Stats {
+    let (http, url) = (http.clone(), format!("{base}/{ns}/bench"));
+    let (lat, el, err) = drive(n, c, move |i| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let r = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("ce-specversion", "1.0")
+                .header("ce-source", "bench/load")
+                .header("ce-type", "bench.event")
+                .header("ce-id", format!("event-{i}"))
+                .body(format!(r#"{{"n":{i}}}"#))
+                .send()
+                .await?;
+            if r.status().as_u16() != 202 {
+                bail!(
+                    "status {}: {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+    })
+    .await;
+    stats(lat, el, err)
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct Dispatcher(Child);
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(18080)
+}
+
+/// The p99 of the dispatcher's own time per event (request time minus API calls), from the
+/// upper bounds of its histogram buckets.
+async fn overhead_p99(http: &reqwest::Client, metrics: &str) -> Option<f64> {
+    let text = http.get(metrics).send().await.ok()?.text().await.ok()?;
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with("jobsink_receiver_overhead_seconds_bucket"))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let v: f64 = l.rsplit(' ').next()?.parse().ok()?;
+            Some((
+                if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                },
+                v,
+            ))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    buckets
+        .iter()
+        .find(|(_, c)| *c >= total * 0.99)
+        .map(|(le, _)| *le)
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(a))
+}
+
+async fn run(a: Args) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("KUBECONFIG: run hack/up.sh first")?;
+    let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crd.yaml");
+    let ok = Command::new("kubectl")
+        .args(["apply", "--server-side", "--force-conflicts", "-f", crd])
+        .stdout(Stdio::null())
+        .status()?
+        .success();
+    if !ok {
+        bail!("could not apply {crd}");
+    }
+    let hook = a
+        .hook
+        .as_ref()
+        .map(std::fs::read)
+        .transpose()
+        .context("reading --hook")?;
+    let (port, mport) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_jobsink"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-listen",
+            &format!("127.0.0.1:{mport}"),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting jobsink serve")?;
+    let pid = child.id();
+    let _guard = Dispatcher(child);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(200)
+    {
+        if Instant::now() > deadline {
+            bail!("jobsink serve did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let idle_rss = rss_kib(pid, "VmRSS:");
+    let run_id = std::process::id();
+    println!(
+        "load benchmark: {} events per run, hook: {}",
+        a.events,
+        a.hook.as_deref().unwrap_or("none")
+    );
+    println!(
+        "{:>4} | {:>9} {:>9} {:>6} | {:>8} {:>8} | {:>8} {:>8} | {:>9} | errors",
+        "C",
+        "raw ev/s",
+        "ours ev/s",
+        "ratio",
+        "raw p50",
+        "raw p99",
+        "our p50",
+        "our p99",
+        "peak RSS"
+    );
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kib(pid, "VmRSS:"), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let mut namespaces = vec![];
+    for &c in &a.concurrency {
+        let raw_ns = format!("bench-raw-{run_id}-{c}");
+        let our_ns = format!("bench-ours-{run_id}-{c}");
+        namespace(&client, &raw_ns).await?;
+        namespace(&client, &our_ns).await?;
+        namespaces.extend([raw_ns.clone(), our_ns.clone()]);
+        sink(&client, &our_ns, hook.as_deref()).await?;
+        // Let the receiver's cache see the sink Ready before timing.
+        let probe = format!("{base}/{our_ns}/bench");
+        while http
+            .post(&probe)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .ok()
+            == Some(503)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let r = raw(&client, &raw_ns, a.events, c).await?;
+        peak.store(0, Ordering::Relaxed);
+        let o = ours(&http, &base, &our_ns, a.events, c).await;
+        let ms = |d: Duration| format!("{:.2}ms", d.as_secs_f64() * 1e3);
+        println!(
+            "{:>4} | {:>9.1} {:>9.1} {:>6.3} | {:>8} {:>8} | {:>8} {:>8} | {:>6.1}MiB | {}+{}",
+            c,
+            r.per_sec,
+            o.per_sec,
+            o.per_sec / r.per_sec,
+            ms(r.p50),
+            ms(r.p99),
+            ms(o.p50),
+            ms(o.p99),
+            peak.load(Ordering::Relaxed) as f64 / 1024.0,
+            r.errors,
+            o.errors
+        );
+    }
+    sampler.abort();
+    let overhead = overhead_p99(&http, &format!("http://127.0.0.1:{mport}/metrics")).await;
+    println!(
+        "dispatcher RSS: idle {:.1} MiB, high-water mark {:.1} MiB; own time per event (excluding API calls) p99 <= {}",
+        idle_rss as f64 / 1024.0,
+        rss_kib(pid, "VmHWM:") as f64 / 1024.0,
+        overhead
+            .map(|s| format!("{:.3} ms", s * 1e3))
+            .unwrap_or_else(|| "n/a".into())
+    );
+    let nss: Api<Namespace> = Api::all(client);
+    for ns in namespaces {
+        let _ = nss.delete(&ns, &DeleteParams::background()).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! Command-line arguments. Every flag has an environment variable fallback and a default;
+//! they are read once, here, into typed structs.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::job::DEFAULT_MAX_EVENT_BYTES;
+
+/// Runs Knative JobSinks without Knative: CloudEvents in, one Kubernetes Job per event out.
+#[derive(Parser, Debug)]
+#[command(name = "jobsink", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(long, global = true, env = "JOBSINK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the controller and the HTTP receiver (both by default; see --role).
+    Serve(ServeArgs),
+    /// Print the JobSink CustomResourceDefinition as YAML (the source of deploy/crd.yaml).
+    Crd,
+    /// Try a WebAssembly hook locally, with production limits and no cluster.
+    #[command(subcommand)]
+    Hook(HookCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HookCommand {
+    /// Run one event through a hook and print the decision, the resulting event and Job
+    /// (as a diff against the unhooked Job) and the timing.
+    Run(crate::hook::cli::RunArgs),
+    /// Measure a hook's per-event cost: instantiate, call and total percentiles.
+    Bench(crate::hook::cli::BenchArgs),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Which parts of the dispatcher this process runs.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Controller and receiver in one process.
+    All,
+    /// Only reconcile JobSink status.
+    Controller,
+    /// Only receive events.
+    Receiver,
+}
+
+impl Role {
+    pub fn runs_controller(self) -> bool {
+        matches!(self, Role::All | Role::Controller)
+    }
+    pub fn runs_receiver(self) -> bool {
+        matches!(self, Role::All | Role::Receiver)
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Which parts to run.
+    #[arg(long, env = "JOBSINK_ROLE", value_enum, default_value_t = Role::All)]
+    pub role: Role,
+    /// Address the event receiver listens on (also serves /healthz and /readyz).
+    #[arg(long, env = "JOBSINK_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Address the Prometheus metrics endpoint (/metrics) listens on.
+    #[arg(long, env = "JOBSINK_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
+    /// Namespace the dispatcher's Service lives in; part of every sink's address URL.
+    #[arg(long, env = "SYSTEM_NAMESPACE", default_value = "knative-eventing")]
+    pub system_namespace: String,
+    /// Name of the dispatcher's Service; part of every sink's address URL.
+    #[arg(long, env = "JOBSINK_SERVICE_NAME", default_value = "job-sink")]
+    pub service_name: String,
+    /// Cluster DNS domain for address URLs [default: the first `svc.` search domain of
+    /// /etc/resolv.conf, else cluster.local].
+    #[arg(long, env = "CLUSTER_DOMAIN")]
+    pub cluster_domain: Option<String>,
+    /// Largest event accepted, in bytes of its stored JSON form; larger events get 413
+    /// before anything is created. The API server refuses Secrets over 1 MiB.
+    #[arg(long, env = "JOBSINK_MAX_EVENT_BYTES", default_value_t = DEFAULT_MAX_EVENT_BYTES)]
+    pub max_event_bytes: usize,
+    /// Most hook calls running at once across all sinks (sizes the Wasm instance pool).
+    #[arg(long, env = "JOBSINK_HOOK_CONCURRENCY", default_value_t = 16)]
+    pub hook_concurrency: usize,
+    /// Seconds to let requests in flight finish after SIGTERM.
+    #[arg(long, env = "JOBSINK_SHUTDOWN_GRACE_SECONDS", default_value_t = 25)]
+    pub shutdown_grace_seconds: u64,
+}

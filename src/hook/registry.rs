@@ -1,0 +1,445 @@
+//! The hooks of the cluster's JobSinks: watches each ConfigMap that a `spec.hook` names,
+//! loads its component off the request path, swaps it in atomically, keeps the last good
+//! version on a bad update, and reports the outcome as the `HookReady` condition (read by the
+//! controller) and as Kubernetes Events on the JobSink.
+//!
+//! Calls in flight keep the `Arc<LoadedHook>` they started with, so a swap never disturbs
+//! them. A dispatcher never exits because of a hook: every failure becomes state here.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use sha2::{Digest, Sha256};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{HookEngine, HookNote, HookSettings, LoadedHook};
+use crate::crd::{Condition, HookSpec, JobSink};
+
+/// Type of the condition this registry reports on each JobSink with a hook.
+pub const HOOK_READY: &str = "HookReady";
+
+/// How many change notifications may wait for the controller; a slow controller that misses
+/// some still catches up on its periodic requeue.
+const CHANGE_BUFFER: usize = 256;
+
+/// A JobSink, by namespace and name.
+pub type SinkKey = (String, String);
+
+/// Where a sink's hook stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HookState {
+    /// The ConfigMap has not been read or compiled yet.
+    Loading,
+    /// The current version of the ConfigMap is serving.
+    Ready,
+    /// The latest ConfigMap content could not be loaded; the last good version (if any)
+    /// keeps serving.
+    Failed { reason: String, message: String },
+}
+
+/// What the receiver needs to run a sink's hook.
+#[derive(Clone, Debug)]
+pub struct HookView {
+    pub settings: HookSettings,
+    /// `None` while no version has ever loaded (or the ConfigMap is gone).
+    pub hook: Option<Arc<LoadedHook>>,
+    pub config: String,
+}
+
+struct Entry {
+    spec: HookSpec,
+    settings: HookSettings,
+    current: Option<Arc<LoadedHook>>,
+    state: HookState,
+    /// sha256 of the bytes last tried, so an unchanged ConfigMap update is not reloaded.
+    tried: Option<String>,
+    /// Bumped whenever the spec changes, so results of an outdated watch are dropped.
+    generation: u64,
+    sink: ObjectReference,
+    watch: tokio::task::AbortHandle,
+}
+
+struct Inner {
+    engine: HookEngine,
+    client: Client,
+    recorder: Recorder,
+    entries: Mutex<HashMap<SinkKey, Entry>>,
+    changed: broadcast::Sender<SinkKey>,
+    next_generation: std::sync::atomic::AtomicU64,
+}
+
+/// The hooks of all JobSinks. Cheap to clone.
+#[derive(Clone)]
+pub struct HookRegistry {
+    inner: Arc<Inner>,
+}
+
+impl HookRegistry {
+    pub fn new(engine: HookEngine, client: Client) -> Self {
+        let reporter = Reporter {
+            controller: "jobsink-hooks".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        let (changed, _) = broadcast::channel(CHANGE_BUFFER);
+        Self {
+            inner: Arc::new(Inner {
+                engine,
+                recorder: Recorder::new(client.clone(), reporter),
+                client,
+                entries: Mutex::default(),
+                changed,
+                next_generation: Default::default(),
+            }),
+        }
+    }
+
+    pub fn engine(&self) -> &HookEngine {
+        &self.inner.engine
+    }
+
+    /// Notifications naming a sink whose hook state changed (for the controller).
+    pub fn subscribe(&self) -> broadcast::Receiver<SinkKey> {
+        self.inner.changed.subscribe()
+    }
+
+    /// The sink's hook as the receiver runs it; `None` when the sink declares no hook.
+    pub fn view(&self, namespace: &str, name: &str) -> Option<HookView> {
+        let entries = self.entries();
+        let e = entries.get(&(namespace.to_string(), name.to_string()))?;
+        Some(HookView {
+            settings: e.settings.clone(),
+            hook: e.current.clone(),
+            config: e.spec.config.clone().unwrap_or_default(),
+        })
+    }
+
+    /// The sink's hook state; `None` when it declares no hook (or is not known yet).
+    pub fn state(&self, namespace: &str, name: &str) -> Option<HookState> {
+        let entries = self.entries();
+        entries
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|e| e.state.clone())
+    }
+
+    /// The `HookReady` condition of `sink`, for the controller: `None` without `spec.hook`.
+    pub fn condition(&self, sink: &JobSink) -> Option<Condition> {
+        sink.spec.hook.as_ref()?;
+        let (ns, name) = key_of(sink);
+        let (status, reason, message) = match self.state(&ns, &name) {
+            Some(HookState::Ready) => ("True", None, None),
+            Some(HookState::Failed { reason, message }) => ("False", Some(reason), Some(message)),
+            None | Some(HookState::Loading) => (
+                "Unknown",
+                Some("HookLoading".to_string()),
+                Some("the hook's ConfigMap is being read and compiled".to_string()),
+            ),
+        };
+        Some(Condition {
+            type_: HOOK_READY.to_string(),
+            status: status.to_string(),
+            reason,
+            message,
+            ..Condition::default()
+        })
+    }
+
+    /// Publishes what a hook did although the event went on (Monitor mode, ignored
+    /// failures) as a Kubernetes Event on the JobSink, off the request path. Repeated notes
+    /// are folded into an event series by the recorder.
+    pub fn record_note(&self, namespace: &str, name: &str, note: &HookNote) {
+        let sink = {
+            let entries = self.entries();
+            match entries.get(&(namespace.to_string(), name.to_string())) {
+                Some(e) => e.sink.clone(),
+                None => return,
+            }
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: note.reason().into(),
+            note: Some(note.message()),
+            action: "RunHook".into(),
+            secondary: None,
+        };
+        let recorder = self.inner.recorder.clone();
+        tokio::spawn(async move {
+            if let Err(error) = recorder.publish(&event, &sink).await {
+                warn!(%error, "could not publish a Kubernetes Event");
+            }
+        });
+    }
+
+    /// Follows every JobSink's `spec.hook` until `shutdown` fires.
+    pub fn spawn(&self, shutdown: CancellationToken) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let api: Api<JobSink> = Api::all(this.inner.client.clone());
+            let mut stream = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .boxed();
+            let mut listed = HashSet::new();
+            loop {
+                let event = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    e = stream.next() => e,
+                };
+                match event {
+                    Some(Ok(watcher::Event::Init)) => listed.clear(),
+                    Some(Ok(watcher::Event::InitApply(sink))) => {
+                        listed.insert(key_of(&sink));
+                        this.sync(&sink);
+                    }
+                    Some(Ok(watcher::Event::InitDone)) => this.retain(&listed),
+                    Some(Ok(watcher::Event::Apply(sink))) => this.sync(&sink),
+                    Some(Ok(watcher::Event::Delete(sink))) => this.remove(&key_of(&sink)),
+                    Some(Err(error)) => warn!(%error, "JobSink watch error (hooks); retrying"),
+                    None => break,
+                }
+            }
+            for (_, e) in this.entries().drain() {
+                e.watch.abort();
+            }
+        });
+    }
+
+    fn entries(&self) -> MutexGuard<'_, HashMap<SinkKey, Entry>> {
+        self.inner
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Brings one sink's entry in line with its spec: starts, restarts or stops the watch of
+    /// its ConfigMap.
+    fn sync(&self, sink: &JobSink) {
+        let key = key_of(sink);
+        let Some(spec) = sink.spec.hook.clone() else {
+            self.remove(&key);
+            return;
+        };
+        let mut entries = self.entries();
+        if entries.get(&key).is_some_and(|e| e.spec == spec) {
+            return;
+        }
+        let generation = self
+            .inner
+            .next_generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let watch = tokio::spawn(self.clone().watch_config_map(
+            key.clone(),
+            spec.clone(),
+            generation,
+        ))
+        .abort_handle();
+        let previous = entries.remove(&key);
+        if let Some(p) = &previous {
+            p.watch.abort();
+        }
+        entries.insert(
+            key.clone(),
+            Entry {
+                settings: HookSettings::from_spec(&spec),
+                spec,
+                current: previous.and_then(|p| p.current),
+                state: HookState::Loading,
+                tried: None,
+                generation,
+                sink: sink.object_ref(&()),
+                watch,
+            },
+        );
+        drop(entries);
+        let _ = self.inner.changed.send(key);
+    }
+
+    fn remove(&self, key: &SinkKey) {
+        if let Some(e) = self.entries().remove(key) {
+            e.watch.abort();
+        }
+    }
+
+    fn retain(&self, keep: &HashSet<SinkKey>) {
+        self.entries().retain(|k, e| {
+            let stay = keep.contains(k);
+            if !stay {
+                e.watch.abort();
+            }
+            stay
+        });
+    }
+
+    async fn watch_config_map(self, key: SinkKey, spec: HookSpec, generation: u64) {
+        let api: Api<ConfigMap> = Api::namespaced(self.inner.client.clone(), &key.0);
+        let by_name = format!("metadata.name={}", spec.config_map_ref.name);
+        let mut stream = watcher(api, watcher::Config::default().fields(&by_name))
+            .default_backoff()
+            .boxed();
+        let mut seen = false;
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::Init) => seen = false,
+                Ok(watcher::Event::InitApply(cm) | watcher::Event::Apply(cm)) => {
+                    seen = true;
+                    self.load(&key, &spec, generation, Some(&cm)).await;
+                }
+                Ok(watcher::Event::InitDone) if !seen => {
+                    self.load(&key, &spec, generation, None).await
+                }
+                Ok(watcher::Event::InitDone) => {}
+                Ok(watcher::Event::Delete(_)) => self.load(&key, &spec, generation, None).await,
+                Err(error) => warn!(%error, sink = ?key, "ConfigMap watch error (hook); retrying"),
+            }
+        }
+    }
+
+    /// Loads the ConfigMap's component (or records why it cannot) for one sink.
+    async fn load(&self, key: &SinkKey, spec: &HookSpec, generation: u64, cm: Option<&ConfigMap>) {
+        let cm_name = &spec.config_map_ref.name;
+        let data_key = &spec.config_map_ref.key;
+        let bytes = match cm {
+            None => {
+                let message = format!("ConfigMap {cm_name} not found in namespace {}", key.0);
+                // Gone means the owner withdrew the code: nothing serves any more.
+                self.settle(
+                    key,
+                    generation,
+                    None,
+                    Err(("HookConfigMapNotFound", message)),
+                    true,
+                )
+                .await;
+                return;
+            }
+            Some(cm) => component_bytes(cm, data_key),
+        };
+        let Some(bytes) = bytes else {
+            let message = format!("ConfigMap {cm_name} has no key {data_key} (binaryData or data)");
+            self.settle(
+                key,
+                generation,
+                None,
+                Err(("HookKeyNotFound", message)),
+                false,
+            )
+            .await;
+            return;
+        };
+        let sha = hex::encode(Sha256::digest(&bytes));
+        {
+            let mut entries = self.entries();
+            let Some(e) = entries.get_mut(key) else {
+                return;
+            };
+            if e.generation != generation || e.tried.as_deref() == Some(sha.as_str()) {
+                return;
+            }
+            e.tried = Some(sha.clone());
+        }
+        let engine = self.inner.engine.clone();
+        let (config, expected) = (spec.config.clone().unwrap_or_default(), spec.sha256.clone());
+        let settings = HookSettings::from_spec(spec);
+        let loaded = tokio::task::spawn_blocking(move || {
+            engine.load(&bytes, &config, expected.as_deref(), &settings)
+        })
+        .await;
+        let outcome = match loaded {
+            Ok(Ok(hook)) => Ok(hook),
+            Ok(Err(error)) => Err((error.reason(), error.to_string())),
+            Err(join) => Err((
+                "HookLoadPanicked",
+                format!("loading the hook failed: {join}"),
+            )),
+        };
+        self.settle(key, generation, Some(sha), outcome, false)
+            .await;
+    }
+
+    /// Records a load outcome, tells the controller, and emits a Kubernetes Event.
+    async fn settle(
+        &self,
+        key: &SinkKey,
+        generation: u64,
+        sha: Option<String>,
+        outcome: Result<Arc<LoadedHook>, (&'static str, String)>,
+        drop_current: bool,
+    ) {
+        let (event, sink) = {
+            let mut entries = self.entries();
+            let Some(e) = entries.get_mut(key) else {
+                return;
+            };
+            if e.generation != generation {
+                return;
+            }
+            let event = match outcome {
+                Ok(hook) => {
+                    let note = format!("hook {} loaded", &hook.sha256()[..12]);
+                    e.current = Some(hook);
+                    e.state = HookState::Ready;
+                    info!(sink = ?key, sha256 = ?sha, "hook loaded");
+                    Event {
+                        type_: EventType::Normal,
+                        reason: "HookLoaded".into(),
+                        note: Some(note),
+                        action: "LoadHook".into(),
+                        secondary: None,
+                    }
+                }
+                Err((reason, message)) => {
+                    if drop_current {
+                        e.current = None;
+                        e.tried = None;
+                    }
+                    let kept = if e.current.is_some() {
+                        "; the last good version keeps serving"
+                    } else {
+                        ""
+                    };
+                    warn!(sink = ?key, reason, %message, "hook not loaded");
+                    e.state = HookState::Failed {
+                        reason: reason.to_string(),
+                        message: format!("{message}{kept}"),
+                    };
+                    Event {
+                        type_: EventType::Warning,
+                        reason: reason.into(),
+                        note: Some(format!("{message}{kept}")),
+                        action: "LoadHook".into(),
+                        secondary: None,
+                    }
+                }
+            };
+            (event, e.sink.clone())
+        };
+        let _ = self.inner.changed.send(key.clone());
+        if let Err(error) = self.inner.recorder.publish(&event, &sink).await {
+            warn!(%error, "could not publish a Kubernetes Event");
+        }
+    }
+}
+
+fn key_of(sink: &JobSink) -> SinkKey {
+    (
+        sink.metadata.namespace.clone().unwrap_or_default(),
+        sink.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// The component under `key`: `binaryData` first (what `kubectl create configmap
+/// --from-file` writes for binary files), else `data`.
+fn component_bytes(cm: &ConfigMap, key: &str) -> Option<Vec<u8>> {
+    if let Some(b) = cm.binary_data.as_ref().and_then(|d| d.get(key)) {
+        return Some(b.0.clone());
+    }
+    cm.data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|s| s.as_bytes().to_vec())
+}

@@ -1,0 +1,135 @@
+//! The one place where receiver failures become HTTP answers: a status code and a short
+//! plain-text body saying what is wrong. Server-side failures log their detail once and tell
+//! the sender only what it can act on.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tracing::error;
+
+use crate::cloudevent::DecodeError;
+
+/// Why a request to the receiver was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiveError {
+    #[error("no such endpoint: {0}; events are POSTed to /<namespace>/<jobsink>")]
+    NoRoute(String),
+    #[error("method {method} is not allowed here; allowed: {allow}")]
+    MethodNotAllowed { method: String, allow: &'static str },
+    #[error("JobSink {namespace}/{name} does not exist")]
+    UnknownSink { namespace: String, name: String },
+    #[error("JobSink {namespace}/{name} is not ready: {why}")]
+    SinkNotReady {
+        namespace: String,
+        name: String,
+        why: String,
+    },
+    #[error("the receiver is starting and has not loaded the JobSinks yet")]
+    Starting,
+    #[error("malformed CloudEvent: {0}")]
+    BadEvent(#[from] DecodeError),
+    #[error("request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("reading the request body failed: {0}")]
+    BodyRead(String),
+    #[error(
+        "the event takes {size} bytes as stored, over the limit of {limit} bytes \
+         (an event is stored in a Secret; see --max-event-bytes)"
+    )]
+    EventTooLarge { size: usize, limit: usize },
+    #[error("event rejected by the sink's hook: {reason}: {message}")]
+    HookRejected {
+        code: u16,
+        reason: String,
+        message: String,
+    },
+    #[error("the sink's hook failed: {0}")]
+    HookFailed(String),
+    #[error("the sink's hook is not loaded yet: {0}")]
+    HookNotLoaded(String),
+    #[error("no Job exists for this event")]
+    NoSuchJob,
+    #[error("Kubernetes API call {operation} failed: {source}")]
+    Api {
+        operation: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl ReceiveError {
+    /// The HTTP status code for this failure.
+    pub fn status(&self) -> StatusCode {
+        use ReceiveError::*;
+        match self {
+            NoRoute(_) | UnknownSink { .. } | NoSuchJob => StatusCode::NOT_FOUND,
+            MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            SinkNotReady { .. } | Starting | HookNotLoaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            BadEvent(_) | BodyRead(_) => StatusCode::BAD_REQUEST,
+            BodyTooLarge { .. } | EventTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            HookRejected { code, .. } => {
+                StatusCode::from_u16(*code).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
+            }
+            HookFailed(_) | Conflict(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Api { source, .. } => api_status(source),
+        }
+    }
+
+    /// Low-cardinality outcome label for metrics.
+    pub fn outcome(&self) -> &'static str {
+        use ReceiveError::*;
+        match self {
+            NoRoute(_) | MethodNotAllowed { .. } => "bad_route",
+            UnknownSink { .. } => "unknown_sink",
+            SinkNotReady { .. } | Starting => "not_ready",
+            BadEvent(_) | BodyRead(_) => "invalid",
+            BodyTooLarge { .. } | EventTooLarge { .. } => "too_large",
+            HookRejected { .. } => "rejected",
+            HookFailed(_) | HookNotLoaded(_) => "hook_error",
+            NoSuchJob => "no_job",
+            Api { .. } | Conflict(_) => "error",
+        }
+    }
+}
+
+/// 503 for API failures a retry can fix (throttling, API server unavailable or timing out),
+/// 500 otherwise.
+fn api_status(error: &kube::Error) -> StatusCode {
+    match error {
+        kube::Error::Api(s) if matches!(s.code, 429 | 503 | 504) => StatusCode::SERVICE_UNAVAILABLE,
+        kube::Error::Api(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+impl IntoResponse for ReceiveError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = if let ReceiveError::Api { operation, .. } = &self {
+            error!(error = %self, operation, "Kubernetes API call failed");
+            format!("creating the event's Job failed ({operation}); retry later\n")
+        } else {
+            if status.is_server_error() {
+                error!(error = %self, "request failed");
+            }
+            format!("{self}\n")
+        };
+        let mut response = (status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if let ReceiveError::MethodNotAllowed { allow, .. } = &self {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if matches!(status, StatusCode::SERVICE_UNAVAILABLE) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

@@ -1,0 +1,165 @@
+//! `jobsink serve`: wires the controller, the receiver and the metrics endpoint together and
+//! shuts them down gracefully on SIGTERM or Ctrl-C.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::routing::get;
+use kube::Client;
+use prometheus_client::registry::Registry;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::config::ServeArgs;
+use crate::controller::{self, ControllerConfig, Extensions, detect_cluster_domain};
+use crate::crd::JobSink;
+use crate::hook::{EngineConfig, HookEngine, HookRegistry};
+use crate::metrics::Metrics;
+use crate::receiver::{self, AppState, ReceiverConfig};
+use crate::sinks::SinkCache;
+use futures::StreamExt;
+
+/// Runs what `args.role` asks for until SIGTERM/SIGINT, then stops accepting and lets work in
+/// flight finish (bounded by `--shutdown-grace-seconds`).
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
+
+    // Hooks serve both roles: the receiver runs them, the controller reports HookReady.
+    let engine = HookEngine::new(EngineConfig {
+        max_concurrency: args.hook_concurrency.max(1),
+        pooling: true,
+    })
+    .context("creating the WebAssembly hook engine")?;
+    let hooks = HookRegistry::new(engine, client.clone());
+    hooks.spawn(shutdown.clone());
+
+    if args.role.runs_controller() {
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let cfg = ControllerConfig {
+            system_namespace: args.system_namespace.clone(),
+            service_name: args.service_name.clone(),
+            cluster_domain: detect_cluster_domain(args.cluster_domain.as_deref(), &resolv),
+        };
+        info!(url_example = %cfg.sink_url("<namespace>", "<name>"), "sink addresses");
+        let metrics = crate::controller::Metrics::register(&mut registry);
+        let extensions = controller_extensions(&hooks, metrics);
+        tasks.spawn(controller::run_with(
+            client.clone(),
+            cfg,
+            extensions,
+            shutdown.clone(),
+        ));
+    }
+
+    if args.role.runs_receiver() {
+        let sinks = SinkCache::spawn(client.clone(), shutdown.clone());
+        let state = AppState {
+            client: client.clone(),
+            sinks,
+            config: Arc::new(ReceiverConfig {
+                max_event_bytes: args.max_event_bytes,
+            }),
+            metrics: metrics.clone(),
+            hooks: hooks.clone(),
+        };
+        tasks.spawn(receiver::serve(args.listen, state, shutdown.clone()));
+    }
+    let registry = Arc::new(registry);
+    tasks.spawn(serve_metrics(
+        args.metrics_listen,
+        registry,
+        shutdown.clone(),
+    ));
+
+    let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    let mut result = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        let outcome = joined.context("a dispatcher task panicked").and_then(|r| r);
+        if let Err(e) = outcome {
+            error!(error = %format!("{e:#}"), "dispatcher task failed; shutting down");
+            result = Err(e);
+            shutdown.cancel();
+        }
+        if shutdown.is_cancelled() {
+            let rest = async { while tasks.join_next().await.is_some() {} };
+            if tokio::time::timeout(grace, rest).await.is_err() {
+                error!("work in flight did not finish within the shutdown grace period");
+            }
+            break;
+        }
+    }
+    info!("stopped");
+    result
+}
+
+/// How the controller learns about hooks: `HookReady` as an extra dependent of `Ready`,
+/// and a reconcile whenever a hook's state changes.
+pub fn controller_extensions(
+    hooks: &HookRegistry,
+    metrics: crate::controller::Metrics,
+) -> Extensions {
+    let source = hooks.clone();
+    Extensions {
+        conditions: vec![Arc::new(move |sink: &JobSink| source.condition(sink))],
+        reconcile_all_on: Some(hook_changes(hooks)),
+        metrics,
+    }
+}
+
+/// One item whenever a sink's hook state changes, so the controller updates `HookReady`.
+fn hook_changes(hooks: &HookRegistry) -> futures::stream::BoxStream<'static, ()> {
+    let rx = hooks.subscribe();
+    futures::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(((), rx)),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+        }
+    })
+    .boxed()
+}
+
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move { crate::metrics::encode(&registry) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics listener on {addr}"))?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    Ok(())
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot listen for SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => info!("interrupt: stopping"),
+    }
+    shutdown.cancel();
+}

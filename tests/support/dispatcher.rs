@@ -1,0 +1,222 @@
+//! The dispatcher in process, for integration tests: the JobSink CRD installed from
+//! `deploy/crd.yaml`, one controller and one JobSink watch cache per test binary (on a
+//! background runtime that outlives single tests), and per test a receiver router driven
+//! with `tower::ServiceExt::oneshot`, no socket needed.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, Response};
+use http_body_util::BodyExt;
+use jobsink::crd::JobSink;
+use jobsink::hook::{EngineConfig, HookEngine, HookRegistry};
+use jobsink::metrics::Metrics;
+use jobsink::receiver::{AppState, ReceiverConfig};
+use jobsink::sinks::SinkCache;
+use kube::{Api, Client};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use super::{CONVERGE, TestNamespace, eventually, kubectl};
+
+struct Shared {
+    sinks: SinkCache,
+    hooks: HookRegistry,
+}
+
+/// Installs the CRD and starts the controller and the sink cache once per test binary.
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crd.yaml");
+        let (ok, _, err) = kubectl(
+            &["apply", "--server-side", "--force-conflicts", "-f", crd],
+            None,
+        );
+        assert!(
+            ok,
+            "installing the JobSink CRD failed (is the control plane up? hack/up.sh): {err}"
+        );
+        let (ok, _, err) = kubectl(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd/jobsinks.sinks.knative.dev",
+                "--timeout=60s",
+            ],
+            None,
+        );
+        assert!(ok, "JobSink CRD not established: {err}");
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("background runtime");
+            rt.block_on(async move {
+                let client = Client::try_default().await.expect("KUBECONFIG client");
+                let shutdown = CancellationToken::new();
+                let sinks = SinkCache::spawn(client.clone(), shutdown.clone());
+                let engine = HookEngine::new(EngineConfig::default()).expect("hook engine");
+                let hooks = HookRegistry::new(engine, client.clone());
+                hooks.spawn(shutdown.clone());
+                let cfg = jobsink::controller::ControllerConfig {
+                    cluster_domain: "cluster.local".into(),
+                    ..Default::default()
+                };
+                let extensions =
+                    jobsink::controller_extensions(&hooks, jobsink::controller::Metrics::default());
+                tokio::spawn(jobsink::controller::run_with(
+                    client,
+                    cfg,
+                    extensions,
+                    shutdown.clone(),
+                ));
+                sinks.wait_until_ready().await;
+                tx.send(Shared { sinks, hooks }).expect("test binary waits");
+                std::future::pending::<()>().await;
+            });
+        });
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("sink cache ready")
+    })
+}
+
+/// One test's dispatcher: its namespace and a receiver router.
+pub struct Dispatcher {
+    pub ns: TestNamespace,
+    pub state: AppState,
+}
+
+impl Dispatcher {
+    pub async fn start(test: &str) -> Self {
+        Self::with_config(
+            test,
+            ReceiverConfig {
+                max_event_bytes: jobsink::job::DEFAULT_MAX_EVENT_BYTES,
+            },
+        )
+        .await
+    }
+
+    pub async fn with_config(test: &str, config: ReceiverConfig) -> Self {
+        let (sinks, hooks) = tokio::task::spawn_blocking(|| {
+            let s = shared();
+            (s.sinks.clone(), s.hooks.clone())
+        })
+        .await
+        .expect("shared dispatcher");
+        let ns = TestNamespace::new(test).await;
+        let mut registry = Registry::default();
+        let state = AppState {
+            client: ns.client.clone(),
+            sinks,
+            config: Arc::new(config),
+            metrics: Metrics::register(&mut registry),
+            hooks,
+        };
+        Self { ns, state }
+    }
+
+    /// Applies a JobSink manifest (YAML) unchanged in this test's namespace and waits until
+    /// the receiver's cache sees it Ready.
+    pub async fn apply_sink(&self, yaml: &str) -> JobSink {
+        let (ok, _, err) = kubectl(&["apply", "-n", &self.ns.name, "-f", "-"], Some(yaml));
+        assert!(ok, "kubectl apply of the JobSink failed: {err}");
+        let name = yaml
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("name:"))
+            .map(|n| n.trim().trim_matches('"').to_string())
+            .expect("manifest has a name");
+        self.wait_ready(&name).await
+    }
+
+    pub async fn wait_ready(&self, name: &str) -> JobSink {
+        let sinks = self.state.sinks.clone();
+        let ns = self.ns.name.clone();
+        eventually(
+            &format!("JobSink {name} Ready in the receiver's cache"),
+            CONVERGE,
+            || {
+                let sink = sinks.get(&ns, name);
+                async move {
+                    let cached = sink?;
+                    let sink = jobsink::sinks::decoded(&cached).ok()?.clone();
+                    matches!(
+                        jobsink::sinks::readiness(&sink),
+                        jobsink::sinks::Readiness::Ready
+                    )
+                    .then_some(sink)
+                }
+            },
+        )
+        .await
+    }
+
+    pub fn sinks(&self) -> Api<JobSink> {
+        self.ns.api()
+    }
+
+    /// Sends one request through the receiver's router.
+    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+        let response = jobsink::receiver::app(self.state.clone())
+            .oneshot(request)
+            .await
+            .expect("router is infallible");
+        TestResponse::read(response).await
+    }
+}
+
+/// A response with its body read.
+pub struct TestResponse {
+    pub status: u16,
+    pub headers: axum::http::HeaderMap,
+    pub body: String,
+}
+
+impl TestResponse {
+    async fn read(response: Response<Body>) -> Self {
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.expect("body").to_bytes();
+        Self {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The seed's event in binary mode, POSTed to `path`.
+pub fn seed_event(path: &str) -> Request<Body> {
+    Request::post(path)
+        .header("content-type", "application/json")
+        .header("ce-specversion", "1.0")
+        .header("ce-source", "my/curl/command")
+        .header("ce-type", "my.demo.event")
+        .header("ce-id", "123")
+        .body(Body::from(r#"{"details":"JobSinkDemo"}"#))
+        .expect("valid request")
+}
+
+/// A binary-mode event with the given source and id.
+pub fn binary_event(path: &str, source: &str, id: &str, body: &str) -> Request<Body> {
+    Request::post(path)
+        .header("content-type", "application/json")
+        .header("ce-specversion", "1.0")
+        .header("ce-source", source)
+        .header("ce-type", "test.event")
+        .header("ce-id", id)
+        .body(Body::from(body.to_string()))
+        .expect("valid request")
+}
