@@ -24,10 +24,22 @@ title() { printf '\n\033[1;34m== %s\033[0m\n' "$*"; }
 title "Building jobsink and starting the local control plane"
 cargo build --quiet --bins
 target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+already_up=""
+if [ -f "$PID_DIR/etcd.pid" ] && kill -0 "$(cat "$PID_DIR/etcd.pid")" 2>/dev/null; then
+  already_up=yes
+fi
 export KUBECONFIG
 KUBECONFIG=$(FAKE_KUBELET="$target_dir/debug/fake-kubelet" "$here/up.sh")
 cleanup() {
-  if [ "$keep" != "--keep" ]; then "$here/down.sh"; fi
+  # A control plane that was already running is left as it was; one started here is
+  # stopped and its state removed, so that the next run starts from nothing again.
+  if [ "$keep" = "--keep" ]; then return; fi
+  if [ -n "$already_up" ]; then
+    [ -f "$PID_DIR/jobsink.pid" ] && kill "$(cat "$PID_DIR/jobsink.pid")" 2>/dev/null
+    rm -f "$PID_DIR/jobsink.pid"
+  else
+    "$here/down.sh" --purge
+  fi
 }
 trap cleanup EXIT
 
