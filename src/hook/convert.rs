@@ -24,19 +24,6 @@ pub const ALLOWED_REJECTION_CODES: &[u16] = &[400, 403, 409, 413, 415, 422, 429]
 pub const DEFAULT_REJECTION_CODE: u16 = 422;
 /// Longest rejection reason (a token that may end up in a header or an Event reason).
 const MAX_REASON_BYTES: usize = 64;
-/// Attribute names a hook may not use as extension names.
-const RESERVED_ATTRIBUTES: &[&str] = &[
-    "specversion",
-    "id",
-    "source",
-    "type",
-    "datacontenttype",
-    "dataschema",
-    "subject",
-    "time",
-    "data",
-    "data_base64",
-];
 
 /// A refusal decided by the hook, after clamping: safe to send back to the event's sender.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,34 +112,20 @@ pub(crate) fn event_from_wit(
     if event.specversion != input.specversion.as_str() {
         return Err(HookError::IdentityChanged("specversion"));
     }
-    if event.type_.is_empty() {
-        return Err(HookError::InvalidEvent("type is empty".into()));
-    }
-    if event.subject.as_deref() == Some("") {
-        return Err(HookError::InvalidEvent("subject is empty".into()));
-    }
     let mut extensions = BTreeMap::new();
     for wit::Attribute { name, value } in event.extensions {
-        let valid = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        if !valid || RESERVED_ATTRIBUTES.contains(&name.as_str()) {
+        if extensions.contains_key(&name) {
             return Err(HookError::InvalidEvent(format!(
-                "extension name {:?} is not a lowercase alphanumeric, non-reserved name",
+                "extension {} appears twice",
                 guest_text(&name, 64)
             )));
         }
-        if extensions.insert(name.clone(), value).is_some() {
-            return Err(HookError::InvalidEvent(format!(
-                "extension {name} appears twice"
-            )));
-        }
+        extensions.insert(name, value);
     }
     let data = event
         .data
         .map(|bytes| data_from_bytes(input, event.datacontenttype.as_deref(), bytes));
-    Ok(CloudEvent {
+    let output = CloudEvent {
         specversion: input.specversion,
         id: event.id,
         source: event.source,
@@ -163,7 +136,13 @@ pub(crate) fn event_from_wit(
         time: event.time,
         extensions,
         data,
-    })
+    };
+    // The same rules as for a received event (non-empty type, media type, absolute
+    // dataschema, RFC 3339 time, extension names).
+    output
+        .validate()
+        .map_err(|e| HookError::InvalidEvent(guest_text(&e.to_string(), 200)))?;
+    Ok(output)
 }
 
 fn event_size(event: &wit::CloudEvent) -> usize {

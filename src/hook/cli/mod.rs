@@ -3,7 +3,6 @@
 //! Neither needs a cluster.
 
 mod diff;
-mod event_json;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -117,7 +116,8 @@ impl Input {
         config: Option<String>,
     ) -> anyhow::Result<Self> {
         let bytes = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
-        let event = event_json::parse(event).context("reading the event")?;
+        let event = crate::cloudevent::from_json(event.as_bytes())
+            .context("reading the event (CloudEvents JSON, structured mode)")?;
         let sink = match sink {
             Some(path) => Some(
                 serde_yaml::from_str::<JobSink>(&read(path)?)
@@ -280,7 +280,8 @@ pub(crate) async fn run_input(
     if output.event == input.event {
         writeln!(out, "event:    unchanged")?;
     } else {
-        writeln!(out, "event:    {}", event_json::to_value(&output.event))?;
+        let stored = crate::cloudevent::to_json(&output.event);
+        writeln!(out, "event:    {}", String::from_utf8_lossy(&stored))?;
     }
     let before = serde_json::to_value(&unhooked)?;
     let after = serde_json::to_value(&output.job)?;
