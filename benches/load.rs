@@ -5,10 +5,13 @@
 //! build) and measures events/s, p50/p99 latency and the process's peak RSS; then, in the
 //! same run, a plain client creates the same Job and Secret pairs straight against the API
 //! server at the same concurrency. The Jobs are suspended (the template says so), so the Job
-//! controller creates no pods and both sides load the API server equally.
+//! controller creates no pods and both sides load the API server equally. After each
+//! concurrency level the namespaces are deleted and awaited, so every level starts on an idle
+//! control plane.
 //!
 //! Run (the control plane must be up: `export KUBECONFIG=$(hack/up.sh)`):
-//!   cargo bench --bench load -- [--events N] [--concurrency 1,8,32] [--hook FILE.wasm]
+//!   cargo bench --bench load -- [--events N] [--concurrency 1,8,32] [--hook FILE.wasm
+//!   [--hook-config TEXT]]
 //!
 //! `--hook` attaches that component (through a ConfigMap) to the benchmarked sink, to compare
 //! throughput with and without a hook (run it twice).
@@ -32,6 +35,7 @@ struct Args {
     events: usize,
     concurrency: Vec<usize>,
     hook: Option<String>,
+    hook_config: String,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -39,6 +43,7 @@ fn args() -> anyhow::Result<Args> {
         events: 400,
         concurrency: vec![1, 8, 32],
         hook: None,
+        hook_config: String::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -53,6 +58,7 @@ fn args() -> anyhow::Result<Args> {
                     .collect::<Result<_, _>>()?
             }
             "--hook" => a.hook = Some(it.next().context("--hook FILE")?),
+            "--hook-config" => a.hook_config = it.next().context("--hook-config TEXT")?,
             "--bench" => {}
             other => bail!("unknown argument {other}"),
         }
@@ -83,12 +89,12 @@ fn stats(mut lat: Vec<Duration>, elapsed: Duration, errors: usize) -> Stats {
     }
 }
 
-fn template(hook: Option<&str>) -> serde_json::Value {
+fn template(hook: Option<(&str, &str)>) -> serde_json::Value {
     let mut spec = json!({"job": {"spec": {"suspend": true, "template": {"spec": {
         "restartPolicy": "Never",
         "containers": [{"name": "main", "image": "busybox", "command": ["true"]}]}}}}});
-    if let Some(cm) = hook {
-        spec["hook"] = json!({"configMapRef": {"name": cm, "key": "hook.wasm"}});
+    if let Some((cm, config)) = hook {
+        spec["hook"] = json!({"configMapRef": {"name": cm, "key": "hook.wasm"}, "config": config});
     }
     json!({"apiVersion": "sinks.knative.dev/v1alpha1", "kind": "JobSink",
         "metadata": {"name": "bench"}, "spec": spec})
@@ -102,8 +108,8 @@ async fn namespace(client: &Client, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn sink(client: &Client, ns: &str, hook: Option<&[u8]>) -> anyhow::Result<JobSink> {
-    if let Some(bytes) = hook {
+async fn sink(client: &Client, ns: &str, hook: Option<(&[u8], &str)>) -> anyhow::Result<JobSink> {
+    if let Some((bytes, _)) = hook {
         let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "bench-hook"},
             "binaryData": {"hook.wasm": k8s_openapi::ByteString(bytes.to_vec())}}))?;
         Api::<ConfigMap>::namespaced(client.clone(), ns)
@@ -111,12 +117,17 @@ async fn sink(client: &Client, ns: &str, hook: Option<&[u8]>) -> anyhow::Result<
             .await?;
     }
     let api: Api<JobSink> = Api::namespaced(client.clone(), ns);
-    let obj: JobSink = serde_json::from_value(template(hook.map(|_| "bench-hook")))?;
+    let obj: JobSink = serde_json::from_value(template(hook.map(|(_, c)| ("bench-hook", c))))?;
     api.create(&PostParams::default(), &obj).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let s = api.get("bench").await?;
-        if jobsink::sinks::readiness(&s) == jobsink::sinks::Readiness::Ready {
+        let hook_ready = hook.is_none()
+            || s.status
+                .iter()
+                .flat_map(|st| &st.conditions)
+                .any(|c| c.type_ == "HookReady" && c.status == "True");
+        if jobsink::sinks::readiness(&s) == jobsink::sinks::Readiness::Ready && hook_ready {
             return Ok(s);
         }
         if Instant::now() > deadline {
@@ -180,14 +191,16 @@ where
     (all, start.elapsed(), errors.load(Ordering::Relaxed))
 }
 
-async fn raw(client: &Client, ns: &str, n: usize, c: usize) -> anyhow::Result<Stats> {
-    let s = sink(client, ns, None).await?;
+type Sample = (Vec<Duration>, Duration, usize);
+
+async fn raw(client: &Client, s: Arc<JobSink>, from: usize, n: usize, c: usize) -> Sample {
+    let ns = s.metadata.namespace.clone().unwrap_or_default();
     let (jobs, secrets): (Api<Job>, Api<Secret>) = (
-        Api::namespaced(client.clone(), ns),
-        Api::namespaced(client.clone(), ns),
+        Api::namespaced(client.clone(), &ns),
+        Api::namespaced(client.clone(), &ns),
     );
-    let s = Arc::new(s);
-    let (lat, el, err) = drive(n, c, move |i| {
+    drive(n, c, move |i| {
+        let i = from + i;
         let (jobs, secrets, s) = (jobs.clone(), secrets.clone(), s.clone());
         async move {
             let ev = event(i);
@@ -202,13 +215,20 @@ async fn raw(client: &Client, ns: &str, n: usize, c: usize) -> anyhow::Result<St
             Ok(())
         }
     })
-    .await;
-    Ok(stats(lat, el, err))
+    .await
 }
 
-async fn ours(http: &reqwest::Client, base: &str, ns: &str, n: usize, c: usize) -> Stats {
+async fn ours(
+    http: &reqwest::Client,
+    base: &str,
+    ns: &str,
+    from: usize,
+    n: usize,
+    c: usize,
+) -> Sample {
     let (http, url) = (http.clone(), format!("{base}/{ns}/bench"));
-    let (lat, el, err) = drive(n, c, move |i| {
+    drive(n, c, move |i| {
+        let i = from + i;
         let (http, url) = (http.clone(), url.clone());
         async move {
             let r = http
@@ -231,8 +251,37 @@ async fn ours(http: &reqwest::Client, base: &str, ns: &str, n: usize, c: usize) 
             Ok(())
         }
     })
-    .await;
-    stats(lat, el, err)
+    .await
+}
+
+/// Waits until the Job controller has handled every Job in `ns` (each suspended Job gets its
+/// `Suspended` condition), so that one side's aftermath does not slow the other down.
+async fn quiesce(client: &Client, ns: &str) -> anyhow::Result<()> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let list = jobs.list(&Default::default()).await?;
+        let pending = list
+            .items
+            .iter()
+            .filter(|j| {
+                !j.status
+                    .iter()
+                    .flat_map(|s| s.conditions.iter().flatten())
+                    .any(|c| c.type_ == "Suspended")
+            })
+            .count();
+        if pending == 0 || Instant::now() > deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn merge(parts: &[Sample]) -> Stats {
+    let lat = parts.iter().flat_map(|p| p.0.iter().copied()).collect();
+    let elapsed = parts.iter().map(|p| p.1).sum();
+    stats(lat, elapsed, parts.iter().map(|p| p.2).sum())
 }
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
@@ -287,6 +336,25 @@ async fn overhead_p99(http: &reqwest::Client, metrics: &str) -> Option<f64> {
         .iter()
         .find(|(_, c)| *c >= total * 0.99)
         .map(|(le, _)| *le)
+}
+
+/// Deletes the benchmark's namespaces and waits until they are gone, so that the API server
+/// and the controllers are idle again before the next measurement.
+async fn settle(client: &Client, namespaces: &[String]) -> anyhow::Result<()> {
+    let nss: Api<Namespace> = Api::all(client.clone());
+    for ns in namespaces {
+        let _ = nss.delete(ns, &DeleteParams::background()).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    for ns in namespaces {
+        while nss.get_opt(ns).await?.is_some() {
+            if Instant::now() > deadline {
+                bail!("namespace {ns} still terminating after 5 minutes");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -378,14 +446,17 @@ async fn run(a: Args) -> anyhow::Result<()> {
             }
         })
     };
-    let mut namespaces = vec![];
     for &c in &a.concurrency {
         let raw_ns = format!("bench-raw-{run_id}-{c}");
         let our_ns = format!("bench-ours-{run_id}-{c}");
         namespace(&client, &raw_ns).await?;
         namespace(&client, &our_ns).await?;
-        namespaces.extend([raw_ns.clone(), our_ns.clone()]);
-        sink(&client, &our_ns, hook.as_deref()).await?;
+        sink(
+            &client,
+            &our_ns,
+            hook.as_deref().map(|h| (h, a.hook_config.as_str())),
+        )
+        .await?;
         // Let the receiver's cache see the sink Ready before timing.
         let probe = format!("{base}/{our_ns}/bench");
         while http
@@ -398,9 +469,22 @@ async fn run(a: Args) -> anyhow::Result<()> {
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let r = raw(&client, &raw_ns, a.events, c).await?;
+        let raw_sink = Arc::new(sink(&client, &raw_ns, None).await?);
         peak.store(0, Ordering::Relaxed);
-        let o = ours(&http, &base, &our_ns, a.events, c).await;
+        // Four alternating rounds (raw, ours, ours, raw), each on a quiet control plane, so
+        // that drift and one side's aftermath weigh on both sides alike.
+        let (half, mut raws, mut ourss) = (a.events / 2, vec![], vec![]);
+        for (round, ours_turn) in [false, true, true, false].into_iter().enumerate() {
+            let from = (round / 2) * half;
+            if ours_turn {
+                ourss.push(ours(&http, &base, &our_ns, from, half, c).await);
+                quiesce(&client, &our_ns).await?;
+            } else {
+                raws.push(raw(&client, raw_sink.clone(), from, half, c).await);
+                quiesce(&client, &raw_ns).await?;
+            }
+        }
+        let (r, o) = (merge(&raws), merge(&ourss));
         let ms = |d: Duration| format!("{:.2}ms", d.as_secs_f64() * 1e3);
         println!(
             "{:>4} | {:>9.1} {:>9.1} {:>6.3} | {:>8} {:>8} | {:>8} {:>8} | {:>6.1}MiB | {}+{}",
@@ -416,6 +500,7 @@ async fn run(a: Args) -> anyhow::Result<()> {
             r.errors,
             o.errors
         );
+        settle(&client, &[raw_ns, our_ns]).await?;
     }
     sampler.abort();
     let overhead = overhead_p99(&http, &format!("http://127.0.0.1:{mport}/metrics")).await;
@@ -427,9 +512,5 @@ async fn run(a: Args) -> anyhow::Result<()> {
             .map(|s| format!("{:.3} ms", s * 1e3))
             .unwrap_or_else(|| "n/a".into())
     );
-    let nss: Api<Namespace> = Api::all(client);
-    for ns in namespaces {
-        let _ = nss.delete(&ns, &DeleteParams::background()).await;
-    }
     Ok(())
 }

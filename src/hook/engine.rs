@@ -158,10 +158,30 @@ impl HookEngine {
             timeout: settings.timeout,
             memory_limit_bytes: settings.memory_limit_bytes,
         };
-        let task = tokio::task::spawn_blocking(move || {
+        let run = move || {
             let _permit = permit;
             call(&label, limits)
-        });
+        };
+        // On the dispatcher's multi-threaded runtime the call runs right here, after handing
+        // this worker's other tasks to another thread (`block_in_place`): a call takes tens of
+        // microseconds, and waiting for a blocking-pool thread to be scheduled cost
+        // milliseconds per event on a loaded machine. Elsewhere (single-threaded runtimes,
+        // e.g. tests and tooling) it goes to the blocking pool.
+        let flavor = tokio::runtime::Handle::current().runtime_flavor();
+        if flavor == tokio::runtime::RuntimeFlavor::MultiThread {
+            let inline = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                tokio::task::block_in_place(run)
+            }));
+            return inline.unwrap_or_else(|_| {
+                (
+                    Err(HookError::Internal(
+                        "the hook call panicked in the host".into(),
+                    )),
+                    CallReport::default(),
+                )
+            });
+        }
+        let task = tokio::task::spawn_blocking(run);
         match task.await {
             Ok(outcome) => outcome,
             Err(join) => (
