@@ -4,7 +4,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::cloudevent::DecodeError;
 
@@ -110,8 +110,13 @@ impl IntoResponse for ReceiveError {
             error!(error = %self, operation, "Kubernetes API call failed");
             format!("creating the event's Job failed ({operation}); retry later\n")
         } else {
-            if status.is_server_error() {
-                error!(error = %self, "request failed");
+            match self {
+                // Expected while a sink or its hook is being set up: the sender retries.
+                ReceiveError::SinkNotReady { .. }
+                | ReceiveError::Starting
+                | ReceiveError::HookNotLoaded(_) => warn!(error = %self, "event refused for now"),
+                _ if status.is_server_error() => error!(error = %self, "request failed"),
+                _ => {}
             }
             format!("{self}\n")
         };
