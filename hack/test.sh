@@ -28,4 +28,4 @@ cleanup() { if [ -n "$started" ]; then "$here/down.sh"; fi; }
 trap cleanup EXIT
 export KUBECONFIG=$KUBECONFIG_PATH
 # Benchmarks are not tests: `cargo test` runs the lib, bin and integration tests only.
-cargo test "$@"
+cargo test --no-fail-fast "$@"

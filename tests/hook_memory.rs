@@ -5,7 +5,8 @@
 mod support;
 
 use jobsink::hook::{
-    EngineConfig, HookContext, HookEngine, HookError, HookRefusal, HookSettings, run_hooks,
+    EngineConfig, HookContext, HookEngine, HookError, HookRefusal, HookSettings, MAX_TIMEOUT,
+    run_hooks,
 };
 use support::hooks::{build_job, event, plugin};
 
@@ -24,8 +25,11 @@ async fn repeated_memory_bombs_fail_at_their_limit_without_growing_the_process()
     const LIMIT: usize = 48 << 20;
     const ROUNDS: usize = 20;
     let engine = HookEngine::new(EngineConfig::default()).expect("hook engine");
+    // The longest deadline allowed, so that a slow machine reaches the memory limit first:
+    // this test is about memory, not time.
     let settings = HookSettings {
         memory_limit_bytes: LIMIT,
+        timeout: MAX_TIMEOUT,
         ..HookSettings::default()
     };
     let hook = engine

@@ -110,8 +110,10 @@ async fn an_endless_loop_is_stopped_with_the_deadline_error() {
 async fn a_memory_bomb_fails_with_the_memory_limit_error() {
     let engine = engine();
     let hook = load(&engine, "bad_memory", "");
+    // The longest deadline allowed, so that a slow machine reaches the memory limit first.
     let settings = HookSettings {
         memory_limit_bytes: 48 << 20,
+        timeout: jobsink::hook::MAX_TIMEOUT,
         ..HookSettings::default()
     };
     let (result, built) = run(&engine, &hook, &settings, event()).await;
