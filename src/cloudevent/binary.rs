@@ -1,13 +1,12 @@
 //! Reading an event from an HTTP request: choosing the content mode, and binary mode, where
 //! attributes travel as `ce-*` headers and the body is the data.
 
-use std::collections::BTreeMap;
-
 use http::HeaderMap;
 use http::header::CONTENT_TYPE;
 
+use super::attributes::Attributes;
 use super::data::classify_body;
-use super::validate::{check_extension_name, required};
+use super::validate::check_extension_name;
 use super::{CloudEvent, DecodeError, SpecVersion, from_json};
 
 /// Media type that selects structured mode.
@@ -77,19 +76,6 @@ fn header_text(name: &str, value: &http::HeaderValue) -> Result<String, DecodeEr
         .map_err(|_| DecodeError::InvalidHeaderValue(name.to_owned()))
 }
 
-/// The attributes read from headers so far; each may be set once.
-#[derive(Default)]
-struct Draft {
-    id: Option<String>,
-    source: Option<String>,
-    ty: Option<String>,
-    datacontenttype: Option<String>,
-    dataschema: Option<String>,
-    subject: Option<String>,
-    time: Option<String>,
-    extensions: BTreeMap<String, String>,
-}
-
 fn set_once(slot: &mut Option<String>, name: &str, value: String) -> Result<(), DecodeError> {
     if slot.is_some() {
         return Err(DecodeError::DuplicateAttribute(name.to_owned()));
@@ -103,7 +89,8 @@ fn decode_binary(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<CloudEvent, DecodeError> {
-    let mut draft = Draft::default();
+    // The attributes read from headers so far; each may be set once.
+    let mut draft = Attributes::default();
     let mut specversion_seen = false;
     for (header, value) in headers {
         let Some(name) = header.as_str().strip_prefix(ATTRIBUTE_PREFIX) else {
@@ -115,22 +102,16 @@ fn decode_binary(
                 return Err(DecodeError::DuplicateAttribute(name.to_owned()));
             }
             "specversion" => specversion_seen = true,
-            "id" => set_once(&mut draft.id, name, value)?,
-            "source" => set_once(&mut draft.source, name, value)?,
-            "type" => set_once(&mut draft.ty, name, value)?,
-            "datacontenttype" => set_once(&mut draft.datacontenttype, name, value)?,
-            "subject" => set_once(&mut draft.subject, name, value)?,
-            "time" => set_once(&mut draft.time, name, value)?,
             "datacontentencoding" if version == SpecVersion::V0_3 => {}
-            _ if name == version.dataschema_name() => {
-                set_once(&mut draft.dataschema, name, value)?;
-            }
-            _ => {
-                check_extension_name(version, name)?;
-                if draft.extensions.insert(name.to_owned(), value).is_some() {
-                    return Err(DecodeError::DuplicateAttribute(name.to_owned()));
+            _ => match draft.slot(version, name) {
+                Some(slot) => set_once(slot, name, value)?,
+                None => {
+                    check_extension_name(version, name)?;
+                    if draft.extensions.insert(name.to_owned(), value).is_some() {
+                        return Err(DecodeError::DuplicateAttribute(name.to_owned()));
+                    }
                 }
-            }
+            },
         }
     }
     for value in headers.get_all(CONTENT_TYPE) {
@@ -145,20 +126,7 @@ fn decode_binary(
     }
 
     let data = classify_body(draft.datacontenttype.as_deref(), body);
-    let event = CloudEvent {
-        specversion: version,
-        id: required("id", draft.id)?,
-        source: required("source", draft.source)?,
-        ty: required("type", draft.ty)?,
-        datacontenttype: draft.datacontenttype,
-        dataschema: draft.dataschema,
-        subject: draft.subject,
-        time: draft.time,
-        extensions: draft.extensions,
-        data,
-    };
-    event.validate()?;
-    Ok(event)
+    draft.finish(version, data)
 }
 
 #[cfg(test)]

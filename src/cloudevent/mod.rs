@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+mod attributes;
 mod binary;
 mod data;
 mod error;

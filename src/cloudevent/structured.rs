@@ -1,13 +1,14 @@
 //! Structured mode: the whole event is one JSON object. Also how stored events are read back.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::attributes::Attributes;
 use super::data::{decode_base64, is_json_media_type};
-use super::validate::{check_extension_name, required};
+use super::validate::check_extension_name;
 use super::{CloudEvent, Data, DecodeError, SpecVersion};
 
 /// The members of a JSON object in document order, values left unparsed so that `data` can
@@ -73,36 +74,16 @@ pub fn from_json(bytes: &[u8]) -> Result<CloudEvent, DecodeError> {
     }
 
     let data = draft.data(version)?;
-    let event = CloudEvent {
-        specversion: version,
-        id: required("id", draft.id)?,
-        source: required("source", draft.source)?,
-        ty: required("type", draft.ty)?,
-        datacontenttype: draft.datacontenttype,
-        dataschema: draft.dataschema,
-        subject: draft.subject,
-        time: draft.time,
-        extensions: draft.extensions,
-        data,
-    };
-    event.validate()?;
-    Ok(event)
+    draft.attributes.finish(version, data)
 }
 
 /// The members of a structured event, sorted into attributes, data and extensions.
 #[derive(Default)]
 struct Draft<'a> {
-    id: Option<String>,
-    source: Option<String>,
-    ty: Option<String>,
-    datacontenttype: Option<String>,
-    dataschema: Option<String>,
-    subject: Option<String>,
-    time: Option<String>,
+    attributes: Attributes,
     datacontentencoding: Option<String>,
     data: Option<&'a RawValue>,
     data_base64: Option<&'a RawValue>,
-    extensions: BTreeMap<String, String>,
 }
 
 impl<'a> Draft<'a> {
@@ -123,20 +104,16 @@ impl<'a> Draft<'a> {
                 return Ok(());
             }
             "datacontentencoding" if version == SpecVersion::V0_3 => &mut self.datacontentencoding,
-            "id" => &mut self.id,
-            "source" => &mut self.source,
-            "type" => &mut self.ty,
-            "datacontenttype" => &mut self.datacontenttype,
-            "subject" => &mut self.subject,
-            "time" => &mut self.time,
-            other if other == version.dataschema_name() => &mut self.dataschema,
-            _ => {
-                check_extension_name(version, &name)?;
-                if let Some(value) = extension_value(&name, raw)? {
-                    self.extensions.insert(name, value);
+            attribute => match self.attributes.slot(version, attribute) {
+                Some(slot) => slot,
+                None => {
+                    check_extension_name(version, &name)?;
+                    if let Some(value) = extension_value(&name, raw)? {
+                        self.attributes.extensions.insert(name, value);
+                    }
+                    return Ok(());
                 }
-                return Ok(());
-            }
+            },
         };
         *slot = string_member(&name, raw)?;
         Ok(())
@@ -158,7 +135,7 @@ impl<'a> Draft<'a> {
             (Some(_), Some(_)) => Err(DecodeError::DataAndDataBase64),
             (None, Some(raw)) => base64_member("data_base64", raw).map(Some),
             (None, None) => Ok(None),
-            (Some(raw), None) if is_json_media_type(self.datacontenttype.as_deref()) => {
+            (Some(raw), None) if is_json_media_type(self.attributes.datacontenttype.as_deref()) => {
                 Ok(Some(Data::Json(raw.get().to_owned())))
             }
             (Some(raw), None) => match serde_json::from_str::<String>(raw.get()) {
