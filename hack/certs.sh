@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Creates, once, the certificates and kubeconfig of the local control plane in $1/pki:
-# a CA, the kube-apiserver serving certificate for 127.0.0.1/localhost, an admin client
-# certificate (O=system:masters), the service-account signing key pair, and
-# $1/admin.kubeconfig.
+# Creates, once, the certificates and kubeconfigs of the local cluster in $1/pki:
+# a CA; the kube-apiserver serving certificate (the node address, 127.0.0.1, the `kubernetes`
+# Service IP and names); an admin client certificate (O=system:masters) used by the control
+# plane components, kube-proxy and CoreDNS; the kubelet's client certificate
+# (system:node:<node>, so the Node authorizer applies); the service-account signing key pair.
+# Writes $1/admin.kubeconfig and $1/kubelet.kubeconfig.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=cluster-env.sh
@@ -11,11 +13,18 @@ dir=$1
 pki=$dir/pki
 mkdir -p "$pki"
 cd "$pki"
-if [ ! -f admin.crt ]; then
+# client_cert <file stem> <subject>: a client certificate signed by the cluster CA.
+client_cert() {
+  openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
+  openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+    -extfile client.ext -out "$1.crt" 2>/dev/null
+}
+if [ ! -f kubelet.crt ]; then
   openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=jobsink-local-ca" \
     -keyout ca.key -out ca.crt 2>/dev/null
+  svc=kubernetes.default.svc
   cat >apiserver.ext <<EOT
-subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+subjectAltName=IP:$NODE_IP,IP:127.0.0.1,IP:$KUBERNETES_SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:$svc,DNS:$svc.$CLUSTER_DOMAIN
 extendedKeyUsage=serverAuth
 EOT
   openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" \
@@ -23,28 +32,31 @@ EOT
   openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
     -extfile apiserver.ext -out apiserver.crt 2>/dev/null
   printf 'extendedKeyUsage=clientAuth\n' >client.ext
-  openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=jobsink-admin" \
-    -keyout admin.key -out admin.csr 2>/dev/null
-  openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
-    -extfile client.ext -out admin.crt 2>/dev/null
+  client_cert admin "/O=system:masters/CN=jobsink-admin"
+  client_cert kubelet "/O=system:nodes/CN=system:node:$NODE_NAME"
   openssl genrsa -out sa.key 2048 2>/dev/null
   openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
 fi
-cat >"$dir/admin.kubeconfig" <<EOT
+# kubeconfig <file> <user cert stem>
+kubeconfig() {
+  cat >"$1" <<EOT
 apiVersion: v1
 kind: Config
 clusters:
 - name: local
   cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
+    server: https://$NODE_IP:$APISERVER_PORT
     certificate-authority: $pki/ca.crt
 users:
-- name: admin
+- name: $2
   user:
-    client-certificate: $pki/admin.crt
-    client-key: $pki/admin.key
+    client-certificate: $pki/$2.crt
+    client-key: $pki/$2.key
 contexts:
 - name: local
-  context: {cluster: local, user: admin, namespace: default}
+  context: {cluster: local, user: $2, namespace: default}
 current-context: local
 EOT
+}
+kubeconfig "$dir/admin.kubeconfig" admin
+kubeconfig "$dir/kubelet.kubeconfig" kubelet

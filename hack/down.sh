@@ -1,21 +1,38 @@
 #!/usr/bin/env bash
-# Stops what hack/up.sh started, by saved PID (never by process name), newest first.
-# Keeps the logs; `hack/down.sh --purge` also removes the state directory.
+# Stops what hack/up.sh started, by saved PID (never by process name), the node first:
+# kubelet, then every pod sandbox and container (through the CRI, so CNI releases each pod's
+# network), containerd, the volumes kubelet mounted, the node's network and kube-proxy's
+# rules, then the control plane. Keeps the logs; `hack/down.sh --purge` also removes the state
+# directory.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=cluster-env.sh
 . "$here/cluster-env.sh"
-for name in jobsink fake-kubelet kube-controller-manager kube-apiserver etcd; do
-  f=$PID_DIR/$name.pid
-  [ -f "$f" ] || continue
-  pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-    echo "[down] stopped $name (pid $pid)" >&2
-  fi
-  rm -f "$f"
+SCRIPT_TAG=down
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+
+stop jobsink
+stop coredns
+stop kube-proxy
+stop kubelet
+crictl="$("$here/cache-dir.sh" --node)/bin/crictl"
+if alive containerd && [ -x "$crictl" ]; then
+  # Stopping and removing every pod sandbox (which stops its containers) through the CRI.
+  "$crictl" --runtime-endpoint "unix://$CONTAINERD_SOCK" --timeout 30s rmp --all --force \
+    >/dev/null 2>&1 || say "some pods could not be removed (see crictl pods)"
+fi
+stop containerd
+stop registry
+# What kubelet and containerd mounted under the state directory (volumes, rootfs, netns).
+if [ -d "$NODE_DIR" ]; then
+  findmnt -rn -o TARGET | grep -F "$NODE_DIR/" | sort -r | while read -r m; do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+  done
+fi
+"$here/network.sh" down
+for name in kube-scheduler kube-controller-manager kube-apiserver etcd; do
+  stop "$name"
 done
 if [ "${1:-}" = "--purge" ]; then
   rm -rf "$JOBSINK_CLUSTER_DIR"

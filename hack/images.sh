@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Builds the images the local node runs, with podman (no registry, no Docker), and loads them
+# into the node's containerd (namespace k8s.io) under their exact names:
+#
+#   hack/images.sh base      the pause image, and local stand-ins for the seed's images
+#                            docker.io/library/bash:5 and docker.io/curlimages/curl:latest
+#                            (and docker.io/library/busybox:latest), also pushed to the node's
+#                            local registry (127.0.0.1:$REGISTRY_PORT, containerd's only
+#                            registry) so that `imagePullPolicy: Always` works
+#   hack/images.sh jobsink   the jobsink image (localhost/jobsink:<version>) from the release
+#                            binary, with the `Containerfile` at the top of the repository
+#
+# Images are FROM scratch: static binaries, or dynamic ones with exactly the libraries they
+# link (found with ldd). Needs a running node (hack/up.sh) for the import.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+# shellcheck source=cluster-env.sh
+. "$here/cluster-env.sh"
+ctr="$("$here/cache-dir.sh" --node)/bin/ctr --address $CONTAINERD_SOCK --namespace k8s.io"
+work=$(mktemp -d /tmp/jobsink-images.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+# with_libs <rootfs> <binary>...: copies the binaries' shared libraries (and the loader).
+with_libs() {
+  local root=$1
+  shift
+  ldd "$@" 2>/dev/null | grep -oE '/[^ ]+\.so[^ ]*' | sort -u | while read -r lib; do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done
+}
+
+# with_busybox <rootfs>: busybox and a link for each of its commands in /bin, keeping what
+# is already there.
+with_busybox() {
+  local root=$1
+  mkdir -p "$root/bin" "$root/tmp"
+  chmod 1777 "$root/tmp"
+  cp /bin/busybox "$root/bin/busybox"
+  for cmd in $(/bin/busybox --list); do
+    [ -e "$root/bin/$cmd" ] || ln -s busybox "$root/bin/$cmd"
+  done
+}
+
+# build <name> <containerfile> <context dir>: builds, then imports into containerd.
+build() {
+  local name=$1 file=$2 context=$3
+  podman build --quiet --file "$file" --tag "$name" "$context" >/dev/null
+  podman save --quiet --format oci-archive --output "$work/image.tar" "$name"
+  $ctr images import "$work/image.tar" >/dev/null
+  echo "$name $(du -k "$work/image.tar" | cut -f1) KiB" >&2
+  rm -f "$work/image.tar"
+}
+
+# push <name> <repository:tag>: copies an image to the local Docker Hub stand-in.
+push() {
+  podman push --quiet --tls-verify=false "$1" "docker://127.0.0.1:$REGISTRY_PORT/$2"
+}
+
+base() {
+  local ctx
+  ctx=$work/pause
+  mkdir -p "$ctx/rootfs"
+  gcc -static -Os -s -o "$ctx/rootfs/pause" "$here/images/pause/pause.c"
+  build localhost/jobsink/pause:1 "$here/images/pause/Containerfile" "$ctx"
+
+  ctx=$work/bash
+  mkdir -p "$ctx/rootfs/bin" "$ctx/rootfs/usr/local/bin"
+  cp /usr/bin/bash-static "$ctx/rootfs/bin/bash"
+  ln -s /bin/bash "$ctx/rootfs/usr/local/bin/bash"
+  with_busybox "$ctx/rootfs"
+  build docker.io/library/bash:5 "$here/images/bash/Containerfile" "$ctx"
+  push docker.io/library/bash:5 library/bash:5
+
+  ctx=$work/busybox
+  with_busybox "$ctx/rootfs"
+  build docker.io/library/busybox:latest "$here/images/busybox/Containerfile" "$ctx"
+  push docker.io/library/busybox:latest library/busybox:latest
+
+  ctx=$work/curl
+  mkdir -p "$ctx/rootfs/usr/bin" "$ctx/rootfs/etc"
+  cp /usr/bin/curl "$ctx/rootfs/usr/bin/curl"
+  with_libs "$ctx/rootfs" /usr/bin/curl
+  with_busybox "$ctx/rootfs"
+  cp "$here/images/curl/entrypoint.sh" "$ctx/rootfs/entrypoint.sh"
+  printf 'root:x:0:0:root:/root:/bin/sh\ncurl_user:x:100:101:curl:/home/curl_user:/bin/sh\n' \
+    >"$ctx/rootfs/etc/passwd"
+  printf 'root:x:0:\ncurl_group:x:101:\n' >"$ctx/rootfs/etc/group"
+  build docker.io/curlimages/curl:latest "$here/images/curl/Containerfile" "$ctx"
+  push docker.io/curlimages/curl:latest curlimages/curl:latest
+}
+
+jobsink() {
+  local version ctx target_dir
+  version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -n 1)
+  (cd "$repo" && cargo build --quiet --release --locked --bin jobsink)
+  target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+  ctx=$work/jobsink
+  mkdir -p "$ctx/rootfs/usr/local/bin"
+  cp "$target_dir/release/jobsink" "$ctx/rootfs/usr/local/bin/jobsink"
+  with_libs "$ctx/rootfs" "$target_dir/release/jobsink"
+  build "localhost/jobsink:$version" "$repo/Containerfile" "$ctx"
+}
+
+case "${1:-}" in
+base) base ;;
+jobsink) jobsink ;;
+*)
+  echo "usage: $0 base|jobsink" >&2
+  exit 2
+  ;;
+esac

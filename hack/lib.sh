@@ -1,0 +1,58 @@
+# Helpers shared by hack/up.sh and hack/down.sh (sourced; expects cluster-env.sh first).
+# Every process is started with its PID saved under $PID_DIR and stopped by that PID, never
+# by name, so that two clusters or other programs on the machine are never touched.
+
+say() { echo "[${SCRIPT_TAG:-hack}] $*" >&2; }
+
+# fail <message>: prints the message and the tail of every log, then exits 1.
+fail() {
+  echo "[${SCRIPT_TAG:-hack}] FAILED: $*" >&2
+  for f in "$LOG_DIR"/*.log; do
+    [ -f "$f" ] || continue
+    echo "---- last lines of $f" >&2
+    tail -n 25 "$f" >&2
+  done
+  exit 1
+}
+
+alive() { [ -f "$PID_DIR/$1.pid" ] && kill -0 "$(cat "$PID_DIR/$1.pid")" 2>/dev/null; }
+
+# start <name> <command...>: runs it in the background, logging to $LOG_DIR/<name>.log.
+start() {
+  local name=$1
+  shift
+  if alive "$name"; then
+    say "$name already running (pid $(cat "$PID_DIR/$name.pid"))"
+    return
+  fi
+  "$@" >"$LOG_DIR/$name.log" 2>&1 &
+  echo $! >"$PID_DIR/$name.pid"
+  say "started $name (pid $!)"
+}
+
+# stop <name>: SIGTERM by saved PID, SIGKILL after 5 s.
+stop() {
+  local f=$PID_DIR/$1.pid pid
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+    say "stopped $1 (pid $pid)"
+  fi
+  rm -f "$f"
+}
+
+# wait_for <what> <seconds> <command...>: retries the command until it succeeds.
+wait_for() {
+  local what=$1 secs=$2
+  shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || fail "$what not ready after ${secs}s"
+    sleep 0.2
+  done
+}
+
+kc() { kubectl --kubeconfig "$KUBECONFIG_PATH" "$@"; }
