@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Stops what hack/up.sh started, by saved PID (never by process name), the node first:
 # kubelet, then every pod sandbox and container (through the CRI, so CNI releases each pod's
-# network), containerd, the volumes kubelet mounted, the node's network and kube-proxy's
-# rules, then the control plane. Keeps the logs; `hack/down.sh --purge` also removes the state
+# network), containerd, the volumes kubelet mounted, then the control plane and the cluster's
+# network namespace. Keeps the logs; `hack/down.sh --purge` also removes the state
 # directory.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -30,9 +30,14 @@ if [ -d "$NODE_DIR" ]; then
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
   done
 fi
-"$here/network.sh" down
 for name in kube-scheduler kube-controller-manager kube-apiserver etcd; do
   stop "$name"
+done
+"$here/network.sh" down
+# kubelet's cgroup subtree, now empty.
+for hierarchy in /sys/fs/cgroup/*/; do
+  [ -d "$hierarchy${KUBELET_CGROUP_ROOT#/}" ] || continue
+  find "$hierarchy${KUBELET_CGROUP_ROOT#/}" -depth -type d -exec rmdir {} + 2>/dev/null || true
 done
 if [ "${1:-}" = "--purge" ]; then
   rm -rf "$JOBSINK_CLUSTER_DIR"

@@ -55,7 +55,8 @@ build() {
 
 # push <name> <repository:tag>: copies an image to the local Docker Hub stand-in.
 push() {
-  podman push --quiet --tls-verify=false "$1" "docker://127.0.0.1:$REGISTRY_PORT/$2"
+  "${IN_NETNS[@]}" podman push --quiet --tls-verify=false "$1" \
+    "docker://127.0.0.1:$REGISTRY_PORT/$2"
 }
 
 base() {

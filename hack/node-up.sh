@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Starts the local cluster's one real node against the control plane hack/up.sh started:
+# Starts the local cluster's one real node against the control plane hack/up.sh started, in
+# the cluster's network namespace:
 # containerd (with Debian's runc, CNI bridge networking) and the images it runs, the local
 # Docker Hub stand-in, kubelet, kube-proxy (iptables mode, so Service IPs work from pods and
 # from this machine) and CoreDNS (on the node address, so `*.svc.cluster.local` resolves in
@@ -22,9 +23,15 @@ node_bin=$("$here/cache-dir.sh" --node)/bin
 pki=$JOBSINK_CLUSTER_DIR/pki
 runc=$(command -v runc) || fail "runc is missing (Debian package runc)"
 [ -x /usr/lib/cni/bridge ] || fail "CNI plugins are missing (Debian package containernetworking-plugins)"
-if ! alive kubelet && ss -Hltn "sport = :$KUBELET_PORT" | grep -q .; then
-  fail "port $KUBELET_PORT is taken: another node (kubelet) runs on this machine; stop it first"
-fi
+# kubelet refuses a cgroup root that does not exist; cpuset children start with no CPUs.
+for hierarchy in /sys/fs/cgroup/*/; do
+  [ -f "$hierarchy/cgroup.procs" ] || continue
+  mkdir -p "$hierarchy${KUBELET_CGROUP_ROOT#/}"
+  if [ -f "$hierarchy/cpuset.cpus" ]; then
+    cat "$hierarchy/cpuset.cpus" >"$hierarchy${KUBELET_CGROUP_ROOT#/}/cpuset.cpus"
+    cat "$hierarchy/cpuset.mems" >"$hierarchy${KUBELET_CGROUP_ROOT#/}/cpuset.mems"
+  fi
+done
 mkdir -p "$NODE_DIR"/{containerd,cni/net.d,cni/ipam,kubelet,pod-logs}
 
 cat >"$NODE_DIR/containerd/config.toml" <<EOT
@@ -94,10 +101,10 @@ cat >"$NODE_DIR/cni/net.d/10-jobsink.conflist" <<EOT
 }
 EOT
 
-PATH="$node_bin:$PATH" start containerd "$node_bin/containerd" --config "$NODE_DIR/containerd/config.toml"
+PATH="$node_bin:$PATH" start containerd "${IN_NETNS[@]}" "$node_bin/containerd" --config "$NODE_DIR/containerd/config.toml"
 wait_for containerd 30 "$node_bin/ctr" --address "$CONTAINERD_SOCK" version
-start registry "$node_bin/registry" -port "$REGISTRY_PORT"
-wait_for registry 30 curl -fsS "http://127.0.0.1:$REGISTRY_PORT/v2/"
+start registry "${IN_NETNS[@]}" "$node_bin/registry" -port "$REGISTRY_PORT"
+wait_for registry 30 "${IN_NETNS[@]}" curl -fsS "http://127.0.0.1:$REGISTRY_PORT/v2/"
 "$here/images.sh" base
 
 cat >"$NODE_DIR/kubelet/config.yaml" <<EOT
@@ -106,6 +113,7 @@ kind: KubeletConfiguration
 # These machines mount cgroup v1 controllers (cgroup2 only at /sys/fs/cgroup/unified).
 failCgroupV1: false
 cgroupDriver: cgroupfs
+cgroupRoot: $KUBELET_CGROUP_ROOT
 containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
 address: $NODE_IP
 port: $KUBELET_PORT
@@ -130,7 +138,7 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 EOT
-start kubelet "$k8s_bin/kubelet" \
+start kubelet "${IN_NETNS[@]}" "$k8s_bin/kubelet" \
   --config "$NODE_DIR/kubelet/config.yaml" \
   --kubeconfig "$JOBSINK_CLUSTER_DIR/kubelet.kubeconfig" \
   --root-dir "$NODE_DIR/kubelet" \
@@ -150,7 +158,7 @@ metricsBindAddress: 127.0.0.1:$KUBE_PROXY_METRICS_PORT
 # Leave the machine's conntrack settings as they are.
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 EOT
-start kube-proxy "$k8s_bin/kube-proxy" --config "$NODE_DIR/kube-proxy.yaml"
+start kube-proxy "${IN_NETNS[@]}" "$k8s_bin/kube-proxy" --config "$NODE_DIR/kube-proxy.yaml"
 
 cat >"$NODE_DIR/Corefile" <<EOT
 .:53 {
@@ -165,12 +173,12 @@ cat >"$NODE_DIR/Corefile" <<EOT
     # No forward: names outside the cluster are not looked up anywhere.
 }
 EOT
-start coredns "$node_bin/coredns" -conf "$NODE_DIR/Corefile"
+start coredns "${IN_NETNS[@]}" "$node_bin/coredns" -conf "$NODE_DIR/Corefile"
 
 node_ready() {
   [ "$(kc get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]
 }
 wait_for "kubelet (Node $NODE_NAME Ready)" 120 node_ready
-wait_for kube-proxy 60 curl -fsS "http://127.0.0.1:$KUBE_PROXY_HEALTHZ_PORT/healthz"
-wait_for coredns 60 curl -fsS "http://127.0.0.1:$COREDNS_READY_PORT/ready"
-say "node $NODE_NAME Ready at $NODE_IP (pods on $POD_CIDR, DNS $NODE_IP, Services $SERVICE_CIDR)"
+wait_for kube-proxy 60 "${IN_NETNS[@]}" curl -fsS "http://127.0.0.1:$KUBE_PROXY_HEALTHZ_PORT/healthz"
+wait_for coredns 60 "${IN_NETNS[@]}" curl -fsS "http://127.0.0.1:$COREDNS_READY_PORT/ready"
+say "node $NODE_NAME Ready at $NODE_IP (pods on $POD_CIDR, DNS $NODE_IP, Services $SERVICE_CIDR; network namespace $CLUSTER_NETNS)"

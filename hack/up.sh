@@ -2,8 +2,9 @@
 # Starts the local cluster without Docker: etcd, kube-apiserver, kube-controller-manager (real
 # Job controller, garbage collector, namespace, service account and TTL controllers),
 # kube-scheduler, and one real node (hack/node-up.sh: containerd + runc, kubelet, kube-proxy,
-# CoreDNS, CNI bridge networking). Waits until all are ready. Needs root (the node creates a
-# bridge, iptables rules and cgroups).
+# CoreDNS, CNI bridge networking), all in the cluster's own network namespace
+# (hack/network.sh). Waits until all are ready. Needs root (network namespaces, cgroups).
+# JOBSINK_CLUSTER_INDEX=N runs another cluster beside the first (see hack/cluster-env.sh).
 #
 #   hack/up.sh            # builds what is missing, starts, waits; prints the kubeconfig path
 #   export KUBECONFIG=$(hack/up.sh)
@@ -24,12 +25,12 @@ bin=$("$here/build-control-plane.sh")
 mkdir -p "$LOG_DIR" "$PID_DIR" "$JOBSINK_CLUSTER_DIR/pki"
 "$here/certs.sh" "$JOBSINK_CLUSTER_DIR"
 pki=$JOBSINK_CLUSTER_DIR/pki
-# The API server listens on the node address (the pod bridge's gateway), so the bridge comes
-# first.
+# The API server listens on the node address (the pod bridge's gateway, in the cluster's
+# namespace), so the network comes first.
 "$here/network.sh" up
 
 t1=$(date +%s.%N)
-start etcd "$bin/etcd" \
+start etcd "${IN_NETNS[@]}" "$bin/etcd" \
   --name default \
   --data-dir "$JOBSINK_CLUSTER_DIR/etcd" \
   --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
@@ -40,12 +41,12 @@ start etcd "$bin/etcd" \
   --listen-metrics-urls "" \
   --unsafe-no-fsync \
   --log-level warn
-wait_for etcd 30 curl -fsS "http://127.0.0.1:$ETCD_CLIENT_PORT/health"
+wait_for etcd 30 "${IN_NETNS[@]}" curl -fsS "http://127.0.0.1:$ETCD_CLIENT_PORT/health"
 
 # Pods reach the API server through the `kubernetes` Service, whose endpoint is the
 # advertised node address; the kubelet is reached on its InternalIP (its hostname does not
 # resolve) with the admin certificate.
-start kube-apiserver "$bin/kube-apiserver" \
+start kube-apiserver "${IN_NETNS[@]}" "$bin/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$ETCD_CLIENT_PORT" \
   --bind-address "$NODE_IP" \
   --advertise-address "$NODE_IP" \
@@ -69,7 +70,7 @@ apiserver_ready() {
 wait_for kube-apiserver 120 apiserver_ready
 t2=$(date +%s.%N)
 
-start kube-controller-manager "$bin/kube-controller-manager" \
+start kube-controller-manager "${IN_NETNS[@]}" "$bin/kube-controller-manager" \
   --kubeconfig "$KUBECONFIG_PATH" \
   --authentication-kubeconfig "$KUBECONFIG_PATH" \
   --authorization-kubeconfig "$KUBECONFIG_PATH" \
@@ -82,7 +83,7 @@ start kube-controller-manager "$bin/kube-controller-manager" \
   --use-service-account-credentials=false \
   --controllers '*' \
   --profiling=false
-start kube-scheduler "$bin/kube-scheduler" \
+start kube-scheduler "${IN_NETNS[@]}" "$bin/kube-scheduler" \
   --kubeconfig "$KUBECONFIG_PATH" \
   --authentication-kubeconfig "$KUBECONFIG_PATH" \
   --authorization-kubeconfig "$KUBECONFIG_PATH" \
@@ -90,8 +91,8 @@ start kube-scheduler "$bin/kube-scheduler" \
   --bind-address 127.0.0.1 \
   --secure-port "$SCHEDULER_PORT" \
   --profiling=false
-wait_for kube-controller-manager 60 curl -fsSk "https://127.0.0.1:$KCM_PORT/healthz"
-wait_for kube-scheduler 60 curl -fsSk "https://127.0.0.1:$SCHEDULER_PORT/healthz"
+wait_for kube-controller-manager 60 "${IN_NETNS[@]}" curl -fsSk "https://127.0.0.1:$KCM_PORT/healthz"
+wait_for kube-scheduler 60 "${IN_NETNS[@]}" curl -fsSk "https://127.0.0.1:$SCHEDULER_PORT/healthz"
 # The namespace and service-account controllers are working once `default` has its account.
 wait_for "service account controller" 60 kc -n default get serviceaccount default
 t3=$(date +%s.%N)
