@@ -48,7 +48,8 @@ build() {
   local name=$1 file=$2 context=$3
   podman build --quiet --file "$file" --tag "$name" "$context" >/dev/null
   podman save --quiet --format oci-archive --output "$work/image.tar" "$name"
-  $ctr images import "$work/image.tar" >/dev/null
+  # (ctr repeats containerd's cgroup v1 deprecation warning on every call.)
+  $ctr images import "$work/image.tar" 2> >(grep -v "DEPRECATION: The support for cgroup v1" >&2) >/dev/null
   echo "$name $(du -k "$work/image.tar" | cut -f1) KiB" >&2
   rm -f "$work/image.tar"
 }

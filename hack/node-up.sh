@@ -105,7 +105,9 @@ PATH="$node_bin:$PATH" start containerd "${IN_NETNS[@]}" "$node_bin/containerd" 
 wait_for containerd 30 "$node_bin/ctr" --address "$CONTAINERD_SOCK" version
 start registry "${IN_NETNS[@]}" "$node_bin/registry" -port "$REGISTRY_PORT"
 wait_for registry 30 "${IN_NETNS[@]}" curl -fsS "http://127.0.0.1:$REGISTRY_PORT/v2/"
+t_images=$(date +%s.%N)
 "$here/images.sh" base
+t_kubelet=$(date +%s.%N)
 
 cat >"$NODE_DIR/kubelet/config.yaml" <<EOT
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -179,6 +181,9 @@ node_ready() {
   [ "$(kc get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]
 }
 wait_for "kubelet (Node $NODE_NAME Ready)" 120 node_ready
+t_ready=$(date +%s.%N)
 wait_for kube-proxy 60 "${IN_NETNS[@]}" curl -fsS "http://127.0.0.1:$KUBE_PROXY_HEALTHZ_PORT/healthz"
 wait_for coredns 60 "${IN_NETNS[@]}" curl -fsS "http://127.0.0.1:$COREDNS_READY_PORT/ready"
+say "$(awk -v a="$t_images" -v b="$t_kubelet" -v c="$t_ready" 'BEGIN {
+  printf "images built and loaded in %.1fs; kubelet started to Node Ready in %.1fs", b-a, c-b }')"
 say "node $NODE_NAME Ready at $NODE_IP (pods on $POD_CIDR, DNS $NODE_IP, Services $SERVICE_CIDR; network namespace $CLUSTER_NETNS)"
