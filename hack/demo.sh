@@ -17,7 +17,15 @@ cd "$repo"
 . "$here/cluster-env.sh"
 keep=${1:-}
 
-show() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+# show <command...>: prints the command as one would type it, then runs it.
+show() {
+  local a line=""
+  for a in "$@"; do
+    if [[ $a =~ ^[A-Za-z0-9_./:=@%,+-]+$ ]]; then line+="$a "; else line+="'$a' "; fi
+  done
+  printf '\n\033[1m$ %s\033[0m\n' "${line% }"
+  "$@"
+}
 title() { printf '\n\033[1;34m== %s\033[0m\n' "$*"; }
 
 title "Starting the local cluster (control plane + one real node)"

@@ -20,6 +20,17 @@ SCRIPT_TAG=up
 . "$here/lib.sh"
 
 [ "$(id -u)" = 0 ] || fail "the local cluster runs a real node and needs root"
+components=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd registry
+  kubelet kube-proxy coredns)
+running=()
+for c in "${components[@]}"; do alive "$c" && running+=("$c"); done
+if [ ${#running[@]} -eq ${#components[@]} ] && kc get --raw /readyz >/dev/null 2>&1; then
+  say "cluster $JOBSINK_CLUSTER_INDEX already running ($JOBSINK_CLUSTER_DIR)"
+  echo "$KUBECONFIG_PATH"
+  exit 0
+fi
+[ ${#running[@]} -eq 0 ] ||
+  fail "cluster $JOBSINK_CLUSTER_INDEX is partly running (${running[*]}): hack/down.sh first"
 t0=$(date +%s.%N)
 bin=$("$here/build-control-plane.sh")
 mkdir -p "$LOG_DIR" "$PID_DIR" "$JOBSINK_CLUSTER_DIR/pki"
