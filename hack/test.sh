@@ -29,5 +29,22 @@ trap cleanup EXIT
 export KUBECONFIG=$KUBECONFIG_PATH
 # The in-cluster tests (tests/in_cluster.rs) run the image built from this tree.
 "$here/images.sh" jobsink
-# Benchmarks are not tests: `cargo test` runs the lib, bin and integration tests only.
-cargo test --no-fail-fast "$@"
+# Benchmarks are not tests: `cargo test` runs the lib, bin, integration and doc tests only.
+if [ $# -gt 0 ]; then
+  cargo test --no-fail-fast "$@"
+  exit
+fi
+# Every other test binary runs its own controller in process; the installed one (deploy/)
+# would compete with it for the same JobSinks' status. So the installed product is removed
+# first and tests/in_cluster.rs, which installs it, runs last.
+kubectl delete deployment -n knative-eventing job-sink --ignore-not-found --wait=true >/dev/null
+targets=()
+for f in tests/*.rs; do
+  name=$(basename "$f" .rs)
+  [ "$name" = in_cluster ] || targets+=(--test "$name")
+done
+status=0
+cargo test --no-fail-fast --lib --bins "${targets[@]}" || status=1
+cargo test --no-fail-fast --doc || status=1
+cargo test --no-fail-fast --test in_cluster || status=1
+exit $status
