@@ -25,9 +25,11 @@ build() {
   start=$(date +%s)
   {
     for pair in "${missing[@]}"; do
+      local t=$SECONDS
       echo "building ${pair%%=*} from ${pair#*=}"
       (cd "$module" && go build -trimpath -ldflags "$ldflags" -o "$bin/${pair%%=*}.tmp" "${pair#*=}")
       mv "$bin/${pair%%=*}.tmp" "$bin/${pair%%=*}"
+      echo "built ${pair%%=*} in $((SECONDS - t)) s"
     done
     echo "built ${missing[*]%%=*} in $(($(date +%s) - start)) s"
   } >>"$log" 2>&1 || { tail -n 60 "$log" >&2; exit 1; }
