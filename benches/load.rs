@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use jobsink::cloudevent::{CloudEvent, Data, SpecVersion};
+use jobsink::cloudevent::CloudEvent;
 use jobsink::crd::JobSink;
 use jobsink::job::{SinkRef, build_job, build_secret, job_name};
 use k8s_openapi::api::batch::v1::Job;
@@ -138,18 +138,8 @@ async fn sink(client: &Client, ns: &str, hook: Option<(&[u8], &str)>) -> anyhow:
 }
 
 fn event(i: usize) -> CloudEvent {
-    CloudEvent {
-        specversion: SpecVersion::V1_0,
-        id: format!("event-{i}"),
-        source: "bench/load".into(),
-        ty: "bench.event".into(),
-        datacontenttype: Some("application/json".into()),
-        dataschema: None,
-        subject: None,
-        time: None,
-        extensions: Default::default(),
-        data: Some(Data::Json(format!(r#"{{"n":{i}}}"#))),
-    }
+    CloudEvent::new(format!("event-{i}"), "bench/load", "bench.event")
+        .with_json(format!(r#"{{"n":{i}}}"#))
 }
 
 /// Runs `n` jobs on `c` workers; returns per-item latencies, elapsed time and error count.

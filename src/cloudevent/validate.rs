@@ -102,18 +102,7 @@ mod tests {
     use super::*;
 
     fn event() -> CloudEvent {
-        CloudEvent {
-            specversion: SpecVersion::V1_0,
-            id: "1".into(),
-            source: "/s".into(),
-            ty: "t".into(),
-            datacontenttype: None,
-            dataschema: None,
-            subject: None,
-            time: None,
-            extensions: Default::default(),
-            data: None,
-        }
+        CloudEvent::new("1", "/s", "t")
     }
 
     #[test]

@@ -2,13 +2,11 @@
 //! created with `dryRun=All`, so the API server runs its full validation and admission on it
 //! without storing anything. This replaces upstream's validating webhook.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::PostParams;
 use kube::{Api, Client};
 
-use crate::cloudevent::{CloudEvent, SpecVersion};
+use crate::cloudevent::CloudEvent;
 use crate::crd::{Condition, JobSink};
 use crate::job::{SinkRef, build_job, job_name};
 use crate::k8s::FIELD_MANAGER;
@@ -29,18 +27,7 @@ pub const DRY_RUN_EVENT_TYPE: &str = "dev.jobsink.template-check";
 
 /// The event a template is validated with: minimal, with no data.
 pub fn synthetic_event() -> CloudEvent {
-    CloudEvent {
-        specversion: SpecVersion::V1_0,
-        id: DRY_RUN_EVENT_ID.to_owned(),
-        source: DRY_RUN_EVENT_SOURCE.to_owned(),
-        ty: DRY_RUN_EVENT_TYPE.to_owned(),
-        datacontenttype: None,
-        dataschema: None,
-        subject: None,
-        time: None,
-        extensions: BTreeMap::new(),
-        data: None,
-    }
+    CloudEvent::new(DRY_RUN_EVENT_ID, DRY_RUN_EVENT_SOURCE, DRY_RUN_EVENT_TYPE)
 }
 
 /// The outcome of a template check: the `JobTemplateReady` condition, and the error to retry

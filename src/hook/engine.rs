@@ -240,6 +240,8 @@ fn wit_context(hook: &LoadedHook, label: &CallLabel) -> wit::Context {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cloudevent::CloudEvent;
+    use crate::hook::convert::event_to_wit;
     use crate::hook::runtime::MAX_LOG_LINES_PER_CALL;
 
     #[test]
@@ -263,18 +265,7 @@ mod tests {
             timeout: crate::hook::MAX_TIMEOUT,
             memory_limit_bytes: crate::hook::DEFAULT_MEMORY_LIMIT_BYTES,
         };
-        let event = wit::CloudEvent {
-            id: "1".into(),
-            source: "s".into(),
-            type_: "t".into(),
-            specversion: "1.0".into(),
-            subject: None,
-            time: None,
-            datacontenttype: None,
-            dataschema: None,
-            extensions: Vec::new(),
-            data: None,
-        };
+        let event = event_to_wit(&CloudEvent::new("1", "s", "t"));
         let (result, report) = call_event_blocking(&hook, &label, limits, &event);
         assert!(matches!(result, Ok(wit::EventDecision::Pass)));
         assert_eq!(report.log_lines_dropped, 2_000 - MAX_LOG_LINES_PER_CALL);

@@ -6,7 +6,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 
 use super::*;
-use crate::cloudevent::{CloudEvent, SpecVersion};
+use crate::cloudevent::CloudEvent;
 use crate::crd::JobSink;
 
 const LOGGER: &str = include_str!("../../tests/data/seed/job-sink-logger.yaml");
@@ -25,18 +25,7 @@ fn seed_sink(manifest: &str) -> JobSink {
 }
 
 fn event(source: &str, id: &str) -> CloudEvent {
-    CloudEvent {
-        specversion: SpecVersion::V1_0,
-        id: id.into(),
-        source: source.into(),
-        ty: "my.demo.event".into(),
-        datacontenttype: None,
-        dataschema: None,
-        subject: None,
-        time: None,
-        extensions: BTreeMap::new(),
-        data: None,
-    }
+    CloudEvent::new(id, source, "my.demo.event")
 }
 
 /// Builds the Job a seed sink creates for the seed event.

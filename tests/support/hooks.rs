@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use jobsink::cloudevent::{CloudEvent, Data, SpecVersion};
+use jobsink::cloudevent::CloudEvent;
 use jobsink::crd::{JOB_SINK_ID_LABEL, JOB_SINK_NAME_LABEL};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
@@ -25,26 +25,12 @@ pub fn plugin(name: &str) -> Vec<u8> {
 
 /// A JSON event like the seed's curl example.
 pub fn event() -> CloudEvent {
-    CloudEvent {
-        specversion: SpecVersion::V1_0,
-        id: "123".into(),
-        source: "my/curl/command".into(),
-        ty: "my.demo.event".into(),
-        datacontenttype: Some("application/json".into()),
-        dataschema: None,
-        subject: None,
-        time: None,
-        extensions: BTreeMap::new(),
-        data: Some(Data::Json(r#"{"details":"JobSinkDemo"}"#.into())),
-    }
+    event_with_data(r#"{"details":"JobSinkDemo"}"#)
 }
 
 /// `event()` with other JSON data.
 pub fn event_with_data(json: &str) -> CloudEvent {
-    CloudEvent {
-        data: Some(Data::Json(json.into())),
-        ..event()
-    }
+    CloudEvent::new("123", "my/curl/command", "my.demo.event").with_json(json)
 }
 
 /// The name the job builder gives every test Job.
