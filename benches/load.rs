@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use jobsink::cloudevent::CloudEvent;
 use jobsink::crd::JobSink;
-use jobsink::job::{SinkRef, build_job, build_secret, job_name};
+use jobsink::job::{build_job, build_secret, job_name};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{DeleteParams, PostParams};
@@ -194,9 +194,8 @@ async fn raw(client: &Client, s: Arc<JobSink>, from: usize, n: usize, c: usize) 
         let (jobs, secrets, s) = (jobs.clone(), secrets.clone(), s.clone());
         async move {
             let ev = event(i);
-            let sink_ref = SinkRef::from_resource(&s).context("sink ref")?;
             let name = job_name("bench", &ev.source, &ev.id);
-            let job = build_job(&sink_ref, &name, &ev);
+            let job = build_job(&s, &name, &ev);
             let created = jobs.create(&PostParams::default(), &job).await?;
             let json = jobsink::cloudevent::to_json(&ev);
             secrets

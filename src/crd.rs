@@ -1,9 +1,11 @@
-//! The JobSink custom resource (`sinks.knative.dev/v1alpha1`): spec and status types only.
+//! The JobSink custom resource (`sinks.knative.dev/v1alpha1`): spec and status types, and
+//! [`SinkId`], the one way the rest of the code names a sink.
 //!
 //! The CRD YAML under `deploy/` is generated from these types (`jobsink crd`), and a test
 //! checks that the committed file has not drifted.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::CustomResource;
@@ -17,10 +19,43 @@ pub const JOB_SINK_NAME_LABEL: &str = "sinks.knative.dev/job-sink-name";
 /// Label put on every Job and Secret created for an event: the Job's own name.
 pub const JOB_SINK_ID_LABEL: &str = "sinks.knative.dev/job-sink-id";
 
+/// One JobSink, by namespace and name: how the receiver, the controller, the hooks and the
+/// metrics refer to a sink. Displayed as `namespace/name`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SinkId {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl SinkId {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        SinkId {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// The identity of a JobSink as read from the API server, which always sets its
+    /// namespace and name.
+    pub fn of<K: kube::Resource>(sink: &K) -> Self {
+        let meta = sink.meta();
+        SinkId::new(
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        )
+    }
+}
+
+impl fmt::Display for SinkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
 /// Desired state of a JobSink: the Job to run for every event, and an optional hook.
 // The printer columns repeat `type_ = "string"`, which clippy mistakes for a duplicated attribute.
 #[allow(clippy::duplicated_attributes)]
-#[derive(CustomResource, Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[kube(
     group = "sinks.knative.dev",
     version = "v1alpha1",

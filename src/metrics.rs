@@ -7,6 +7,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::crd::SinkId;
+
 /// Request latency buckets in seconds: from 0.5 ms (a duplicate) to 10 s (a stalled API
 /// server).
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -97,21 +99,21 @@ impl Metrics {
         m
     }
 
-    pub fn event(&self, namespace: &str, sink: &str, outcome: &'static str) {
+    pub fn event(&self, sink: &SinkId, outcome: &'static str) {
         self.events
             .get_or_create(&EventLabels {
-                namespace: namespace.to_string(),
-                sink: sink.to_string(),
+                namespace: sink.namespace.clone(),
+                sink: sink.name.clone(),
                 outcome,
             })
             .inc();
     }
 
-    pub fn hook(&self, namespace: &str, sink: &str, outcome: &'static str) {
+    pub fn hook(&self, sink: &SinkId, outcome: &'static str) {
         self.hook_outcomes
             .get_or_create(&HookLabels {
-                namespace: namespace.to_string(),
-                sink: sink.to_string(),
+                namespace: sink.namespace.clone(),
+                sink: sink.name.clone(),
                 outcome,
             })
             .inc();

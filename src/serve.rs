@@ -14,7 +14,7 @@ use tracing::{error, info};
 
 use crate::config::ServeArgs;
 use crate::controller::{self, ControllerConfig, Extensions, detect_cluster_domain};
-use crate::crd::JobSink;
+use crate::crd::{JobSink, SinkId};
 use crate::hook::{EngineConfig, HookEngine, HookRegistry};
 use crate::metrics::Metrics;
 use crate::receiver::{self, AppState, ReceiverConfig};
@@ -50,7 +50,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             service_name: args.service_name.clone(),
             cluster_domain: detect_cluster_domain(args.cluster_domain.as_deref(), &resolv),
         };
-        info!(url_example = %cfg.sink_url("<namespace>", "<name>"), "sink addresses");
+        info!(url_example = %cfg.sink_url(&SinkId::new("<namespace>", "<name>")), "sink addresses");
         let metrics = crate::controller::Metrics::register(&mut registry);
         let extensions = controller_extensions(&hooks, metrics);
         tasks.spawn(controller::run_with(

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use jobsink::cloudevent::CloudEvent;
-use jobsink::crd::{FailurePolicy, HookMode};
+use jobsink::crd::{FailurePolicy, HookMode, SinkId};
 use jobsink::hook::{
-    EngineConfig, HookContext, HookEngine, HookError, HookNote, HookOutput, HookRefusal,
-    HookSettings, LoadError, LoadedHook, Phase, run_hooks,
+    EngineConfig, HookEngine, HookError, HookNote, HookOutput, HookRefusal, HookSettings,
+    LoadError, LoadedHook, Phase, run_hooks,
 };
 use k8s_openapi::api::batch::v1::Job;
 use support::hooks::{build_job, event, event_with_data, plugin};
@@ -21,11 +21,8 @@ fn engine() -> HookEngine {
     HookEngine::new(EngineConfig::default()).expect("hook engine")
 }
 
-fn ctx() -> HookContext {
-    HookContext {
-        namespace: "default".into(),
-        sink: "job-sink-logger".into(),
-    }
+fn ctx() -> SinkId {
+    SinkId::new("default", "job-sink-logger")
 }
 
 fn load(engine: &HookEngine, name: &str, config: &str) -> Arc<LoadedHook> {

@@ -7,8 +7,8 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 
 use crate::cloudevent::CloudEvent;
-use crate::crd::{Condition, JobSink};
-use crate::job::{SinkRef, build_job, job_name};
+use crate::crd::{Condition, JobSink, SinkId};
+use crate::job::{build_job, job_name};
 use crate::k8s::FIELD_MANAGER;
 
 use super::Error;
@@ -38,21 +38,15 @@ pub struct TemplateCheck {
 }
 
 /// Dry-runs the creation of the Job `sink` would create for [`synthetic_event`].
-pub async fn check(client: &Client, sink: &JobSink, namespace: &str, name: &str) -> TemplateCheck {
+pub async fn check(client: &Client, sink: &JobSink) -> TemplateCheck {
     let event = synthetic_event();
-    let uid = sink.metadata.uid.as_deref().unwrap_or_default();
-    let sink_ref = SinkRef {
-        namespace,
-        name,
-        uid,
-        template: &sink.spec.job,
-    };
-    let job = build_job(&sink_ref, &job_name(name, &event.source, &event.id), &event);
+    let id = SinkId::of(sink);
+    let job = build_job(sink, &job_name(&id.name, &event.source, &event.id), &event);
     let params = PostParams {
         dry_run: true,
         field_manager: Some(FIELD_MANAGER.to_owned()),
     };
-    let result = Api::<Job>::namespaced(client.clone(), namespace)
+    let result = Api::<Job>::namespaced(client.clone(), &id.namespace)
         .create(&params, &job)
         .await
         .map(drop);

@@ -11,8 +11,9 @@ use wasmtime::component::{Component, InstancePre};
 use super::bindings::exports::jobsink::hook::{config, event_phase, job_phase};
 use super::engine::HookEngine;
 use super::error::{HookError, guest_text};
-use super::runtime::{CallLabel, CallLimits, HostState, invoke};
+use super::runtime::{CallLimits, HostState, invoke};
 use super::settings::HookSettings;
+use crate::crd::SinkId;
 
 /// Largest component accepted. A ConfigMap holds at most 1 MiB; the extra room is for
 /// `jobsink hook run` on unoptimised builds, while still bounding compile time and memory.
@@ -247,10 +248,8 @@ impl HookEngine {
     fn validate(&self, hook: &LoadedHook, settings: &HookSettings) -> Result<(), LoadError> {
         let _slot = self.load_slot();
         let compiled = &hook.compiled;
-        let label = CallLabel {
-            namespace: String::new(),
-            sink: format!("load:{}", &compiled.sha256[..12]),
-        };
+        // Not a sink's call: log lines name the component being loaded instead.
+        let label = SinkId::new("", format!("load:{}", &compiled.sha256[..12]));
         let limits = CallLimits {
             timeout: settings.timeout,
             memory_limit_bytes: settings.memory_limit_bytes,

@@ -26,11 +26,11 @@ pub use convert::{
     ALLOWED_REJECTION_CODES, DEFAULT_REJECTION_CODE, MAX_EVENT_OUTPUT_BYTES, MAX_JOB_OUTPUT_BYTES,
     Rejection,
 };
-pub use engine::{HookContext, HookEngine};
+pub use engine::HookEngine;
 pub use error::{HookError, MAX_GUEST_TEXT_BYTES};
 pub use loader::{LoadError, LoadedHook, MAX_COMPONENT_BYTES, Phases};
 pub use pipeline::{HookNote, HookOutput, HookRefusal, Phase, run_hooks};
-pub use registry::{HOOK_READY, HookRegistry, HookState, HookView, SinkKey};
+pub use registry::{HOOK_READY, HookRegistry, HookState, HookView};
 pub use settings::{
     DEFAULT_MEMORY_LIMIT_BYTES, DEFAULT_TIMEOUT, HookSettings, MAX_MEMORY_LIMIT_BYTES, MAX_TIMEOUT,
 };

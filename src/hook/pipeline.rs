@@ -8,13 +8,13 @@ use k8s_openapi::api::batch::v1::Job;
 
 use super::bindings::jobsink::hook::types as wit;
 use super::convert::{Rejection, event_from_wit, event_to_wit, job_from_json, job_to_json};
-use super::engine::{HookContext, HookEngine};
+use super::engine::HookEngine;
 use super::error::HookError;
 use super::loader::LoadedHook;
 use super::runtime::CallReport;
 use super::settings::HookSettings;
 use crate::cloudevent::CloudEvent;
-use crate::crd::{FailurePolicy, HookMode};
+use crate::crd::{FailurePolicy, HookMode, SinkId};
 
 /// Where in the pipeline something happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,11 +148,11 @@ pub async fn run_hooks(
     engine: &HookEngine,
     hook: Option<&Arc<LoadedHook>>,
     settings: &HookSettings,
-    ctx: &HookContext,
+    sink: &SinkId,
     event: CloudEvent,
     build_job: impl FnOnce(&CloudEvent) -> Job,
 ) -> Result<HookOutput, HookRefusal> {
-    run_traced(engine, hook, settings, ctx, event, build_job)
+    run_traced(engine, hook, settings, sink, event, build_job)
         .await
         .0
 }
@@ -162,14 +162,14 @@ pub(crate) async fn run_traced(
     engine: &HookEngine,
     hook: Option<&Arc<LoadedHook>>,
     settings: &HookSettings,
-    ctx: &HookContext,
+    sink: &SinkId,
     event: CloudEvent,
     build_job: impl FnOnce(&CloudEvent) -> Job,
 ) -> (Result<HookOutput, HookRefusal>, Vec<PhaseRun>) {
     let mut runs = Vec::new();
     let mut policy = Policy {
         settings,
-        ctx,
+        sink,
         notes: Vec::new(),
     };
     let Some(hook) = hook else {
@@ -188,7 +188,7 @@ pub(crate) async fn run_traced(
     if hook.phases().event {
         let start = std::time::Instant::now();
         let (result, report) = engine
-            .call_event(hook, settings, ctx, event_to_wit(&event))
+            .call_event(hook, settings, sink, event_to_wit(&event))
             .await;
         let verdict = result.and_then(|decision| match decision {
             wit::EventDecision::Pass => Ok(Verdict::Keep),
@@ -218,7 +218,7 @@ pub(crate) async fn run_traced(
         let verdict = match job_to_json(&job) {
             Ok(json) => {
                 let (result, report) = engine
-                    .call_job(hook, settings, ctx, event_to_wit(&event), json)
+                    .call_job(hook, settings, sink, event_to_wit(&event), json)
                     .await;
                 let verdict = result.and_then(|decision| match decision {
                     wit::JobDecision::Pass => Ok(Verdict::Keep),
@@ -276,7 +276,7 @@ impl PhaseRun {
 /// Applies mode and failure policy to verdicts, collecting notes.
 struct Policy<'a> {
     settings: &'a HookSettings,
-    ctx: &'a HookContext,
+    sink: &'a SinkId,
     notes: Vec<HookNote>,
 }
 
@@ -294,8 +294,8 @@ impl Policy<'_> {
             Ok(Verdict::Replace(value)) if !monitor => return Ok(Some(value)),
             Ok(Verdict::Reject(rejection)) if !monitor => {
                 tracing::info!(
-                    namespace = %self.ctx.namespace,
-                    sink = %self.ctx.sink,
+                    namespace = %self.sink.namespace,
+                    sink = %self.sink.name,
                     phase = phase.as_str(),
                     code = rejection.code,
                     reason = %rejection.reason,
@@ -310,8 +310,8 @@ impl Policy<'_> {
                 (FailurePolicy::Fail, true) => HookNote::WouldFail { phase, error },
                 (FailurePolicy::Fail, false) => {
                     tracing::warn!(
-                        namespace = %self.ctx.namespace,
-                        sink = %self.ctx.sink,
+                        namespace = %self.sink.namespace,
+                        sink = %self.sink.name,
                         phase = phase.as_str(),
                         kind = error.kind(),
                         %error,
@@ -322,8 +322,8 @@ impl Policy<'_> {
             },
         };
         tracing::warn!(
-            namespace = %self.ctx.namespace,
-            sink = %self.ctx.sink,
+            namespace = %self.sink.namespace,
+            sink = %self.sink.name,
             reason = note.reason(),
             message = %note.message(),
             "hook note"

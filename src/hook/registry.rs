@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{HookEngine, HookNote, HookSettings, LoadedHook};
-use crate::crd::{Condition, HookSpec, JobSink};
+use crate::crd::{Condition, HookSpec, JobSink, SinkId};
 
 /// Type of the condition this registry reports on each JobSink with a hook.
 pub const HOOK_READY: &str = "HookReady";
@@ -28,9 +28,6 @@ pub const HOOK_READY: &str = "HookReady";
 /// How many change notifications may wait for the controller; a slow controller that misses
 /// some still catches up on its periodic requeue.
 const CHANGE_BUFFER: usize = 256;
-
-/// A JobSink, by namespace and name.
-pub type SinkKey = (String, String);
 
 /// Where a sink's hook stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,8 +67,8 @@ struct Inner {
     engine: HookEngine,
     client: Client,
     recorder: Recorder,
-    entries: Mutex<HashMap<SinkKey, Entry>>,
-    changed: broadcast::Sender<SinkKey>,
+    entries: Mutex<HashMap<SinkId, Entry>>,
+    changed: broadcast::Sender<SinkId>,
     next_generation: std::sync::atomic::AtomicU64,
 }
 
@@ -105,14 +102,14 @@ impl HookRegistry {
     }
 
     /// Notifications naming a sink whose hook state changed (for the controller).
-    pub fn subscribe(&self) -> broadcast::Receiver<SinkKey> {
+    pub fn subscribe(&self) -> broadcast::Receiver<SinkId> {
         self.inner.changed.subscribe()
     }
 
     /// The sink's hook as the receiver runs it; `None` when the sink declares no hook.
-    pub fn view(&self, namespace: &str, name: &str) -> Option<HookView> {
+    pub fn view(&self, sink: &SinkId) -> Option<HookView> {
         let entries = self.entries();
-        let e = entries.get(&(namespace.to_string(), name.to_string()))?;
+        let e = entries.get(sink)?;
         Some(HookView {
             settings: e.settings.clone(),
             hook: e.current.clone(),
@@ -121,18 +118,14 @@ impl HookRegistry {
     }
 
     /// The sink's hook state; `None` when it declares no hook (or is not known yet).
-    pub fn state(&self, namespace: &str, name: &str) -> Option<HookState> {
-        let entries = self.entries();
-        entries
-            .get(&(namespace.to_string(), name.to_string()))
-            .map(|e| e.state.clone())
+    pub fn state(&self, sink: &SinkId) -> Option<HookState> {
+        self.entries().get(sink).map(|e| e.state.clone())
     }
 
     /// The `HookReady` condition of `sink`, for the controller: `None` without `spec.hook`.
     pub fn condition(&self, sink: &JobSink) -> Option<Condition> {
         sink.spec.hook.as_ref()?;
-        let (ns, name) = key_of(sink);
-        let (status, reason, message) = match self.state(&ns, &name) {
+        let (status, reason, message) = match self.state(&SinkId::of(sink)) {
             Some(HookState::Ready) => ("True", None, None),
             Some(HookState::Failed { reason, message }) => ("False", Some(reason), Some(message)),
             None | Some(HookState::Loading) => (
@@ -153,13 +146,10 @@ impl HookRegistry {
     /// Publishes what a hook did although the event went on (Monitor mode, ignored
     /// failures) as a Kubernetes Event on the JobSink, off the request path. Repeated notes
     /// are folded into an event series by the recorder.
-    pub fn record_note(&self, namespace: &str, name: &str, note: &HookNote) {
-        let sink = {
-            let entries = self.entries();
-            match entries.get(&(namespace.to_string(), name.to_string())) {
-                Some(e) => e.sink.clone(),
-                None => return,
-            }
+    pub fn record_note(&self, sink: &SinkId, note: &HookNote) {
+        let sink = match self.entries().get(sink) {
+            Some(e) => e.sink.clone(),
+            None => return,
         };
         let event = Event {
             type_: EventType::Warning,
@@ -193,12 +183,12 @@ impl HookRegistry {
                 match event {
                     Some(Ok(watcher::Event::Init)) => listed.clear(),
                     Some(Ok(watcher::Event::InitApply(sink))) => {
-                        listed.insert(key_of(&sink));
+                        listed.insert(SinkId::of(&sink));
                         this.sync(&sink);
                     }
                     Some(Ok(watcher::Event::InitDone)) => this.retain(&listed),
                     Some(Ok(watcher::Event::Apply(sink))) => this.sync(&sink),
-                    Some(Ok(watcher::Event::Delete(sink))) => this.remove(&key_of(&sink)),
+                    Some(Ok(watcher::Event::Delete(sink))) => this.remove(&SinkId::of(&sink)),
                     Some(Err(error)) => warn!(%error, "JobSink watch error (hooks); retrying"),
                     None => break,
                 }
@@ -209,7 +199,7 @@ impl HookRegistry {
         });
     }
 
-    fn entries(&self) -> MutexGuard<'_, HashMap<SinkKey, Entry>> {
+    fn entries(&self) -> MutexGuard<'_, HashMap<SinkId, Entry>> {
         self.inner
             .entries
             .lock()
@@ -219,7 +209,7 @@ impl HookRegistry {
     /// Brings one sink's entry in line with its spec: starts, restarts or stops the watch of
     /// its ConfigMap.
     fn sync(&self, sink: &JobSink) {
-        let key = key_of(sink);
+        let key = SinkId::of(sink);
         let Some(spec) = sink.spec.hook.clone() else {
             self.remove(&key);
             return;
@@ -259,13 +249,13 @@ impl HookRegistry {
         let _ = self.inner.changed.send(key);
     }
 
-    fn remove(&self, key: &SinkKey) {
+    fn remove(&self, key: &SinkId) {
         if let Some(e) = self.entries().remove(key) {
             e.watch.abort();
         }
     }
 
-    fn retain(&self, keep: &HashSet<SinkKey>) {
+    fn retain(&self, keep: &HashSet<SinkId>) {
         self.entries().retain(|k, e| {
             let stay = keep.contains(k);
             if !stay {
@@ -275,8 +265,8 @@ impl HookRegistry {
         });
     }
 
-    async fn watch_config_map(self, key: SinkKey, spec: HookSpec, generation: u64) {
-        let api: Api<ConfigMap> = Api::namespaced(self.inner.client.clone(), &key.0);
+    async fn watch_config_map(self, key: SinkId, spec: HookSpec, generation: u64) {
+        let api: Api<ConfigMap> = Api::namespaced(self.inner.client.clone(), &key.namespace);
         let by_name = format!("metadata.name={}", spec.config_map_ref.name);
         let mut stream = watcher(api, watcher::Config::default().fields(&by_name))
             .default_backoff()
@@ -294,18 +284,21 @@ impl HookRegistry {
                 }
                 Ok(watcher::Event::InitDone) => {}
                 Ok(watcher::Event::Delete(_)) => self.load(&key, &spec, generation, None).await,
-                Err(error) => warn!(%error, sink = ?key, "ConfigMap watch error (hook); retrying"),
+                Err(error) => warn!(%error, sink = %key, "ConfigMap watch error (hook); retrying"),
             }
         }
     }
 
     /// Loads the ConfigMap's component (or records why it cannot) for one sink.
-    async fn load(&self, key: &SinkKey, spec: &HookSpec, generation: u64, cm: Option<&ConfigMap>) {
+    async fn load(&self, key: &SinkId, spec: &HookSpec, generation: u64, cm: Option<&ConfigMap>) {
         let cm_name = &spec.config_map_ref.name;
         let data_key = &spec.config_map_ref.key;
         let bytes = match cm {
             None => {
-                let message = format!("ConfigMap {cm_name} not found in namespace {}", key.0);
+                let message = format!(
+                    "ConfigMap {cm_name} not found in namespace {}",
+                    key.namespace
+                );
                 // Gone means the owner withdrew the code: nothing serves any more.
                 self.settle(
                     key,
@@ -364,7 +357,7 @@ impl HookRegistry {
     /// Records a load outcome, tells the controller, and emits a Kubernetes Event.
     async fn settle(
         &self,
-        key: &SinkKey,
+        key: &SinkId,
         generation: u64,
         sha: Option<String>,
         outcome: Result<Arc<LoadedHook>, (&'static str, String)>,
@@ -383,7 +376,7 @@ impl HookRegistry {
                     let note = format!("hook {} loaded", &hook.sha256()[..12]);
                     e.current = Some(hook);
                     e.state = HookState::Ready;
-                    info!(sink = ?key, sha256 = ?sha, "hook loaded");
+                    info!(sink = %key, sha256 = ?sha, "hook loaded");
                     Event {
                         type_: EventType::Normal,
                         reason: "HookLoaded".into(),
@@ -402,7 +395,7 @@ impl HookRegistry {
                     } else {
                         ""
                     };
-                    warn!(sink = ?key, reason, %message, "hook not loaded");
+                    warn!(sink = %key, reason, %message, "hook not loaded");
                     e.state = HookState::Failed {
                         reason: reason.to_string(),
                         message: format!("{message}{kept}"),
@@ -423,13 +416,6 @@ impl HookRegistry {
             warn!(%error, "could not publish a Kubernetes Event");
         }
     }
-}
-
-fn key_of(sink: &JobSink) -> SinkKey {
-    (
-        sink.metadata.namespace.clone().unwrap_or_default(),
-        sink.metadata.name.clone().unwrap_or_default(),
-    )
 }
 
 /// The component under `key`: `binaryData` first (what `kubectl create configmap

@@ -21,6 +21,7 @@ use kube::{Api, Client, Error as KubeError};
 use tracing::{info, warn};
 
 use super::ReceiveError;
+use crate::crd::SinkId;
 use crate::job::{alternate_job_name, build_secret, job_matches_event, job_name, rename_job};
 
 /// Whether this request created the event's objects or found them already there.
@@ -49,8 +50,7 @@ fn is_status(error: &KubeError, code: u16) -> bool {
 
 /// What one accepted event creates.
 pub(super) struct EventObjects<'a> {
-    pub namespace: &'a str,
-    pub sink: &'a str,
+    pub sink: &'a SinkId,
     /// Identity of the event as received (names and Location use it, whatever a hook did).
     pub source: &'a str,
     pub id: &'a str,
@@ -68,18 +68,17 @@ pub(super) async fn create_objects(
     spent: &mut Duration,
 ) -> Result<Created, ReceiveError> {
     let EventObjects {
-        namespace,
         sink,
         source,
         id,
         mut job,
         stored,
     } = objects;
-    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &sink.namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &sink.namespace);
     let names = [
-        job_name(sink, source, id),
-        alternate_job_name(sink, source, id),
+        job_name(&sink.name, source, id),
+        alternate_job_name(&sink.name, source, id),
     ];
     for name in &names {
         if job.metadata.name.as_deref() != Some(name.as_str()) {

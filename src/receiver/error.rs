@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::{error, warn};
 
 use crate::cloudevent::DecodeError;
+use crate::crd::SinkId;
 
 /// Why a request to the receiver was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -15,14 +16,10 @@ pub enum ReceiveError {
     NoRoute(String),
     #[error("method {method} is not allowed here; allowed: {allow}")]
     MethodNotAllowed { method: String, allow: &'static str },
-    #[error("JobSink {namespace}/{name} does not exist")]
-    UnknownSink { namespace: String, name: String },
-    #[error("JobSink {namespace}/{name} is not ready: {why}")]
-    SinkNotReady {
-        namespace: String,
-        name: String,
-        why: String,
-    },
+    #[error("JobSink {0} does not exist")]
+    UnknownSink(SinkId),
+    #[error("JobSink {sink} is not ready: {why}")]
+    SinkNotReady { sink: SinkId, why: String },
     #[error("the receiver is starting and has not loaded the JobSinks yet")]
     Starting,
     #[error("malformed CloudEvent: {0}")]
@@ -63,7 +60,7 @@ impl ReceiveError {
     pub fn status(&self) -> StatusCode {
         use ReceiveError::*;
         match self {
-            NoRoute(_) | UnknownSink { .. } | NoSuchJob => StatusCode::NOT_FOUND,
+            NoRoute(_) | UnknownSink(_) | NoSuchJob => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             SinkNotReady { .. } | Starting | HookNotLoaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             BadEvent(_) | BodyRead(_) => StatusCode::BAD_REQUEST,
@@ -81,7 +78,7 @@ impl ReceiveError {
         use ReceiveError::*;
         match self {
             NoRoute(_) | MethodNotAllowed { .. } => "bad_route",
-            UnknownSink { .. } => "unknown_sink",
+            UnknownSink(_) => "unknown_sink",
             SinkNotReady { .. } | Starting => "not_ready",
             BadEvent(_) | BodyRead(_) => "invalid",
             BodyTooLarge { .. } | EventTooLarge { .. } => "too_large",

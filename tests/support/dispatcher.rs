@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, Response};
 use http_body_util::BodyExt;
-use jobsink::crd::JobSink;
+use jobsink::crd::{JobSink, SinkId};
 use jobsink::hook::{EngineConfig, HookEngine, HookRegistry};
 use jobsink::metrics::Metrics;
 use jobsink::receiver::{AppState, ReceiverConfig};
@@ -145,7 +145,7 @@ impl Dispatcher {
             &format!("JobSink {name} Ready in the receiver's cache"),
             CONVERGE,
             || {
-                let sink = sinks.get(&ns, name);
+                let sink = sinks.get(&SinkId::new(&ns, name));
                 async move {
                     let cached = sink?;
                     let sink = jobsink::sinks::decoded(&cached).ok()?.clone();

@@ -14,15 +14,15 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 
 use super::convert::{event_to_wit, job_to_json};
-use super::engine::{HookContext, HookEngine, call_event_blocking, call_job_blocking};
+use super::engine::{HookEngine, call_event_blocking, call_job_blocking};
 use super::loader::LoadedHook;
 use super::pipeline::{HookRefusal, run_traced};
-use super::runtime::{CallLabel, CallLimits};
+use super::runtime::CallLimits;
 use super::settings::HookSettings;
 use super::wasm_config::EngineConfig;
 use crate::cloudevent::CloudEvent;
-use crate::crd::JobSink;
-use crate::job::{SinkRef, build_job, job_name};
+use crate::crd::{JobSink, JobSinkSpec, SinkId};
+use crate::job::{build_job, job_name};
 
 /// `jobsink hook run`: one event through a hook, as the dispatcher would run it.
 #[derive(clap::Args, Debug, Clone)]
@@ -100,10 +100,10 @@ pub(crate) struct Input {
     wasm: Vec<u8>,
     wasm_name: String,
     event: CloudEvent,
-    namespace: String,
-    sink: String,
-    uid: String,
-    template: Job,
+    /// The `--sink` JobSink (or a sample one), with a name, namespace and uid as the API
+    /// server would give it.
+    sink: JobSink,
+    id: SinkId,
     settings: HookSettings,
     config: String,
 }
@@ -118,57 +118,39 @@ impl Input {
         let bytes = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
         let event = crate::cloudevent::from_json(event.as_bytes())
             .context("reading the event (CloudEvents JSON, structured mode)")?;
-        let sink = match sink {
-            Some(path) => Some(
-                serde_yaml::from_str::<JobSink>(&read(path)?)
-                    .with_context(|| format!("reading the JobSink in {}", path.display()))?,
+        let mut sink = match sink {
+            Some(path) => serde_yaml::from_str::<JobSink>(&read(path)?)
+                .with_context(|| format!("reading the JobSink in {}", path.display()))?,
+            None => JobSink::new(
+                "hook-run",
+                JobSinkSpec {
+                    job: sample_template(),
+                    hook: None,
+                },
             ),
-            None => None,
         };
-        let hook = sink
-            .as_ref()
-            .and_then(|s| s.spec.hook.clone())
-            .unwrap_or_default();
-        let meta = sink
-            .as_ref()
-            .map(|s| s.metadata.clone())
-            .unwrap_or_default();
+        let meta = &mut sink.metadata;
+        meta.name.get_or_insert_with(|| "hook-run".into());
+        meta.namespace.get_or_insert_with(|| "default".into());
+        meta.uid
+            .get_or_insert_with(|| "00000000-0000-4000-8000-000000000000".into());
+        let hook = sink.spec.hook.clone().unwrap_or_default();
         let input = Input {
             wasm: bytes,
             wasm_name: wasm.display().to_string(),
             event,
-            namespace: meta.namespace.unwrap_or_else(|| "default".into()),
-            sink: meta.name.unwrap_or_else(|| "hook-run".into()),
-            uid: meta
-                .uid
-                .unwrap_or_else(|| "00000000-0000-4000-8000-000000000000".into()),
-            template: sink.map(|s| s.spec.job).unwrap_or_else(sample_template),
+            id: SinkId::of(&sink),
+            sink,
             settings: HookSettings::from_spec(&hook),
             config: config.or(hook.config).unwrap_or_default(),
         };
         Ok(input)
     }
 
-    fn context(&self) -> HookContext {
-        HookContext {
-            namespace: self.namespace.clone(),
-            sink: self.sink.clone(),
-        }
-    }
-
     /// The Job the dispatcher builds for `event` (before `on-job`).
     fn build_job(&self, event: &CloudEvent) -> Job {
-        let sink = SinkRef {
-            namespace: &self.namespace,
-            name: &self.sink,
-            uid: &self.uid,
-            template: &self.template,
-        };
-        build_job(
-            &sink,
-            &job_name(&self.sink, &event.source, &event.id),
-            event,
-        )
+        let name = job_name(&self.id.name, &event.source, &event.id);
+        build_job(&self.sink, &name, event)
     }
 
     fn load(&self, engine: &HookEngine) -> anyhow::Result<Arc<LoadedHook>> {
@@ -235,7 +217,7 @@ pub(crate) async fn run_input(
         &engine,
         Some(&hook),
         s,
-        &input.context(),
+        &input.id,
         input.event.clone(),
         |event| input.build_job(event),
     )
@@ -308,10 +290,7 @@ pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Res
     let phases = hook.phases();
     let job_json = job_to_json(&input.build_job(&input.event))?;
     let wit_event = event_to_wit(&input.event);
-    let label = CallLabel {
-        namespace: input.namespace.clone(),
-        sink: input.sink.clone(),
-    };
+    let sink = input.id.clone();
     let limits = CallLimits {
         timeout: input.settings.timeout,
         memory_limit_bytes: input.settings.memory_limit_bytes,
@@ -329,9 +308,9 @@ pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Res
         if !present {
             continue;
         }
-        let (hook, label, wit_event, job_json) = (
+        let (hook, sink, wit_event, job_json) = (
             Arc::clone(&hook),
-            label.clone(),
+            sink.clone(),
             wit_event.clone(),
             job_json.clone(),
         );
@@ -339,9 +318,9 @@ pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Res
             let mut samples = Samples::default();
             for round in 0..warmup + iterations {
                 let report = if phase == "on-event" {
-                    call_event_blocking(&hook, &label, limits, &wit_event).1
+                    call_event_blocking(&hook, &sink, limits, &wit_event).1
                 } else {
-                    call_job_blocking(&hook, &label, limits, &wit_event, &job_json).1
+                    call_job_blocking(&hook, &sink, limits, &wit_event, &job_json).1
                 };
                 if round >= warmup {
                     samples.instantiate.push(report.instantiate);
@@ -367,7 +346,7 @@ pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Res
             &engine,
             Some(&hook),
             &input.settings,
-            &input.context(),
+            &input.id,
             input.event.clone(),
             |event| input.build_job(event),
         )
