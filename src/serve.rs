@@ -30,8 +30,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 
-    let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
+    let (registry, metrics) = crate::metrics::registry();
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
 
     // Hooks serve both roles: the receiver runs them, the controller reports HookReady.
@@ -51,8 +50,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             cluster_domain: detect_cluster_domain(args.cluster_domain.as_deref(), &resolv),
         };
         info!(url_example = %cfg.sink_url(&SinkId::new("<namespace>", "<name>")), "sink addresses");
-        let metrics = crate::controller::Metrics::register(&mut registry);
-        let extensions = controller_extensions(&hooks, metrics);
+        let extensions = controller_extensions(&hooks, metrics.clone());
         tasks.spawn(controller::run_with(
             client.clone(),
             cfg,
@@ -104,10 +102,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// How the controller learns about hooks: `HookReady` as an extra dependent of `Ready`,
 /// and a reconcile whenever a hook's state changes.
-pub fn controller_extensions(
-    hooks: &HookRegistry,
-    metrics: crate::controller::Metrics,
-) -> Extensions {
+pub fn controller_extensions(hooks: &HookRegistry, metrics: Metrics) -> Extensions {
     let source = hooks.clone();
     Extensions {
         conditions: vec![Arc::new(move |sink: &JobSink| source.condition(sink))],

@@ -3,7 +3,7 @@
 //!
 //! Layout: [`config`] (where the receiver is reachable), [`conditions`] and [`status`] (pure
 //! status computation), [`template`] (dry-run validation of `spec.job`), `reconcile` (the
-//! I/O orchestration), [`metrics`].
+//! I/O orchestration). Its counters are in [`crate::metrics`].
 //!
 //! Extension point: other parts of the process add dependents of `Ready` through
 //! [`ExtraCondition`] (e.g. `HookReady` from the hook loader), passed in [`Extensions`] to
@@ -13,7 +13,6 @@
 pub mod conditions;
 pub mod config;
 mod error;
-pub mod metrics;
 mod reconcile;
 pub mod status;
 pub mod template;
@@ -30,10 +29,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::crd::{Condition, JobSink};
+use crate::metrics::Metrics;
 
 pub use config::{ControllerConfig, detect_cluster_domain};
 pub use error::Error;
-pub use metrics::Metrics;
 pub use reconcile::{ERROR_BACKOFF_BASE, ERROR_BACKOFF_MAX, RESYNC_PERIOD, backoff_delay};
 
 /// Name the controller reports its Kubernetes Events under.
@@ -69,7 +68,8 @@ pub struct Extensions {
     /// hook. (Reconciling one sink by name needs an unstable kube-runtime feature; a full
     /// pass is cheap: one dry run per sink.)
     pub reconcile_all_on: Option<BoxStream<'static, ()>>,
-    /// Counters, registered by the caller ([`Metrics::register`]); unregistered by default.
+    /// Where reconciliations are counted ([`crate::metrics::registry`]); by default in no
+    /// registry.
     pub metrics: Metrics,
 }
 

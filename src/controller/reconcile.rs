@@ -18,7 +18,8 @@ use crate::crd::{Condition, JobSink, JobSinkSpec, JobSinkStatus, SinkId};
 
 use super::conditions::{FALSE, JOB_TEMPLATE_READY, REASON_INVALID_JOB_TEMPLATE};
 use super::status::desired_status;
-use super::{ControllerConfig, Error, ExtraCondition, Metrics, template};
+use super::{ControllerConfig, Error, ExtraCondition, template};
+use crate::metrics::Metrics;
 
 /// How often every sink is reconciled without a change: picks up what no watch reports, e.g.
 /// a template that became valid because an admission policy or quota changed.
@@ -106,7 +107,7 @@ pub fn error_policy(
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    ctx.metrics.failed(error.metric_label());
+    ctx.metrics.reconcile_failed(error.metric_label());
     let failures = {
         let mut map = ctx.failures.lock().expect("not poisoned");
         let count = map.entry(SinkId::of(obj.as_ref())).or_default();

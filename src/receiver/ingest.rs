@@ -89,7 +89,7 @@ async fn ingest(
     let mut api_time = Duration::ZERO;
     let created = create_objects(&state.client, objects, &mut api_time).await?;
     let own = started.elapsed().saturating_sub(api_time);
-    state.metrics.receiver_overhead.observe(own.as_secs_f64());
+    state.metrics.receiver_overhead(own);
     Ok((created, location(id, &source, &event_id)))
 }
 

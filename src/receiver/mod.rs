@@ -29,7 +29,7 @@ pub use error::ReceiveError;
 
 use crate::crd::SinkId;
 use crate::hook::HookRegistry;
-use crate::metrics::{Metrics, RequestLabels};
+use crate::metrics::Metrics;
 use crate::sinks::SinkCache;
 
 /// Tunables of the receiver.
@@ -118,12 +118,7 @@ async fn dispatch(
     };
     state
         .metrics
-        .request_duration
-        .get_or_create(&RequestLabels {
-            method: method_label,
-            code: response.status().as_u16(),
-        })
-        .observe(started.elapsed().as_secs_f64());
+        .request(method_label, response.status().as_u16(), started.elapsed());
     response
 }
 

@@ -15,7 +15,6 @@ use jobsink::metrics::Metrics;
 use jobsink::receiver::{AppState, ReceiverConfig};
 use jobsink::sinks::SinkCache;
 use kube::{Api, Client};
-use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -71,8 +70,7 @@ fn shared() -> &'static Shared {
                     cluster_domain: "cluster.local".into(),
                     ..Default::default()
                 };
-                let extensions =
-                    jobsink::controller_extensions(&hooks, jobsink::controller::Metrics::default());
+                let extensions = jobsink::controller_extensions(&hooks, Metrics::default());
                 tokio::spawn(jobsink::controller::run_with(
                     client,
                     cfg,
@@ -114,12 +112,11 @@ impl Dispatcher {
         .await
         .expect("shared dispatcher");
         let ns = TestNamespace::new(test).await;
-        let mut registry = Registry::default();
         let state = AppState {
             client: ns.client.clone(),
             sinks,
             config: Arc::new(config),
-            metrics: Metrics::register(&mut registry),
+            metrics: Metrics::default(),
             hooks,
         };
         Self { ns, state }
