@@ -19,6 +19,7 @@ use crate::crd::{Condition, JobSink, JobSinkSpec, JobSinkStatus, SinkId};
 use super::conditions::{FALSE, JOB_TEMPLATE_READY, REASON_INVALID_JOB_TEMPLATE};
 use super::status::desired_status;
 use super::{ControllerConfig, Error, ExtraCondition, template};
+use crate::k8s::{self, Failure};
 use crate::metrics::Metrics;
 
 /// How often every sink is reconciled without a change: picks up what no watch reports, e.g.
@@ -81,10 +82,12 @@ pub async fn reconcile(
     let desired = desired_status(&ctx.cfg, &id, generation, status, conditions, &now);
     if status != Some(&desired) {
         let api = Api::<JobSink>::namespaced(ctx.client.clone(), &id.namespace);
-        match crate::k8s::patch_status(&api, &id.name, status, &desired).await {
+        match k8s::patch_status(&api, &id.name, status, &desired).await {
             Ok(_) => {}
             // Deleted since the watch saw it: nothing left to do, and no retry.
-            Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(Action::await_change()),
+            Err(error) if k8s::failure(&error) == Failure::NotFound => {
+                return Ok(Action::await_change());
+            }
             Err(error) => return Err(Error::PatchStatus(error)),
         }
         info!(ready = ready_status(&desired), "status updated");

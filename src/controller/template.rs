@@ -9,7 +9,7 @@ use kube::{Api, Client};
 use crate::cloudevent::CloudEvent;
 use crate::crd::{Condition, JobSink, SinkId};
 use crate::job::{build_job, job_name};
-use crate::k8s::FIELD_MANAGER;
+use crate::k8s::{self, FIELD_MANAGER, Failure};
 
 use super::Error;
 use super::conditions::{
@@ -58,19 +58,21 @@ pub async fn check(client: &Client, sink: &JobSink) -> TemplateCheck {
 /// means validation passed (a Job of that name exists); anything else leaves the question
 /// open (`Unknown`) and is retried.
 pub fn classify(result: Result<(), kube::Error>) -> TemplateCheck {
-    match result {
-        Ok(()) => valid(),
-        Err(kube::Error::Api(status)) if status.is_already_exists() => valid(),
-        Err(kube::Error::Api(status)) if matches!(status.code, 400 | 422) => TemplateCheck {
+    let Err(error) = result else {
+        return valid();
+    };
+    match k8s::failure(&error) {
+        Failure::Conflict => valid(),
+        Failure::Invalid(message) => TemplateCheck {
             condition: condition(
                 JOB_TEMPLATE_READY,
                 FALSE,
                 Some(REASON_INVALID_JOB_TEMPLATE),
-                Some(&status.message),
+                Some(&message),
             ),
             error: None,
         },
-        Err(error) => TemplateCheck {
+        _ => TemplateCheck {
             condition: condition(
                 JOB_TEMPLATE_READY,
                 UNKNOWN,

@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use super::ReceiveError;
 use crate::crd::SinkId;
 use crate::job::{alternate_job_name, build_secret, job_matches_event, job_name, rename_job};
+use crate::k8s::{self, Failure};
 
 /// Whether this request created the event's objects or found them already there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +45,8 @@ async fn timed<T>(spent: &mut Duration, call: impl Future<Output = T>) -> T {
     out
 }
 
-fn is_status(error: &KubeError, code: u16) -> bool {
-    matches!(error, KubeError::Api(s) if s.code == code)
+fn exists(error: &KubeError) -> bool {
+    k8s::failure(error) == Failure::Conflict
 }
 
 /// What one accepted event creates.
@@ -90,7 +91,7 @@ pub(super) async fn create_objects(
                 info!(job = %name, "created Job and Secret for event");
                 return Ok(Created::New);
             }
-            Err(e) if is_status(&e, 409) => {
+            Err(e) if exists(&e) => {
                 let existing = timed(spent, jobs.get_opt(name)).await;
                 let Some(existing) = existing.map_err(api("get_job"))? else {
                     // Deleted between our create and get: a retry starts afresh.
@@ -125,7 +126,7 @@ async fn create_secret(
     let secret = build_secret(job, stored);
     let error = match timed(spent, secrets.create(&PostParams::default(), &secret)).await {
         Ok(_) => return Ok(()),
-        Err(e) if is_status(&e, 409) => return Ok(()),
+        Err(e) if exists(&e) => return Ok(()),
         Err(e) => e,
     };
     let name = job.metadata.name.clone().unwrap_or_default();
@@ -156,7 +157,7 @@ async fn ensure_secret(
             info!(job = ?job.metadata.name, "repaired missing Secret of an existing Job");
             Ok(())
         }
-        Err(e) if is_status(&e, 409) => Ok(()),
+        Err(e) if exists(&e) => Ok(()),
         Err(e) => Err(api("create_secret")(e)),
     }
 }

@@ -8,6 +8,7 @@ use tracing::{error, warn};
 
 use crate::cloudevent::DecodeError;
 use crate::crd::SinkId;
+use crate::k8s::{self, Failure};
 
 /// Why a request to the receiver was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -93,10 +94,9 @@ impl ReceiveError {
 /// 503 for API failures a retry can fix (throttling, API server unavailable or timing out),
 /// 500 otherwise.
 fn api_status(error: &kube::Error) -> StatusCode {
-    match error {
-        kube::Error::Api(s) if matches!(s.code, 429 | 503 | 504) => StatusCode::SERVICE_UNAVAILABLE,
-        kube::Error::Api(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
+    match k8s::failure(error) {
+        Failure::Transient => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
