@@ -36,7 +36,7 @@ async fn repeated_memory_bombs_fail_at_their_limit_without_growing_the_process()
         .load(&plugin("bad_memory"), "", None, &settings)
         .expect("bad_memory loads");
     let ctx = SinkId::new("default", "bomb");
-    let bomb = || run_hooks(&engine, Some(&hook), &settings, &ctx, event(), build_job);
+    let bomb = || run_hooks(&engine, Ok(&hook), &settings, &ctx, event(), build_job);
 
     // One round first, so that lazily initialised runtime state is in the baseline.
     assert!(bomb().await.is_err());

@@ -14,6 +14,7 @@ use jobsink::hook::{
     EngineConfig, HookEngine, HookError, HookNote, HookOutput, HookRefusal, HookSettings,
     LoadError, LoadedHook, Phase, run_hooks,
 };
+use jobsink::receiver::ReceiveError;
 use k8s_openapi::api::batch::v1::Job;
 use support::hooks::{build_job, event, event_with_data, plugin};
 
@@ -53,12 +54,17 @@ async fn run(
     event: CloudEvent,
 ) -> (Result<HookOutput, HookRefusal>, bool) {
     let built = AtomicBool::new(false);
-    let result = run_hooks(engine, Some(hook), settings, &ctx(), event, |event| {
+    let result = run_hooks(engine, Ok(hook), settings, &ctx(), event, |event| {
         built.store(true, Ordering::SeqCst);
         build_job(event)
     })
     .await;
     (result, built.load(Ordering::SeqCst))
+}
+
+/// The HTTP status the receiver answers a refusal with.
+fn answer(refusal: &HookRefusal) -> u16 {
+    ReceiveError::from(refusal.clone()).status().as_u16()
 }
 
 fn failed(result: Result<HookOutput, HookRefusal>) -> HookError {
@@ -123,7 +129,7 @@ async fn a_panic_under_fail_policy_refuses_the_event_and_builds_no_job() {
     let engine = engine();
     let hook = load(&engine, "bad_panic", "");
     let (result, built) = run(&engine, &hook, &HookSettings::default(), event()).await;
-    let refusal = result.as_ref().err().map(HookRefusal::status_code);
+    let refusal = result.as_ref().err().map(answer);
     match failed(result) {
         HookError::Trapped(message) => {
             assert!(message.contains("bad-panic always panics"), "{message}")
@@ -259,7 +265,7 @@ async fn a_rejection_answers_with_its_code_reason_and_message() {
         rejection.message,
         "events from my/curl/command are not accepted by this sink"
     );
-    assert_eq!(result.unwrap_err().status_code(), 403);
+    assert_eq!(answer(&result.unwrap_err()), 403);
     assert!(!built);
 }
 
@@ -386,19 +392,23 @@ async fn resources_from_data_sets_resources_and_the_kueue_queue() {
 #[tokio::test]
 async fn a_declared_hook_that_is_not_loaded_answers_503_or_goes_on_under_ignore() {
     let engine = engine();
+    let why = "its ConfigMap has not been loaded yet";
     let result = run_hooks(
         &engine,
-        None,
+        Err(why),
         &HookSettings::default(),
         &ctx(),
         event(),
         build_job,
     )
     .await;
-    assert_eq!(result.as_ref().err(), Some(&HookRefusal::NotLoaded));
-    assert_eq!(result.unwrap_err().status_code(), 503);
+    assert_eq!(
+        result.as_ref().err(),
+        Some(&HookRefusal::NotLoaded(why.into()))
+    );
+    assert_eq!(answer(&result.unwrap_err()), 503);
 
-    let output = run_hooks(&engine, None, &ignoring(), &ctx(), event(), build_job)
+    let output = run_hooks(&engine, Err(why), &ignoring(), &ctx(), event(), build_job)
         .await
         .expect("ignored");
     assert_eq!(

@@ -30,7 +30,7 @@ pub use engine::HookEngine;
 pub use error::{HookError, MAX_GUEST_TEXT_BYTES};
 pub use loader::{LoadError, LoadedHook, MAX_COMPONENT_BYTES, Phases};
 pub use pipeline::{HookNote, HookOutput, HookRefusal, Phase, run_hooks};
-pub use registry::{HOOK_READY, HookRegistry, HookState, HookView};
+pub use registry::{HOOK_READY, HookRegistry, HookState};
 pub use settings::{
     DEFAULT_MEMORY_LIMIT_BYTES, DEFAULT_TIMEOUT, HookSettings, MAX_MEMORY_LIMIT_BYTES, MAX_TIMEOUT,
 };

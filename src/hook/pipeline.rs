@@ -104,27 +104,28 @@ pub struct HookOutput {
     pub notes: Vec<HookNote>,
 }
 
-/// Why nothing may be created for the event.
+/// Why nothing may be created for the event. The receiver turns it into its answer
+/// (`receiver::ReceiveError::Hook`, mapped to HTTP in `receiver/error.rs`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum HookRefusal {
-    /// The hook rejected the event (Enforce mode): answer with the rejection.
-    #[error("rejected by the sink's hook: {} {}: {}", .0.code, .0.reason, .0.message)]
+    /// The hook rejected the event (Enforce mode): the sender gets the rejection.
+    #[error("event rejected by the sink's hook: {}: {}", .0.reason, .0.message)]
     Rejected(Rejection),
-    /// The hook failed under `failurePolicy: Fail`: answer 500 so the sender retries.
+    /// The hook failed under `failurePolicy: Fail`: the sender should retry.
     #[error("the sink's hook failed: {0}")]
-    Failed(HookError),
-    /// The hook is declared but not loaded, under `failurePolicy: Fail`: answer 503.
-    #[error("the sink's hook is not loaded")]
-    NotLoaded,
+    Failed(#[source] HookError),
+    /// The hook is declared but not loaded, under `failurePolicy: Fail`, with the reason.
+    #[error("the sink's hook is not loaded yet: {0}")]
+    NotLoaded(String),
 }
 
 impl HookRefusal {
-    /// The HTTP status for the sender: the rejection's (clamped) code, 500 or 503.
-    pub fn status_code(&self) -> u16 {
+    /// A low-cardinality name for metrics.
+    pub fn label(&self) -> &'static str {
         match self {
-            HookRefusal::Rejected(rejection) => rejection.code,
-            HookRefusal::Failed(_) => 500,
-            HookRefusal::NotLoaded => 503,
+            HookRefusal::Rejected(_) => "rejected",
+            HookRefusal::Failed(_) => "failed",
+            HookRefusal::NotLoaded(_) => "not_loaded",
         }
     }
 }
@@ -141,12 +142,14 @@ pub(crate) struct PhaseRun {
 }
 
 /// Runs the sink's hook over one event: `on-event`, then `build_job` on the resulting
-/// event, then `on-job`. `hook` is `None` when the sink declares a hook that is not loaded.
+/// event, then `on-job`. `hook` is the loaded component, or why the sink's hook is not
+/// loaded. Most callers want [`HookRegistry::run`](super::HookRegistry::run), which finds
+/// both for a sink and records the outcome.
 ///
 /// `build_job` is called only when the event goes on; on a refusal nothing is built.
 pub async fn run_hooks(
     engine: &HookEngine,
-    hook: Option<&Arc<LoadedHook>>,
+    hook: Result<&Arc<LoadedHook>, &str>,
     settings: &HookSettings,
     sink: &SinkId,
     event: CloudEvent,
@@ -160,7 +163,7 @@ pub async fn run_hooks(
 /// [`run_hooks`], also returning how each phase ran.
 pub(crate) async fn run_traced(
     engine: &HookEngine,
-    hook: Option<&Arc<LoadedHook>>,
+    hook: Result<&Arc<LoadedHook>, &str>,
     settings: &HookSettings,
     sink: &SinkId,
     event: CloudEvent,
@@ -172,16 +175,21 @@ pub(crate) async fn run_traced(
         sink,
         notes: Vec::new(),
     };
-    let Some(hook) = hook else {
-        return match policy.settle::<()>(Phase::Load, Err(HookError::NotLoaded)) {
-            Err(HookRefusal::Failed(HookError::NotLoaded)) => (Err(HookRefusal::NotLoaded), runs),
-            Err(refusal) => (Err(refusal), runs),
-            Ok(_) => {
-                let job = build_job(&event);
-                let notes = policy.notes;
-                (Ok(HookOutput { event, job, notes }), runs)
-            }
-        };
+    let hook = match hook {
+        Ok(hook) => hook,
+        Err(why) => {
+            return match policy.settle::<()>(Phase::Load, Err(HookError::NotLoaded)) {
+                Err(HookRefusal::Failed(HookError::NotLoaded)) => {
+                    (Err(HookRefusal::NotLoaded(why.to_owned())), runs)
+                }
+                Err(refusal) => (Err(refusal), runs),
+                Ok(_) => {
+                    let job = build_job(&event);
+                    let notes = policy.notes;
+                    (Ok(HookOutput { event, job, notes }), runs)
+                }
+            };
+        }
     };
 
     let mut event = event;

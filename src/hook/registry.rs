@@ -1,15 +1,18 @@
-//! The hooks of the cluster's JobSinks: watches each ConfigMap that a `spec.hook` names,
-//! loads its component off the request path, swaps it in atomically, keeps the last good
-//! version on a bad update, and reports the outcome as the `HookReady` condition (read by the
-//! controller) and as Kubernetes Events on the JobSink.
+//! The hooks of the cluster's JobSinks, and the one call that runs a sink's hook over an
+//! event ([`HookRegistry::run`]).
 //!
-//! Calls in flight keep the `Arc<LoadedHook>` they started with, so a swap never disturbs
-//! them. A dispatcher never exits because of a hook: every failure becomes state here.
+//! Watches each ConfigMap that a `spec.hook` names, loads its component off the request
+//! path, swaps it in atomically, keeps the last good version on a bad update, and reports the
+//! outcome as the `HookReady` condition (read by the controller) and as Kubernetes Events on
+//! the JobSink. Calls in flight keep the `Arc<LoadedHook>` they started with, so a swap never
+//! disturbs them. A dispatcher never exits because of a hook: every failure becomes state
+//! here. See `docs/hooks.md#loading-and-reload`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -19,8 +22,10 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{HookEngine, HookNote, HookSettings, LoadedHook};
+use super::{HookEngine, HookNote, HookRefusal, HookSettings, LoadedHook, run_hooks};
+use crate::cloudevent::CloudEvent;
 use crate::crd::{Condition, HookSpec, JobSink, SinkId};
+use crate::metrics::Metrics;
 
 /// Type of the condition this registry reports on each JobSink with a hook.
 pub const HOOK_READY: &str = "HookReady";
@@ -41,14 +46,8 @@ pub enum HookState {
     Failed { reason: String, message: String },
 }
 
-/// What the receiver needs to run a sink's hook.
-#[derive(Clone, Debug)]
-pub struct HookView {
-    pub settings: HookSettings,
-    /// `None` while no version has ever loaded (or the ConfigMap is gone).
-    pub hook: Option<Arc<LoadedHook>>,
-    pub config: String,
-}
+/// Why a sink's hook is not loaded, before the registry has a better reason.
+const NOT_LOADED_YET: &str = "its ConfigMap has not been loaded yet";
 
 struct Entry {
     spec: HookSpec,
@@ -66,6 +65,7 @@ struct Entry {
 struct Inner {
     engine: HookEngine,
     client: Client,
+    metrics: Metrics,
     recorder: Recorder,
     entries: Mutex<HashMap<SinkId, Entry>>,
     changed: broadcast::Sender<SinkId>,
@@ -79,7 +79,9 @@ pub struct HookRegistry {
 }
 
 impl HookRegistry {
-    pub fn new(engine: HookEngine, client: Client) -> Self {
+    /// The registry of a process; hook outcomes are counted in `metrics`. Nothing is
+    /// watched until [`HookRegistry::spawn`].
+    pub fn new(engine: HookEngine, client: Client, metrics: Metrics) -> Self {
         let reporter = Reporter {
             controller: "jobsink-hooks".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -90,6 +92,7 @@ impl HookRegistry {
                 engine,
                 recorder: Recorder::new(client.clone(), reporter),
                 client,
+                metrics,
                 entries: Mutex::default(),
                 changed,
                 next_generation: Default::default(),
@@ -97,24 +100,58 @@ impl HookRegistry {
         }
     }
 
-    pub fn engine(&self) -> &HookEngine {
-        &self.inner.engine
-    }
-
     /// Notifications naming a sink whose hook state changed (for the controller).
     pub fn subscribe(&self) -> broadcast::Receiver<SinkId> {
         self.inner.changed.subscribe()
     }
 
-    /// The sink's hook as the receiver runs it; `None` when the sink declares no hook.
-    pub fn view(&self, sink: &SinkId) -> Option<HookView> {
-        let entries = self.entries();
-        let e = entries.get(sink)?;
-        Some(HookView {
-            settings: e.settings.clone(),
-            hook: e.current.clone(),
-            config: e.spec.config.clone().unwrap_or_default(),
-        })
+    /// Runs `sink`'s hook over one event and returns the event to store and the Job to
+    /// create; `build_job` builds the Job from the event `on-event` left. Without
+    /// `spec.hook` that is all it does.
+    ///
+    /// The sink's settings and component are the registry's; a sink it has not seen yet runs
+    /// with the settings of its spec and counts as not loaded. Every note and refusal is
+    /// counted in `jobsink_hook_outcomes_total`, and notes are published as Kubernetes
+    /// Events on the JobSink.
+    pub async fn run(
+        &self,
+        sink: &JobSink,
+        event: CloudEvent,
+        build_job: impl FnOnce(&CloudEvent) -> Job,
+    ) -> Result<(CloudEvent, Job), HookRefusal> {
+        let Some(spec) = &sink.spec.hook else {
+            let job = build_job(&event);
+            return Ok((event, job));
+        };
+        let id = SinkId::of(sink);
+        let (settings, hook) = match self.entries().get(&id) {
+            Some(e) => {
+                let why = match &e.state {
+                    HookState::Failed { message, .. } => message.clone(),
+                    HookState::Loading | HookState::Ready => NOT_LOADED_YET.to_owned(),
+                };
+                (e.settings.clone(), e.current.clone().ok_or(why))
+            }
+            None => (
+                HookSettings::from_spec(spec),
+                Err(NOT_LOADED_YET.to_owned()),
+            ),
+        };
+        let hook = hook.as_ref().map_err(String::as_str);
+        let result = run_hooks(&self.inner.engine, hook, &settings, &id, event, build_job).await;
+        match result {
+            Ok(output) => {
+                for note in &output.notes {
+                    self.inner.metrics.hook(&id, note.reason());
+                    self.record_note(&id, note);
+                }
+                Ok((output.event, output.job))
+            }
+            Err(refusal) => {
+                self.inner.metrics.hook(&id, refusal.label());
+                Err(refusal)
+            }
+        }
     }
 
     /// The sink's hook state; `None` when it declares no hook (or is not known yet).
@@ -146,7 +183,7 @@ impl HookRegistry {
     /// Publishes what a hook did although the event went on (Monitor mode, ignored
     /// failures) as a Kubernetes Event on the JobSink, off the request path. Repeated notes
     /// are folded into an event series by the recorder.
-    pub fn record_note(&self, sink: &SinkId, note: &HookNote) {
+    fn record_note(&self, sink: &SinkId, note: &HookNote) {
         let sink = match self.entries().get(sink) {
             Some(e) => e.sink.clone(),
             None => return,

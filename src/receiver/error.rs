@@ -8,6 +8,7 @@ use tracing::{error, warn};
 
 use crate::cloudevent::DecodeError;
 use crate::crd::SinkId;
+use crate::hook::HookRefusal;
 use crate::k8s::{self, Failure};
 
 /// Why a request to the receiver was not accepted.
@@ -34,16 +35,8 @@ pub enum ReceiveError {
          (an event is stored in a Secret; see --max-event-bytes)"
     )]
     EventTooLarge { size: usize, limit: usize },
-    #[error("event rejected by the sink's hook: {reason}: {message}")]
-    HookRejected {
-        code: u16,
-        reason: String,
-        message: String,
-    },
-    #[error("the sink's hook failed: {0}")]
-    HookFailed(String),
-    #[error("the sink's hook is not loaded yet: {0}")]
-    HookNotLoaded(String),
+    #[error(transparent)]
+    Hook(#[from] HookRefusal),
     #[error("no Job exists for this event")]
     NoSuchJob,
     #[error("Kubernetes API call {operation} failed: {source}")]
@@ -63,13 +56,17 @@ impl ReceiveError {
         match self {
             NoRoute(_) | UnknownSink(_) | NoSuchJob => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            SinkNotReady { .. } | Starting | HookNotLoaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SinkNotReady { .. } | Starting => StatusCode::SERVICE_UNAVAILABLE,
+            // A malformed event does not become valid by sending it again.
             BadEvent(_) | BodyRead(_) => StatusCode::BAD_REQUEST,
             BodyTooLarge { .. } | EventTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            HookRejected { code, .. } => {
-                StatusCode::from_u16(*code).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
+            // The rejection's code, already one of the allowed 4xx codes.
+            Hook(HookRefusal::Rejected(rejection)) => {
+                StatusCode::from_u16(rejection.code).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
             }
-            HookFailed(_) | Conflict(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            // A failure under `failurePolicy: Fail`: the sender retries.
+            Hook(HookRefusal::Failed(_)) | Conflict(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Hook(HookRefusal::NotLoaded(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Api { source, .. } => api_status(source),
         }
     }
@@ -83,8 +80,8 @@ impl ReceiveError {
             SinkNotReady { .. } | Starting => "not_ready",
             BadEvent(_) | BodyRead(_) => "invalid",
             BodyTooLarge { .. } | EventTooLarge { .. } => "too_large",
-            HookRejected { .. } => "rejected",
-            HookFailed(_) | HookNotLoaded(_) => "hook_error",
+            Hook(HookRefusal::Rejected(_)) => "rejected",
+            Hook(HookRefusal::Failed(_) | HookRefusal::NotLoaded(_)) => "hook_error",
             NoSuchJob => "no_job",
             Api { .. } | Conflict(_) => "error",
         }
@@ -111,7 +108,9 @@ impl IntoResponse for ReceiveError {
                 // Expected while a sink or its hook is being set up: the sender retries.
                 ReceiveError::SinkNotReady { .. }
                 | ReceiveError::Starting
-                | ReceiveError::HookNotLoaded(_) => warn!(error = %self, "event refused for now"),
+                | ReceiveError::Hook(HookRefusal::NotLoaded(_)) => {
+                    warn!(error = %self, "event refused for now")
+                }
                 _ if status.is_server_error() => error!(error = %self, "request failed"),
                 _ => {}
             }

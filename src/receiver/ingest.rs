@@ -1,21 +1,20 @@
 //! `POST /<namespace>/<jobsink>`: one CloudEvent in, one Job (and its Secret) out.
 //!
-//! decode and validate -> look up the sink -> hook (`on-event`, build the Job, `on-job`) ->
-//! size check -> create Job and Secret. Nothing is created unless every step before passed.
+//! look up the sink -> decode and validate -> the sink's hook (`on-event`, build the Job,
+//! `on-job`; just the build without a hook) -> size check -> create Job and Secret. Nothing
+//! is created unless every step before passed. See `docs/architecture.md`.
 
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use k8s_openapi::api::batch::v1::Job;
 use tracing::{Span, debug};
 
 use super::create::{Created, EventObjects, create_objects};
 use super::{AppState, ReceiveError};
 use crate::cloudevent::{self, CloudEvent};
-use crate::crd::{JobSink, SinkId};
-use crate::hook::{HookRefusal, HookSettings, run_hooks};
+use crate::crd::SinkId;
 use crate::job::{self, job_name};
 use crate::location::location;
 use crate::sinks::{CachedSink, Readiness, decoded, readiness};
@@ -70,7 +69,8 @@ async fn ingest(
     // Identity is the event as received, whatever a hook does to it.
     let (source, event_id) = (event.source.clone(), event.id.clone());
     let primary = job_name(&id.name, &source, &event_id);
-    let (event, job) = shape(state, sink, &primary, event).await?;
+    let build = |event: &CloudEvent| job::build_job(sink, &primary, event);
+    let (event, job) = state.hooks.run(sink, event, build).await?;
 
     let stored = cloudevent::to_json(&event);
     let max = state.config.max_event_bytes;
@@ -91,71 +91,6 @@ async fn ingest(
     let own = started.elapsed().saturating_sub(api_time);
     state.metrics.receiver_overhead(own);
     Ok((created, location(id, &source, &event_id)))
-}
-
-/// The event to store and the Job to create: straight from the template, or through the
-/// sink's hook when it has one.
-async fn shape(
-    state: &AppState,
-    sink: &JobSink,
-    job_name: &str,
-    event: CloudEvent,
-) -> Result<(CloudEvent, Job), ReceiveError> {
-    let build = |event: &CloudEvent| job::build_job(sink, job_name, event);
-    let Some(spec) = sink.spec.hook.as_ref() else {
-        let job = build(&event);
-        return Ok((event, job));
-    };
-    let id = SinkId::of(sink);
-    let view = state.hooks.view(&id);
-    let settings = view
-        .as_ref()
-        .map(|v| v.settings.clone())
-        .unwrap_or_else(|| HookSettings::from_spec(spec));
-    let loaded = view.and_then(|v| v.hook);
-    let result = run_hooks(
-        state.hooks.engine(),
-        loaded.as_ref(),
-        &settings,
-        &id,
-        event,
-        build,
-    )
-    .await;
-    match result {
-        Ok(output) => {
-            for note in &output.notes {
-                state.metrics.hook(&id, note.reason());
-                state.hooks.record_note(&id, note);
-            }
-            Ok((output.event, output.job))
-        }
-        Err(refusal) => {
-            state.metrics.hook(&id, refusal_label(&refusal));
-            Err(match refusal {
-                HookRefusal::Rejected(r) => ReceiveError::HookRejected {
-                    code: r.code,
-                    reason: r.reason,
-                    message: r.message,
-                },
-                HookRefusal::Failed(e) => ReceiveError::HookFailed(e.to_string()),
-                HookRefusal::NotLoaded => {
-                    ReceiveError::HookNotLoaded(match state.hooks.state(&id) {
-                        Some(crate::hook::HookState::Failed { message, .. }) => message,
-                        _ => "its ConfigMap has not been loaded yet".to_string(),
-                    })
-                }
-            })
-        }
-    }
-}
-
-fn refusal_label(refusal: &HookRefusal) -> &'static str {
-    match refusal {
-        HookRefusal::Rejected(_) => "rejected",
-        HookRefusal::Failed(_) => "failed",
-        HookRefusal::NotLoaded => "not_loaded",
-    }
 }
 
 fn not_ready(sink: &SinkId, why: String) -> ReceiveError {

@@ -23,6 +23,7 @@ use super::wasm_config::EngineConfig;
 use crate::cloudevent::CloudEvent;
 use crate::crd::{JobSink, JobSinkSpec, SinkId};
 use crate::job::{build_job, job_name};
+use crate::receiver::ReceiveError;
 
 /// `jobsink hook run`: one event through a hook, as the dispatcher would run it.
 #[derive(clap::Args, Debug, Clone)]
@@ -75,7 +76,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (text, refused) = run_input(&input, args.full_job).await?;
     print!("{text}");
     match refused {
-        Some(refusal) => anyhow::bail!("the hook refused the event ({})", refusal.status_code()),
+        Some(refusal) => anyhow::bail!("the hook refused the event ({})", answer(&refusal)),
         None => Ok(()),
     }
 }
@@ -89,6 +90,11 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let input = Input::read(&args.wasm, &event, args.sink.as_deref(), args.config)?;
     print!("{}", bench_input(&input, args.iterations.max(1)).await?);
     Ok(())
+}
+
+/// The HTTP status a sender would get for `refusal`.
+fn answer(refusal: &HookRefusal) -> u16 {
+    ReceiveError::from(refusal.clone()).status().as_u16()
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {
@@ -215,7 +221,7 @@ pub(crate) async fn run_input(
     let unhooked = input.build_job(&input.event);
     let (result, runs) = run_traced(
         &engine,
-        Some(&hook),
+        Ok(&hook),
         s,
         &input.id,
         input.event.clone(),
@@ -247,11 +253,7 @@ pub(crate) async fn run_input(
     let output = match result {
         Ok(output) => output,
         Err(refusal) => {
-            writeln!(
-                out,
-                "decision: refused, {} ({refusal})",
-                refusal.status_code()
-            )?;
+            writeln!(out, "decision: refused, {} ({refusal})", answer(&refusal))?;
             return Ok((out, Some(refusal)));
         }
     };
@@ -344,7 +346,7 @@ pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Res
         let start = Instant::now();
         let (result, _) = run_traced(
             &engine,
-            Some(&hook),
+            Ok(&hook),
             &input.settings,
             &input.id,
             input.event.clone(),
@@ -445,7 +447,7 @@ mod tests {
             run_input(&input("reject_by_source", Some("https://trusted/")), false)
                 .await
                 .expect("runs");
-        assert_eq!(refusal.map(|r| r.status_code()), Some(403), "{text}");
+        assert_eq!(refusal.as_ref().map(answer), Some(403), "{text}");
         assert!(text.contains("decision: refused, 403"), "{text}");
     }
 
