@@ -19,6 +19,7 @@ pub mod template;
 
 use std::sync::{Arc, Mutex};
 
+use anyhow::Context as _;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use kube::core::error_boundary::DeserializeGuard;
@@ -94,7 +95,7 @@ pub async fn run_with(
     sinks
         .list_metadata(&kube::api::ListParams::default().limit(1))
         .await
-        .map_err(|e| anyhow::anyhow!("cannot list JobSinks (is deploy/crd.yaml applied?): {e}"))?;
+        .context("cannot list JobSinks (is deploy/crd.yaml applied?)")?;
     let Extensions {
         conditions,
         reconcile_all_on,

@@ -46,7 +46,7 @@ pub struct Context {
 /// A JobSink as far as reconcile could read it.
 struct Observed {
     /// The sink, or why its `spec` does not decode (e.g. `spec.job.spec.completions: "x"`).
-    sink: Result<JobSink, String>,
+    sink: Result<JobSink, serde_json::Error>,
     /// The stored status, if it decodes.
     status: Option<JobSinkStatus>,
 }
@@ -143,14 +143,12 @@ async fn read_undecodable(client: &Client, id: &SinkId, error: &str) -> Result<O
         .and_then(|s| serde_json::from_value(s.clone()).ok());
     let spec = object.data.get("spec").cloned().unwrap_or_default();
     debug!(%error, "JobSink does not decode");
-    let sink = serde_json::from_value::<JobSinkSpec>(spec)
-        .map(|spec| {
-            let mut sink = JobSink::new(&id.name, spec);
-            sink.metadata = object.metadata;
-            sink.status.clone_from(&status);
-            sink
-        })
-        .map_err(|e| e.to_string());
+    let sink = serde_json::from_value::<JobSinkSpec>(spec).map(|spec| {
+        let mut sink = JobSink::new(&id.name, spec);
+        sink.metadata = object.metadata;
+        sink.status.clone_from(&status);
+        sink
+    });
     Ok(Observed { sink, status })
 }
 

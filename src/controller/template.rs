@@ -86,7 +86,7 @@ pub fn classify(result: Result<(), kube::Error>) -> TemplateCheck {
 
 /// The condition of a sink whose `spec.job` is not even a `batch/v1` Job (wrong field types),
 /// so no Job can be built from it.
-pub fn undecodable(error: &str) -> Condition {
+pub fn undecodable(error: &serde_json::Error) -> Condition {
     let message = format!("spec.job is not a valid batch/v1 Job: {error}");
     condition(
         JOB_TEMPLATE_READY,

@@ -42,7 +42,7 @@ impl HookEngine {
     /// ticker.
     pub fn new(cfg: EngineConfig) -> Result<Self, EngineError> {
         let (engine, allocator) = wasm_config::build(&cfg)?;
-        let linker = linker(&engine).map_err(|e| EngineError::Create(format!("{e:#}")))?;
+        let linker = linker(&engine).map_err(EngineError::Create)?;
         wasm_config::start_epoch_ticker(&engine);
         tracing::info!(
             ?allocator,

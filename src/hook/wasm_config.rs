@@ -67,8 +67,8 @@ pub enum Allocator {
 /// The engine could not be built at all.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("creating the wasm engine: {0}")]
-    Create(String),
+    #[error("creating the wasm engine: {0:#}")]
+    Create(#[source] wasmtime::Error),
     #[error("max_concurrency must be between 1 and {max}, got {got}")]
     Concurrency { got: usize, max: usize },
 }
@@ -85,15 +85,14 @@ pub(crate) fn build(cfg: &EngineConfig) -> Result<(Engine, Allocator), EngineErr
         });
     }
     if !cfg.pooling {
-        let engine = Engine::new(&base_config()).map_err(|e| EngineError::Create(e.to_string()))?;
+        let engine = Engine::new(&base_config()).map_err(EngineError::Create)?;
         return Ok((engine, Allocator::OnDemand { reason: None }));
     }
     match pooling_engine(cfg.max_concurrency) {
         Ok(engine) => Ok((engine, Allocator::Pooling)),
         Err(reason) => {
             tracing::warn!(%reason, "pooling allocator unavailable, using on-demand allocation");
-            let engine =
-                Engine::new(&base_config()).map_err(|e| EngineError::Create(e.to_string()))?;
+            let engine = Engine::new(&base_config()).map_err(EngineError::Create)?;
             Ok((
                 engine,
                 Allocator::OnDemand {

@@ -9,6 +9,7 @@ use tracing::{error, warn};
 use crate::cloudevent::DecodeError;
 use crate::crd::SinkId;
 use crate::hook::HookRefusal;
+use crate::job::EventTooLarge;
 use crate::k8s::{self, Failure};
 
 /// Why a request to the receiver was not accepted.
@@ -29,12 +30,9 @@ pub enum ReceiveError {
     #[error("request body is larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("reading the request body failed: {0}")]
-    BodyRead(String),
-    #[error(
-        "the event takes {size} bytes as stored, over the limit of {limit} bytes \
-         (an event is stored in a Secret; see --max-event-bytes)"
-    )]
-    EventTooLarge { size: usize, limit: usize },
+    BodyRead(#[source] axum::Error),
+    #[error("{0} (an event is stored in a Secret; see --max-event-bytes)")]
+    EventTooLarge(#[from] EventTooLarge),
     #[error(transparent)]
     Hook(#[from] HookRefusal),
     #[error("no Job exists for this event")]
@@ -59,7 +57,7 @@ impl ReceiveError {
             SinkNotReady { .. } | Starting => StatusCode::SERVICE_UNAVAILABLE,
             // A malformed event does not become valid by sending it again.
             BadEvent(_) | BodyRead(_) => StatusCode::BAD_REQUEST,
-            BodyTooLarge { .. } | EventTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyTooLarge { .. } | EventTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             // The rejection's code, already one of the allowed 4xx codes.
             Hook(HookRefusal::Rejected(rejection)) => {
                 StatusCode::from_u16(rejection.code).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
@@ -79,7 +77,7 @@ impl ReceiveError {
             UnknownSink(_) => "unknown_sink",
             SinkNotReady { .. } | Starting => "not_ready",
             BadEvent(_) | BodyRead(_) => "invalid",
-            BodyTooLarge { .. } | EventTooLarge { .. } => "too_large",
+            BodyTooLarge { .. } | EventTooLarge(_) => "too_large",
             Hook(HookRefusal::Rejected(_)) => "rejected",
             Hook(HookRefusal::Failed(_) | HookRefusal::NotLoaded(_)) => "hook_error",
             NoSuchJob => "no_job",

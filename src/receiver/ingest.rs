@@ -73,11 +73,7 @@ async fn ingest(
     let (event, job) = state.hooks.run(sink, event, build).await?;
 
     let stored = cloudevent::to_json(&event);
-    let max = state.config.max_event_bytes;
-    job::check_event_size(stored.len(), max).map_err(|_| ReceiveError::EventTooLarge {
-        size: stored.len(),
-        limit: max,
-    })?;
+    job::check_event_size(stored.len(), state.config.max_event_bytes)?;
 
     let objects = EventObjects {
         sink: id,
@@ -120,6 +116,6 @@ fn body_error(error: axum::Error, limit: usize) -> ReceiveError {
     if is_limit {
         ReceiveError::BodyTooLarge { limit }
     } else {
-        ReceiveError::BodyRead(error.to_string())
+        ReceiveError::BodyRead(error)
     }
 }
