@@ -13,9 +13,9 @@ use std::time::Duration;
 use jobsink::controller::{self, ControllerConfig, Extensions, conditions};
 use jobsink::crd::{Condition, JobSink};
 use kube::api::{ApiResource, DynamicObject};
-use kube::{Api, CustomResourceExt, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::Value;
-use support::{CONVERGE, TestNamespace, eventually, kubectl};
+use support::{CONVERGE, TestNamespace, eventually, install_crd, kubectl};
 use tokio_util::sync::CancellationToken;
 
 const SEEDS: [&str; 4] = [
@@ -82,26 +82,6 @@ fn reconciles(calls: &Calls, ns: &str, name: &str) -> usize {
         .get(&format!("{ns}/{name}"))
         .copied()
         .unwrap_or(0)
-}
-
-fn install_crd() {
-    let mut last_error = String::new();
-    for _ in 0..3 {
-        let (ok, _, err) = kubectl(&["apply", "-f", "deploy/crd.yaml"], None);
-        if ok {
-            let established = [
-                "wait",
-                "--for=condition=Established",
-                "crd/jobsinks.sinks.knative.dev",
-                "--timeout=60s",
-            ];
-            let (ok, _, err) = kubectl(&established, None);
-            assert!(ok, "the JobSink CRD never became established: {err}");
-            return;
-        }
-        last_error = err;
-    }
-    panic!("applying deploy/crd.yaml failed: {last_error}");
 }
 
 /// JobSinks read untyped, so that one whose spec does not decode can be read too.
@@ -410,15 +390,4 @@ async fn a_spec_job_that_is_not_a_job_is_reported_and_other_sinks_still_become_r
         "sinks.knative.dev/job-sink-name=garbled"
     );
     wait_ready(&api, "fine", "True").await;
-}
-
-#[test]
-fn the_crd_under_test_is_the_generated_one() {
-    let committed = std::fs::read_to_string("deploy/crd.yaml").unwrap();
-    assert_eq!(
-        committed,
-        jobsink::crd::crd_yaml(),
-        "run `cargo run -- crd > deploy/crd.yaml`"
-    );
-    assert_eq!(JobSink::crd_name(), "jobsinks.sinks.knative.dev");
 }

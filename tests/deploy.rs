@@ -6,33 +6,9 @@ mod support;
 
 use std::path::Path;
 
-use support::{TestNamespace, kubectl};
+use support::{TestNamespace, install_crd, kubectl};
 
 const CRD_PATH: &str = "deploy/crd.yaml";
-
-/// Installs the CRD for real and waits until it serves, so that dry runs of JobSinks work.
-fn install_crd() {
-    // Several test binaries may create it at once: a lost race is retried as an update.
-    let mut last_error = String::new();
-    for _ in 0..3 {
-        let (ok, _, err) = kubectl(&["apply", "-f", CRD_PATH], None);
-        if ok {
-            let (ok, _, err) = kubectl(
-                &[
-                    "wait",
-                    "--for=condition=Established",
-                    "crd/jobsinks.sinks.knative.dev",
-                    "--timeout=60s",
-                ],
-                None,
-            );
-            assert!(ok, "the JobSink CRD never became established: {err}");
-            return;
-        }
-        last_error = err;
-    }
-    panic!("applying {CRD_PATH} failed: {last_error}");
-}
 
 #[test]
 fn the_committed_crd_is_the_one_generated_from_the_types() {

@@ -15,7 +15,7 @@ use jobsink::hook::{
     LoadError, LoadedHook, Phase, run_hooks,
 };
 use jobsink::receiver::ReceiveError;
-use k8s_openapi::api::batch::v1::Job;
+use support::first_container;
 use support::hooks::{build_job, event, event_with_data, plugin};
 
 fn engine() -> HookEngine {
@@ -72,17 +72,6 @@ fn failed(result: Result<HookOutput, HookRefusal>) -> HookError {
         Err(HookRefusal::Failed(error)) => error,
         other => panic!("expected a failed hook, got {other:?}"),
     }
-}
-
-fn first_container(job: &Job) -> &k8s_openapi::api::core::v1::Container {
-    &job.spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0]
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use super::{CONVERGE, TestNamespace, eventually, kubectl};
+use super::{CONVERGE, TestNamespace, eventually, install_crd, kubectl};
 
 struct Shared {
     sinks: SinkCache,
@@ -29,25 +29,7 @@ struct Shared {
 fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
     SHARED.get_or_init(|| {
-        let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crd.yaml");
-        let (ok, _, err) = kubectl(
-            &["apply", "--server-side", "--force-conflicts", "-f", crd],
-            None,
-        );
-        assert!(
-            ok,
-            "installing the JobSink CRD failed (is the control plane up? hack/up.sh): {err}"
-        );
-        let (ok, _, err) = kubectl(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "crd/jobsinks.sinks.knative.dev",
-                "--timeout=60s",
-            ],
-            None,
-        );
-        assert!(ok, "JobSink CRD not established: {err}");
+        install_crd();
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
