@@ -232,16 +232,12 @@ mod tests {
     use crate::cloudevent::CloudEvent;
     use crate::hook::convert::event_to_wit;
     use crate::hook::runtime::MAX_LOG_LINES_PER_CALL;
+    use crate::hook::test_plugins::plugin_path;
 
     #[test]
     fn log_lines_past_the_per_call_budget_are_dropped_and_counted() {
         let engine = HookEngine::new(EngineConfig::default()).expect("engine");
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/plugins/target/wasm32-wasip2/release/bad_log_flood.wasm"
-        );
-        let wasm = std::fs::read(path)
-            .unwrap_or_else(|e| panic!("{path} is missing ({e}): run plugins/build.sh"));
+        let wasm = std::fs::read(plugin_path("bad_log_flood")).expect("the test hook");
         let hook = engine
             .load(&wasm, "", None, &HookSettings::default())
             .expect("loads");

@@ -22,6 +22,11 @@ mod runtime;
 mod settings;
 mod wasm_config;
 
+/// The test hooks of `plugins/`, built on first use; shared with the integration tests.
+#[cfg(test)]
+#[path = "../../tests/support/plugins.rs"]
+mod test_plugins;
+
 pub use convert::{
     ALLOWED_REJECTION_CODES, DEFAULT_REJECTION_CODE, MAX_EVENT_OUTPUT_BYTES, MAX_JOB_OUTPUT_BYTES,
     Rejection,

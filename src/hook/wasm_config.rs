@@ -182,12 +182,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_pooling_engine_passes_its_probe_here() {
-        let (_, allocator) = build(&EngineConfig::default()).expect("engine");
-        assert_eq!(allocator, Allocator::Pooling);
-    }
-
-    #[test]
     fn zero_concurrency_is_refused() {
         let cfg = EngineConfig {
             max_concurrency: 0,

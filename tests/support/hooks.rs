@@ -1,7 +1,6 @@
 //! Shared fixtures for the hook tests: the plugin components, events and a small Job.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use jobsink::cloudevent::CloudEvent;
 use jobsink::crd::{JOB_SINK_ID_LABEL, JOB_SINK_NAME_LABEL};
@@ -9,18 +8,10 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-/// The bytes of `plugins/target/wasm32-wasip2/release/<name>.wasm`. Fails (never skips)
-/// when the plugins were not built.
+/// The bytes of the test hook `<name>` (built on first use, see `support::plugins`).
 pub fn plugin(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("plugins/target/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|error| {
-        panic!(
-            "test hook {} is missing ({error}); build the plugins first: plugins/build.sh",
-            path.display()
-        )
-    })
+    let path = super::plugins::plugin_path(name);
+    std::fs::read(&path).unwrap_or_else(|error| panic!("reading {}: {error}", path.display()))
 }
 
 /// A JSON event like the seed's curl example.

@@ -396,6 +396,7 @@ fn micros(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hook::test_plugins::plugin_path;
 
     fn fixture(name: &str) -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -403,23 +404,11 @@ mod tests {
             .join(name)
     }
 
-    fn plugin(name: &str) -> PathBuf {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("plugins/target/wasm32-wasip2/release")
-            .join(format!("{name}.wasm"));
-        assert!(
-            path.exists(),
-            "{} is missing: run plugins/build.sh",
-            path.display()
-        );
-        path
-    }
-
     fn input(wasm: &str, config: Option<&str>) -> Input {
         let event = read(&fixture("event.json")).expect("event fixture");
         let sink = fixture("jobsink.yaml");
         Input::read(
-            &plugin(wasm),
+            &plugin_path(wasm),
             &event,
             Some(&sink),
             config.map(str::to_owned),
