@@ -247,7 +247,7 @@ fn opaque_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 /// above. `deploy/crd.yaml` is this output, committed; a test fails when the two differ.
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;
-    let yaml = serde_yaml::to_string(&JobSink::crd()).expect("a CRD always serialises to YAML");
+    let yaml = serde_norway::to_string(&JobSink::crd()).expect("a CRD always serialises to YAML");
     format!(
         "# Generated from src/crd.rs by `cargo run -- crd > deploy/crd.yaml`: do not edit.\n{yaml}"
     )

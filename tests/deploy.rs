@@ -21,7 +21,7 @@ fn the_committed_crd_is_the_one_generated_from_the_types() {
 
 #[test]
 fn the_generated_crd_matches_the_upstream_resource() {
-    let crd: serde_json::Value = serde_yaml::from_str(&jobsink::crd::crd_yaml()).unwrap();
+    let crd: serde_json::Value = serde_norway::from_str(&jobsink::crd::crd_yaml()).unwrap();
     let labels = &crd["metadata"]["labels"];
     assert_eq!(labels["duck.knative.dev/addressable"], "true");
     assert_eq!(labels["knative.dev/crd-install"], "true");
@@ -120,7 +120,8 @@ async fn the_seed_examples_under_deploy_are_unchanged_and_install_with_a_server_
 #[test]
 fn the_deployment_runs_the_receiver_locked_down_behind_the_job_sink_service() {
     let deployment: serde_json::Value =
-        serde_yaml::from_str(&std::fs::read_to_string("deploy/deployment.yaml").unwrap()).unwrap();
+        serde_norway::from_str(&std::fs::read_to_string("deploy/deployment.yaml").unwrap())
+            .unwrap();
     let pod = &deployment["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
     assert_eq!(container["args"], serde_json::json!(["serve"]));
@@ -141,7 +142,7 @@ fn the_deployment_runs_the_receiver_locked_down_behind_the_job_sink_service() {
         (Some("SYSTEM_NAMESPACE"), Some("metadata.namespace"))
     );
     let service: serde_json::Value =
-        serde_yaml::from_str(&std::fs::read_to_string("deploy/service.yaml").unwrap()).unwrap();
+        serde_norway::from_str(&std::fs::read_to_string("deploy/service.yaml").unwrap()).unwrap();
     assert_eq!(service["metadata"]["name"], "job-sink");
     assert_eq!(service["metadata"]["namespace"], "knative-eventing");
     assert_eq!(service["spec"]["ports"][0]["port"], 80);

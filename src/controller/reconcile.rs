@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{SecondsFormat, Utc};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::DynamicObject;
 use kube::core::error_boundary::DeserializeGuard;
@@ -77,7 +76,9 @@ pub async fn reconcile(
         }
         Err(error) => (vec![template::undecodable(error)], None),
     };
-    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
     let generation = obj.meta().generation;
     let desired = desired_status(&ctx.cfg, &id, generation, status, conditions, &now);
     if status != Some(&desired) {

@@ -19,7 +19,7 @@ const UID: &str = "0b7c8a4e-0000-4000-8000-000000000001";
 
 /// A seed JobSink as the API would return it: with a namespace and a uid.
 fn seed_sink(manifest: &str) -> JobSink {
-    let mut sink: JobSink = serde_yaml::from_str(manifest).expect("seed manifest parses");
+    let mut sink: JobSink = serde_norway::from_str(manifest).expect("seed manifest parses");
     sink.metadata.namespace = Some("default".into());
     sink.metadata.uid = Some(UID.into());
     sink

@@ -125,7 +125,7 @@ impl Input {
         let event = crate::cloudevent::from_json(event.as_bytes())
             .context("reading the event (CloudEvents JSON, structured mode)")?;
         let mut sink = match sink {
-            Some(path) => serde_yaml::from_str::<JobSink>(&read(path)?)
+            Some(path) => serde_norway::from_str::<JobSink>(&read(path)?)
                 .with_context(|| format!("reading the JobSink in {}", path.display()))?,
             None => JobSink::new(
                 "hook-run",
