@@ -39,4 +39,4 @@ pub use registry::{HOOK_READY, HookRegistry, HookState};
 pub use settings::{
     DEFAULT_MEMORY_LIMIT_BYTES, DEFAULT_TIMEOUT, HookSettings, MAX_MEMORY_LIMIT_BYTES, MAX_TIMEOUT,
 };
-pub use wasm_config::{Allocator, EngineConfig, EngineError};
+pub use wasm_config::{Allocator, DEFAULT_MAX_CONCURRENCY, EngineConfig, EngineError};

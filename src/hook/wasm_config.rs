@@ -14,9 +14,12 @@ use super::settings::MAX_MEMORY_LIMIT_BYTES;
 /// the overshoot well under the 20 ms goal at a negligible cost (100 wake-ups a second).
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Default number of hook calls that may run at the same time. Each call holds one blocking
-/// thread and one instance slot; two per core of a small node leaves room for the reactor.
-pub const DEFAULT_MAX_CONCURRENCY: usize = 8;
+/// Default number of hook calls that may run at the same time (`--hook-concurrency`). Each
+/// call holds a thread and an instance slot while it runs; a typical call takes tens of
+/// microseconds, so the limit matters for slow hooks, and bounds their memory: 16 instances
+/// at the default 32 MiB fit, beside the receiver's caches, in the 1 GiB the Deployment
+/// allows.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 16;
 
 /// Instance slots reserved, beyond the call cap, for loading (`validate-config`) and tooling,
 /// so a reload never fails because every call slot is busy.
