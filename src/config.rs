@@ -94,6 +94,10 @@ pub struct ServeArgs {
     /// Most hook calls running at once across all sinks (sizes the Wasm instance pool).
     #[arg(long, env = "JOBSINK_HOOK_CONCURRENCY", default_value_t = DEFAULT_MAX_CONCURRENCY)]
     pub hook_concurrency: usize,
+    /// Name of this pod, named as the reporting instance of the Kubernetes Events about
+    /// hooks (the Deployment sets it from the downward API).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
     /// Seconds to let requests in flight finish after SIGTERM.
     #[arg(long, env = "JOBSINK_SHUTDOWN_GRACE_SECONDS", default_value_t = 25)]
     pub shutdown_grace_seconds: u64,

@@ -39,7 +39,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         pooling: true,
     })
     .context("creating the WebAssembly hook engine")?;
-    let hooks = HookRegistry::new(engine, client.clone(), metrics.clone());
+    let hooks = HookRegistry::new(engine, client.clone(), metrics.clone(), args.pod_name);
     hooks.spawn(shutdown.clone());
 
     if args.role.runs_controller() {

@@ -79,12 +79,18 @@ pub struct HookRegistry {
 }
 
 impl HookRegistry {
-    /// The registry of a process; hook outcomes are counted in `metrics`. Nothing is
-    /// watched until [`HookRegistry::spawn`].
-    pub fn new(engine: HookEngine, client: Client, metrics: Metrics) -> Self {
+    /// The registry of a process; hook outcomes are counted in `metrics`, and its
+    /// Kubernetes Events name `instance` (the pod) as their reporter. Nothing is watched
+    /// until [`HookRegistry::spawn`].
+    pub fn new(
+        engine: HookEngine,
+        client: Client,
+        metrics: Metrics,
+        instance: Option<String>,
+    ) -> Self {
         let reporter = Reporter {
             controller: "jobsink-hooks".into(),
-            instance: std::env::var("POD_NAME").ok(),
+            instance,
         };
         let (changed, _) = broadcast::channel(CHANGE_BUFFER);
         Self {

@@ -46,7 +46,7 @@ fn shared() -> &'static Shared {
                 let shutdown = CancellationToken::new();
                 let sinks = SinkCache::spawn(client.clone(), shutdown.clone());
                 let engine = HookEngine::new(EngineConfig::default()).expect("hook engine");
-                let hooks = HookRegistry::new(engine, client.clone(), Metrics::default());
+                let hooks = HookRegistry::new(engine, client.clone(), Metrics::default(), None);
                 hooks.spawn(shutdown.clone());
                 let cfg = jobsink::controller::ControllerConfig {
                     cluster_domain: "cluster.local".into(),
