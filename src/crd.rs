@@ -110,7 +110,7 @@ pub struct JobSinkSpec {
     pub hook: Option<HookSpec>,
 }
 
-/// Where a sink's hook comes from and how it is run (see `spec/hooks.md`).
+/// Where a sink's hook comes from and how it is run (`docs/hooks.md`).
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct HookSpec {

@@ -23,7 +23,7 @@ mod tests;
 pub use name::{alternate_job_name, job_matches_event, job_name};
 
 /// Annotation on every Job recording the `source` of the event it runs, so that a different
-/// event whose name collides can be told apart (improvement 7).
+/// event whose name collides can be told apart (`docs/contract.md#name-collisions`).
 pub const EVENT_SOURCE_ANNOTATION: &str = "sinks.knative.dev/event-source";
 /// Annotation on every Job recording the `id` of the event it runs.
 pub const EVENT_ID_ANNOTATION: &str = "sinks.knative.dev/event-id";
@@ -69,7 +69,7 @@ pub fn check_event_size(json_len: usize, limit: usize) -> Result<(), EventTooLar
 }
 
 /// Gives every container and init container without a `K_EXECUTION_MODE` env var the value
-/// `batch`, keeping any value already set (the JobSink defaults of spec section 1).
+/// `batch`, keeping any value already set (`docs/contract.md#defaults`).
 pub fn apply_execution_mode_default(job: &mut Job) {
     let Some(pod) = job
         .spec
@@ -93,7 +93,8 @@ pub fn apply_execution_mode_default(job: &mut Job) {
 /// API server owns (uid, resourceVersion, generateName, ...) and any owner references are
 /// dropped. The two `sinks.knative.dev/job-sink-*` labels and the event identity annotations
 /// override same-named user entries. The owner is the JobSink, with kind `JobSink` so that
-/// garbage collection works (improvement 1). Each regular container mounts the event volume
+/// garbage collection works (`docs/contract.md#garbage-collection`). Each regular container
+/// mounts the event volume
 /// (keeping a mount the user wrote, and its path) and gets `K_EVENT_PATH` set to that
 /// directory; a user-defined `jobsink-event` volume is kept as written, else one backed by
 /// the Secret named `job_name` is added. The Job spec otherwise passes through unchanged.

@@ -1,6 +1,6 @@
 //! The hook runtime against real components (the `plugins/` workspace, built by
 //! `plugins/build.sh`): good hooks change what they should, bad hooks are contained and
-//! handled by the failure policy, and every limit of `spec/hooks.md` holds. No cluster.
+//! handled by the failure policy, and every limit of `docs/hooks.md` holds. No cluster.
 
 mod support;
 

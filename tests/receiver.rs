@@ -1,5 +1,6 @@
 //! The receiver against the real control plane: what senders see (status codes, headers,
-//! bodies) and what gets created (Jobs, Secrets, the stored event's bytes).
+//! bodies) and what gets created (Jobs, Secrets, the stored event's bytes), as
+//! `docs/contract.md` promises, each deliberate improvement included.
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! Validation of a sink's job template: the Job the receiver would build for an event is
 //! created with `dryRun=All`, so the API server runs its full validation and admission on it
-//! without storing anything. This replaces upstream's validating webhook.
+//! without storing anything. This replaces upstream's validating webhook
+//! (`docs/contract.md#template-validation`).
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::PostParams;

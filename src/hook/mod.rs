@@ -1,4 +1,4 @@
-//! Per-sink WebAssembly hooks (`spec/hooks.md`): untrusted components that may transform or
+//! Per-sink WebAssembly hooks (`docs/hooks.md`): untrusted components that may transform or
 //! reject an event and reshape its Job before anything is created.
 //!
 //! - `wasm_config`: the Wasmtime engine settings (epochs, pooling, limits).

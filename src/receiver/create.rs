@@ -11,6 +11,9 @@
 //! - a Job of that name that belongs to a *different* event (the upstream name hashes
 //!   `source` and `id` with no separator) is not a duplicate: the event gets its alternate
 //!   name.
+//!
+//! See `docs/contract.md`: #one-round-trip, #concurrent-duplicates, #no-half-created-events
+//! and #name-collisions.
 
 use std::time::{Duration, Instant};
 

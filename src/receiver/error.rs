@@ -1,6 +1,7 @@
 //! The one place where receiver failures become HTTP answers: a status code and a short
 //! plain-text body saying what is wrong. Server-side failures log their detail once and tell
-//! the sender only what it can act on.
+//! the sender only what it can act on. The table of answers is in
+//! `docs/contract.md#clear-errors`.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
