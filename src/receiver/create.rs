@@ -117,6 +117,22 @@ pub(super) async fn create_objects(
     )))
 }
 
+/// Creates the Secret of `job`: `Ok(true)` when this call created it, `Ok(false)` when it
+/// exists already.
+async fn put_secret(
+    secrets: &Api<Secret>,
+    job: &Job,
+    stored: Vec<u8>,
+    spent: &mut Duration,
+) -> Result<bool, KubeError> {
+    let secret = build_secret(job, stored);
+    match timed(spent, secrets.create(&PostParams::default(), &secret)).await {
+        Ok(_) => Ok(true),
+        Err(e) if exists(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Creates the Secret of a Job this request just created; on failure, takes the Job back
 /// unless another copy of the event has supplied the Secret meanwhile.
 async fn create_secret(
@@ -126,11 +142,8 @@ async fn create_secret(
     stored: Vec<u8>,
     spent: &mut Duration,
 ) -> Result<(), ReceiveError> {
-    let secret = build_secret(job, stored);
-    let error = match timed(spent, secrets.create(&PostParams::default(), &secret)).await {
-        Ok(_) => return Ok(()),
-        Err(e) if exists(&e) => return Ok(()),
-        Err(e) => e,
+    let Err(error) = put_secret(secrets, job, stored, spent).await else {
+        return Ok(());
     };
     let name = job.metadata.name.clone().unwrap_or_default();
     if matches!(secrets.get_opt(&name).await, Ok(Some(_))) {
@@ -154,13 +167,11 @@ async fn ensure_secret(
     stored: Vec<u8>,
     spent: &mut Duration,
 ) -> Result<(), ReceiveError> {
-    let secret = build_secret(job, stored);
-    match timed(spent, secrets.create(&PostParams::default(), &secret)).await {
-        Ok(_) => {
-            info!(job = ?job.metadata.name, "repaired missing Secret of an existing Job");
-            Ok(())
-        }
-        Err(e) if exists(&e) => Ok(()),
-        Err(e) => Err(api("create_secret")(e)),
+    let repaired = put_secret(secrets, job, stored, spent)
+        .await
+        .map_err(api("create_secret"))?;
+    if repaired {
+        info!(job = ?job.metadata.name, "repaired missing Secret of an existing Job");
     }
+    Ok(())
 }
