@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use jobsink::controller::{self, ControllerConfig, Extensions, conditions};
-use jobsink::crd::{Condition, JobSink};
+use jobsink::crd::{Condition, JobSink, SinkId};
 use kube::api::{ApiResource, DynamicObject};
 use kube::{Api, ResourceExt};
 use serde_json::Value;
@@ -28,8 +28,8 @@ const SEEDS: [&str; 4] = [
 const EXTRA_LABEL: &str = "test.jobsink.dev/extra-condition";
 const EXTRA_TYPE: &str = "ExtraReady";
 
-/// Reconciliations seen per `namespace/name`, counted by the extra condition source.
-type Calls = Arc<Mutex<HashMap<String, usize>>>;
+/// Reconciliations seen per sink, counted by the extra condition source.
+type Calls = Arc<Mutex<HashMap<SinkId, usize>>>;
 
 /// Starts the in-process controller once per test binary; returns its reconcile counts.
 fn controller() -> &'static Calls {
@@ -39,12 +39,7 @@ fn controller() -> &'static Calls {
         let calls = Calls::default();
         let seen = calls.clone();
         let extra = move |sink: &JobSink| -> Option<Condition> {
-            let key = format!(
-                "{}/{}",
-                sink.namespace().unwrap_or_default(),
-                sink.name_any()
-            );
-            *seen.lock().unwrap().entry(key).or_default() += 1;
+            *seen.lock().unwrap().entry(SinkId::of(sink)).or_default() += 1;
             let status = sink.labels().get(EXTRA_LABEL)?;
             Some(conditions::condition(
                 EXTRA_TYPE,
@@ -79,7 +74,7 @@ fn reconciles(calls: &Calls, ns: &str, name: &str) -> usize {
     calls
         .lock()
         .unwrap()
-        .get(&format!("{ns}/{name}"))
+        .get(&SinkId::new(ns, name))
         .copied()
         .unwrap_or(0)
 }
