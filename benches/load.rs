@@ -22,9 +22,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use jobsink::cloudevent::{CloudEvent, Data, SpecVersion};
+use jobsink::cloudevent::CloudEvent;
 use jobsink::crd::JobSink;
-use jobsink::job::{SinkRef, build_job, build_secret, job_name};
+use jobsink::job::{build_job, build_secret, job_name};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{DeleteParams, PostParams};
@@ -138,18 +138,8 @@ async fn sink(client: &Client, ns: &str, hook: Option<(&[u8], &str)>) -> anyhow:
 }
 
 fn event(i: usize) -> CloudEvent {
-    CloudEvent {
-        specversion: SpecVersion::V1_0,
-        id: format!("event-{i}"),
-        source: "bench/load".into(),
-        ty: "bench.event".into(),
-        datacontenttype: Some("application/json".into()),
-        dataschema: None,
-        subject: None,
-        time: None,
-        extensions: Default::default(),
-        data: Some(Data::Json(format!(r#"{{"n":{i}}}"#))),
-    }
+    CloudEvent::new(format!("event-{i}"), "bench/load", "bench.event")
+        .with_json(format!(r#"{{"n":{i}}}"#))
 }
 
 /// Runs `n` jobs on `c` workers; returns per-item latencies, elapsed time and error count.
@@ -204,9 +194,8 @@ async fn raw(client: &Client, s: Arc<JobSink>, from: usize, n: usize, c: usize) 
         let (jobs, secrets, s) = (jobs.clone(), secrets.clone(), s.clone());
         async move {
             let ev = event(i);
-            let sink_ref = SinkRef::from_resource(&s).context("sink ref")?;
             let name = job_name("bench", &ev.source, &ev.id);
-            let job = build_job(&sink_ref, &name, &ev);
+            let job = build_job(&s, &name, &ev);
             let created = jobs.create(&PostParams::default(), &job).await?;
             let json = jobsink::cloudevent::to_json(&ev);
             secrets

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::controller::config::{DEFAULT_SERVICE_NAME, DEFAULT_SYSTEM_NAMESPACE};
+use crate::hook::DEFAULT_MAX_CONCURRENCY;
 use crate::job::DEFAULT_MAX_EVENT_BYTES;
 
 /// Runs Knative JobSinks without Knative: CloudEvents in, one Kubernetes Job per event out.
@@ -76,10 +78,10 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBSINK_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,
     /// Namespace the dispatcher's Service lives in; part of every sink's address URL.
-    #[arg(long, env = "SYSTEM_NAMESPACE", default_value = "knative-eventing")]
+    #[arg(long, env = "SYSTEM_NAMESPACE", default_value = DEFAULT_SYSTEM_NAMESPACE)]
     pub system_namespace: String,
     /// Name of the dispatcher's Service; part of every sink's address URL.
-    #[arg(long, env = "JOBSINK_SERVICE_NAME", default_value = "job-sink")]
+    #[arg(long, env = "JOBSINK_SERVICE_NAME", default_value = DEFAULT_SERVICE_NAME)]
     pub service_name: String,
     /// Cluster DNS domain for address URLs [default: the first `svc.` search domain of
     /// /etc/resolv.conf, else cluster.local].
@@ -90,8 +92,12 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBSINK_MAX_EVENT_BYTES", default_value_t = DEFAULT_MAX_EVENT_BYTES)]
     pub max_event_bytes: usize,
     /// Most hook calls running at once across all sinks (sizes the Wasm instance pool).
-    #[arg(long, env = "JOBSINK_HOOK_CONCURRENCY", default_value_t = 16)]
+    #[arg(long, env = "JOBSINK_HOOK_CONCURRENCY", default_value_t = DEFAULT_MAX_CONCURRENCY)]
     pub hook_concurrency: usize,
+    /// Name of this pod, named as the reporting instance of the Kubernetes Events about
+    /// hooks (the Deployment sets it from the downward API).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
     /// Seconds to let requests in flight finish after SIGTERM.
     #[arg(long, env = "JOBSINK_SHUTDOWN_GRACE_SECONDS", default_value_t = 25)]
     pub shutdown_grace_seconds: u64,

@@ -1,9 +1,11 @@
-//! The JobSink custom resource (`sinks.knative.dev/v1alpha1`): spec and status types only.
+//! The JobSink custom resource (`sinks.knative.dev/v1alpha1`): spec and status types, and
+//! [`SinkId`], the one way the rest of the code names a sink.
 //!
 //! The CRD YAML under `deploy/` is generated from these types (`jobsink crd`), and a test
 //! checks that the committed file has not drifted.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::CustomResource;
@@ -17,10 +19,53 @@ pub const JOB_SINK_NAME_LABEL: &str = "sinks.knative.dev/job-sink-name";
 /// Label put on every Job and Secret created for an event: the Job's own name.
 pub const JOB_SINK_ID_LABEL: &str = "sinks.knative.dev/job-sink-id";
 
+/// `spec.hook.timeoutMs` when unset: generous for a hook that parses and rewrites a Job (tens
+/// of microseconds), short enough that a stuck hook is noticed quickly.
+pub const DEFAULT_HOOK_TIMEOUT_MS: u32 = 100;
+/// Largest `spec.hook.timeoutMs`: a call holds a dispatcher thread for at most this long.
+pub const MAX_HOOK_TIMEOUT_MS: u32 = 1000;
+/// `spec.hook.memoryLimitMiB` when unset: ample for serde_json on a Job.
+pub const DEFAULT_HOOK_MEMORY_LIMIT_MIB: u32 = 32;
+/// Largest `spec.hook.memoryLimitMiB`; also the size of an instance slot's memory.
+pub const MAX_HOOK_MEMORY_LIMIT_MIB: u32 = 256;
+
+/// One JobSink, by namespace and name: how the receiver, the controller, the hooks and the
+/// metrics refer to a sink. Displayed as `namespace/name`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SinkId {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl SinkId {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        SinkId {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// The identity of a JobSink as read from the API server, which always sets its
+    /// namespace and name.
+    pub fn of<K: kube::Resource>(sink: &K) -> Self {
+        let meta = sink.meta();
+        SinkId::new(
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        )
+    }
+}
+
+impl fmt::Display for SinkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
 /// Desired state of a JobSink: the Job to run for every event, and an optional hook.
 // The printer columns repeat `type_ = "string"`, which clippy mistakes for a duplicated attribute.
 #[allow(clippy::duplicated_attributes)]
-#[derive(CustomResource, Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[kube(
     group = "sinks.knative.dev",
     version = "v1alpha1",
@@ -65,7 +110,7 @@ pub struct JobSinkSpec {
     pub hook: Option<HookSpec>,
 }
 
-/// Where a sink's hook comes from and how it is run (see `spec/hooks.md`).
+/// Where a sink's hook comes from and how it is run (`docs/hooks.md`).
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct HookSpec {
@@ -88,11 +133,11 @@ pub struct HookSpec {
     /// Deadline of one hook call in milliseconds (default 100, at most 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     // Kubernetes knows `int32`/`int64`, not schemars' `uint32` (a warning at every apply).
-    #[schemars(range(min = 1, max = 1000), extend("format" = "int32"))]
+    #[schemars(range(min = 1, max = MAX_HOOK_TIMEOUT_MS), extend("format" = "int32"))]
     pub timeout_ms: Option<u32>,
     /// Memory limit of one hook instance in MiB (default 32, at most 256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 256), extend("format" = "int32"))]
+    #[schemars(range(min = 1, max = MAX_HOOK_MEMORY_LIMIT_MIB), extend("format" = "int32"))]
     pub memory_limit_mi_b: Option<u32>,
 }
 
@@ -212,8 +257,41 @@ fn opaque_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 /// above. `deploy/crd.yaml` is this output, committed; a test fails when the two differ.
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;
-    let yaml = serde_yaml::to_string(&JobSink::crd()).expect("a CRD always serialises to YAML");
+    let yaml = serde_norway::to_string(&JobSink::crd()).expect("a CRD always serialises to YAML");
     format!(
         "# Generated from src/crd.rs by `cargo run -- crd > deploy/crd.yaml`: do not edit.\n{yaml}"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn the_crd_states_the_hook_defaults_and_maxima_the_code_uses() {
+        let crd = serde_json::to_value(JobSink::crd()).expect("the CRD as JSON");
+        let hook = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["hook"]["properties"];
+        for (field, default, max) in [
+            ("timeoutMs", DEFAULT_HOOK_TIMEOUT_MS, MAX_HOOK_TIMEOUT_MS),
+            (
+                "memoryLimitMiB",
+                DEFAULT_HOOK_MEMORY_LIMIT_MIB,
+                MAX_HOOK_MEMORY_LIMIT_MIB,
+            ),
+        ] {
+            let schema = &hook[field];
+            assert_eq!(
+                schema["maximum"].as_f64(),
+                Some(f64::from(max)),
+                "{field}: {schema}"
+            );
+            let description = schema["description"].as_str().unwrap_or_default();
+            assert!(
+                description.contains(&format!("default {default}, at most {max}")),
+                "{field}: {description}"
+            );
+        }
+    }
 }

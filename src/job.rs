@@ -13,7 +13,7 @@ use kube::Resource as _;
 use thiserror::Error;
 
 use crate::cloudevent::CloudEvent;
-use crate::crd::{JOB_SINK_ID_LABEL, JOB_SINK_NAME_LABEL, JobSink};
+use crate::crd::{JOB_SINK_ID_LABEL, JOB_SINK_NAME_LABEL, JobSink, SinkId};
 
 mod name;
 
@@ -23,7 +23,7 @@ mod tests;
 pub use name::{alternate_job_name, job_matches_event, job_name};
 
 /// Annotation on every Job recording the `source` of the event it runs, so that a different
-/// event whose name collides can be told apart (improvement 7).
+/// event whose name collides can be told apart (`docs/contract.md#name-collisions`).
 pub const EVENT_SOURCE_ANNOTATION: &str = "sinks.knative.dev/event-source";
 /// Annotation on every Job recording the `id` of the event it runs.
 pub const EVENT_ID_ANNOTATION: &str = "sinks.knative.dev/event-id";
@@ -43,29 +43,6 @@ pub const EXECUTION_MODE_BATCH: &str = "batch";
 /// refuses a Secret whose data values add up to more (`MaxSecretSize`), and the event is the
 /// Secret's only value. Checking first lets the receiver answer 413 before creating anything.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
-
-/// The JobSink an event was sent to, as far as building its Job is concerned.
-#[derive(Clone, Debug)]
-pub struct SinkRef<'a> {
-    pub namespace: &'a str,
-    pub name: &'a str,
-    pub uid: &'a str,
-    /// `spec.job` of the JobSink.
-    pub template: &'a Job,
-}
-
-impl<'a> SinkRef<'a> {
-    /// The reference of a JobSink read from the API; `None` if it lacks a namespace, name or
-    /// uid, which a JobSink read from the API server always has.
-    pub fn from_resource(sink: &'a JobSink) -> Option<Self> {
-        Some(SinkRef {
-            namespace: sink.metadata.namespace.as_deref()?,
-            name: sink.metadata.name.as_deref()?,
-            uid: sink.metadata.uid.as_deref()?,
-            template: &sink.spec.job,
-        })
-    }
-}
 
 /// The stored event is larger than the configured limit; the receiver answers
 /// `413 Payload Too Large`.
@@ -92,7 +69,7 @@ pub fn check_event_size(json_len: usize, limit: usize) -> Result<(), EventTooLar
 }
 
 /// Gives every container and init container without a `K_EXECUTION_MODE` env var the value
-/// `batch`, keeping any value already set (the JobSink defaults of spec section 1).
+/// `batch`, keeping any value already set (`docs/contract.md#defaults`).
 pub fn apply_execution_mode_default(job: &mut Job) {
     let Some(pod) = job
         .spec
@@ -116,14 +93,16 @@ pub fn apply_execution_mode_default(job: &mut Job) {
 /// API server owns (uid, resourceVersion, generateName, ...) and any owner references are
 /// dropped. The two `sinks.knative.dev/job-sink-*` labels and the event identity annotations
 /// override same-named user entries. The owner is the JobSink, with kind `JobSink` so that
-/// garbage collection works (improvement 1). Each regular container mounts the event volume
+/// garbage collection works (`docs/contract.md#garbage-collection`). Each regular container
+/// mounts the event volume
 /// (keeping a mount the user wrote, and its path) and gets `K_EVENT_PATH` set to that
 /// directory; a user-defined `jobsink-event` volume is kept as written, else one backed by
 /// the Secret named `job_name` is added. The Job spec otherwise passes through unchanged.
-pub fn build_job(sink: &SinkRef<'_>, job_name: &str, event: &CloudEvent) -> Job {
-    let template = sink.template;
+pub fn build_job(sink: &JobSink, job_name: &str, event: &CloudEvent) -> Job {
+    let template = &sink.spec.job;
+    let SinkId { namespace, name } = SinkId::of(sink);
     let mut labels = template.metadata.labels.clone().unwrap_or_default();
-    labels.insert(JOB_SINK_NAME_LABEL.to_owned(), sink.name.to_owned());
+    labels.insert(JOB_SINK_NAME_LABEL.to_owned(), name.clone());
     labels.insert(JOB_SINK_ID_LABEL.to_owned(), job_name.to_owned());
     let mut annotations = template.metadata.annotations.clone().unwrap_or_default();
     annotations.insert(EVENT_SOURCE_ANNOTATION.to_owned(), event.source.clone());
@@ -132,15 +111,15 @@ pub fn build_job(sink: &SinkRef<'_>, job_name: &str, event: &CloudEvent) -> Job 
     let mut job = Job {
         metadata: ObjectMeta {
             name: Some(job_name.to_owned()),
-            namespace: Some(sink.namespace.to_owned()),
+            namespace: Some(namespace),
             labels: Some(labels),
             annotations: Some(annotations),
             finalizers: template.metadata.finalizers.clone(),
             owner_references: Some(vec![OwnerReference {
                 api_version: JobSink::api_version(&()).into_owned(),
                 kind: JobSink::kind(&()).into_owned(),
-                name: sink.name.to_owned(),
-                uid: sink.uid.to_owned(),
+                name,
+                uid: sink.metadata.uid.clone().unwrap_or_default(),
                 controller: Some(true),
                 block_owner_deletion: Some(true),
             }]),

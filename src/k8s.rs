@@ -1,4 +1,5 @@
-//! Thin typed helpers over the Kubernetes API, shared by the controller and the receiver.
+//! Thin typed helpers over the Kubernetes API, shared by the controller and the receiver,
+//! and [`failure`], the one place that reads the status of a failed API call.
 
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource};
@@ -7,6 +8,38 @@ use serde_json::{Map, Value};
 
 /// The field manager our writes are recorded under (`kubectl get -o yaml --show-managed-fields`).
 pub const FIELD_MANAGER: &str = "jobsink";
+
+/// What a failed API call means to its caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// 409: on create, an object of that name exists already.
+    Conflict,
+    /// The object (or its namespace) does not exist.
+    NotFound,
+    /// 400 or 422: the API server refused the object itself, for the reason given (its own
+    /// words, e.g. `spec.template.spec.restartPolicy: Required value`).
+    Invalid(String),
+    /// Throttled (429), unavailable (503), timed out (504), or no answer at all: the same
+    /// call may succeed later.
+    Transient,
+    /// Any other refusal (forbidden, an internal error of the server...).
+    Other,
+}
+
+/// Classifies a failed API call.
+pub fn failure(error: &kube::Error) -> Failure {
+    let kube::Error::Api(status) = error else {
+        // The request did not get an answer from the API server (connection, TLS, timeout).
+        return Failure::Transient;
+    };
+    match status.code {
+        409 => Failure::Conflict,
+        _ if status.is_not_found() => Failure::NotFound,
+        400 | 422 => Failure::Invalid(status.message.clone()),
+        429 | 503 | 504 => Failure::Transient,
+        _ => Failure::Other,
+    }
+}
 
 /// A JSON merge patch (RFC 7386) that turns `current` into `desired`: changed and new values
 /// as in `desired`, objects merged key by key, and `null` for every key `desired` dropped (a
@@ -66,6 +99,48 @@ where
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn api_error(code: u16, reason: &str, message: &str) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure(message, reason)
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn api_errors_are_classified_by_their_status() {
+        assert_eq!(
+            failure(&api_error(409, "AlreadyExists", "exists")),
+            Failure::Conflict
+        );
+        assert_eq!(
+            failure(&api_error(404, "NotFound", "gone")),
+            Failure::NotFound
+        );
+        assert_eq!(
+            failure(&api_error(422, "Invalid", "spec: Required value")),
+            Failure::Invalid("spec: Required value".into())
+        );
+        assert_eq!(
+            failure(&api_error(400, "BadRequest", "no")),
+            Failure::Invalid("no".into())
+        );
+        for code in [429, 503, 504] {
+            assert_eq!(failure(&api_error(code, "", "later")), Failure::Transient);
+        }
+        assert_eq!(failure(&api_error(403, "Forbidden", "no")), Failure::Other);
+        assert_eq!(
+            failure(&api_error(500, "InternalError", "oops")),
+            Failure::Other
+        );
+    }
+
+    #[test]
+    fn a_call_without_an_answer_is_transient() {
+        let error = kube::Error::Service(std::io::Error::other("connection refused").into());
+        assert_eq!(failure(&error), Failure::Transient);
+    }
 
     #[test]
     fn a_merge_patch_sends_only_what_changed() {

@@ -6,7 +6,11 @@
 //! - its Job and Secret are built, purely, in [`job`], and created in `receiver::create`;
 //! - JobSink status (address, conditions) is reconciled in [`controller`];
 //! - the JobSinks the receiver serves come from the watch cache in [`sinks`];
+//! - hooks run in [`hook`] (`HookRegistry::run`), API errors are classified in [`k8s`];
 //! - metrics are defined in [`metrics`], flags in [`config`].
+//!
+//! `docs/architecture.md` follows one event through these modules; `docs/contract.md` says
+//! what is promised to Knative's users, `docs/hooks.md` what hooks may do.
 
 pub mod cloudevent;
 pub mod config;

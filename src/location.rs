@@ -3,6 +3,8 @@
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
+use crate::crd::SinkId;
+
 /// Bytes escaped in one path segment: everything but letters, digits and `-_.~$&+:=@`, which
 /// is what Go's `url.PathEscape` leaves alone, so our Locations match upstream's byte for byte.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -20,19 +22,18 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 /// One event of one JobSink, as named by its Location.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventRef {
-    pub namespace: String,
-    pub name: String,
+    pub sink: SinkId,
     pub source: String,
     pub id: String,
 }
 
 /// The status path of an event: each segment percent-escaped as a URL path segment, so a `/`
 /// inside the source or id becomes `%2F` and a space `%20`.
-pub fn location(namespace: &str, name: &str, source: &str, id: &str) -> String {
+pub fn location(sink: &SinkId, source: &str, id: &str) -> String {
     format!(
         "/namespaces/{}/name/{}/sources/{}/ids/{}",
-        utf8_percent_encode(namespace, SEGMENT),
-        utf8_percent_encode(name, SEGMENT),
+        utf8_percent_encode(&sink.namespace, SEGMENT),
+        utf8_percent_encode(&sink.name, SEGMENT),
         utf8_percent_encode(source, SEGMENT),
         utf8_percent_encode(id, SEGMENT),
     )
@@ -58,8 +59,7 @@ pub fn parse_location(path: &str) -> Option<EventRef> {
         return None;
     };
     Some(EventRef {
-        namespace: segment(namespace)?,
-        name: segment(name)?,
+        sink: SinkId::new(segment(namespace)?, segment(name)?),
         source: segment(source)?,
         id: segment(id)?,
     })
@@ -82,19 +82,24 @@ mod tests {
     #[test]
     fn the_seed_event_gets_the_upstream_location() {
         assert_eq!(
-            location("default", "job-sink-logger", "my/curl/command", "123"),
+            location(
+                &SinkId::new("default", "job-sink-logger"),
+                "my/curl/command",
+                "123"
+            ),
             "/namespaces/default/name/job-sink-logger/sources/my%2Fcurl%2Fcommand/ids/123"
         );
     }
 
     #[test]
     fn path_segment_escaping_matches_go_path_escape() {
+        let sink = SinkId::new("ns", "n");
         assert_eq!(
-            location("ns", "n", "a b/c?d#e%f", "-_.~$&+:=@!*'();,"),
+            location(&sink, "a b/c?d#e%f", "-_.~$&+:=@!*'();,"),
             "/namespaces/ns/name/n/sources/a%20b%2Fc%3Fd%23e%25f/ids/-_.~$&+:=@%21%2A%27%28%29%3B%2C"
         );
         assert_eq!(
-            location("ns", "n", "café", "☕"),
+            location(&sink, "café", "☕"),
             "/namespaces/ns/name/n/sources/caf%C3%A9/ids/%E2%98%95"
         );
     }
@@ -113,12 +118,12 @@ mod tests {
             ("ns", "sink", "café ☕ 𝄞", "%2F literally"),
         ];
         for (namespace, name, source, id) in cases {
-            let path = location(namespace, name, source, id);
+            let sink = SinkId::new(namespace, name);
+            let path = location(&sink, source, id);
             assert_eq!(
                 parse_location(&path),
                 Some(EventRef {
-                    namespace: namespace.into(),
-                    name: name.into(),
+                    sink,
                     source: source.into(),
                     id: id.into(),
                 }),

@@ -1,11 +1,21 @@
-//! Prometheus metrics of the dispatcher, defined in one place. Every name starts with
-//! `jobsink_`.
+//! Every Prometheus metric of the dispatcher, in one registry built by [`registry`], which
+//! `jobsink serve` exposes on `--metrics-listen`. Every name starts with `jobsink_`.
+//!
+//! The receiver, the hook registry and the controller each hold a clone of [`Metrics`] and
+//! record through its methods.
+
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use crate::crd::SinkId;
+
+/// The prefix of every metric name.
+pub const PREFIX: &str = "jobsink";
 
 /// Request latency buckets in seconds: from 0.5 ms (a duplicate) to 10 s (a stalled API
 /// server).
@@ -20,106 +30,169 @@ const OVERHEAD_BUCKETS: [f64; 10] = [
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EventLabels {
-    pub namespace: String,
-    pub sink: String,
-    /// Low-cardinality outcome: `created`, `duplicate`, `rejected`, `invalid`, `error`, ...
-    pub outcome: &'static str,
+struct EventLabels {
+    namespace: String,
+    sink: String,
+    /// Low-cardinality outcome: `created`, `duplicate`, or a [`ReceiveError`]'s outcome.
+    ///
+    /// [`ReceiveError`]: crate::receiver::ReceiveError
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub method: &'static str,
-    pub code: u16,
+struct RequestLabels {
+    method: &'static str,
+    code: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ApiErrorLabels {
+struct ApiErrorLabels {
     /// The API operation that failed, e.g. `create_job`.
-    pub operation: &'static str,
+    operation: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HookLabels {
-    pub namespace: String,
-    pub sink: String,
-    /// `pass`, `modify`, `reject`, `error_ignored`, `monitor`, ...
-    pub outcome: &'static str,
+struct HookLabels {
+    namespace: String,
+    sink: String,
+    /// A note's reason (`HookFailureIgnored`, `HookWouldReject`, ...) or a refusal's label
+    /// (`rejected`, `failed`, `not_loaded`).
+    outcome: &'static str,
 }
 
-/// The receiver's metrics. Cheap to clone (every metric is an `Arc` inside).
-#[derive(Clone)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReconcileErrorLabels {
+    /// The failed operation ([`crate::controller::Error::metric_label`]).
+    error: &'static str,
+}
+
+/// Handles to every metric. Cheap to clone: clones share the metrics.
+#[derive(Clone, Debug)]
 pub struct Metrics {
-    pub events: Family<EventLabels, Counter>,
-    pub request_duration: Family<RequestLabels, Histogram>,
-    pub api_errors: Family<ApiErrorLabels, Counter>,
-    pub hook_outcomes: Family<HookLabels, Counter>,
-    /// Time the receiver itself spends per accepted event, API calls excluded.
-    pub receiver_overhead: Histogram,
+    events: Family<EventLabels, Counter>,
+    request_duration: Family<RequestLabels, Histogram>,
+    api_errors: Family<ApiErrorLabels, Counter>,
+    hook_outcomes: Family<HookLabels, Counter>,
+    receiver_overhead: Histogram,
+    reconciles: Counter,
+    reconcile_errors: Family<ReconcileErrorLabels, Counter>,
+}
+
+/// The dispatcher's registry, with every metric registered under [`PREFIX`], and the handles
+/// to record into it.
+pub fn registry() -> (Registry, Metrics) {
+    let mut registry = Registry::with_prefix(PREFIX);
+    let metrics = Metrics::register(&mut registry);
+    (registry, metrics)
+}
+
+/// Metrics that no registry exposes, for code run without `serve` (tests, tooling).
+impl Default for Metrics {
+    fn default() -> Self {
+        registry().1
+    }
 }
 
 impl Metrics {
-    /// Creates the metrics and registers them in `registry`.
-    pub fn register(registry: &mut Registry) -> Self {
+    fn register(registry: &mut Registry) -> Self {
         let m = Self {
             events: Family::default(),
             request_duration: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
             api_errors: Family::default(),
             hook_outcomes: Family::default(),
             receiver_overhead: Histogram::new(OVERHEAD_BUCKETS),
+            reconciles: Counter::default(),
+            reconcile_errors: Family::default(),
         };
-        let r = registry.sub_registry_with_prefix("jobsink");
-        r.register(
+        registry.register(
             "events",
             "CloudEvents received, by sink and outcome",
             m.events.clone(),
         );
-        r.register(
+        registry.register(
             "request_duration_seconds",
             "HTTP request latency of the receiver",
             m.request_duration.clone(),
         );
-        r.register(
+        registry.register(
             "kube_api_errors",
             "Failed Kubernetes API calls, by operation",
             m.api_errors.clone(),
         );
-        r.register(
+        registry.register(
             "hook_outcomes",
             "Hook decisions and handled hook failures, by sink",
             m.hook_outcomes.clone(),
         );
-        r.register(
+        registry.register(
             "receiver_overhead_seconds",
             "Receiver's own time per accepted event, Kubernetes API calls excluded",
             m.receiver_overhead.clone(),
         );
+        registry.register(
+            "controller_reconciles",
+            "JobSink reconciliations started",
+            m.reconciles.clone(),
+        );
+        registry.register(
+            "controller_reconcile_errors",
+            "JobSink reconciliations that failed, by failed operation",
+            m.reconcile_errors.clone(),
+        );
         m
     }
 
-    pub fn event(&self, namespace: &str, sink: &str, outcome: &'static str) {
+    /// Counts one event sent to `sink`, by outcome.
+    pub fn event(&self, sink: &SinkId, outcome: &'static str) {
         self.events
             .get_or_create(&EventLabels {
-                namespace: namespace.to_string(),
-                sink: sink.to_string(),
+                namespace: sink.namespace.clone(),
+                sink: sink.name.clone(),
                 outcome,
             })
             .inc();
     }
 
-    pub fn hook(&self, namespace: &str, sink: &str, outcome: &'static str) {
-        self.hook_outcomes
-            .get_or_create(&HookLabels {
-                namespace: namespace.to_string(),
-                sink: sink.to_string(),
-                outcome,
-            })
-            .inc();
+    /// Records one answered request: its method (`POST`, `GET` or `other`), status code and
+    /// latency.
+    pub fn request(&self, method: &'static str, code: u16, elapsed: Duration) {
+        self.request_duration
+            .get_or_create(&RequestLabels { method, code })
+            .observe(elapsed.as_secs_f64());
     }
 
+    /// Records the receiver's own time for one accepted event.
+    pub fn receiver_overhead(&self, own: Duration) {
+        self.receiver_overhead.observe(own.as_secs_f64());
+    }
+
+    /// Counts one failed Kubernetes API call of the receiver.
     pub fn api_error(&self, operation: &'static str) {
         self.api_errors
             .get_or_create(&ApiErrorLabels { operation })
+            .inc();
+    }
+
+    /// Counts one hook outcome of `sink` worth recording (a note or a refusal).
+    pub fn hook(&self, sink: &SinkId, outcome: &'static str) {
+        self.hook_outcomes
+            .get_or_create(&HookLabels {
+                namespace: sink.namespace.clone(),
+                sink: sink.name.clone(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Counts one reconciliation.
+    pub fn reconciled(&self) {
+        self.reconciles.inc();
+    }
+
+    /// Counts one failed reconciliation, by failed operation.
+    pub fn reconcile_failed(&self, error: &'static str) {
+        self.reconcile_errors
+            .get_or_create(&ReconcileErrorLabels { error })
             .inc();
     }
 }
@@ -130,4 +203,43 @@ pub fn encode(registry: &Registry) -> String {
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, registry);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_serve_exposes_is_named_with_the_jobsink_prefix() {
+        let (registry, metrics) = registry();
+        let sink = SinkId::new("ns", "s");
+        metrics.event(&sink, "created");
+        metrics.request("POST", 202, Duration::from_millis(3));
+        metrics.receiver_overhead(Duration::from_micros(200));
+        metrics.api_error("create_job");
+        metrics.hook(&sink, "rejected");
+        metrics.reconciled();
+        metrics.reconcile_failed("patch_status");
+        let text = encode(&registry);
+        for expected in [
+            "jobsink_events_total{namespace=\"ns\",sink=\"s\",outcome=\"created\"} 1",
+            "jobsink_request_duration_seconds_count{method=\"POST\",code=\"202\"} 1",
+            "jobsink_receiver_overhead_seconds_count 1",
+            "jobsink_kube_api_errors_total{operation=\"create_job\"} 1",
+            "jobsink_hook_outcomes_total{namespace=\"ns\",sink=\"s\",outcome=\"rejected\"} 1",
+            "jobsink_controller_reconciles_total 1",
+            "jobsink_controller_reconcile_errors_total{error=\"patch_status\"} 1",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from:\n{text}");
+        }
+        let names = text
+            .lines()
+            .filter_map(|line| match line.strip_prefix('#') {
+                Some(comment) => comment.split_whitespace().nth(1),
+                None => line.split(['{', ' ']).next(),
+            });
+        for name in names.filter(|name| !name.is_empty()) {
+            assert!(name.starts_with("jobsink_"), "{name} lacks the prefix");
+        }
+    }
 }

@@ -14,7 +14,7 @@ use tracing::{error, info};
 
 use crate::config::ServeArgs;
 use crate::controller::{self, ControllerConfig, Extensions, detect_cluster_domain};
-use crate::crd::JobSink;
+use crate::crd::{JobSink, SinkId};
 use crate::hook::{EngineConfig, HookEngine, HookRegistry};
 use crate::metrics::Metrics;
 use crate::receiver::{self, AppState, ReceiverConfig};
@@ -30,8 +30,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 
-    let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
+    let (registry, metrics) = crate::metrics::registry();
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
 
     // Hooks serve both roles: the receiver runs them, the controller reports HookReady.
@@ -40,7 +39,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         pooling: true,
     })
     .context("creating the WebAssembly hook engine")?;
-    let hooks = HookRegistry::new(engine, client.clone());
+    let hooks = HookRegistry::new(engine, client.clone(), metrics.clone(), args.pod_name);
     hooks.spawn(shutdown.clone());
 
     if args.role.runs_controller() {
@@ -50,9 +49,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             service_name: args.service_name.clone(),
             cluster_domain: detect_cluster_domain(args.cluster_domain.as_deref(), &resolv),
         };
-        info!(url_example = %cfg.sink_url("<namespace>", "<name>"), "sink addresses");
-        let metrics = crate::controller::Metrics::register(&mut registry);
-        let extensions = controller_extensions(&hooks, metrics);
+        info!(url_example = %cfg.sink_url(&SinkId::new("<namespace>", "<name>")), "sink addresses");
+        let extensions = controller_extensions(&hooks, metrics.clone());
         tasks.spawn(controller::run_with(
             client.clone(),
             cfg,
@@ -104,10 +102,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// How the controller learns about hooks: `HookReady` as an extra dependent of `Ready`,
 /// and a reconcile whenever a hook's state changes.
-pub fn controller_extensions(
-    hooks: &HookRegistry,
-    metrics: crate::controller::Metrics,
-) -> Extensions {
+pub fn controller_extensions(hooks: &HookRegistry, metrics: Metrics) -> Extensions {
     let source = hooks.clone();
     Extensions {
         conditions: vec![Arc::new(move |sink: &JobSink| source.condition(sink))],

@@ -11,7 +11,7 @@ use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::crd::JobSink;
+use crate::crd::{JobSink, SinkId};
 
 /// A cached JobSink: decoded, or why its spec could not be decoded. One undecodable object
 /// (the CRD keeps `spec.job` opaque, so `completions: "many"` gets in) must not stall the
@@ -76,9 +76,10 @@ impl SinkCache {
         *self.ready.borrow()
     }
 
-    /// The JobSink `namespace/name`, if it exists.
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<CachedSink>> {
-        self.store.get(&ObjectRef::new(name).within(namespace))
+    /// The JobSink `sink`, if it exists.
+    pub fn get(&self, sink: &SinkId) -> Option<Arc<CachedSink>> {
+        self.store
+            .get(&ObjectRef::new(&sink.name).within(&sink.namespace))
     }
 }
 

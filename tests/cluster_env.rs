@@ -1,6 +1,6 @@
-//! Canary tests proving the local control plane is real: the Job controller, the garbage
-//! collector, the namespace controller and CRD handling all work, with pods played by the
-//! fake kubelet. They fail (never skip) when the cluster is not up.
+//! Canary tests proving the local cluster is real: the Job controller, the garbage
+//! collector, the namespace controller and CRD handling all work, and pods run on the real
+//! node with their real exit codes. They fail (never skip) when the cluster is not up.
 
 mod support;
 

@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use jobsink::controller::{self, ControllerConfig, Extensions, conditions};
-use jobsink::crd::{Condition, JobSink};
+use jobsink::crd::{Condition, JobSink, SinkId};
 use kube::api::{ApiResource, DynamicObject};
-use kube::{Api, CustomResourceExt, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::Value;
-use support::{CONVERGE, TestNamespace, eventually, kubectl};
+use support::{CONVERGE, TestNamespace, eventually, install_crd, kubectl};
 use tokio_util::sync::CancellationToken;
 
 const SEEDS: [&str; 4] = [
@@ -28,8 +28,8 @@ const SEEDS: [&str; 4] = [
 const EXTRA_LABEL: &str = "test.jobsink.dev/extra-condition";
 const EXTRA_TYPE: &str = "ExtraReady";
 
-/// Reconciliations seen per `namespace/name`, counted by the extra condition source.
-type Calls = Arc<Mutex<HashMap<String, usize>>>;
+/// Reconciliations seen per sink, counted by the extra condition source.
+type Calls = Arc<Mutex<HashMap<SinkId, usize>>>;
 
 /// Starts the in-process controller once per test binary; returns its reconcile counts.
 fn controller() -> &'static Calls {
@@ -39,12 +39,7 @@ fn controller() -> &'static Calls {
         let calls = Calls::default();
         let seen = calls.clone();
         let extra = move |sink: &JobSink| -> Option<Condition> {
-            let key = format!(
-                "{}/{}",
-                sink.namespace().unwrap_or_default(),
-                sink.name_any()
-            );
-            *seen.lock().unwrap().entry(key).or_default() += 1;
+            *seen.lock().unwrap().entry(SinkId::of(sink)).or_default() += 1;
             let status = sink.labels().get(EXTRA_LABEL)?;
             Some(conditions::condition(
                 EXTRA_TYPE,
@@ -79,29 +74,9 @@ fn reconciles(calls: &Calls, ns: &str, name: &str) -> usize {
     calls
         .lock()
         .unwrap()
-        .get(&format!("{ns}/{name}"))
+        .get(&SinkId::new(ns, name))
         .copied()
         .unwrap_or(0)
-}
-
-fn install_crd() {
-    let mut last_error = String::new();
-    for _ in 0..3 {
-        let (ok, _, err) = kubectl(&["apply", "-f", "deploy/crd.yaml"], None);
-        if ok {
-            let established = [
-                "wait",
-                "--for=condition=Established",
-                "crd/jobsinks.sinks.knative.dev",
-                "--timeout=60s",
-            ];
-            let (ok, _, err) = kubectl(&established, None);
-            assert!(ok, "the JobSink CRD never became established: {err}");
-            return;
-        }
-        last_error = err;
-    }
-    panic!("applying deploy/crd.yaml failed: {last_error}");
 }
 
 /// JobSinks read untyped, so that one whose spec does not decode can be read too.
@@ -410,15 +385,4 @@ async fn a_spec_job_that_is_not_a_job_is_reported_and_other_sinks_still_become_r
         "sinks.knative.dev/job-sink-name=garbled"
     );
     wait_ready(&api, "fine", "True").await;
-}
-
-#[test]
-fn the_crd_under_test_is_the_generated_one() {
-    let committed = std::fs::read_to_string("deploy/crd.yaml").unwrap();
-    assert_eq!(
-        committed,
-        jobsink::crd::crd_yaml(),
-        "run `cargo run -- crd > deploy/crd.yaml`"
-    );
-    assert_eq!(JobSink::crd_name(), "jobsinks.sinks.knative.dev");
 }

@@ -6,33 +6,9 @@ mod support;
 
 use std::path::Path;
 
-use support::{TestNamespace, kubectl};
+use support::{TestNamespace, install_crd, kubectl};
 
 const CRD_PATH: &str = "deploy/crd.yaml";
-
-/// Installs the CRD for real and waits until it serves, so that dry runs of JobSinks work.
-fn install_crd() {
-    // Several test binaries may create it at once: a lost race is retried as an update.
-    let mut last_error = String::new();
-    for _ in 0..3 {
-        let (ok, _, err) = kubectl(&["apply", "-f", CRD_PATH], None);
-        if ok {
-            let (ok, _, err) = kubectl(
-                &[
-                    "wait",
-                    "--for=condition=Established",
-                    "crd/jobsinks.sinks.knative.dev",
-                    "--timeout=60s",
-                ],
-                None,
-            );
-            assert!(ok, "the JobSink CRD never became established: {err}");
-            return;
-        }
-        last_error = err;
-    }
-    panic!("applying {CRD_PATH} failed: {last_error}");
-}
 
 #[test]
 fn the_committed_crd_is_the_one_generated_from_the_types() {
@@ -45,7 +21,7 @@ fn the_committed_crd_is_the_one_generated_from_the_types() {
 
 #[test]
 fn the_generated_crd_matches_the_upstream_resource() {
-    let crd: serde_json::Value = serde_yaml::from_str(&jobsink::crd::crd_yaml()).unwrap();
+    let crd: serde_json::Value = serde_norway::from_str(&jobsink::crd::crd_yaml()).unwrap();
     let labels = &crd["metadata"]["labels"];
     assert_eq!(labels["duck.knative.dev/addressable"], "true");
     assert_eq!(labels["knative.dev/crd-install"], "true");
@@ -144,7 +120,8 @@ async fn the_seed_examples_under_deploy_are_unchanged_and_install_with_a_server_
 #[test]
 fn the_deployment_runs_the_receiver_locked_down_behind_the_job_sink_service() {
     let deployment: serde_json::Value =
-        serde_yaml::from_str(&std::fs::read_to_string("deploy/deployment.yaml").unwrap()).unwrap();
+        serde_norway::from_str(&std::fs::read_to_string("deploy/deployment.yaml").unwrap())
+            .unwrap();
     let pod = &deployment["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
     assert_eq!(container["args"], serde_json::json!(["serve"]));
@@ -165,7 +142,7 @@ fn the_deployment_runs_the_receiver_locked_down_behind_the_job_sink_service() {
         (Some("SYSTEM_NAMESPACE"), Some("metadata.namespace"))
     );
     let service: serde_json::Value =
-        serde_yaml::from_str(&std::fs::read_to_string("deploy/service.yaml").unwrap()).unwrap();
+        serde_norway::from_str(&std::fs::read_to_string("deploy/service.yaml").unwrap()).unwrap();
     assert_eq!(service["metadata"]["name"], "job-sink");
     assert_eq!(service["metadata"]["namespace"], "knative-eventing");
     assert_eq!(service["spec"]["ports"][0]["port"], 80);

@@ -4,9 +4,9 @@
 
 mod support;
 
+use jobsink::crd::SinkId;
 use jobsink::hook::{
-    EngineConfig, HookContext, HookEngine, HookError, HookRefusal, HookSettings, MAX_TIMEOUT,
-    run_hooks,
+    EngineConfig, HookEngine, HookError, HookRefusal, HookSettings, MAX_TIMEOUT, run_hooks,
 };
 use support::hooks::{build_job, event, plugin};
 
@@ -35,11 +35,8 @@ async fn repeated_memory_bombs_fail_at_their_limit_without_growing_the_process()
     let hook = engine
         .load(&plugin("bad_memory"), "", None, &settings)
         .expect("bad_memory loads");
-    let ctx = HookContext {
-        namespace: "default".into(),
-        sink: "bomb".into(),
-    };
-    let bomb = || run_hooks(&engine, Some(&hook), &settings, &ctx, event(), build_job);
+    let ctx = SinkId::new("default", "bomb");
+    let bomb = || run_hooks(&engine, Ok(&hook), &settings, &ctx, event(), build_job);
 
     // One round first, so that lazily initialised runtime state is in the baseline.
     assert!(bomb().await.is_err());

@@ -1,6 +1,6 @@
 //! The hook runtime against real components (the `plugins/` workspace, built by
 //! `plugins/build.sh`): good hooks change what they should, bad hooks are contained and
-//! handled by the failure policy, and every limit of `spec/hooks.md` holds. No cluster.
+//! handled by the failure policy, and every limit of `docs/hooks.md` holds. No cluster.
 
 mod support;
 
@@ -9,23 +9,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use jobsink::cloudevent::CloudEvent;
-use jobsink::crd::{FailurePolicy, HookMode};
+use jobsink::crd::{FailurePolicy, HookMode, SinkId};
 use jobsink::hook::{
-    EngineConfig, HookContext, HookEngine, HookError, HookNote, HookOutput, HookRefusal,
-    HookSettings, LoadError, LoadedHook, Phase, run_hooks,
+    EngineConfig, HookEngine, HookError, HookNote, HookOutput, HookRefusal, HookSettings,
+    LoadError, LoadedHook, Phase, run_hooks,
 };
-use k8s_openapi::api::batch::v1::Job;
+use jobsink::receiver::ReceiveError;
+use support::first_container;
 use support::hooks::{build_job, event, event_with_data, plugin};
 
 fn engine() -> HookEngine {
     HookEngine::new(EngineConfig::default()).expect("hook engine")
 }
 
-fn ctx() -> HookContext {
-    HookContext {
-        namespace: "default".into(),
-        sink: "job-sink-logger".into(),
-    }
+fn ctx() -> SinkId {
+    SinkId::new("default", "job-sink-logger")
 }
 
 fn load(engine: &HookEngine, name: &str, config: &str) -> Arc<LoadedHook> {
@@ -56,7 +54,7 @@ async fn run(
     event: CloudEvent,
 ) -> (Result<HookOutput, HookRefusal>, bool) {
     let built = AtomicBool::new(false);
-    let result = run_hooks(engine, Some(hook), settings, &ctx(), event, |event| {
+    let result = run_hooks(engine, Ok(hook), settings, &ctx(), event, |event| {
         built.store(true, Ordering::SeqCst);
         build_job(event)
     })
@@ -64,22 +62,16 @@ async fn run(
     (result, built.load(Ordering::SeqCst))
 }
 
+/// The HTTP status the receiver answers a refusal with.
+fn answer(refusal: &HookRefusal) -> u16 {
+    ReceiveError::from(refusal.clone()).status().as_u16()
+}
+
 fn failed(result: Result<HookOutput, HookRefusal>) -> HookError {
     match result {
         Err(HookRefusal::Failed(error)) => error,
         other => panic!("expected a failed hook, got {other:?}"),
     }
-}
-
-fn first_container(job: &Job) -> &k8s_openapi::api::core::v1::Container {
-    &job.spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0]
 }
 
 #[tokio::test]
@@ -126,7 +118,7 @@ async fn a_panic_under_fail_policy_refuses_the_event_and_builds_no_job() {
     let engine = engine();
     let hook = load(&engine, "bad_panic", "");
     let (result, built) = run(&engine, &hook, &HookSettings::default(), event()).await;
-    let refusal = result.as_ref().err().map(HookRefusal::status_code);
+    let refusal = result.as_ref().err().map(answer);
     match failed(result) {
         HookError::Trapped(message) => {
             assert!(message.contains("bad-panic always panics"), "{message}")
@@ -262,7 +254,7 @@ async fn a_rejection_answers_with_its_code_reason_and_message() {
         rejection.message,
         "events from my/curl/command are not accepted by this sink"
     );
-    assert_eq!(result.unwrap_err().status_code(), 403);
+    assert_eq!(answer(&result.unwrap_err()), 403);
     assert!(!built);
 }
 
@@ -389,19 +381,23 @@ async fn resources_from_data_sets_resources_and_the_kueue_queue() {
 #[tokio::test]
 async fn a_declared_hook_that_is_not_loaded_answers_503_or_goes_on_under_ignore() {
     let engine = engine();
+    let why = "its ConfigMap has not been loaded yet";
     let result = run_hooks(
         &engine,
-        None,
+        Err(why),
         &HookSettings::default(),
         &ctx(),
         event(),
         build_job,
     )
     .await;
-    assert_eq!(result.as_ref().err(), Some(&HookRefusal::NotLoaded));
-    assert_eq!(result.unwrap_err().status_code(), 503);
+    assert_eq!(
+        result.as_ref().err(),
+        Some(&HookRefusal::NotLoaded(why.into()))
+    );
+    assert_eq!(answer(&result.unwrap_err()), 503);
 
-    let output = run_hooks(&engine, None, &ignoring(), &ctx(), event(), build_job)
+    let output = run_hooks(&engine, Err(why), &ignoring(), &ctx(), event(), build_job)
         .await
         .expect("ignored");
     assert_eq!(

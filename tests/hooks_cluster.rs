@@ -13,7 +13,7 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use support::dispatcher::{Dispatcher, binary_event, seed_event};
 use support::hooks::plugin;
-use support::{CONVERGE, eventually, kubectl};
+use support::{CONVERGE, eventually, first_container, kubectl};
 
 /// A copy of the seed's job-sink-logger with a hook stanza.
 fn hooked_sink(name: &str, hook: &str) -> String {
@@ -73,17 +73,7 @@ async fn hook_ready(d: &Dispatcher, sink: &str, status: &str, reason: Option<&st
 }
 
 fn image(job: &Job) -> String {
-    job.spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0]
-        .image
-        .clone()
-        .unwrap()
+    first_container(job).image.clone().unwrap()
 }
 
 async fn only_job(d: &Dispatcher, source: &str, id: &str, sink: &str) -> Job {

@@ -1,5 +1,6 @@
 //! The receiver against the real control plane: what senders see (status codes, headers,
-//! bodies) and what gets created (Jobs, Secrets, the stored event's bytes).
+//! bodies) and what gets created (Jobs, Secrets, the stored event's bytes), as
+//! `docs/contract.md` promises, each deliberate improvement included.
 
 mod support;
 
@@ -12,7 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams};
 use support::dispatcher::{Dispatcher, binary_event, seed_event};
-use support::{CONVERGE, eventually, job_condition};
+use support::{CONVERGE, eventually, first_container, job_condition, pod_spec};
 
 const LOGGER: &str = include_str!("data/seed/job-sink-logger.yaml");
 const SUCCESS: &str = include_str!("data/seed/job-sink-success.yaml");
@@ -75,8 +76,8 @@ async fn the_seed_event_creates_the_named_job_and_the_exact_event_file() {
         (owner.kind.as_str(), owner.controller),
         ("JobSink", Some(true))
     );
-    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-    let main = &pod.containers[0];
+    let pod = pod_spec(&job);
+    let main = first_container(&job);
     let mount = &main.volume_mounts.as_ref().unwrap()[0];
     assert_eq!(
         (mount.name.as_str(), mount.mount_path.as_str()),
@@ -187,15 +188,7 @@ async fn the_custom_mount_path_example_keeps_the_users_mount() {
         .await;
     assert_eq!(r.status, 202, "{}", r.body);
     let job = &jobs_of(&d, "job-sink-custom-mount-path").await[0];
-    let main = &job
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
+    let main = first_container(job);
     let mounts = main.volume_mounts.as_ref().unwrap();
     assert_eq!(mounts.len(), 1, "{mounts:?}");
     assert_eq!(mounts[0].mount_path, "/etc/custom-path");
@@ -238,7 +231,7 @@ async fn init_containers_get_the_execution_mode_and_a_user_volume_is_kept() {
         .await;
     assert_eq!(r.status, 202, "{}", r.body);
     let job = &jobs_of(&d, "init-and-volume").await[0];
-    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let pod = pod_spec(job);
     let init = &pod.init_containers.as_ref().unwrap()[0];
     let modes: Vec<_> = init
         .env

@@ -23,7 +23,7 @@ enum Mode {
     Binary(SpecVersion),
 }
 
-/// Decodes and validates the event of one `POST` (spec section 2).
+/// Decodes and validates the event of one `POST` (`docs/contract.md#the-receiver`).
 ///
 /// `Content-Type: application/cloudevents+json` (any case, parameters allowed) means
 /// structured mode, even if `ce-specversion` is present too; otherwise a `ce-specversion`

@@ -5,8 +5,8 @@ use thiserror::Error;
 /// Why a request body (or a stored event) could not be turned into a [`CloudEvent`].
 ///
 /// Every variant is the sender's fault, so the receiver answers all of them with
-/// `400 Bad Request` ([`DecodeError::status`]) and the variant's `Display` text as the body:
-/// each is one short sentence naming the attribute or rule that failed.
+/// `400 Bad Request` (`receiver/error.rs`) and the variant's `Display` text as the body: each
+/// is one short sentence naming the attribute or rule that failed.
 ///
 /// [`CloudEvent`]: super::CloudEvent
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -74,12 +74,4 @@ pub enum DecodeError {
     /// 0.3 `datacontentencoding` is something other than `base64`.
     #[error("unsupported datacontentencoding `{0}`: only base64 is accepted")]
     UnsupportedDataContentEncoding(String),
-}
-
-impl DecodeError {
-    /// The HTTP status the receiver answers with: always `400 Bad Request`, because a
-    /// malformed event will not become valid by retrying it.
-    pub fn status(&self) -> http::StatusCode {
-        http::StatusCode::BAD_REQUEST
-    }
 }

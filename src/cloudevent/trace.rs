@@ -77,24 +77,12 @@ fn is_sampled(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cloudevent::SpecVersion;
 
     const SAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     const UNSAMPLED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
 
     fn event() -> CloudEvent {
-        CloudEvent {
-            specversion: SpecVersion::V1_0,
-            id: "1".into(),
-            source: "/s".into(),
-            ty: "t".into(),
-            datacontenttype: None,
-            dataschema: None,
-            subject: None,
-            time: None,
-            extensions: Default::default(),
-            data: None,
-        }
+        CloudEvent::new("1", "/s", "t")
     }
 
     fn headers(traceparent: &str, tracestate: Option<&str>) -> HeaderMap {

@@ -79,7 +79,7 @@ pub(super) fn validate(event: &CloudEvent) -> Result<(), DecodeError> {
         return Err(DecodeError::InvalidDataSchema(schema.clone()));
     }
     if let Some(time) = &event.time
-        && chrono::DateTime::parse_from_rfc3339(time).is_err()
+        && !is_rfc3339(time)
     {
         return Err(DecodeError::InvalidTime(time.clone()));
     }
@@ -87,6 +87,66 @@ pub(super) fn validate(event: &CloudEvent) -> Result<(), DecodeError> {
         check_extension_name(event.specversion, name)?;
     }
     Ok(())
+}
+
+/// Whether `text` is an RFC 3339 timestamp, `YYYY-MM-DDTHH:MM:SS[.fraction]` then `Z` or
+/// `±HH:MM`: a date that exists, `T` also written `t` or a space (RFC 3339 allows both),
+/// seconds up to 60 (a leap second), any number of fraction digits, an offset under 24
+/// hours (its minus sign may be U+2212).
+fn is_rfc3339(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let number = |at: usize, len: usize| -> Option<u16> {
+        let digits = bytes.get(at..at + len)?;
+        digits.iter().try_fold(0u16, |n, &b| {
+            b.is_ascii_digit().then(|| n * 10 + u16::from(b - b'0'))
+        })
+    };
+    let at = |i: usize, allowed: &[u8]| bytes.get(i).is_some_and(|b| allowed.contains(b));
+    let (Some(year), Some(month), Some(day)) = (number(0, 4), number(5, 2), number(8, 2)) else {
+        return false;
+    };
+    let (Some(hour), Some(minute), Some(second)) = (number(11, 2), number(14, 2), number(17, 2))
+    else {
+        return false;
+    };
+    let separators = at(4, b"-") && at(7, b"-") && at(10, b"Tt ") && at(13, b":") && at(16, b":");
+    // All of the first 19 bytes are ASCII now, so slicing after them is safe.
+    if !separators || hour > 23 || minute > 59 || second > 60 {
+        return false;
+    }
+    let date = i16::try_from(year)
+        .ok()
+        .zip(i8::try_from(month).ok())
+        .zip(i8::try_from(day).ok())
+        .is_some_and(|((y, m), d)| jiff::civil::Date::new(y, m, d).is_ok());
+    if !date {
+        return false;
+    }
+    let mut rest = &text[19..];
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return false;
+        }
+        rest = &fraction[digits..];
+    }
+    if rest == "Z" || rest == "z" {
+        return true;
+    }
+    let Some(offset) = rest.strip_prefix(['+', '-', '\u{2212}']) else {
+        return false;
+    };
+    let offset = offset.as_bytes();
+    let digits = |range: std::ops::Range<usize>| {
+        offset[range]
+            .iter()
+            .fold(0u16, |n, &b| n * 10 + u16::from(b - b'0'))
+    };
+    offset.len() == 5
+        && offset[2] == b':'
+        && [0, 1, 3, 4].iter().all(|&i| offset[i].is_ascii_digit())
+        && digits(0..2) <= 23
+        && digits(3..5) <= 59
 }
 
 fn non_empty(name: &'static str, value: &str) -> Result<(), DecodeError> {
@@ -102,18 +162,7 @@ mod tests {
     use super::*;
 
     fn event() -> CloudEvent {
-        CloudEvent {
-            specversion: SpecVersion::V1_0,
-            id: "1".into(),
-            source: "/s".into(),
-            ty: "t".into(),
-            datacontenttype: None,
-            dataschema: None,
-            subject: None,
-            time: None,
-            extensions: Default::default(),
-            data: None,
-        }
+        CloudEvent::new("1", "/s", "t")
     }
 
     #[test]
@@ -176,6 +225,34 @@ mod tests {
         assert_eq!(e.validate(), Ok(()));
         e.time = Some("2024-05-01 noon".into());
         assert!(matches!(e.validate(), Err(DecodeError::InvalidTime(_))));
+    }
+
+    #[test]
+    fn rfc3339_accepts_its_variants_and_refuses_near_misses() {
+        for good in [
+            "2024-05-01T12:34:56Z",
+            "2024-05-01t12:34:56z",
+            "2024-05-01 12:34:56Z",
+            "2024-02-29T00:00:00Z",
+            "2016-12-31T23:59:60Z",
+            "2024-05-01T12:34:56.123456789123-23:59",
+            "2024-05-01T12:34:56\u{2212}01:00",
+        ] {
+            assert!(is_rfc3339(good), "{good}");
+        }
+        for bad in [
+            "2023-02-29T00:00:00Z",
+            "2024-05-01T12:34Z",
+            "2024-05-01T24:00:00Z",
+            "2024-05-01T12:34:56",
+            "2024-05-01T12:34:56.Z",
+            "2024-05-01T12:34:56+24:00",
+            "2024-05-01T12:34:56+0200",
+            "2024-05-01T12:34:56Z[UTC]",
+            "20240501T123456Z",
+        ] {
+            assert!(!is_rfc3339(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! What the controller needs to know about where it runs: the namespace and Service of the
 //! receiver, and the cluster's DNS domain, from which every sink's address is built.
 
+use crate::crd::SinkId;
+
 /// Namespace the receiver runs in when nothing else is said (upstream's default, so that the
 /// seed's URL `http://job-sink.knative-eventing.svc.cluster.local/...` is right).
 pub const DEFAULT_SYSTEM_NAMESPACE: &str = "knative-eventing";
@@ -34,10 +36,14 @@ impl Default for ControllerConfig {
 impl ControllerConfig {
     /// The address of one sink: `http://<service>.<system ns>.svc.<domain>/<ns>/<name>`, no
     /// port and no trailing slash, as upstream advertises it.
-    pub fn sink_url(&self, namespace: &str, name: &str) -> String {
+    pub fn sink_url(&self, sink: &SinkId) -> String {
         format!(
             "http://{}.{}.svc.{}/{}/{}",
-            self.service_name, self.system_namespace, self.cluster_domain, namespace, name
+            self.service_name,
+            self.system_namespace,
+            self.cluster_domain,
+            sink.namespace,
+            sink.name
         )
     }
 }
@@ -71,7 +77,7 @@ mod tests {
 
     #[test]
     fn the_seed_url_is_built_with_the_default_configuration() {
-        let url = ControllerConfig::default().sink_url("default", "job-sink-logger");
+        let url = ControllerConfig::default().sink_url(&SinkId::new("default", "job-sink-logger"));
         assert_eq!(
             url,
             "http://job-sink.knative-eventing.svc.cluster.local/default/job-sink-logger"
@@ -86,7 +92,7 @@ mod tests {
             service_name: "sink".into(),
         };
         assert_eq!(
-            cfg.sink_url("ns", "n"),
+            cfg.sink_url(&SinkId::new("ns", "n")),
             "http://sink.sys.svc.example.org/ns/n"
         );
     }

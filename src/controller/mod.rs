@@ -3,7 +3,7 @@
 //!
 //! Layout: [`config`] (where the receiver is reachable), [`conditions`] and [`status`] (pure
 //! status computation), [`template`] (dry-run validation of `spec.job`), `reconcile` (the
-//! I/O orchestration), [`metrics`].
+//! I/O orchestration). Its counters are in [`crate::metrics`].
 //!
 //! Extension point: other parts of the process add dependents of `Ready` through
 //! [`ExtraCondition`] (e.g. `HookReady` from the hook loader), passed in [`Extensions`] to
@@ -13,13 +13,13 @@
 pub mod conditions;
 pub mod config;
 mod error;
-pub mod metrics;
 mod reconcile;
 pub mod status;
 pub mod template;
 
 use std::sync::{Arc, Mutex};
 
+use anyhow::Context as _;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use kube::core::error_boundary::DeserializeGuard;
@@ -30,10 +30,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::crd::{Condition, JobSink};
+use crate::metrics::Metrics;
 
 pub use config::{ControllerConfig, detect_cluster_domain};
 pub use error::Error;
-pub use metrics::Metrics;
 pub use reconcile::{ERROR_BACKOFF_BASE, ERROR_BACKOFF_MAX, RESYNC_PERIOD, backoff_delay};
 
 /// Name the controller reports its Kubernetes Events under.
@@ -69,7 +69,8 @@ pub struct Extensions {
     /// hook. (Reconciling one sink by name needs an unstable kube-runtime feature; a full
     /// pass is cheap: one dry run per sink.)
     pub reconcile_all_on: Option<BoxStream<'static, ()>>,
-    /// Counters, registered by the caller ([`Metrics::register`]); unregistered by default.
+    /// Where reconciliations are counted ([`crate::metrics::registry`]); by default in no
+    /// registry.
     pub metrics: Metrics,
 }
 
@@ -94,7 +95,7 @@ pub async fn run_with(
     sinks
         .list_metadata(&kube::api::ListParams::default().limit(1))
         .await
-        .map_err(|e| anyhow::anyhow!("cannot list JobSinks (is deploy/crd.yaml applied?): {e}"))?;
+        .context("cannot list JobSinks (is deploy/crd.yaml applied?)")?;
     let Extensions {
         conditions,
         reconcile_all_on,

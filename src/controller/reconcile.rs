@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{SecondsFormat, Utc};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::DynamicObject;
 use kube::core::error_boundary::DeserializeGuard;
@@ -14,11 +13,13 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, CustomResourceExt, Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
-use crate::crd::{Condition, JobSink, JobSinkSpec, JobSinkStatus};
+use crate::crd::{Condition, JobSink, JobSinkSpec, JobSinkStatus, SinkId};
 
 use super::conditions::{FALSE, JOB_TEMPLATE_READY, REASON_INVALID_JOB_TEMPLATE};
-use super::status::{SinkIdentity, desired_status};
-use super::{ControllerConfig, Error, ExtraCondition, Metrics, template};
+use super::status::desired_status;
+use super::{ControllerConfig, Error, ExtraCondition, template};
+use crate::k8s::{self, Failure};
+use crate::metrics::Metrics;
 
 /// How often every sink is reconciled without a change: picks up what no watch reports, e.g.
 /// a template that became valid because an admission policy or quota changed.
@@ -37,14 +38,14 @@ pub struct Context {
     pub(super) extra_conditions: Vec<Arc<dyn ExtraCondition>>,
     pub(super) recorder: Recorder,
     pub(super) metrics: Metrics,
-    /// Consecutive failures per sink (`namespace/name`), for the retry backoff.
-    pub(super) failures: Mutex<HashMap<String, u32>>,
+    /// Consecutive failures per sink, for the retry backoff.
+    pub(super) failures: Mutex<HashMap<SinkId, u32>>,
 }
 
 /// A JobSink as far as reconcile could read it.
 struct Observed {
     /// The sink, or why its `spec` does not decode (e.g. `spec.job.spec.completions: "x"`).
-    sink: Result<JobSink, String>,
+    sink: Result<JobSink, serde_json::Error>,
     /// The stored status, if it decodes.
     status: Option<JobSinkStatus>,
 }
@@ -56,19 +57,18 @@ pub async fn reconcile(
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     ctx.metrics.reconciled();
-    let namespace = obj.namespace().unwrap_or_default();
-    let name = obj.name_any();
+    let id = SinkId::of(obj.as_ref());
     let observed = match &obj.0 {
         Ok(sink) => Observed {
             sink: Ok(sink.clone()),
             status: sink.status.clone(),
         },
-        Err(invalid) => read_undecodable(&ctx.client, &namespace, &name, &invalid.error).await?,
+        Err(invalid) => read_undecodable(&ctx.client, &id, &invalid.error).await?,
     };
     let status = observed.status.as_ref();
     let (conditions, check_error) = match &observed.sink {
         Ok(sink) => {
-            let check = template::check(&ctx.client, sink, &namespace, &name).await;
+            let check = template::check(&ctx.client, sink).await;
             let mut conditions = vec![check.condition];
             let extra = ctx.extra_conditions.iter();
             conditions.extend(extra.filter_map(|source| source.condition(sink)));
@@ -76,19 +76,19 @@ pub async fn reconcile(
         }
         Err(error) => (vec![template::undecodable(error)], None),
     };
-    let identity = SinkIdentity {
-        namespace: &namespace,
-        name: &name,
-        generation: obj.meta().generation,
-    };
-    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
-    let desired = desired_status(&ctx.cfg, identity, status, conditions, &now);
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let generation = obj.meta().generation;
+    let desired = desired_status(&ctx.cfg, &id, generation, status, conditions, &now);
     if status != Some(&desired) {
-        let api = Api::<JobSink>::namespaced(ctx.client.clone(), &namespace);
-        match crate::k8s::patch_status(&api, &name, status, &desired).await {
+        let api = Api::<JobSink>::namespaced(ctx.client.clone(), &id.namespace);
+        match k8s::patch_status(&api, &id.name, status, &desired).await {
             Ok(_) => {}
             // Deleted since the watch saw it: nothing left to do, and no retry.
-            Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(Action::await_change()),
+            Err(error) if k8s::failure(&error) == Failure::NotFound => {
+                return Ok(Action::await_change());
+            }
             Err(error) => return Err(Error::PatchStatus(error)),
         }
         info!(ready = ready_status(&desired), "status updated");
@@ -101,10 +101,7 @@ pub async fn reconcile(
     if let Some(error) = check_error {
         return Err(error);
     }
-    ctx.failures
-        .lock()
-        .expect("not poisoned")
-        .remove(&key(&namespace, &name));
+    ctx.failures.lock().expect("not poisoned").remove(&id);
     Ok(Action::requeue(RESYNC_PERIOD))
 }
 
@@ -114,12 +111,10 @@ pub fn error_policy(
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    ctx.metrics.failed(error.metric_label());
+    ctx.metrics.reconcile_failed(error.metric_label());
     let failures = {
         let mut map = ctx.failures.lock().expect("not poisoned");
-        let count = map
-            .entry(key(&obj.namespace().unwrap_or_default(), &obj.name_any()))
-            .or_default();
+        let count = map.entry(SinkId::of(obj.as_ref())).or_default();
         *count = count.saturating_add(1);
         *count
     };
@@ -137,35 +132,24 @@ pub fn backoff_delay(failures: u32) -> Duration {
         .min(ERROR_BACKOFF_MAX)
 }
 
-fn key(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
-}
-
 /// Reads a sink whose cached copy did not decode, field by field, so that a broken status (which
 /// we overwrite anyway) is told apart from a broken spec (which we report).
-async fn read_undecodable(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    error: &str,
-) -> Result<Observed, Error> {
+async fn read_undecodable(client: &Client, id: &SinkId, error: &str) -> Result<Observed, Error> {
     let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), namespace, &JobSink::api_resource());
-    let object = api.get(name).await.map_err(Error::ReadSink)?;
+        Api::namespaced_with(client.clone(), &id.namespace, &JobSink::api_resource());
+    let object = api.get(&id.name).await.map_err(Error::ReadSink)?;
     let status = object
         .data
         .get("status")
         .and_then(|s| serde_json::from_value(s.clone()).ok());
     let spec = object.data.get("spec").cloned().unwrap_or_default();
     debug!(%error, "JobSink does not decode");
-    let sink = serde_json::from_value::<JobSinkSpec>(spec)
-        .map(|spec| {
-            let mut sink = JobSink::new(name, spec);
-            sink.metadata = object.metadata;
-            sink.status.clone_from(&status);
-            sink
-        })
-        .map_err(|e| e.to_string());
+    let sink = serde_json::from_value::<JobSinkSpec>(spec).map(|spec| {
+        let mut sink = JobSink::new(&id.name, spec);
+        sink.metadata = object.metadata;
+        sink.status.clone_from(&status);
+        sink
+    });
     Ok(Observed { sink, status })
 }
 

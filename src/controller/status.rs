@@ -1,7 +1,7 @@
 //! The status a JobSink should have, as a pure function of the sink, the configuration and
 //! the conditions reconcile observed.
 
-use crate::crd::{Addressable, Condition, JobSinkStatus, JobStatus};
+use crate::crd::{Addressable, Condition, JobSinkStatus, JobStatus, SinkId};
 
 use super::conditions::{self, ADDRESSABLE, EVENT_POLICIES_READY, REASON_OIDC_DISABLED, TRUE};
 use super::config::ControllerConfig;
@@ -14,29 +14,22 @@ pub fn job_selector(name: &str) -> String {
     format!("{}={name}", crate::crd::JOB_SINK_NAME_LABEL)
 }
 
-/// The inputs of [`desired_status`] that describe the sink itself.
-#[derive(Clone, Copy, Debug)]
-pub struct SinkIdentity<'a> {
-    pub namespace: &'a str,
-    pub name: &'a str,
-    /// `metadata.generation`, recorded as `observedGeneration`.
-    pub generation: Option<i64>,
-}
-
-/// The status to store: address, selector, `observedGeneration`, and the conditions
+/// The status to store for `sink` at `generation` (its `metadata.generation`, recorded as
+/// `observedGeneration`): address, selector, and the conditions
 /// `Addressable`, `EventPoliciesReady`, then `observed` (the job template and any extra
 /// dependents) summarised by `Ready`. Conditions that did not change keep the
 /// `lastTransitionTime` they have in `previous`; others get `now`.
 pub fn desired_status(
     cfg: &ControllerConfig,
-    sink: SinkIdentity<'_>,
+    sink: &SinkId,
+    generation: Option<i64>,
     previous: Option<&JobSinkStatus>,
     observed: Vec<Condition>,
     now: &str,
 ) -> JobSinkStatus {
     let address = Addressable {
         name: Some(ADDRESS_NAME.to_owned()),
-        url: Some(cfg.sink_url(sink.namespace, sink.name)),
+        url: Some(cfg.sink_url(sink)),
         ca_certs: None,
         audience: None,
     };
@@ -49,12 +42,12 @@ pub fn desired_status(
         .map(|p| p.conditions.as_slice())
         .unwrap_or_default();
     JobSinkStatus {
-        observed_generation: sink.generation,
+        observed_generation: generation,
         conditions: conditions::with_summary(previous_conditions, dependents, now),
         address: Some(address.clone()),
         addresses: vec![address],
         job: JobStatus {
-            selector: job_selector(sink.name),
+            selector: job_selector(&sink.name),
         },
         policies: Vec::new(),
         annotations: Default::default(),
@@ -69,13 +62,12 @@ mod tests {
     const NOW: &str = "2024-01-01T00:00:00Z";
     const LATER: &str = "2024-06-01T00:00:00Z";
 
-    fn sink() -> SinkIdentity<'static> {
-        SinkIdentity {
-            namespace: "default",
-            name: "job-sink-logger",
-            generation: Some(3),
-        }
+    fn sink() -> SinkId {
+        SinkId::new("default", "job-sink-logger")
     }
+
+    /// The `metadata.generation` the tests' sink is at.
+    const GENERATION: Option<i64> = Some(3);
 
     fn status_of(c: &[Condition], type_: &str) -> String {
         c.iter().find(|c| c.type_ == type_).unwrap().status.clone()
@@ -85,7 +77,8 @@ mod tests {
     fn a_sink_with_a_valid_template_is_ready_with_the_seed_address_and_selector() {
         let status = desired_status(
             &ControllerConfig::default(),
-            sink(),
+            &sink(),
+            GENERATION,
             None,
             vec![conditions::ready(JOB_TEMPLATE_READY)],
             NOW,
@@ -121,7 +114,8 @@ mod tests {
         );
         let status = desired_status(
             &ControllerConfig::default(),
-            sink(),
+            &sink(),
+            GENERATION,
             None,
             vec![refused],
             NOW,
@@ -137,16 +131,23 @@ mod tests {
     fn the_same_observations_later_give_an_identical_status() {
         let cfg = ControllerConfig::default();
         let observed = || vec![conditions::ready(JOB_TEMPLATE_READY)];
-        let first = desired_status(&cfg, sink(), None, observed(), NOW);
+        let first = desired_status(&cfg, &sink(), GENERATION, None, observed(), NOW);
         assert_eq!(
-            desired_status(&cfg, sink(), Some(&first), observed(), LATER),
+            desired_status(&cfg, &sink(), GENERATION, Some(&first), observed(), LATER),
             first
         );
     }
 
     #[test]
     fn the_status_serialises_with_knatives_keys() {
-        let status = desired_status(&ControllerConfig::default(), sink(), None, vec![], NOW);
+        let status = desired_status(
+            &ControllerConfig::default(),
+            &sink(),
+            GENERATION,
+            None,
+            vec![],
+            NOW,
+        );
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(
             json["job"]["selector"],

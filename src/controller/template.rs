@@ -1,17 +1,16 @@
 //! Validation of a sink's job template: the Job the receiver would build for an event is
 //! created with `dryRun=All`, so the API server runs its full validation and admission on it
-//! without storing anything. This replaces upstream's validating webhook.
-
-use std::collections::BTreeMap;
+//! without storing anything. This replaces upstream's validating webhook
+//! (`docs/contract.md#template-validation`).
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::PostParams;
 use kube::{Api, Client};
 
-use crate::cloudevent::{CloudEvent, SpecVersion};
-use crate::crd::{Condition, JobSink};
-use crate::job::{SinkRef, build_job, job_name};
-use crate::k8s::FIELD_MANAGER;
+use crate::cloudevent::CloudEvent;
+use crate::crd::{Condition, JobSink, SinkId};
+use crate::job::{build_job, job_name};
+use crate::k8s::{self, FIELD_MANAGER, Failure};
 
 use super::Error;
 use super::conditions::{
@@ -29,18 +28,7 @@ pub const DRY_RUN_EVENT_TYPE: &str = "dev.jobsink.template-check";
 
 /// The event a template is validated with: minimal, with no data.
 pub fn synthetic_event() -> CloudEvent {
-    CloudEvent {
-        specversion: SpecVersion::V1_0,
-        id: DRY_RUN_EVENT_ID.to_owned(),
-        source: DRY_RUN_EVENT_SOURCE.to_owned(),
-        ty: DRY_RUN_EVENT_TYPE.to_owned(),
-        datacontenttype: None,
-        dataschema: None,
-        subject: None,
-        time: None,
-        extensions: BTreeMap::new(),
-        data: None,
-    }
+    CloudEvent::new(DRY_RUN_EVENT_ID, DRY_RUN_EVENT_SOURCE, DRY_RUN_EVENT_TYPE)
 }
 
 /// The outcome of a template check: the `JobTemplateReady` condition, and the error to retry
@@ -51,21 +39,15 @@ pub struct TemplateCheck {
 }
 
 /// Dry-runs the creation of the Job `sink` would create for [`synthetic_event`].
-pub async fn check(client: &Client, sink: &JobSink, namespace: &str, name: &str) -> TemplateCheck {
+pub async fn check(client: &Client, sink: &JobSink) -> TemplateCheck {
     let event = synthetic_event();
-    let uid = sink.metadata.uid.as_deref().unwrap_or_default();
-    let sink_ref = SinkRef {
-        namespace,
-        name,
-        uid,
-        template: &sink.spec.job,
-    };
-    let job = build_job(&sink_ref, &job_name(name, &event.source, &event.id), &event);
+    let id = SinkId::of(sink);
+    let job = build_job(sink, &job_name(&id.name, &event.source, &event.id), &event);
     let params = PostParams {
         dry_run: true,
         field_manager: Some(FIELD_MANAGER.to_owned()),
     };
-    let result = Api::<Job>::namespaced(client.clone(), namespace)
+    let result = Api::<Job>::namespaced(client.clone(), &id.namespace)
         .create(&params, &job)
         .await
         .map(drop);
@@ -77,19 +59,21 @@ pub async fn check(client: &Client, sink: &JobSink, namespace: &str, name: &str)
 /// means validation passed (a Job of that name exists); anything else leaves the question
 /// open (`Unknown`) and is retried.
 pub fn classify(result: Result<(), kube::Error>) -> TemplateCheck {
-    match result {
-        Ok(()) => valid(),
-        Err(kube::Error::Api(status)) if status.is_already_exists() => valid(),
-        Err(kube::Error::Api(status)) if matches!(status.code, 400 | 422) => TemplateCheck {
+    let Err(error) = result else {
+        return valid();
+    };
+    match k8s::failure(&error) {
+        Failure::Conflict => valid(),
+        Failure::Invalid(message) => TemplateCheck {
             condition: condition(
                 JOB_TEMPLATE_READY,
                 FALSE,
                 Some(REASON_INVALID_JOB_TEMPLATE),
-                Some(&status.message),
+                Some(&message),
             ),
             error: None,
         },
-        Err(error) => TemplateCheck {
+        _ => TemplateCheck {
             condition: condition(
                 JOB_TEMPLATE_READY,
                 UNKNOWN,
@@ -103,7 +87,7 @@ pub fn classify(result: Result<(), kube::Error>) -> TemplateCheck {
 
 /// The condition of a sink whose `spec.job` is not even a `batch/v1` Job (wrong field types),
 /// so no Job can be built from it.
-pub fn undecodable(error: &str) -> Condition {
+pub fn undecodable(error: &serde_json::Error) -> Condition {
     let message = format!("spec.job is not a valid batch/v1 Job: {error}");
     condition(
         JOB_TEMPLATE_READY,

@@ -259,18 +259,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn received() -> CloudEvent {
-        CloudEvent {
-            specversion: crate::cloudevent::SpecVersion::V1_0,
-            id: "1".into(),
-            source: "s".into(),
-            ty: "t".into(),
-            datacontenttype: Some("application/json".into()),
-            dataschema: None,
-            subject: None,
-            time: None,
-            extensions: BTreeMap::new(),
-            data: Some(Data::Json("{\"a\": 1}".into())),
-        }
+        CloudEvent::new("1", "s", "t").with_json("{\"a\": 1}")
     }
 
     #[test]

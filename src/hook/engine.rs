@@ -11,9 +11,10 @@ use wasmtime::component::Linker;
 use super::bindings::jobsink::hook::types as wit;
 use super::error::HookError;
 use super::loader::{Cache, LoadedHook};
-use super::runtime::{CallLabel, CallLimits, CallReport, HostState, invoke, linker};
+use super::runtime::{CallLimits, CallReport, HostState, invoke, linker};
 use super::settings::HookSettings;
 use super::wasm_config::{self, Allocator, EngineConfig, EngineError};
+use crate::crd::SinkId;
 
 /// The hook runtime shared by the receiver, the controller and the tooling. Cheap to
 /// clone; build it once per process.
@@ -36,21 +37,12 @@ struct Inner {
     load_slot: Mutex<()>,
 }
 
-/// Which sink a call is for.
-#[derive(Clone, Debug)]
-pub struct HookContext {
-    /// Namespace of the JobSink.
-    pub namespace: String,
-    /// Name of the JobSink.
-    pub sink: String,
-}
-
 impl HookEngine {
     /// Builds the engine (pooling allocator when its probe passes) and starts the epoch
     /// ticker.
     pub fn new(cfg: EngineConfig) -> Result<Self, EngineError> {
         let (engine, allocator) = wasm_config::build(&cfg)?;
-        let linker = linker(&engine).map_err(|e| EngineError::Create(format!("{e:#}")))?;
+        let linker = linker(&engine).map_err(EngineError::Create)?;
         wasm_config::start_epoch_ticker(&engine);
         tracing::info!(
             ?allocator,
@@ -109,12 +101,12 @@ impl HookEngine {
         &self,
         hook: &Arc<LoadedHook>,
         settings: &HookSettings,
-        ctx: &HookContext,
+        sink: &SinkId,
         event: wit::CloudEvent,
     ) -> (Result<wit::EventDecision, HookError>, CallReport) {
         let hook_for_call = Arc::clone(hook);
-        self.run_blocking(ctx, settings, move |label, limits| {
-            call_event_blocking(&hook_for_call, label, limits, &event)
+        self.run_blocking(sink, settings, move |sink, limits| {
+            call_event_blocking(&hook_for_call, sink, limits, &event)
         })
         .await
     }
@@ -124,22 +116,22 @@ impl HookEngine {
         &self,
         hook: &Arc<LoadedHook>,
         settings: &HookSettings,
-        ctx: &HookContext,
+        sink: &SinkId,
         event: wit::CloudEvent,
         job_json: String,
     ) -> (Result<wit::JobDecision, HookError>, CallReport) {
         let hook_for_call = Arc::clone(hook);
-        self.run_blocking(ctx, settings, move |label, limits| {
-            call_job_blocking(&hook_for_call, label, limits, &event, &job_json)
+        self.run_blocking(sink, settings, move |sink, limits| {
+            call_job_blocking(&hook_for_call, sink, limits, &event, &job_json)
         })
         .await
     }
 
     async fn run_blocking<R: Send + 'static>(
         &self,
-        ctx: &HookContext,
+        sink: &SinkId,
         settings: &HookSettings,
-        call: impl FnOnce(&CallLabel, CallLimits) -> (Result<R, HookError>, CallReport) + Send + 'static,
+        call: impl FnOnce(&SinkId, CallLimits) -> (Result<R, HookError>, CallReport) + Send + 'static,
     ) -> (Result<R, HookError>, CallReport) {
         let permit = match Arc::clone(&self.inner.permits).acquire_owned().await {
             Ok(permit) => permit,
@@ -150,17 +142,14 @@ impl HookEngine {
                 );
             }
         };
-        let label = CallLabel {
-            namespace: ctx.namespace.clone(),
-            sink: ctx.sink.clone(),
-        };
+        let sink = sink.clone();
         let limits = CallLimits {
             timeout: settings.timeout,
             memory_limit_bytes: settings.memory_limit_bytes,
         };
         let run = move || {
             let _permit = permit;
-            call(&label, limits)
+            call(&sink, limits)
         };
         // On the dispatcher's multi-threaded runtime the call runs right here, after handing
         // this worker's other tasks to another thread (`block_in_place`): a call takes tens of
@@ -195,7 +184,7 @@ impl HookEngine {
 /// `on-event` on the current thread (tooling and the blocking task above).
 pub(crate) fn call_event_blocking(
     hook: &LoadedHook,
-    label: &CallLabel,
+    sink: &SinkId,
     limits: CallLimits,
     event: &wit::CloudEvent,
 ) -> (Result<wit::EventDecision, HookError>, CallReport) {
@@ -203,8 +192,8 @@ pub(crate) fn call_event_blocking(
     let Some(indices) = &compiled.event else {
         return (Ok(wit::EventDecision::Pass), CallReport::default());
     };
-    let ctx = wit_context(hook, label);
-    invoke(&compiled.pre, label, limits, |store, instance| {
+    let ctx = wit_context(hook, sink);
+    invoke(&compiled.pre, sink, limits, |store, instance| {
         let guest = indices.load(&mut *store, instance)?;
         guest.call_on_event(&mut *store, &ctx, event)
     })
@@ -213,7 +202,7 @@ pub(crate) fn call_event_blocking(
 /// `on-job` on the current thread (tooling and the blocking task above).
 pub(crate) fn call_job_blocking(
     hook: &LoadedHook,
-    label: &CallLabel,
+    sink: &SinkId,
     limits: CallLimits,
     event: &wit::CloudEvent,
     job_json: &str,
@@ -222,17 +211,17 @@ pub(crate) fn call_job_blocking(
     let Some(indices) = &compiled.job else {
         return (Ok(wit::JobDecision::Pass), CallReport::default());
     };
-    let ctx = wit_context(hook, label);
-    invoke(&compiled.pre, label, limits, |store, instance| {
+    let ctx = wit_context(hook, sink);
+    invoke(&compiled.pre, sink, limits, |store, instance| {
         let guest = indices.load(&mut *store, instance)?;
         guest.call_on_job(&mut *store, &ctx, event, job_json)
     })
 }
 
-fn wit_context(hook: &LoadedHook, label: &CallLabel) -> wit::Context {
+fn wit_context(hook: &LoadedHook, sink: &SinkId) -> wit::Context {
     wit::Context {
-        namespace: label.namespace.clone(),
-        sink: label.sink.clone(),
+        namespace: sink.namespace.clone(),
+        sink: sink.name.clone(),
         config: hook.config().to_owned(),
     }
 }
@@ -240,42 +229,26 @@ fn wit_context(hook: &LoadedHook, label: &CallLabel) -> wit::Context {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cloudevent::CloudEvent;
+    use crate::hook::convert::event_to_wit;
     use crate::hook::runtime::MAX_LOG_LINES_PER_CALL;
+    use crate::hook::test_plugins::plugin_path;
 
     #[test]
     fn log_lines_past_the_per_call_budget_are_dropped_and_counted() {
         let engine = HookEngine::new(EngineConfig::default()).expect("engine");
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/plugins/target/wasm32-wasip2/release/bad_log_flood.wasm"
-        );
-        let wasm = std::fs::read(path)
-            .unwrap_or_else(|e| panic!("{path} is missing ({e}): run plugins/build.sh"));
+        let wasm = std::fs::read(plugin_path("bad_log_flood")).expect("the test hook");
         let hook = engine
             .load(&wasm, "", None, &HookSettings::default())
             .expect("loads");
-        let label = CallLabel {
-            namespace: "ns".into(),
-            sink: "s".into(),
-        };
+        let sink = SinkId::new("ns", "s");
         let limits = CallLimits {
             // Generous: an unoptimised host makes 2,000 host calls slow.
             timeout: crate::hook::MAX_TIMEOUT,
             memory_limit_bytes: crate::hook::DEFAULT_MEMORY_LIMIT_BYTES,
         };
-        let event = wit::CloudEvent {
-            id: "1".into(),
-            source: "s".into(),
-            type_: "t".into(),
-            specversion: "1.0".into(),
-            subject: None,
-            time: None,
-            datacontenttype: None,
-            dataschema: None,
-            extensions: Vec::new(),
-            data: None,
-        };
-        let (result, report) = call_event_blocking(&hook, &label, limits, &event);
+        let event = event_to_wit(&CloudEvent::new("1", "s", "t"));
+        let (result, report) = call_event_blocking(&hook, &sink, limits, &event);
         assert!(matches!(result, Ok(wit::EventDecision::Pass)));
         assert_eq!(report.log_lines_dropped, 2_000 - MAX_LOG_LINES_PER_CALL);
     }

@@ -11,8 +11,9 @@ use wasmtime::component::{Component, InstancePre};
 use super::bindings::exports::jobsink::hook::{config, event_phase, job_phase};
 use super::engine::HookEngine;
 use super::error::{HookError, guest_text};
-use super::runtime::{CallLabel, CallLimits, HostState, invoke};
+use super::runtime::{CallLimits, HostState, invoke};
 use super::settings::HookSettings;
+use crate::crd::SinkId;
 
 /// Largest component accepted. A ConfigMap holds at most 1 MiB; the extra room is for
 /// `jobsink hook run` on unoptimised builds, while still bounding compile time and memory.
@@ -67,14 +68,20 @@ pub enum LoadError {
     TooLarge { size: usize, limit: usize },
     #[error("the component's sha256 is {actual}, but spec.hook.sha256 says {expected}")]
     Sha256Mismatch { expected: String, actual: String },
-    #[error("not a WebAssembly component: {0}")]
-    NotAComponent(String),
+    #[error("not a WebAssembly component: {0:#}")]
+    NotAComponent(#[source] wasmtime::Error),
     #[error("the component imports `{import}`, which hooks may not use ({why})")]
     ForbiddenImport { import: String, why: &'static str },
     #[error("the component does not export `{0}`")]
     MissingExport(&'static str),
-    #[error("the component cannot be linked: {0}")]
-    Link(String),
+    #[error("the component cannot be linked: {0:#}")]
+    Link(#[source] wasmtime::Error),
+    #[error("the component cannot be linked: {phase}: {source:#}")]
+    PhaseMismatch {
+        phase: &'static str,
+        #[source]
+        source: wasmtime::Error,
+    },
     #[error("the hook refused its config: {0}")]
     ConfigRejected(String),
     #[error("validate-config failed: {0}")]
@@ -90,7 +97,7 @@ impl LoadError {
             LoadError::NotAComponent(_) => "HookNotAComponent",
             LoadError::ForbiddenImport { .. } => "HookForbiddenImport",
             LoadError::MissingExport(_) => "HookMissingExport",
-            LoadError::Link(_) => "HookLinkFailed",
+            LoadError::Link(_) | LoadError::PhaseMismatch { .. } => "HookLinkFailed",
             LoadError::ConfigRejected(_) => "HookConfigRejected",
             LoadError::ValidateFailed(_) => "HookValidateFailed",
         }
@@ -218,13 +225,13 @@ impl HookEngine {
     }
 
     fn compile(&self, wasm: &[u8], sha256: String) -> Result<CompiledHook, LoadError> {
-        let component = Component::new(self.wasm_engine(), wasm)
-            .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
+        let component =
+            Component::new(self.wasm_engine(), wasm).map_err(LoadError::NotAComponent)?;
         check_imports(self.wasm_engine(), &component)?;
         let pre = self
             .linker()
             .instantiate_pre(&component)
-            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+            .map_err(LoadError::Link)?;
         let config = config::GuestIndices::new(&pre)
             .map_err(|_| LoadError::MissingExport("jobsink:hook/config@0.1.0"))?;
         let event = event_phase::GuestIndices::new(&pre).ok();
@@ -247,33 +254,37 @@ impl HookEngine {
     fn validate(&self, hook: &LoadedHook, settings: &HookSettings) -> Result<(), LoadError> {
         let _slot = self.load_slot();
         let compiled = &hook.compiled;
-        let label = CallLabel {
-            namespace: String::new(),
-            sink: format!("load:{}", &compiled.sha256[..12]),
-        };
+        // Not a sink's call: log lines name the component being loaded instead.
+        let label = SinkId::new("", format!("load:{}", &compiled.sha256[..12]));
         let limits = CallLimits {
             timeout: settings.timeout,
             memory_limit_bytes: settings.memory_limit_bytes,
         };
-        let mut link_error = None;
+        let mut mismatch = None;
         let (result, _) = invoke(&compiled.pre, &label, limits, |store, instance| {
             if let Some(event) = &compiled.event
-                && let Err(error) = event.load(&mut *store, instance)
+                && let Err(source) = event.load(&mut *store, instance)
             {
-                link_error = Some(format!("event-phase: {error:#}"));
+                mismatch = Some(LoadError::PhaseMismatch {
+                    phase: "event-phase",
+                    source,
+                });
                 return Ok(Ok(()));
             }
             if let Some(job) = &compiled.job
-                && let Err(error) = job.load(&mut *store, instance)
+                && let Err(source) = job.load(&mut *store, instance)
             {
-                link_error = Some(format!("job-phase: {error:#}"));
+                mismatch = Some(LoadError::PhaseMismatch {
+                    phase: "job-phase",
+                    source,
+                });
                 return Ok(Ok(()));
             }
             let guest = compiled.config.load(&mut *store, instance)?;
             guest.call_validate_config(&mut *store, &hook.config)
         });
-        if let Some(error) = link_error {
-            return Err(LoadError::Link(error));
+        if let Some(error) = mismatch {
+            return Err(error);
         }
         match result {
             Ok(()) => Ok(()),

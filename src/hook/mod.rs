@@ -1,4 +1,4 @@
-//! Per-sink WebAssembly hooks (`spec/hooks.md`): untrusted components that may transform or
+//! Per-sink WebAssembly hooks (`docs/hooks.md`): untrusted components that may transform or
 //! reject an event and reshape its Job before anything is created.
 //!
 //! - `wasm_config`: the Wasmtime engine settings (epochs, pooling, limits).
@@ -22,16 +22,21 @@ mod runtime;
 mod settings;
 mod wasm_config;
 
+/// The test hooks of `plugins/`, built on first use; shared with the integration tests.
+#[cfg(test)]
+#[path = "../../tests/support/plugins.rs"]
+mod test_plugins;
+
 pub use convert::{
     ALLOWED_REJECTION_CODES, DEFAULT_REJECTION_CODE, MAX_EVENT_OUTPUT_BYTES, MAX_JOB_OUTPUT_BYTES,
     Rejection,
 };
-pub use engine::{HookContext, HookEngine};
+pub use engine::HookEngine;
 pub use error::{HookError, MAX_GUEST_TEXT_BYTES};
 pub use loader::{LoadError, LoadedHook, MAX_COMPONENT_BYTES, Phases};
 pub use pipeline::{HookNote, HookOutput, HookRefusal, Phase, run_hooks};
-pub use registry::{HOOK_READY, HookRegistry, HookState, HookView, SinkKey};
+pub use registry::{HOOK_READY, HookRegistry, HookState};
 pub use settings::{
     DEFAULT_MEMORY_LIMIT_BYTES, DEFAULT_TIMEOUT, HookSettings, MAX_MEMORY_LIMIT_BYTES, MAX_TIMEOUT,
 };
-pub use wasm_config::{Allocator, EngineConfig, EngineError};
+pub use wasm_config::{Allocator, DEFAULT_MAX_CONCURRENCY, EngineConfig, EngineError};

@@ -8,13 +8,13 @@ use k8s_openapi::api::batch::v1::Job;
 
 use super::bindings::jobsink::hook::types as wit;
 use super::convert::{Rejection, event_from_wit, event_to_wit, job_from_json, job_to_json};
-use super::engine::{HookContext, HookEngine};
+use super::engine::HookEngine;
 use super::error::HookError;
 use super::loader::LoadedHook;
 use super::runtime::CallReport;
 use super::settings::HookSettings;
 use crate::cloudevent::CloudEvent;
-use crate::crd::{FailurePolicy, HookMode};
+use crate::crd::{FailurePolicy, HookMode, SinkId};
 
 /// Where in the pipeline something happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,27 +104,28 @@ pub struct HookOutput {
     pub notes: Vec<HookNote>,
 }
 
-/// Why nothing may be created for the event.
+/// Why nothing may be created for the event. The receiver turns it into its answer
+/// (`receiver::ReceiveError::Hook`, mapped to HTTP in `receiver/error.rs`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum HookRefusal {
-    /// The hook rejected the event (Enforce mode): answer with the rejection.
-    #[error("rejected by the sink's hook: {} {}: {}", .0.code, .0.reason, .0.message)]
+    /// The hook rejected the event (Enforce mode): the sender gets the rejection.
+    #[error("event rejected by the sink's hook: {}: {}", .0.reason, .0.message)]
     Rejected(Rejection),
-    /// The hook failed under `failurePolicy: Fail`: answer 500 so the sender retries.
+    /// The hook failed under `failurePolicy: Fail`: the sender should retry.
     #[error("the sink's hook failed: {0}")]
-    Failed(HookError),
-    /// The hook is declared but not loaded, under `failurePolicy: Fail`: answer 503.
-    #[error("the sink's hook is not loaded")]
-    NotLoaded,
+    Failed(#[source] HookError),
+    /// The hook is declared but not loaded, under `failurePolicy: Fail`, with the reason.
+    #[error("the sink's hook is not loaded yet: {0}")]
+    NotLoaded(String),
 }
 
 impl HookRefusal {
-    /// The HTTP status for the sender: the rejection's (clamped) code, 500 or 503.
-    pub fn status_code(&self) -> u16 {
+    /// A low-cardinality name for metrics.
+    pub fn label(&self) -> &'static str {
         match self {
-            HookRefusal::Rejected(rejection) => rejection.code,
-            HookRefusal::Failed(_) => 500,
-            HookRefusal::NotLoaded => 503,
+            HookRefusal::Rejected(_) => "rejected",
+            HookRefusal::Failed(_) => "failed",
+            HookRefusal::NotLoaded(_) => "not_loaded",
         }
     }
 }
@@ -141,18 +142,20 @@ pub(crate) struct PhaseRun {
 }
 
 /// Runs the sink's hook over one event: `on-event`, then `build_job` on the resulting
-/// event, then `on-job`. `hook` is `None` when the sink declares a hook that is not loaded.
+/// event, then `on-job`. `hook` is the loaded component, or why the sink's hook is not
+/// loaded. Most callers want [`HookRegistry::run`](super::HookRegistry::run), which finds
+/// both for a sink and records the outcome.
 ///
 /// `build_job` is called only when the event goes on; on a refusal nothing is built.
 pub async fn run_hooks(
     engine: &HookEngine,
-    hook: Option<&Arc<LoadedHook>>,
+    hook: Result<&Arc<LoadedHook>, &str>,
     settings: &HookSettings,
-    ctx: &HookContext,
+    sink: &SinkId,
     event: CloudEvent,
     build_job: impl FnOnce(&CloudEvent) -> Job,
 ) -> Result<HookOutput, HookRefusal> {
-    run_traced(engine, hook, settings, ctx, event, build_job)
+    run_traced(engine, hook, settings, sink, event, build_job)
         .await
         .0
 }
@@ -160,35 +163,40 @@ pub async fn run_hooks(
 /// [`run_hooks`], also returning how each phase ran.
 pub(crate) async fn run_traced(
     engine: &HookEngine,
-    hook: Option<&Arc<LoadedHook>>,
+    hook: Result<&Arc<LoadedHook>, &str>,
     settings: &HookSettings,
-    ctx: &HookContext,
+    sink: &SinkId,
     event: CloudEvent,
     build_job: impl FnOnce(&CloudEvent) -> Job,
 ) -> (Result<HookOutput, HookRefusal>, Vec<PhaseRun>) {
     let mut runs = Vec::new();
     let mut policy = Policy {
         settings,
-        ctx,
+        sink,
         notes: Vec::new(),
     };
-    let Some(hook) = hook else {
-        return match policy.settle::<()>(Phase::Load, Err(HookError::NotLoaded)) {
-            Err(HookRefusal::Failed(HookError::NotLoaded)) => (Err(HookRefusal::NotLoaded), runs),
-            Err(refusal) => (Err(refusal), runs),
-            Ok(_) => {
-                let job = build_job(&event);
-                let notes = policy.notes;
-                (Ok(HookOutput { event, job, notes }), runs)
-            }
-        };
+    let hook = match hook {
+        Ok(hook) => hook,
+        Err(why) => {
+            return match policy.settle::<()>(Phase::Load, Err(HookError::NotLoaded)) {
+                Err(HookRefusal::Failed(HookError::NotLoaded)) => {
+                    (Err(HookRefusal::NotLoaded(why.to_owned())), runs)
+                }
+                Err(refusal) => (Err(refusal), runs),
+                Ok(_) => {
+                    let job = build_job(&event);
+                    let notes = policy.notes;
+                    (Ok(HookOutput { event, job, notes }), runs)
+                }
+            };
+        }
     };
 
     let mut event = event;
     if hook.phases().event {
         let start = std::time::Instant::now();
         let (result, report) = engine
-            .call_event(hook, settings, ctx, event_to_wit(&event))
+            .call_event(hook, settings, sink, event_to_wit(&event))
             .await;
         let verdict = result.and_then(|decision| match decision {
             wit::EventDecision::Pass => Ok(Verdict::Keep),
@@ -218,7 +226,7 @@ pub(crate) async fn run_traced(
         let verdict = match job_to_json(&job) {
             Ok(json) => {
                 let (result, report) = engine
-                    .call_job(hook, settings, ctx, event_to_wit(&event), json)
+                    .call_job(hook, settings, sink, event_to_wit(&event), json)
                     .await;
                 let verdict = result.and_then(|decision| match decision {
                     wit::JobDecision::Pass => Ok(Verdict::Keep),
@@ -276,7 +284,7 @@ impl PhaseRun {
 /// Applies mode and failure policy to verdicts, collecting notes.
 struct Policy<'a> {
     settings: &'a HookSettings,
-    ctx: &'a HookContext,
+    sink: &'a SinkId,
     notes: Vec<HookNote>,
 }
 
@@ -294,8 +302,8 @@ impl Policy<'_> {
             Ok(Verdict::Replace(value)) if !monitor => return Ok(Some(value)),
             Ok(Verdict::Reject(rejection)) if !monitor => {
                 tracing::info!(
-                    namespace = %self.ctx.namespace,
-                    sink = %self.ctx.sink,
+                    namespace = %self.sink.namespace,
+                    sink = %self.sink.name,
                     phase = phase.as_str(),
                     code = rejection.code,
                     reason = %rejection.reason,
@@ -310,8 +318,8 @@ impl Policy<'_> {
                 (FailurePolicy::Fail, true) => HookNote::WouldFail { phase, error },
                 (FailurePolicy::Fail, false) => {
                     tracing::warn!(
-                        namespace = %self.ctx.namespace,
-                        sink = %self.ctx.sink,
+                        namespace = %self.sink.namespace,
+                        sink = %self.sink.name,
                         phase = phase.as_str(),
                         kind = error.kind(),
                         %error,
@@ -322,8 +330,8 @@ impl Policy<'_> {
             },
         };
         tracing::warn!(
-            namespace = %self.ctx.namespace,
-            sink = %self.ctx.sink,
+            namespace = %self.sink.namespace,
+            sink = %self.sink.name,
             reason = note.reason(),
             message = %note.message(),
             "hook note"

@@ -1,15 +1,18 @@
-//! The hooks of the cluster's JobSinks: watches each ConfigMap that a `spec.hook` names,
-//! loads its component off the request path, swaps it in atomically, keeps the last good
-//! version on a bad update, and reports the outcome as the `HookReady` condition (read by the
-//! controller) and as Kubernetes Events on the JobSink.
+//! The hooks of the cluster's JobSinks, and the one call that runs a sink's hook over an
+//! event ([`HookRegistry::run`]).
 //!
-//! Calls in flight keep the `Arc<LoadedHook>` they started with, so a swap never disturbs
-//! them. A dispatcher never exits because of a hook: every failure becomes state here.
+//! Watches each ConfigMap that a `spec.hook` names, loads its component off the request
+//! path, swaps it in atomically, keeps the last good version on a bad update, and reports the
+//! outcome as the `HookReady` condition (read by the controller) and as Kubernetes Events on
+//! the JobSink. Calls in flight keep the `Arc<LoadedHook>` they started with, so a swap never
+//! disturbs them. A dispatcher never exits because of a hook: every failure becomes state
+//! here. See `docs/hooks.md#loading-and-reload`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -19,8 +22,10 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{HookEngine, HookNote, HookSettings, LoadedHook};
-use crate::crd::{Condition, HookSpec, JobSink};
+use super::{HookEngine, HookNote, HookRefusal, HookSettings, LoadedHook, run_hooks};
+use crate::cloudevent::CloudEvent;
+use crate::crd::{Condition, HookSpec, JobSink, SinkId};
+use crate::metrics::Metrics;
 
 /// Type of the condition this registry reports on each JobSink with a hook.
 pub const HOOK_READY: &str = "HookReady";
@@ -28,9 +33,6 @@ pub const HOOK_READY: &str = "HookReady";
 /// How many change notifications may wait for the controller; a slow controller that misses
 /// some still catches up on its periodic requeue.
 const CHANGE_BUFFER: usize = 256;
-
-/// A JobSink, by namespace and name.
-pub type SinkKey = (String, String);
 
 /// Where a sink's hook stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,14 +46,8 @@ pub enum HookState {
     Failed { reason: String, message: String },
 }
 
-/// What the receiver needs to run a sink's hook.
-#[derive(Clone, Debug)]
-pub struct HookView {
-    pub settings: HookSettings,
-    /// `None` while no version has ever loaded (or the ConfigMap is gone).
-    pub hook: Option<Arc<LoadedHook>>,
-    pub config: String,
-}
+/// Why a sink's hook is not loaded, before the registry has a better reason.
+const NOT_LOADED_YET: &str = "its ConfigMap has not been loaded yet";
 
 struct Entry {
     spec: HookSpec,
@@ -69,9 +65,10 @@ struct Entry {
 struct Inner {
     engine: HookEngine,
     client: Client,
+    metrics: Metrics,
     recorder: Recorder,
-    entries: Mutex<HashMap<SinkKey, Entry>>,
-    changed: broadcast::Sender<SinkKey>,
+    entries: Mutex<HashMap<SinkId, Entry>>,
+    changed: broadcast::Sender<SinkId>,
     next_generation: std::sync::atomic::AtomicU64,
 }
 
@@ -82,10 +79,18 @@ pub struct HookRegistry {
 }
 
 impl HookRegistry {
-    pub fn new(engine: HookEngine, client: Client) -> Self {
+    /// The registry of a process; hook outcomes are counted in `metrics`, and its
+    /// Kubernetes Events name `instance` (the pod) as their reporter. Nothing is watched
+    /// until [`HookRegistry::spawn`].
+    pub fn new(
+        engine: HookEngine,
+        client: Client,
+        metrics: Metrics,
+        instance: Option<String>,
+    ) -> Self {
         let reporter = Reporter {
             controller: "jobsink-hooks".into(),
-            instance: std::env::var("POD_NAME").ok(),
+            instance,
         };
         let (changed, _) = broadcast::channel(CHANGE_BUFFER);
         Self {
@@ -93,6 +98,7 @@ impl HookRegistry {
                 engine,
                 recorder: Recorder::new(client.clone(), reporter),
                 client,
+                metrics,
                 entries: Mutex::default(),
                 changed,
                 next_generation: Default::default(),
@@ -100,39 +106,69 @@ impl HookRegistry {
         }
     }
 
-    pub fn engine(&self) -> &HookEngine {
-        &self.inner.engine
-    }
-
     /// Notifications naming a sink whose hook state changed (for the controller).
-    pub fn subscribe(&self) -> broadcast::Receiver<SinkKey> {
+    pub fn subscribe(&self) -> broadcast::Receiver<SinkId> {
         self.inner.changed.subscribe()
     }
 
-    /// The sink's hook as the receiver runs it; `None` when the sink declares no hook.
-    pub fn view(&self, namespace: &str, name: &str) -> Option<HookView> {
-        let entries = self.entries();
-        let e = entries.get(&(namespace.to_string(), name.to_string()))?;
-        Some(HookView {
-            settings: e.settings.clone(),
-            hook: e.current.clone(),
-            config: e.spec.config.clone().unwrap_or_default(),
-        })
+    /// Runs `sink`'s hook over one event and returns the event to store and the Job to
+    /// create; `build_job` builds the Job from the event `on-event` left. Without
+    /// `spec.hook` that is all it does.
+    ///
+    /// The sink's settings and component are the registry's; a sink it has not seen yet runs
+    /// with the settings of its spec and counts as not loaded. Every note and refusal is
+    /// counted in `jobsink_hook_outcomes_total`, and notes are published as Kubernetes
+    /// Events on the JobSink.
+    pub async fn run(
+        &self,
+        sink: &JobSink,
+        event: CloudEvent,
+        build_job: impl FnOnce(&CloudEvent) -> Job,
+    ) -> Result<(CloudEvent, Job), HookRefusal> {
+        let Some(spec) = &sink.spec.hook else {
+            let job = build_job(&event);
+            return Ok((event, job));
+        };
+        let id = SinkId::of(sink);
+        let (settings, hook) = match self.entries().get(&id) {
+            Some(e) => {
+                let why = match &e.state {
+                    HookState::Failed { message, .. } => message.clone(),
+                    HookState::Loading | HookState::Ready => NOT_LOADED_YET.to_owned(),
+                };
+                (e.settings.clone(), e.current.clone().ok_or(why))
+            }
+            None => (
+                HookSettings::from_spec(spec),
+                Err(NOT_LOADED_YET.to_owned()),
+            ),
+        };
+        let hook = hook.as_ref().map_err(String::as_str);
+        let result = run_hooks(&self.inner.engine, hook, &settings, &id, event, build_job).await;
+        match result {
+            Ok(output) => {
+                for note in &output.notes {
+                    self.inner.metrics.hook(&id, note.reason());
+                    self.record_note(&id, note);
+                }
+                Ok((output.event, output.job))
+            }
+            Err(refusal) => {
+                self.inner.metrics.hook(&id, refusal.label());
+                Err(refusal)
+            }
+        }
     }
 
     /// The sink's hook state; `None` when it declares no hook (or is not known yet).
-    pub fn state(&self, namespace: &str, name: &str) -> Option<HookState> {
-        let entries = self.entries();
-        entries
-            .get(&(namespace.to_string(), name.to_string()))
-            .map(|e| e.state.clone())
+    pub fn state(&self, sink: &SinkId) -> Option<HookState> {
+        self.entries().get(sink).map(|e| e.state.clone())
     }
 
     /// The `HookReady` condition of `sink`, for the controller: `None` without `spec.hook`.
     pub fn condition(&self, sink: &JobSink) -> Option<Condition> {
         sink.spec.hook.as_ref()?;
-        let (ns, name) = key_of(sink);
-        let (status, reason, message) = match self.state(&ns, &name) {
+        let (status, reason, message) = match self.state(&SinkId::of(sink)) {
             Some(HookState::Ready) => ("True", None, None),
             Some(HookState::Failed { reason, message }) => ("False", Some(reason), Some(message)),
             None | Some(HookState::Loading) => (
@@ -153,13 +189,10 @@ impl HookRegistry {
     /// Publishes what a hook did although the event went on (Monitor mode, ignored
     /// failures) as a Kubernetes Event on the JobSink, off the request path. Repeated notes
     /// are folded into an event series by the recorder.
-    pub fn record_note(&self, namespace: &str, name: &str, note: &HookNote) {
-        let sink = {
-            let entries = self.entries();
-            match entries.get(&(namespace.to_string(), name.to_string())) {
-                Some(e) => e.sink.clone(),
-                None => return,
-            }
+    fn record_note(&self, sink: &SinkId, note: &HookNote) {
+        let sink = match self.entries().get(sink) {
+            Some(e) => e.sink.clone(),
+            None => return,
         };
         let event = Event {
             type_: EventType::Warning,
@@ -193,12 +226,12 @@ impl HookRegistry {
                 match event {
                     Some(Ok(watcher::Event::Init)) => listed.clear(),
                     Some(Ok(watcher::Event::InitApply(sink))) => {
-                        listed.insert(key_of(&sink));
+                        listed.insert(SinkId::of(&sink));
                         this.sync(&sink);
                     }
                     Some(Ok(watcher::Event::InitDone)) => this.retain(&listed),
                     Some(Ok(watcher::Event::Apply(sink))) => this.sync(&sink),
-                    Some(Ok(watcher::Event::Delete(sink))) => this.remove(&key_of(&sink)),
+                    Some(Ok(watcher::Event::Delete(sink))) => this.remove(&SinkId::of(&sink)),
                     Some(Err(error)) => warn!(%error, "JobSink watch error (hooks); retrying"),
                     None => break,
                 }
@@ -209,7 +242,7 @@ impl HookRegistry {
         });
     }
 
-    fn entries(&self) -> MutexGuard<'_, HashMap<SinkKey, Entry>> {
+    fn entries(&self) -> MutexGuard<'_, HashMap<SinkId, Entry>> {
         self.inner
             .entries
             .lock()
@@ -219,7 +252,7 @@ impl HookRegistry {
     /// Brings one sink's entry in line with its spec: starts, restarts or stops the watch of
     /// its ConfigMap.
     fn sync(&self, sink: &JobSink) {
-        let key = key_of(sink);
+        let key = SinkId::of(sink);
         let Some(spec) = sink.spec.hook.clone() else {
             self.remove(&key);
             return;
@@ -259,13 +292,13 @@ impl HookRegistry {
         let _ = self.inner.changed.send(key);
     }
 
-    fn remove(&self, key: &SinkKey) {
+    fn remove(&self, key: &SinkId) {
         if let Some(e) = self.entries().remove(key) {
             e.watch.abort();
         }
     }
 
-    fn retain(&self, keep: &HashSet<SinkKey>) {
+    fn retain(&self, keep: &HashSet<SinkId>) {
         self.entries().retain(|k, e| {
             let stay = keep.contains(k);
             if !stay {
@@ -275,8 +308,8 @@ impl HookRegistry {
         });
     }
 
-    async fn watch_config_map(self, key: SinkKey, spec: HookSpec, generation: u64) {
-        let api: Api<ConfigMap> = Api::namespaced(self.inner.client.clone(), &key.0);
+    async fn watch_config_map(self, key: SinkId, spec: HookSpec, generation: u64) {
+        let api: Api<ConfigMap> = Api::namespaced(self.inner.client.clone(), &key.namespace);
         let by_name = format!("metadata.name={}", spec.config_map_ref.name);
         let mut stream = watcher(api, watcher::Config::default().fields(&by_name))
             .default_backoff()
@@ -294,18 +327,21 @@ impl HookRegistry {
                 }
                 Ok(watcher::Event::InitDone) => {}
                 Ok(watcher::Event::Delete(_)) => self.load(&key, &spec, generation, None).await,
-                Err(error) => warn!(%error, sink = ?key, "ConfigMap watch error (hook); retrying"),
+                Err(error) => warn!(%error, sink = %key, "ConfigMap watch error (hook); retrying"),
             }
         }
     }
 
     /// Loads the ConfigMap's component (or records why it cannot) for one sink.
-    async fn load(&self, key: &SinkKey, spec: &HookSpec, generation: u64, cm: Option<&ConfigMap>) {
+    async fn load(&self, key: &SinkId, spec: &HookSpec, generation: u64, cm: Option<&ConfigMap>) {
         let cm_name = &spec.config_map_ref.name;
         let data_key = &spec.config_map_ref.key;
         let bytes = match cm {
             None => {
-                let message = format!("ConfigMap {cm_name} not found in namespace {}", key.0);
+                let message = format!(
+                    "ConfigMap {cm_name} not found in namespace {}",
+                    key.namespace
+                );
                 // Gone means the owner withdrew the code: nothing serves any more.
                 self.settle(
                     key,
@@ -364,7 +400,7 @@ impl HookRegistry {
     /// Records a load outcome, tells the controller, and emits a Kubernetes Event.
     async fn settle(
         &self,
-        key: &SinkKey,
+        key: &SinkId,
         generation: u64,
         sha: Option<String>,
         outcome: Result<Arc<LoadedHook>, (&'static str, String)>,
@@ -383,7 +419,7 @@ impl HookRegistry {
                     let note = format!("hook {} loaded", &hook.sha256()[..12]);
                     e.current = Some(hook);
                     e.state = HookState::Ready;
-                    info!(sink = ?key, sha256 = ?sha, "hook loaded");
+                    info!(sink = %key, sha256 = ?sha, "hook loaded");
                     Event {
                         type_: EventType::Normal,
                         reason: "HookLoaded".into(),
@@ -402,7 +438,7 @@ impl HookRegistry {
                     } else {
                         ""
                     };
-                    warn!(sink = ?key, reason, %message, "hook not loaded");
+                    warn!(sink = %key, reason, %message, "hook not loaded");
                     e.state = HookState::Failed {
                         reason: reason.to_string(),
                         message: format!("{message}{kept}"),
@@ -423,13 +459,6 @@ impl HookRegistry {
             warn!(%error, "could not publish a Kubernetes Event");
         }
     }
-}
-
-fn key_of(sink: &JobSink) -> SinkKey {
-    (
-        sink.metadata.namespace.clone().unwrap_or_default(),
-        sink.metadata.name.clone().unwrap_or_default(),
-    )
 }
 
 /// The component under `key`: `binaryData` first (what `kubectl create configmap

@@ -12,6 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::jobsink::hook::host::{self, Level};
 use super::error::{HookError, MAX_GUEST_TEXT_BYTES, guest_text};
 use super::wasm_config::{EPOCH_TICK, MAX_MEMORIES_PER_COMPONENT, MAX_TABLES_PER_COMPONENT};
+use crate::crd::SinkId;
 
 /// Capacity of the captured stdout and of stderr of one call. Writing more makes the write
 /// fail (which a Rust guest turns into a panic): hooks should use `log`, and a panic
@@ -23,13 +24,6 @@ pub const MAX_LOG_LINES_PER_CALL: u32 = 16;
 pub const MAX_TABLE_ELEMENTS: usize = 20_000;
 /// How much of a trapping guest's stderr is quoted in the error (its panic message).
 const STDERR_TAIL_BYTES: usize = 512;
-
-/// Which sink a call serves, for log lines.
-#[derive(Clone, Debug)]
-pub(crate) struct CallLabel {
-    pub namespace: String,
-    pub sink: String,
-}
 
 /// The limits of one call.
 #[derive(Clone, Copy, Debug)]
@@ -43,7 +37,8 @@ pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
-    label: CallLabel,
+    /// The sink the call serves, for log lines.
+    sink: SinkId,
     log_lines_left: u32,
     log_lines_dropped: u32,
 }
@@ -65,7 +60,7 @@ impl host::Host for HostState {
         }
         self.log_lines_left -= 1;
         let message = guest_text(&message, MAX_GUEST_TEXT_BYTES);
-        let (namespace, sink) = (&self.label.namespace, &self.label.sink);
+        let (namespace, sink) = (&self.sink.namespace, &self.sink.name);
         match level {
             Level::Trace => {
                 tracing::trace!(target: "jobsink::hook::guest", %namespace, %sink, "{message}")
@@ -192,7 +187,7 @@ pub(crate) struct CallReport {
 /// `result` (an `Err(String)` is the hook's returned error) inside Wasmtime's result (traps).
 pub(crate) fn invoke<R>(
     pre: &InstancePre<HostState>,
-    label: &CallLabel,
+    sink: &SinkId,
     limits: CallLimits,
     f: impl FnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<Result<R, String>>,
 ) -> (Result<R, HookError>, CallReport) {
@@ -213,7 +208,7 @@ pub(crate) fn invoke<R>(
             limit: limits.memory_limit_bytes,
             hit: false,
         },
-        label: label.clone(),
+        sink: sink.clone(),
         log_lines_left: MAX_LOG_LINES_PER_CALL,
         log_lines_dropped: 0,
     };
@@ -241,8 +236,8 @@ pub(crate) fn invoke<R>(
     report.stderr = stderr.contents().to_vec();
     if report.log_lines_dropped > 0 {
         tracing::warn!(
-            namespace = %label.namespace,
-            sink = %label.sink,
+            namespace = %sink.namespace,
+            sink = %sink.name,
             dropped = report.log_lines_dropped,
             "hook log lines over the per-call budget were dropped"
         );

@@ -2,17 +2,20 @@
 
 use std::time::Duration;
 
-use crate::crd::{FailurePolicy, HookMode, HookSpec};
+use crate::crd::{
+    DEFAULT_HOOK_MEMORY_LIMIT_MIB, DEFAULT_HOOK_TIMEOUT_MS, FailurePolicy, HookMode, HookSpec,
+    MAX_HOOK_MEMORY_LIMIT_MIB, MAX_HOOK_TIMEOUT_MS,
+};
 
-/// Deadline of one hook call when `timeoutMs` is unset: generous for a hook that parses and
-/// rewrites a Job (tens of microseconds), short enough that a stuck hook is noticed quickly.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
-/// Largest accepted `timeoutMs`: a call holds a dispatcher thread for at most this long.
-pub const MAX_TIMEOUT: Duration = Duration::from_millis(1000);
-/// Memory of one instance when `memoryLimitMiB` is unset: ample for serde_json on a Job.
-pub const DEFAULT_MEMORY_LIMIT_BYTES: usize = 32 << 20;
-/// Largest accepted `memoryLimitMiB`; also the pooling allocator's per-memory ceiling.
-pub const MAX_MEMORY_LIMIT_BYTES: usize = 256 << 20;
+/// Deadline of one hook call when `timeoutMs` is unset ([`DEFAULT_HOOK_TIMEOUT_MS`]).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(DEFAULT_HOOK_TIMEOUT_MS as u64);
+/// Largest accepted `timeoutMs` ([`MAX_HOOK_TIMEOUT_MS`]).
+pub const MAX_TIMEOUT: Duration = Duration::from_millis(MAX_HOOK_TIMEOUT_MS as u64);
+/// Memory of one instance when `memoryLimitMiB` is unset ([`DEFAULT_HOOK_MEMORY_LIMIT_MIB`]).
+pub const DEFAULT_MEMORY_LIMIT_BYTES: usize = (DEFAULT_HOOK_MEMORY_LIMIT_MIB as usize) << 20;
+/// Largest accepted `memoryLimitMiB` ([`MAX_HOOK_MEMORY_LIMIT_MIB`]); also the pooling
+/// allocator's per-memory ceiling.
+pub const MAX_MEMORY_LIMIT_BYTES: usize = (MAX_HOOK_MEMORY_LIMIT_MIB as usize) << 20;
 
 /// The run settings of one sink's hook.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -12,7 +12,7 @@ const MAX_NAME_LEN: usize = 63;
 /// How many leading characters of `<sink>-` a shortened name keeps (63 minus a 32-char hash).
 const SHORTENED_PREFIX_LEN: usize = MAX_NAME_LEN - 32;
 
-/// The upstream-compatible Job name for an event (`spec/jobsink.md` section 3).
+/// The upstream-compatible Job name for an event (`docs/contract.md#the-name`).
 ///
 /// `h` is the lowercase hex MD5 of `source` followed directly by `id`. The name is
 /// `<sink>-<h>` when that fits in 63 characters, else the first 31 characters of `<sink>-`
@@ -26,7 +26,8 @@ pub fn job_name(sink: &str, source: &str, id: &str) -> String {
 }
 
 /// The name used instead of [`job_name`] when that name is already taken by a *different*
-/// event (improvement 7): `source` and `id` joined without a separator are ambiguous, so
+/// event (`docs/contract.md#name-collisions`): `source` and `id` joined without a separator
+/// are ambiguous, so
 /// (`/sensor/1`, `23`) and (`/sensor/12`, `3`) share a compatible name.
 ///
 /// It hashes an unambiguous encoding, `<byte length of source>:<source><id>`, with SHA-256

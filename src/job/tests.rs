@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Container, PodSpec};
+use kube::ResourceExt as _;
 
 use super::*;
-use crate::cloudevent::{CloudEvent, SpecVersion};
-use crate::crd::JobSink;
+use crate::cloudevent::CloudEvent;
+use crate::crd::{JobSink, JobSinkSpec};
 
 const LOGGER: &str = include_str!("../../tests/data/seed/job-sink-logger.yaml");
 const CUSTOM_MOUNT: &str = include_str!("../../tests/data/seed/job-sink-custom-mount-path.yaml");
@@ -18,32 +19,20 @@ const UID: &str = "0b7c8a4e-0000-4000-8000-000000000001";
 
 /// A seed JobSink as the API would return it: with a namespace and a uid.
 fn seed_sink(manifest: &str) -> JobSink {
-    let mut sink: JobSink = serde_yaml::from_str(manifest).expect("seed manifest parses");
+    let mut sink: JobSink = serde_norway::from_str(manifest).expect("seed manifest parses");
     sink.metadata.namespace = Some("default".into());
     sink.metadata.uid = Some(UID.into());
     sink
 }
 
 fn event(source: &str, id: &str) -> CloudEvent {
-    CloudEvent {
-        specversion: SpecVersion::V1_0,
-        id: id.into(),
-        source: source.into(),
-        ty: "my.demo.event".into(),
-        datacontenttype: None,
-        dataschema: None,
-        subject: None,
-        time: None,
-        extensions: BTreeMap::new(),
-        data: None,
-    }
+    CloudEvent::new(id, source, "my.demo.event")
 }
 
 /// Builds the Job a seed sink creates for the seed event.
 fn build(sink: &JobSink) -> Job {
-    let sink = SinkRef::from_resource(sink).expect("sink has namespace, name and uid");
-    let name = job_name(sink.name, "my/curl/command", "123");
-    build_job(&sink, &name, &event("my/curl/command", "123"))
+    let name = job_name(&sink.name_any(), "my/curl/command", "123");
+    build_job(sink, &name, &event("my/curl/command", "123"))
 }
 
 fn pod(job: &Job) -> &PodSpec {
@@ -293,13 +282,9 @@ fn every_regular_container_gets_the_event() {
 
 #[test]
 fn a_template_without_a_pod_spec_still_gets_the_event_volume() {
-    let template = Job::default();
-    let sink = SinkRef {
-        namespace: "ns",
-        name: "s",
-        uid: UID,
-        template: &template,
-    };
+    let mut sink = JobSink::new("s", JobSinkSpec::default());
+    sink.metadata.namespace = Some("ns".into());
+    sink.metadata.uid = Some(UID.into());
     let job = build_job(&sink, "s-x", &event("/s", "1"));
     assert_eq!(pod(&job).volumes.as_ref().map(Vec::len), Some(1));
 }

@@ -11,6 +11,9 @@
 //! - a Job of that name that belongs to a *different* event (the upstream name hashes
 //!   `source` and `id` with no separator) is not a duplicate: the event gets its alternate
 //!   name.
+//!
+//! See `docs/contract.md`: #one-round-trip, #concurrent-duplicates, #no-half-created-events
+//! and #name-collisions.
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +24,9 @@ use kube::{Api, Client, Error as KubeError};
 use tracing::{info, warn};
 
 use super::ReceiveError;
+use crate::crd::SinkId;
 use crate::job::{alternate_job_name, build_secret, job_matches_event, job_name, rename_job};
+use crate::k8s::{self, Failure};
 
 /// Whether this request created the event's objects or found them already there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,14 +48,13 @@ async fn timed<T>(spent: &mut Duration, call: impl Future<Output = T>) -> T {
     out
 }
 
-fn is_status(error: &KubeError, code: u16) -> bool {
-    matches!(error, KubeError::Api(s) if s.code == code)
+fn exists(error: &KubeError) -> bool {
+    k8s::failure(error) == Failure::Conflict
 }
 
 /// What one accepted event creates.
 pub(super) struct EventObjects<'a> {
-    pub namespace: &'a str,
-    pub sink: &'a str,
+    pub sink: &'a SinkId,
     /// Identity of the event as received (names and Location use it, whatever a hook did).
     pub source: &'a str,
     pub id: &'a str,
@@ -68,18 +72,17 @@ pub(super) async fn create_objects(
     spent: &mut Duration,
 ) -> Result<Created, ReceiveError> {
     let EventObjects {
-        namespace,
         sink,
         source,
         id,
         mut job,
         stored,
     } = objects;
-    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &sink.namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &sink.namespace);
     let names = [
-        job_name(sink, source, id),
-        alternate_job_name(sink, source, id),
+        job_name(&sink.name, source, id),
+        alternate_job_name(&sink.name, source, id),
     ];
     for name in &names {
         if job.metadata.name.as_deref() != Some(name.as_str()) {
@@ -91,7 +94,7 @@ pub(super) async fn create_objects(
                 info!(job = %name, "created Job and Secret for event");
                 return Ok(Created::New);
             }
-            Err(e) if is_status(&e, 409) => {
+            Err(e) if exists(&e) => {
                 let existing = timed(spent, jobs.get_opt(name)).await;
                 let Some(existing) = existing.map_err(api("get_job"))? else {
                     // Deleted between our create and get: a retry starts afresh.
@@ -114,6 +117,22 @@ pub(super) async fn create_objects(
     )))
 }
 
+/// Creates the Secret of `job`: `Ok(true)` when this call created it, `Ok(false)` when it
+/// exists already.
+async fn put_secret(
+    secrets: &Api<Secret>,
+    job: &Job,
+    stored: Vec<u8>,
+    spent: &mut Duration,
+) -> Result<bool, KubeError> {
+    let secret = build_secret(job, stored);
+    match timed(spent, secrets.create(&PostParams::default(), &secret)).await {
+        Ok(_) => Ok(true),
+        Err(e) if exists(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Creates the Secret of a Job this request just created; on failure, takes the Job back
 /// unless another copy of the event has supplied the Secret meanwhile.
 async fn create_secret(
@@ -123,11 +142,8 @@ async fn create_secret(
     stored: Vec<u8>,
     spent: &mut Duration,
 ) -> Result<(), ReceiveError> {
-    let secret = build_secret(job, stored);
-    let error = match timed(spent, secrets.create(&PostParams::default(), &secret)).await {
-        Ok(_) => return Ok(()),
-        Err(e) if is_status(&e, 409) => return Ok(()),
-        Err(e) => e,
+    let Err(error) = put_secret(secrets, job, stored, spent).await else {
+        return Ok(());
     };
     let name = job.metadata.name.clone().unwrap_or_default();
     if matches!(secrets.get_opt(&name).await, Ok(Some(_))) {
@@ -151,13 +167,11 @@ async fn ensure_secret(
     stored: Vec<u8>,
     spent: &mut Duration,
 ) -> Result<(), ReceiveError> {
-    let secret = build_secret(job, stored);
-    match timed(spent, secrets.create(&PostParams::default(), &secret)).await {
-        Ok(_) => {
-            info!(job = ?job.metadata.name, "repaired missing Secret of an existing Job");
-            Ok(())
-        }
-        Err(e) if is_status(&e, 409) => Ok(()),
-        Err(e) => Err(api("create_secret")(e)),
+    let repaired = put_secret(secrets, job, stored, spent)
+        .await
+        .map_err(api("create_secret"))?;
+    if repaired {
+        info!(job = ?job.metadata.name, "repaired missing Secret of an existing Job");
     }
+    Ok(())
 }

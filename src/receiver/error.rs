@@ -1,12 +1,17 @@
 //! The one place where receiver failures become HTTP answers: a status code and a short
 //! plain-text body saying what is wrong. Server-side failures log their detail once and tell
-//! the sender only what it can act on.
+//! the sender only what it can act on. The table of answers is in
+//! `docs/contract.md#clear-errors`.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tracing::{error, warn};
 
 use crate::cloudevent::DecodeError;
+use crate::crd::SinkId;
+use crate::hook::HookRefusal;
+use crate::job::EventTooLarge;
+use crate::k8s::{self, Failure};
 
 /// Why a request to the receiver was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -15,14 +20,10 @@ pub enum ReceiveError {
     NoRoute(String),
     #[error("method {method} is not allowed here; allowed: {allow}")]
     MethodNotAllowed { method: String, allow: &'static str },
-    #[error("JobSink {namespace}/{name} does not exist")]
-    UnknownSink { namespace: String, name: String },
-    #[error("JobSink {namespace}/{name} is not ready: {why}")]
-    SinkNotReady {
-        namespace: String,
-        name: String,
-        why: String,
-    },
+    #[error("JobSink {0} does not exist")]
+    UnknownSink(SinkId),
+    #[error("JobSink {sink} is not ready: {why}")]
+    SinkNotReady { sink: SinkId, why: String },
     #[error("the receiver is starting and has not loaded the JobSinks yet")]
     Starting,
     #[error("malformed CloudEvent: {0}")]
@@ -30,22 +31,11 @@ pub enum ReceiveError {
     #[error("request body is larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("reading the request body failed: {0}")]
-    BodyRead(String),
-    #[error(
-        "the event takes {size} bytes as stored, over the limit of {limit} bytes \
-         (an event is stored in a Secret; see --max-event-bytes)"
-    )]
-    EventTooLarge { size: usize, limit: usize },
-    #[error("event rejected by the sink's hook: {reason}: {message}")]
-    HookRejected {
-        code: u16,
-        reason: String,
-        message: String,
-    },
-    #[error("the sink's hook failed: {0}")]
-    HookFailed(String),
-    #[error("the sink's hook is not loaded yet: {0}")]
-    HookNotLoaded(String),
+    BodyRead(#[source] axum::Error),
+    #[error("{0} (an event is stored in a Secret; see --max-event-bytes)")]
+    EventTooLarge(#[from] EventTooLarge),
+    #[error(transparent)]
+    Hook(#[from] HookRefusal),
     #[error("no Job exists for this event")]
     NoSuchJob,
     #[error("Kubernetes API call {operation} failed: {source}")]
@@ -63,15 +53,19 @@ impl ReceiveError {
     pub fn status(&self) -> StatusCode {
         use ReceiveError::*;
         match self {
-            NoRoute(_) | UnknownSink { .. } | NoSuchJob => StatusCode::NOT_FOUND,
+            NoRoute(_) | UnknownSink(_) | NoSuchJob => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            SinkNotReady { .. } | Starting | HookNotLoaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SinkNotReady { .. } | Starting => StatusCode::SERVICE_UNAVAILABLE,
+            // A malformed event does not become valid by sending it again.
             BadEvent(_) | BodyRead(_) => StatusCode::BAD_REQUEST,
-            BodyTooLarge { .. } | EventTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            HookRejected { code, .. } => {
-                StatusCode::from_u16(*code).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
+            BodyTooLarge { .. } | EventTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            // The rejection's code, already one of the allowed 4xx codes.
+            Hook(HookRefusal::Rejected(rejection)) => {
+                StatusCode::from_u16(rejection.code).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
             }
-            HookFailed(_) | Conflict(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            // A failure under `failurePolicy: Fail`: the sender retries.
+            Hook(HookRefusal::Failed(_)) | Conflict(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Hook(HookRefusal::NotLoaded(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Api { source, .. } => api_status(source),
         }
     }
@@ -81,12 +75,12 @@ impl ReceiveError {
         use ReceiveError::*;
         match self {
             NoRoute(_) | MethodNotAllowed { .. } => "bad_route",
-            UnknownSink { .. } => "unknown_sink",
+            UnknownSink(_) => "unknown_sink",
             SinkNotReady { .. } | Starting => "not_ready",
             BadEvent(_) | BodyRead(_) => "invalid",
-            BodyTooLarge { .. } | EventTooLarge { .. } => "too_large",
-            HookRejected { .. } => "rejected",
-            HookFailed(_) | HookNotLoaded(_) => "hook_error",
+            BodyTooLarge { .. } | EventTooLarge(_) => "too_large",
+            Hook(HookRefusal::Rejected(_)) => "rejected",
+            Hook(HookRefusal::Failed(_) | HookRefusal::NotLoaded(_)) => "hook_error",
             NoSuchJob => "no_job",
             Api { .. } | Conflict(_) => "error",
         }
@@ -96,10 +90,9 @@ impl ReceiveError {
 /// 503 for API failures a retry can fix (throttling, API server unavailable or timing out),
 /// 500 otherwise.
 fn api_status(error: &kube::Error) -> StatusCode {
-    match error {
-        kube::Error::Api(s) if matches!(s.code, 429 | 503 | 504) => StatusCode::SERVICE_UNAVAILABLE,
-        kube::Error::Api(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
+    match k8s::failure(error) {
+        Failure::Transient => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -114,7 +107,9 @@ impl IntoResponse for ReceiveError {
                 // Expected while a sink or its hook is being set up: the sender retries.
                 ReceiveError::SinkNotReady { .. }
                 | ReceiveError::Starting
-                | ReceiveError::HookNotLoaded(_) => warn!(error = %self, "event refused for now"),
+                | ReceiveError::Hook(HookRefusal::NotLoaded(_)) => {
+                    warn!(error = %self, "event refused for now")
+                }
                 _ if status.is_server_error() => error!(error = %self, "request failed"),
                 _ => {}
             }

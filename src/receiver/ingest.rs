@@ -1,39 +1,37 @@
 //! `POST /<namespace>/<jobsink>`: one CloudEvent in, one Job (and its Secret) out.
 //!
-//! decode and validate -> look up the sink -> hook (`on-event`, build the Job, `on-job`) ->
-//! size check -> create Job and Secret. Nothing is created unless every step before passed.
+//! look up the sink -> decode and validate -> the sink's hook (`on-event`, build the Job,
+//! `on-job`; just the build without a hook) -> size check -> create Job and Secret. Nothing
+//! is created unless every step before passed. See `docs/architecture.md`.
 
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use k8s_openapi::api::batch::v1::Job;
 use tracing::{Span, debug};
 
 use super::create::{Created, EventObjects, create_objects};
 use super::{AppState, ReceiveError};
 use crate::cloudevent::{self, CloudEvent};
-use crate::crd::JobSink;
-use crate::hook::{HookContext, HookRefusal, HookSettings, run_hooks};
-use crate::job::{self, SinkRef, job_name};
+use crate::crd::SinkId;
+use crate::job::{self, job_name};
 use crate::location::location;
 use crate::sinks::{CachedSink, Readiness, decoded, readiness};
 
 pub(super) async fn handle(
     state: &AppState,
-    namespace: &str,
-    name: &str,
+    sink: &SinkId,
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
-    match ingest(state, namespace, name, headers, body).await {
+    match ingest(state, sink, headers, body).await {
         Ok((created, loc)) => {
             let outcome = match created {
                 Created::New => "created",
                 Created::Duplicate => "duplicate",
             };
-            state.metrics.event(namespace, name, outcome);
+            state.metrics.event(sink, outcome);
             let mut response = StatusCode::ACCEPTED.into_response();
             if let Ok(v) = HeaderValue::from_str(&loc) {
                 response.headers_mut().insert(header::LOCATION, v);
@@ -41,7 +39,7 @@ pub(super) async fn handle(
             response
         }
         Err(error) => {
-            state.metrics.event(namespace, name, error.outcome());
+            state.metrics.event(sink, error.outcome());
             if let ReceiveError::Api { operation, .. } = &error {
                 state.metrics.api_error(operation);
             }
@@ -52,14 +50,13 @@ pub(super) async fn handle(
 
 async fn ingest(
     state: &AppState,
-    namespace: &str,
-    name: &str,
+    id: &SinkId,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Created, String), ReceiveError> {
     let started = Instant::now();
-    let cached = lookup(state, namespace, name)?;
-    let sink = decoded(&cached).map_err(|why| not_ready(namespace, name, why))?;
+    let cached = lookup(state, id)?;
+    let sink = decoded(&cached).map_err(|why| not_ready(id, why))?;
     let limit = state.config.max_body_bytes();
     let bytes = axum::body::to_bytes(body, limit)
         .await
@@ -70,141 +67,47 @@ async fn ingest(
     debug!(event.id, event.source, "event decoded");
 
     // Identity is the event as received, whatever a hook does to it.
-    let (source, id) = (event.source.clone(), event.id.clone());
-    let primary = job_name(name, &source, &id);
-    let (event, job) = shape(state, sink, &primary, event).await?;
+    let (source, event_id) = (event.source.clone(), event.id.clone());
+    let primary = job_name(&id.name, &source, &event_id);
+    let build = |event: &CloudEvent| job::build_job(sink, &primary, event);
+    let (event, job) = state.hooks.run(sink, event, build).await?;
 
     let stored = cloudevent::to_json(&event);
-    let max = state.config.max_event_bytes;
-    job::check_event_size(stored.len(), max).map_err(|_| ReceiveError::EventTooLarge {
-        size: stored.len(),
-        limit: max,
-    })?;
+    job::check_event_size(stored.len(), state.config.max_event_bytes)?;
 
     let objects = EventObjects {
-        namespace,
-        sink: name,
+        sink: id,
         source: &source,
-        id: &id,
+        id: &event_id,
         job,
         stored,
     };
     let mut api_time = Duration::ZERO;
     let created = create_objects(&state.client, objects, &mut api_time).await?;
     let own = started.elapsed().saturating_sub(api_time);
-    state.metrics.receiver_overhead.observe(own.as_secs_f64());
-    Ok((created, location(namespace, name, &source, &id)))
+    state.metrics.receiver_overhead(own);
+    Ok((created, location(id, &source, &event_id)))
 }
 
-/// The event to store and the Job to create: straight from the template, or through the
-/// sink's hook when it has one.
-async fn shape(
-    state: &AppState,
-    sink: &JobSink,
-    job_name: &str,
-    event: CloudEvent,
-) -> Result<(CloudEvent, Job), ReceiveError> {
-    let build = |event: &CloudEvent| build_job(sink, job_name, event);
-    let Some(spec) = sink.spec.hook.as_ref() else {
-        let job = build(&event);
-        return Ok((event, job));
-    };
-    let namespace = sink.metadata.namespace.clone().unwrap_or_default();
-    let name = sink.metadata.name.clone().unwrap_or_default();
-    let view = state.hooks.view(&namespace, &name);
-    let settings = view
-        .as_ref()
-        .map(|v| v.settings.clone())
-        .unwrap_or_else(|| HookSettings::from_spec(spec));
-    let loaded = view.and_then(|v| v.hook);
-    let ctx = HookContext {
-        namespace: namespace.clone(),
-        sink: name.clone(),
-    };
-    let result = run_hooks(
-        state.hooks.engine(),
-        loaded.as_ref(),
-        &settings,
-        &ctx,
-        event,
-        build,
-    )
-    .await;
-    match result {
-        Ok(output) => {
-            for note in &output.notes {
-                state.metrics.hook(&namespace, &name, note.reason());
-                state.hooks.record_note(&namespace, &name, note);
-            }
-            Ok((output.event, output.job))
-        }
-        Err(refusal) => {
-            state
-                .metrics
-                .hook(&namespace, &name, refusal_label(&refusal));
-            Err(match refusal {
-                HookRefusal::Rejected(r) => ReceiveError::HookRejected {
-                    code: r.code,
-                    reason: r.reason,
-                    message: r.message,
-                },
-                HookRefusal::Failed(e) => ReceiveError::HookFailed(e.to_string()),
-                HookRefusal::NotLoaded => {
-                    ReceiveError::HookNotLoaded(match state.hooks.state(&namespace, &name) {
-                        Some(crate::hook::HookState::Failed { message, .. }) => message,
-                        _ => "its ConfigMap has not been loaded yet".to_string(),
-                    })
-                }
-            })
-        }
-    }
-}
-
-fn refusal_label(refusal: &HookRefusal) -> &'static str {
-    match refusal {
-        HookRefusal::Rejected(_) => "rejected",
-        HookRefusal::Failed(_) => "failed",
-        HookRefusal::NotLoaded => "not_loaded",
-    }
-}
-
-fn not_ready(namespace: &str, name: &str, why: String) -> ReceiveError {
+fn not_ready(sink: &SinkId, why: String) -> ReceiveError {
     ReceiveError::SinkNotReady {
-        namespace: namespace.to_string(),
-        name: name.to_string(),
+        sink: sink.clone(),
         why,
     }
 }
 
-fn lookup(
-    state: &AppState,
-    namespace: &str,
-    name: &str,
-) -> Result<std::sync::Arc<CachedSink>, ReceiveError> {
-    let Some(sink) = state.sinks.get(namespace, name) else {
+fn lookup(state: &AppState, id: &SinkId) -> Result<std::sync::Arc<CachedSink>, ReceiveError> {
+    let Some(sink) = state.sinks.get(id) else {
         return Err(if state.sinks.is_ready() {
-            ReceiveError::UnknownSink {
-                namespace: namespace.to_string(),
-                name: name.to_string(),
-            }
+            ReceiveError::UnknownSink(id.clone())
         } else {
             ReceiveError::Starting
         });
     };
     match decoded(&sink).map(readiness) {
         Ok(Readiness::Ready) => Ok(sink),
-        Ok(Readiness::NotReady(why)) | Err(why) => Err(not_ready(namespace, name, why)),
+        Ok(Readiness::NotReady(why)) | Err(why) => Err(not_ready(id, why)),
     }
-}
-
-fn build_job(sink: &JobSink, job_name: &str, event: &CloudEvent) -> Job {
-    let sink_ref = SinkRef {
-        namespace: sink.metadata.namespace.as_deref().unwrap_or_default(),
-        name: sink.metadata.name.as_deref().unwrap_or_default(),
-        uid: sink.metadata.uid.as_deref().unwrap_or_default(),
-        template: &sink.spec.job,
-    };
-    job::build_job(&sink_ref, job_name, event)
 }
 
 fn body_error(error: axum::Error, limit: usize) -> ReceiveError {
@@ -213,6 +116,6 @@ fn body_error(error: axum::Error, limit: usize) -> ReceiveError {
     if is_limit {
         ReceiveError::BodyTooLarge { limit }
     } else {
-        ReceiveError::BodyRead(error.to_string())
+        ReceiveError::BodyRead(error)
     }
 }

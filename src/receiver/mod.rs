@@ -27,8 +27,9 @@ use tracing::{Instrument, info, info_span};
 
 pub use error::ReceiveError;
 
+use crate::crd::SinkId;
 use crate::hook::HookRegistry;
-use crate::metrics::{Metrics, RequestLabels};
+use crate::metrics::Metrics;
 use crate::sinks::SinkCache;
 
 /// Tunables of the receiver.
@@ -103,9 +104,7 @@ async fn dispatch(
     let span = info_span!("request", %method, path = %path, event_id = tracing::field::Empty);
     let response = async {
         match route(&method, &path) {
-            Route::Ingest { namespace, name } => {
-                ingest::handle(&state, namespace, name, &headers, body).await
-            }
+            Route::Ingest(sink) => ingest::handle(&state, &sink, &headers, body).await,
             Route::Status(path) => status::handle(&state, &path).await,
             Route::Refused(error) => error.into_response(),
         }
@@ -119,23 +118,18 @@ async fn dispatch(
     };
     state
         .metrics
-        .request_duration
-        .get_or_create(&RequestLabels {
-            method: method_label,
-            code: response.status().as_u16(),
-        })
-        .observe(started.elapsed().as_secs_f64());
+        .request(method_label, response.status().as_u16(), started.elapsed());
     response
 }
 
-enum Route<'a> {
-    Ingest { namespace: &'a str, name: &'a str },
+enum Route {
+    Ingest(SinkId),
     Status(String),
     Refused(ReceiveError),
 }
 
 /// Decides what a request is from its method and raw (still percent-encoded) path.
-fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
+fn route(method: &Method, path: &str) -> Route {
     let trimmed = path.strip_prefix('/').unwrap_or(path);
     let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
     let segments: Vec<&str> = trimmed.split('/').collect();
@@ -153,7 +147,7 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     match segments.as_slice() {
         [namespace, name] if !namespace.is_empty() && !name.is_empty() => {
             if *method == Method::POST {
-                Route::Ingest { namespace, name }
+                Route::Ingest(SinkId::new(*namespace, *name))
             } else {
                 Route::Refused(ReceiveError::MethodNotAllowed {
                     method: method.to_string(),
@@ -169,8 +163,8 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
 mod tests {
     use super::*;
 
-    fn is_ingest(r: Route<'_>, ns: &str, n: &str) -> bool {
-        matches!(r, Route::Ingest { namespace, name } if namespace == ns && name == n)
+    fn is_ingest(r: Route, ns: &str, n: &str) -> bool {
+        matches!(r, Route::Ingest(sink) if sink == SinkId::new(ns, n))
     }
 
     #[test]

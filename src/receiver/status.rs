@@ -23,10 +23,10 @@ async fn lookup(state: &AppState, path: &str) -> Result<Response, ReceiveError> 
             "GET {path}; event status is at /namespaces/<ns>/name/<jobsink>/sources/<source>/ids/<id>"
         )));
     };
-    let jobs: Api<Job> = Api::namespaced(state.client.clone(), &event.namespace);
+    let jobs: Api<Job> = Api::namespaced(state.client.clone(), &event.sink.namespace);
     let names = [
-        job_name(&event.name, &event.source, &event.id),
-        alternate_job_name(&event.name, &event.source, &event.id),
+        job_name(&event.sink.name, &event.source, &event.id),
+        alternate_job_name(&event.sink.name, &event.source, &event.id),
     ];
     for name in &names {
         let found = jobs
@@ -45,7 +45,7 @@ async fn lookup(state: &AppState, path: &str) -> Result<Response, ReceiveError> 
         } else if condition_true(&job, "Complete") {
             with_reason(StatusCode::OK, "Complete")
         } else {
-            let loc = location(&event.namespace, &event.name, &event.source, &event.id);
+            let loc = location(&event.sink, &event.source, &event.id);
             let mut r = StatusCode::ACCEPTED.into_response();
             if let Ok(v) = HeaderValue::from_str(&loc) {
                 r.headers_mut().insert(header::LOCATION, v);

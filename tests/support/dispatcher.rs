@@ -9,17 +9,16 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, Response};
 use http_body_util::BodyExt;
-use jobsink::crd::JobSink;
+use jobsink::crd::{JobSink, SinkId};
 use jobsink::hook::{EngineConfig, HookEngine, HookRegistry};
 use jobsink::metrics::Metrics;
 use jobsink::receiver::{AppState, ReceiverConfig};
 use jobsink::sinks::SinkCache;
 use kube::{Api, Client};
-use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use super::{CONVERGE, TestNamespace, eventually, kubectl};
+use super::{CONVERGE, TestNamespace, eventually, install_crd, kubectl};
 
 struct Shared {
     sinks: SinkCache,
@@ -30,25 +29,7 @@ struct Shared {
 fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
     SHARED.get_or_init(|| {
-        let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crd.yaml");
-        let (ok, _, err) = kubectl(
-            &["apply", "--server-side", "--force-conflicts", "-f", crd],
-            None,
-        );
-        assert!(
-            ok,
-            "installing the JobSink CRD failed (is the control plane up? hack/up.sh): {err}"
-        );
-        let (ok, _, err) = kubectl(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "crd/jobsinks.sinks.knative.dev",
-                "--timeout=60s",
-            ],
-            None,
-        );
-        assert!(ok, "JobSink CRD not established: {err}");
+        install_crd();
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -65,14 +46,13 @@ fn shared() -> &'static Shared {
                 let shutdown = CancellationToken::new();
                 let sinks = SinkCache::spawn(client.clone(), shutdown.clone());
                 let engine = HookEngine::new(EngineConfig::default()).expect("hook engine");
-                let hooks = HookRegistry::new(engine, client.clone());
+                let hooks = HookRegistry::new(engine, client.clone(), Metrics::default(), None);
                 hooks.spawn(shutdown.clone());
                 let cfg = jobsink::controller::ControllerConfig {
                     cluster_domain: "cluster.local".into(),
                     ..Default::default()
                 };
-                let extensions =
-                    jobsink::controller_extensions(&hooks, jobsink::controller::Metrics::default());
+                let extensions = jobsink::controller_extensions(&hooks, Metrics::default());
                 tokio::spawn(jobsink::controller::run_with(
                     client,
                     cfg,
@@ -114,12 +94,11 @@ impl Dispatcher {
         .await
         .expect("shared dispatcher");
         let ns = TestNamespace::new(test).await;
-        let mut registry = Registry::default();
         let state = AppState {
             client: ns.client.clone(),
             sinks,
             config: Arc::new(config),
-            metrics: Metrics::register(&mut registry),
+            metrics: Metrics::default(),
             hooks,
         };
         Self { ns, state }
@@ -145,7 +124,7 @@ impl Dispatcher {
             &format!("JobSink {name} Ready in the receiver's cache"),
             CONVERGE,
             || {
-                let sink = sinks.get(&ns, name);
+                let sink = sinks.get(&SinkId::new(&ns, name));
                 async move {
                     let cached = sink?;
                     let sink = jobsink::sinks::decoded(&cached).ok()?.clone();

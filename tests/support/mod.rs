@@ -7,10 +7,12 @@
 
 use std::future::Future;
 use std::process::Command;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec};
 use kube::api::PostParams;
 use kube::{Api, Client};
 
@@ -137,11 +139,53 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     )
 }
 
+/// Installs the JobSink CRD from `deploy/crd.yaml` and waits until it serves; once per test
+/// process. Test processes running at the same time may race to create it: a lost race is
+/// retried as an update.
+pub fn install_crd() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crd.yaml");
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let (ok, _, err) = kubectl(&["apply", "-f", crd], None);
+            if ok {
+                let established = [
+                    "wait",
+                    "--for=condition=Established",
+                    "crd/jobsinks.sinks.knative.dev",
+                    "--timeout=60s",
+                ];
+                let (ok, _, err) = kubectl(&established, None);
+                assert!(ok, "the JobSink CRD never became established: {err}");
+                return;
+            }
+            last_error = err;
+        }
+        panic!(
+            "applying deploy/crd.yaml failed (is the control plane up? hack/up.sh): {last_error}"
+        );
+    });
+}
+
+/// The pod spec of a Job's template.
+pub fn pod_spec(job: &Job) -> &PodSpec {
+    job.spec
+        .as_ref()
+        .and_then(|spec| spec.template.spec.as_ref())
+        .expect("the Job has a pod spec")
+}
+
+/// The first container of a Job's pod.
+pub fn first_container(job: &Job) -> &Container {
+    pod_spec(job)
+        .containers
+        .first()
+        .expect("the pod has a container")
+}
+
 /// The status of condition `type_` on a Job, if set.
-pub fn job_condition(
-    job: &k8s_openapi::api::batch::v1::Job,
-    type_: &str,
-) -> Option<(String, Option<String>)> {
+pub fn job_condition(job: &Job, type_: &str) -> Option<(String, Option<String>)> {
     job.status
         .as_ref()?
         .conditions
@@ -152,3 +196,4 @@ pub fn job_condition(
 }
 pub mod dispatcher;
 pub mod hooks;
+pub mod plugins;

@@ -14,15 +14,16 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 
 use super::convert::{event_to_wit, job_to_json};
-use super::engine::{HookContext, HookEngine, call_event_blocking, call_job_blocking};
+use super::engine::{HookEngine, call_event_blocking, call_job_blocking};
 use super::loader::LoadedHook;
 use super::pipeline::{HookRefusal, run_traced};
-use super::runtime::{CallLabel, CallLimits};
+use super::runtime::CallLimits;
 use super::settings::HookSettings;
 use super::wasm_config::EngineConfig;
 use crate::cloudevent::CloudEvent;
-use crate::crd::JobSink;
-use crate::job::{SinkRef, build_job, job_name};
+use crate::crd::{JobSink, JobSinkSpec, SinkId};
+use crate::job::{build_job, job_name};
+use crate::receiver::ReceiveError;
 
 /// `jobsink hook run`: one event through a hook, as the dispatcher would run it.
 #[derive(clap::Args, Debug, Clone)]
@@ -75,7 +76,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (text, refused) = run_input(&input, args.full_job).await?;
     print!("{text}");
     match refused {
-        Some(refusal) => anyhow::bail!("the hook refused the event ({})", refusal.status_code()),
+        Some(refusal) => anyhow::bail!("the hook refused the event ({})", answer(&refusal)),
         None => Ok(()),
     }
 }
@@ -91,6 +92,11 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The HTTP status a sender would get for `refusal`.
+fn answer(refusal: &HookRefusal) -> u16 {
+    ReceiveError::from(refusal.clone()).status().as_u16()
+}
+
 fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
@@ -100,10 +106,10 @@ pub(crate) struct Input {
     wasm: Vec<u8>,
     wasm_name: String,
     event: CloudEvent,
-    namespace: String,
-    sink: String,
-    uid: String,
-    template: Job,
+    /// The `--sink` JobSink (or a sample one), with a name, namespace and uid as the API
+    /// server would give it.
+    sink: JobSink,
+    id: SinkId,
     settings: HookSettings,
     config: String,
 }
@@ -118,57 +124,39 @@ impl Input {
         let bytes = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
         let event = crate::cloudevent::from_json(event.as_bytes())
             .context("reading the event (CloudEvents JSON, structured mode)")?;
-        let sink = match sink {
-            Some(path) => Some(
-                serde_yaml::from_str::<JobSink>(&read(path)?)
-                    .with_context(|| format!("reading the JobSink in {}", path.display()))?,
+        let mut sink = match sink {
+            Some(path) => serde_norway::from_str::<JobSink>(&read(path)?)
+                .with_context(|| format!("reading the JobSink in {}", path.display()))?,
+            None => JobSink::new(
+                "hook-run",
+                JobSinkSpec {
+                    job: sample_template(),
+                    hook: None,
+                },
             ),
-            None => None,
         };
-        let hook = sink
-            .as_ref()
-            .and_then(|s| s.spec.hook.clone())
-            .unwrap_or_default();
-        let meta = sink
-            .as_ref()
-            .map(|s| s.metadata.clone())
-            .unwrap_or_default();
+        let meta = &mut sink.metadata;
+        meta.name.get_or_insert_with(|| "hook-run".into());
+        meta.namespace.get_or_insert_with(|| "default".into());
+        meta.uid
+            .get_or_insert_with(|| "00000000-0000-4000-8000-000000000000".into());
+        let hook = sink.spec.hook.clone().unwrap_or_default();
         let input = Input {
             wasm: bytes,
             wasm_name: wasm.display().to_string(),
             event,
-            namespace: meta.namespace.unwrap_or_else(|| "default".into()),
-            sink: meta.name.unwrap_or_else(|| "hook-run".into()),
-            uid: meta
-                .uid
-                .unwrap_or_else(|| "00000000-0000-4000-8000-000000000000".into()),
-            template: sink.map(|s| s.spec.job).unwrap_or_else(sample_template),
+            id: SinkId::of(&sink),
+            sink,
             settings: HookSettings::from_spec(&hook),
             config: config.or(hook.config).unwrap_or_default(),
         };
         Ok(input)
     }
 
-    fn context(&self) -> HookContext {
-        HookContext {
-            namespace: self.namespace.clone(),
-            sink: self.sink.clone(),
-        }
-    }
-
     /// The Job the dispatcher builds for `event` (before `on-job`).
     fn build_job(&self, event: &CloudEvent) -> Job {
-        let sink = SinkRef {
-            namespace: &self.namespace,
-            name: &self.sink,
-            uid: &self.uid,
-            template: &self.template,
-        };
-        build_job(
-            &sink,
-            &job_name(&self.sink, &event.source, &event.id),
-            event,
-        )
+        let name = job_name(&self.id.name, &event.source, &event.id);
+        build_job(&self.sink, &name, event)
     }
 
     fn load(&self, engine: &HookEngine) -> anyhow::Result<Arc<LoadedHook>> {
@@ -233,9 +221,9 @@ pub(crate) async fn run_input(
     let unhooked = input.build_job(&input.event);
     let (result, runs) = run_traced(
         &engine,
-        Some(&hook),
+        Ok(&hook),
         s,
-        &input.context(),
+        &input.id,
         input.event.clone(),
         |event| input.build_job(event),
     )
@@ -265,11 +253,7 @@ pub(crate) async fn run_input(
     let output = match result {
         Ok(output) => output,
         Err(refusal) => {
-            writeln!(
-                out,
-                "decision: refused, {} ({refusal})",
-                refusal.status_code()
-            )?;
+            writeln!(out, "decision: refused, {} ({refusal})", answer(&refusal))?;
             return Ok((out, Some(refusal)));
         }
     };
@@ -308,10 +292,7 @@ pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Res
     let phases = hook.phases();
     let job_json = job_to_json(&input.build_job(&input.event))?;
     let wit_event = event_to_wit(&input.event);
-    let label = CallLabel {
-        namespace: input.namespace.clone(),
-        sink: input.sink.clone(),
-    };
+    let sink = input.id.clone();
     let limits = CallLimits {
         timeout: input.settings.timeout,
         memory_limit_bytes: input.settings.memory_limit_bytes,
@@ -329,9 +310,9 @@ pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Res
         if !present {
             continue;
         }
-        let (hook, label, wit_event, job_json) = (
+        let (hook, sink, wit_event, job_json) = (
             Arc::clone(&hook),
-            label.clone(),
+            sink.clone(),
             wit_event.clone(),
             job_json.clone(),
         );
@@ -339,9 +320,9 @@ pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Res
             let mut samples = Samples::default();
             for round in 0..warmup + iterations {
                 let report = if phase == "on-event" {
-                    call_event_blocking(&hook, &label, limits, &wit_event).1
+                    call_event_blocking(&hook, &sink, limits, &wit_event).1
                 } else {
-                    call_job_blocking(&hook, &label, limits, &wit_event, &job_json).1
+                    call_job_blocking(&hook, &sink, limits, &wit_event, &job_json).1
                 };
                 if round >= warmup {
                     samples.instantiate.push(report.instantiate);
@@ -365,9 +346,9 @@ pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Res
         let start = Instant::now();
         let (result, _) = run_traced(
             &engine,
-            Some(&hook),
+            Ok(&hook),
             &input.settings,
-            &input.context(),
+            &input.id,
             input.event.clone(),
             |event| input.build_job(event),
         )
@@ -415,6 +396,7 @@ fn micros(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hook::test_plugins::plugin_path;
 
     fn fixture(name: &str) -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -422,23 +404,11 @@ mod tests {
             .join(name)
     }
 
-    fn plugin(name: &str) -> PathBuf {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("plugins/target/wasm32-wasip2/release")
-            .join(format!("{name}.wasm"));
-        assert!(
-            path.exists(),
-            "{} is missing: run plugins/build.sh",
-            path.display()
-        );
-        path
-    }
-
     fn input(wasm: &str, config: Option<&str>) -> Input {
         let event = read(&fixture("event.json")).expect("event fixture");
         let sink = fixture("jobsink.yaml");
         Input::read(
-            &plugin(wasm),
+            &plugin_path(wasm),
             &event,
             Some(&sink),
             config.map(str::to_owned),
@@ -466,7 +436,7 @@ mod tests {
             run_input(&input("reject_by_source", Some("https://trusted/")), false)
                 .await
                 .expect("runs");
-        assert_eq!(refusal.map(|r| r.status_code()), Some(403), "{text}");
+        assert_eq!(refusal.as_ref().map(answer), Some(403), "{text}");
         assert!(text.contains("decision: refused, 403"), "{text}");
     }
 
