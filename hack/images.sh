@@ -20,6 +20,10 @@ repo=$(cd "$here/.." && pwd)
 ctr="$("$here/cache-dir.sh" --node)/bin/ctr --address $CONTAINERD_SOCK --namespace k8s.io"
 work=$(mktemp -d /tmp/jobsink-images.XXXXXX)
 trap 'rm -rf "$work"' EXIT
+# podman's image names are machine-wide: two clusters' builds of the same name must not
+# interleave between `podman build` and `podman save`.
+exec 9>"${TMPDIR:-/tmp}/jobsink-images.lock"
+flock 9
 
 # with_libs <rootfs> <binary>...: copies the binaries' shared libraries (and the loader).
 with_libs() {

@@ -130,6 +130,11 @@ async fn the_seed_success_example_completes_with_twelve_pods_that_really_ran() {
     let job = "job-sink-success-e2b3f124476038e1072e9ad8c62506e5";
     let done = finished(&d, job, "Complete").await;
     assert_eq!(done.status.as_ref().unwrap().succeeded, Some(12));
+    // The template's own labels pass through.
+    assert_eq!(
+        done.metadata.labels.as_ref().unwrap()["my-label"],
+        "my-value"
+    );
     let pods = pods_of(&d, job).await;
     let succeeded: Vec<&Pod> = pods
         .iter()
@@ -163,6 +168,15 @@ async fn the_seed_failure_example_fails_by_its_pod_failure_policy_on_exit_42() {
         ))
         .await;
     assert_eq!(r.status, 202, "{}", r.body);
+    let loc = r.header("location").unwrap().to_string();
+    let pending = d
+        .send(Request::get(&loc).body(Body::empty()).unwrap())
+        .await;
+    assert!(
+        matches!(pending.status, 202 | 400),
+        "while it runs: {}",
+        pending.status
+    );
     let job = eventually("the failure Job", CONVERGE, || async {
         let lp = ListParams::default().labels("sinks.knative.dev/job-sink-name=job-sink-failure");
         let jobs = d.ns.api::<Job>().list(&lp).await.ok()?.items;

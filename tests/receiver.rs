@@ -16,8 +16,6 @@ use support::dispatcher::{Dispatcher, binary_event, seed_event};
 use support::{CONVERGE, eventually, first_container, job_condition, pod_spec};
 
 const LOGGER: &str = include_str!("data/seed/job-sink-logger.yaml");
-const SUCCESS: &str = include_str!("data/seed/job-sink-success.yaml");
-const FAILURE: &str = include_str!("data/seed/job-sink-failure.yaml");
 const CUSTOM_MOUNT: &str = include_str!("data/seed/job-sink-custom-mount-path.yaml");
 
 const SEED_EVENT_FILE: &str = r#"{"specversion":"1.0","id":"123","source":"my/curl/command","type":"my.demo.event","datacontenttype":"application/json","data":{"details":"JobSinkDemo"}}"#;
@@ -119,59 +117,6 @@ async fn the_seed_event_creates_the_named_job_and_the_exact_event_file() {
         .send(Request::get(&loc).body(Body::empty()).unwrap())
         .await;
     assert_eq!((r.status, r.header("reason")), (200, Some("Complete")));
-}
-
-#[tokio::test]
-async fn the_success_example_runs_twelve_completions_to_complete() {
-    let d = Dispatcher::start("seed-success").await;
-    d.apply_sink(SUCCESS).await;
-    let r = d
-        .send(binary_event(
-            &path(&d, "job-sink-success"),
-            "mysource3/myservice",
-            "2234-5678",
-            "{}",
-        ))
-        .await;
-    assert_eq!(r.status, 202, "{}", r.body);
-    let name = "job-sink-success-e2b3f124476038e1072e9ad8c62506e5";
-    let job = eventually("the success Job to complete", CONVERGE, || async {
-        let j = d.ns.api::<Job>().get(name).await.ok()?;
-        (job_condition(&j, "Complete")?.0 == "True").then_some(j)
-    })
-    .await;
-    assert_eq!(job.status.unwrap().succeeded, Some(12));
-    assert_eq!(job.metadata.labels.unwrap()["my-label"], "my-value");
-}
-
-#[tokio::test]
-async fn the_failure_example_fails_and_its_location_answers_400_failed() {
-    let d = Dispatcher::start("seed-failure").await;
-    d.apply_sink(FAILURE).await;
-    let r = d
-        .send(binary_event(
-            &path(&d, "job-sink-failure"),
-            "src",
-            "fail-1",
-            "{}",
-        ))
-        .await;
-    assert_eq!(r.status, 202, "{}", r.body);
-    let loc = r.header("location").unwrap().to_string();
-    let pending = d
-        .send(Request::get(&loc).body(Body::empty()).unwrap())
-        .await;
-    assert!(matches!(pending.status, 202 | 400), "{}", pending.status);
-    eventually("the failure Job to fail", CONVERGE, || async {
-        let jobs = jobs_of(&d, "job-sink-failure").await;
-        let (status, reason) = job_condition(jobs.first()?, "Failed")?;
-        (status == "True" && reason.as_deref() == Some("PodFailurePolicy")).then_some(())
-    })
-    .await;
-    let r = d
-        .send(Request::get(&loc).body(Body::empty()).unwrap())
-        .await;
-    assert_eq!((r.status, r.header("reason")), (400, Some("Failed")));
 }
 
 #[tokio::test]
