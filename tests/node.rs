@@ -141,7 +141,11 @@ async fn the_seed_success_example_completes_with_twelve_pods_that_really_ran() {
         assert_eq!(logs(&d, pod).await, "Hello world!\n");
     }
     let r = d
-        .send(Request::get(r.header("location").unwrap()).body(Body::empty()).unwrap())
+        .send(
+            Request::get(r.header("location").unwrap())
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await;
     assert_eq!((r.status, r.header("reason")), (200, Some("Complete")));
 }
@@ -151,7 +155,12 @@ async fn the_seed_failure_example_fails_by_its_pod_failure_policy_on_exit_42() {
     let d = Dispatcher::start("node-failure").await;
     d.apply_sink(FAILURE).await;
     let r = d
-        .send(binary_event(&path(&d, "job-sink-failure"), "src", "fail-1", "{}"))
+        .send(binary_event(
+            &path(&d, "job-sink-failure"),
+            "src",
+            "fail-1",
+            "{}",
+        ))
         .await;
     assert_eq!(r.status, 202, "{}", r.body);
     let job = eventually("the failure Job", CONVERGE, || async {
@@ -176,7 +185,11 @@ async fn the_seed_failure_example_fails_by_its_pod_failure_policy_on_exit_42() {
         assert_eq!(logs(&d, pod).await, "Hello world!\n");
     }
     let r = d
-        .send(Request::get(r.header("location").unwrap()).body(Body::empty()).unwrap())
+        .send(
+            Request::get(r.header("location").unwrap())
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await;
     assert_eq!((r.status, r.header("reason")), (400, Some("Failed")));
 }
@@ -275,14 +288,13 @@ async fn environment_set_by_a_hook_is_seen_inside_the_container() {
         printed,
         format!("my.demo.event from my/curl/command (123)\n{SEED_EVENT_FILE}")
     );
-    let labels: BTreeMap<String, String> = d
-        .ns
-        .api::<Job>()
-        .get(&job)
-        .await
-        .unwrap()
-        .metadata
-        .labels
-        .unwrap();
+    let labels: BTreeMap<String, String> =
+        d.ns.api::<Job>()
+            .get(&job)
+            .await
+            .unwrap()
+            .metadata
+            .labels
+            .unwrap();
     assert_eq!(labels["sinks.knative.dev/job-sink-name"], "hook-env");
 }
