@@ -92,6 +92,11 @@ pub struct ServeArgs {
     /// Most hook calls running at once across all sinks (sizes the Wasm instance pool).
     #[arg(long, env = "JOBSINK_HOOK_CONCURRENCY", default_value_t = 16)]
     pub hook_concurrency: usize,
+    /// Hold the leader-election Leases of Knative Eventing's own JobSink reconciler
+    /// (`<PREFIX>.<i>-of-<n>` in the system namespace), so that it stands by while this
+    /// controller writes JobSink status: for installs next to Knative (deploy/knative/).
+    #[arg(long, env = "JOBSINK_KNATIVE_LEASE", value_name = "PREFIX")]
+    pub knative_lease: Option<String>,
     /// Seconds to let requests in flight finish after SIGTERM.
     #[arg(long, env = "JOBSINK_SHUTDOWN_GRACE_SECONDS", default_value_t = 25)]
     pub shutdown_grace_seconds: u64,

@@ -3,7 +3,8 @@
 //!
 //! Layout: [`config`] (where the receiver is reachable), [`conditions`] and [`status`] (pure
 //! status computation), [`template`] (dry-run validation of `spec.job`), `reconcile` (the
-//! I/O orchestration), [`metrics`].
+//! I/O orchestration), [`metrics`]; [`knative_lease`] keeps Knative's own JobSink reconciler
+//! standing by when both are installed.
 //!
 //! Extension point: other parts of the process add dependents of `Ready` through
 //! [`ExtraCondition`] (e.g. `HookReady` from the hook loader), passed in [`Extensions`] to
@@ -13,6 +14,7 @@
 pub mod conditions;
 pub mod config;
 mod error;
+pub mod knative_lease;
 pub mod metrics;
 mod reconcile;
 pub mod status;
