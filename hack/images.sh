@@ -121,6 +121,8 @@ knative() {
     cp "$binary" "$ctx/rootfs/ko-app/$name"
     sed "s#/ko-app/NAME#/ko-app/$name#" "$here/images/knative/Containerfile" >"$ctx/Containerfile"
     build "localhost/knative/$name:$version" "$ctx/Containerfile" "$ctx"
+    # 60 MB each: the node has its copy, podman's would only fill the disk.
+    podman rmi --force "localhost/knative/$name:$version" >/dev/null
     rm -rf "$ctx"
   done
 }
