@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates hack/tools/{k8s,etcd}/go.mod and go.sum for the versions in hack/versions.env.
+# Regenerates hack/tools/{k8s,etcd,knative}/go.mod and go.sum for the versions in
+# hack/versions.env.
 # k8s.io/kubernetes refers to its staging modules as v0.0.0 with local replaces; a consumer must
 # mirror them, so the replace list is derived from the kubernetes module's own go.mod.
 set -euo pipefail
@@ -30,4 +31,16 @@ rm -f "$etcd_dir/go.mod" "$etcd_dir/go.sum"
 cd "$etcd_dir"
 go mod init jobsink.dev/hack/tools/etcd >/dev/null 2>&1
 go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+go mod tidy
+
+# Knative Eventing's components, for hack/knative.sh (the module pins everything else).
+knative_dir="$here/tools/knative"
+rm -f "$knative_dir/go.mod" "$knative_dir/go.sum"
+cd "$knative_dir"
+go mod init jobsink.dev/hack/tools/knative >/dev/null 2>&1
+go mod edit -go=1.26.0
+for cmd in controller webhook jobsink requestreply mtping mtchannel_broker broker/ingress \
+  broker/filter in_memory/channel_controller in_memory/channel_dispatcher; do
+  go get -tool "knative.dev/eventing/cmd/$cmd@$KNATIVE_EVENTING_VERSION"
+done
 go mod tidy

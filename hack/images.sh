@@ -9,6 +9,8 @@
 #                            registry) so that `imagePullPolicy: Always` works
 #   hack/images.sh jobsink   the jobsink image (localhost/jobsink:<version>) from the release
 #                            binary, with the `Containerfile` at the top of the repository
+#   hack/images.sh knative   one image per Knative Eventing component built by
+#                            `hack/knative.sh build` (localhost/knative/<component>:<version>)
 #
 # Images are FROM scratch: static binaries, or dynamic ones with exactly the libraries they
 # link (found with ldd). Needs a running node (hack/up.sh) for the import.
@@ -110,11 +112,32 @@ jobsink() {
   build "localhost/jobsink:$version" "$repo/Containerfile" "$ctx"
 }
 
+knative() {
+  local bin version ctx name
+  bin=$("$here/cache-dir.sh" --knative)/bin
+  version=$(. "$here/versions.env" && echo "$KNATIVE_EVENTING_VERSION")
+  [ -d "$bin" ] || { echo "no Knative binaries in $bin: run hack/knative.sh build" >&2; exit 1; }
+  for binary in "$bin"/*; do
+    name=$(basename "$binary")
+    # Keyed by version: an image already in the node is the same build.
+    if $ctr images ls -q | grep -qxF "localhost/knative/$name:$version"; then continue; fi
+    ctx=$work/knative-$name
+    mkdir -p "$ctx/rootfs/ko-app"
+    cp "$binary" "$ctx/rootfs/ko-app/$name"
+    sed "s#/ko-app/NAME#/ko-app/$name#" "$here/images/knative/Containerfile" >"$ctx/Containerfile"
+    build "localhost/knative/$name:$version" "$ctx/Containerfile" "$ctx"
+    # 60 MB each: the node has its copy, podman's would only fill the disk.
+    podman rmi --force "localhost/knative/$name:$version" >/dev/null
+    rm -rf "$ctx"
+  done
+}
+
 case "${1:-}" in
 base) base ;;
 jobsink) jobsink ;;
+knative) knative ;;
 *)
-  echo "usage: $0 base|jobsink" >&2
+  echo "usage: $0 base|jobsink|knative" >&2
   exit 2
   ;;
 esac

@@ -94,6 +94,11 @@ pub struct ServeArgs {
     /// Most hook calls running at once across all sinks (sizes the Wasm instance pool).
     #[arg(long, env = "JOBSINK_HOOK_CONCURRENCY", default_value_t = DEFAULT_MAX_CONCURRENCY)]
     pub hook_concurrency: usize,
+    /// Hold the leader-election Leases of Knative Eventing's own JobSink reconciler
+    /// (`<PREFIX>.<i>-of-<n>` in the system namespace), so that it stands by while this
+    /// controller writes JobSink status: for installs next to Knative (deploy/knative/).
+    #[arg(long, env = "JOBSINK_KNATIVE_LEASE", value_name = "PREFIX")]
+    pub knative_lease: Option<String>,
     /// Name of this pod, named as the reporting instance of the Kubernetes Events about
     /// hooks (the Deployment sets it from the downward API).
     #[arg(long, env = "POD_NAME")]

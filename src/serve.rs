@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::config::ServeArgs;
+use crate::controller::knative_lease::{self, KnativeLease};
 use crate::controller::{self, ControllerConfig, Extensions, detect_cluster_domain};
 use crate::crd::{JobSink, SinkId};
 use crate::hook::{EngineConfig, HookEngine, HookRegistry};
@@ -50,6 +51,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             cluster_domain: detect_cluster_domain(args.cluster_domain.as_deref(), &resolv),
         };
         info!(url_example = %cfg.sink_url(&SinkId::new("<namespace>", "<name>")), "sink addresses");
+        if let Some(prefix) = args.knative_lease.clone() {
+            let lease = KnativeLease {
+                namespace: args.system_namespace.clone(),
+                prefix,
+            };
+            tasks.spawn(knative_lease::hold(client.clone(), lease, shutdown.clone()));
+        }
         let extensions = controller_extensions(&hooks, metrics.clone());
         tasks.spawn(controller::run_with(
             client.clone(),

@@ -206,3 +206,101 @@ fn the_service_account_may_do_what_the_process_needs_and_no_more() {
         );
     }
 }
+
+fn yaml(path: &str) -> serde_json::Value {
+    serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn the_deployment_next_to_knative_is_the_default_one_behind_knatives_service_holding_its_leases() {
+    let mut expected = yaml("deploy/deployment.yaml");
+    expected["metadata"]["name"] = "jobsink".into();
+    let pod = &mut expected["spec"]["template"];
+    pod["metadata"]["labels"]["sinks.knative.dev/sink"] = "job-sink".into();
+    pod["spec"]["serviceAccountName"] = "jobsink".into();
+    pod["spec"]["containers"][0]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "name": "JOBSINK_KNATIVE_LEASE",
+            "value": "controller.knative.dev.eventing.pkg.reconciler.jobsink.reconciler"
+        }));
+    assert_eq!(
+        yaml("deploy/knative/deployment.yaml"),
+        expected,
+        "deploy/knative/deployment.yaml differs from deploy/deployment.yaml in more than the \
+         name, the Service label, the ServiceAccount and the lease flag"
+    );
+}
+
+#[test]
+fn the_manifests_next_to_knative_install_with_a_server_side_dry_run() {
+    install_crd();
+    let (ok, _, err) = kubectl(&["apply", "-f", "deploy/00-namespace.yaml"], None);
+    assert!(ok, "creating the system namespace failed: {err}");
+    let (ok, out, err) = kubectl(
+        &["apply", "--dry-run=server", "-f", "deploy/knative/"],
+        None,
+    );
+    assert!(
+        ok,
+        "kubectl apply --dry-run=server -f deploy/knative/ failed: {err}"
+    );
+    assert!(!err.contains("Warning"), "the API server warned: {err}");
+    for expected in [
+        "deployment.apps/jobsink",
+        "serviceaccount/jobsink",
+        "clusterrolebinding.rbac.authorization.k8s.io/jobsink",
+        "role.rbac.authorization.k8s.io/jobsink-knative-leases",
+        "rolebinding.rbac.authorization.k8s.io/jobsink-knative-leases",
+        "validatingadmissionpolicy.admissionregistration.k8s.io/jobsink-serves-job-sink",
+        "validatingadmissionpolicybinding.admissionregistration.k8s.io/jobsink-serves-job-sink",
+        "validatingadmissionpolicy.admissionregistration.k8s.io/jobsink-keeps-spec-hook",
+        "validatingadmissionpolicybinding.admissionregistration.k8s.io/jobsink-keeps-spec-hook",
+    ] {
+        assert!(out.contains(expected), "{expected} missing from:\n{out}");
+    }
+}
+
+#[test]
+fn next_to_knative_jobsink_has_its_own_account_with_the_leases_and_none_of_knatives_rights() {
+    for file in [
+        "deploy/00-namespace.yaml",
+        "deploy/rbac.yaml",
+        "deploy/knative/rbac.yaml",
+    ] {
+        let (ok, _, err) = kubectl(&["apply", "-f", file], None);
+        assert!(ok, "applying {file} failed: {err}");
+    }
+    let can = |verb: &str, resource: &str, namespace: &str| {
+        let args = [
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            "-n",
+            namespace,
+            "--as=system:serviceaccount:knative-eventing:jobsink",
+        ];
+        kubectl(&args, None).1.trim() == "yes"
+    };
+    assert!(can(
+        "update",
+        "leases.coordination.k8s.io",
+        "knative-eventing"
+    ));
+    assert!(can(
+        "create",
+        "leases.coordination.k8s.io",
+        "knative-eventing"
+    ));
+    assert!(can("get", "configmaps", "knative-eventing"));
+    assert!(can("create", "jobs.batch", "default"));
+    assert!(!can("update", "leases.coordination.k8s.io", "default"));
+    assert!(!can(
+        "delete",
+        "leases.coordination.k8s.io",
+        "knative-eventing"
+    ));
+    assert!(!can("list", "secrets", "default"));
+}

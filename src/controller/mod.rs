@@ -3,7 +3,8 @@
 //!
 //! Layout: [`config`] (where the receiver is reachable), [`conditions`] and [`status`] (pure
 //! status computation), [`template`] (dry-run validation of `spec.job`), `reconcile` (the
-//! I/O orchestration). Its counters are in [`crate::metrics`].
+//! I/O orchestration); [`knative_lease`] keeps Knative's own JobSink reconciler standing by
+//! when both are installed. Its counters are in [`crate::metrics`].
 //!
 //! Extension point: other parts of the process add dependents of `Ready` through
 //! [`ExtraCondition`] (e.g. `HookReady` from the hook loader), passed in [`Extensions`] to
@@ -13,6 +14,7 @@
 pub mod conditions;
 pub mod config;
 mod error;
+pub mod knative_lease;
 mod reconcile;
 pub mod status;
 pub mod template;
