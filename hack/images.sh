@@ -19,7 +19,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 # shellcheck source=cluster-env.sh
 . "$here/cluster-env.sh"
-ctr="$("$here/cache-dir.sh" --node)/bin/ctr --address $CONTAINERD_SOCK --namespace k8s.io"
+ctr_bin="$("$here/cache-dir.sh" --node)/bin/ctr"
+# ctr in the node's image namespace. It repeats containerd's cgroup v1 deprecation warning on
+# every call; that line is dropped, anything else on stderr stays.
+ctr() {
+  "$ctr_bin" --address "$CONTAINERD_SOCK" --namespace k8s.io "$@" \
+    2> >(grep -v "DEPRECATION: The support for cgroup v1" >&2)
+}
 work=$(mktemp -d /tmp/jobsink-images.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 # podman's image names are machine-wide: two clusters' builds of the same name must not
@@ -54,8 +60,7 @@ build() {
   local name=$1 file=$2 context=$3
   podman build --quiet --file "$file" --tag "$name" "$context" >/dev/null
   podman save --quiet --format oci-archive --output "$work/image.tar" "$name"
-  # (ctr repeats containerd's cgroup v1 deprecation warning on every call.)
-  $ctr images import "$work/image.tar" 2> >(grep -v "DEPRECATION: The support for cgroup v1" >&2) >/dev/null
+  ctr images import "$work/image.tar" >/dev/null
   echo "$name $(du -k "$work/image.tar" | cut -f1) KiB" >&2
   rm -f "$work/image.tar"
 }
@@ -120,7 +125,7 @@ knative() {
   for binary in "$bin"/*; do
     name=$(basename "$binary")
     # Keyed by version: an image already in the node is the same build.
-    if $ctr images ls -q | grep -qxF "localhost/knative/$name:$version"; then continue; fi
+    if ctr images ls -q | grep -qxF "localhost/knative/$name:$version"; then continue; fi
     ctx=$work/knative-$name
     mkdir -p "$ctx/rootfs/ko-app"
     cp "$binary" "$ctx/rootfs/ko-app/$name"
