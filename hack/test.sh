@@ -41,7 +41,11 @@ kubectl delete deployment -n knative-eventing job-sink --ignore-not-found --wait
 targets=()
 for f in tests/*.rs; do
   name=$(basename "$f" .rs)
-  [ "$name" = in_cluster ] || targets+=(--test "$name")
+  case $name in
+    # in_cluster runs last (below); knative needs Knative Eventing: hack/test-knative.sh.
+    in_cluster | knative) ;;
+    *) targets+=(--test "$name") ;;
+  esac
 done
 status=0
 cargo test --no-fail-fast --lib --bins "${targets[@]}" || status=1

@@ -35,8 +35,8 @@ kubectl wait --for=condition=Established crd/jobsinks.sinks.knative.dev --timeou
 
 step "jobsink behind Knative's job-sink Service"
 kubectl apply -f "$deploy/rbac.yaml" -f "$here/rbac.yaml"
-image=${JOBSINK_IMAGE:-ghcr.io/jobsink/jobsink:latest}
-sed "s#image: ghcr.io/jobsink/jobsink:latest#image: $image#" "$here/deployment.yaml" |
+image=${JOBSINK_IMAGE:-localhost/jobsink:0.1.0}
+sed "s#image: localhost/jobsink:0.1.0#image: $image#" "$here/deployment.yaml" |
   kubectl apply -f -
 kubectl -n "$ns" rollout status deployment/jobsink --timeout=180s
 
