@@ -413,6 +413,7 @@ async fn an_event_too_large_for_a_secret_gets_413_and_creates_nothing() {
         "too-large",
         jobsink::receiver::ReceiverConfig {
             max_event_bytes: 4096,
+            ..Default::default()
         },
     )
     .await;
