@@ -262,3 +262,4 @@ pub fn job_condition(job: &Job, type_: &str) -> Option<(String, Option<String>)>
 pub mod dispatcher;
 pub mod hooks;
 pub mod plugins;
+pub mod process;
