@@ -192,21 +192,26 @@ async fn run(a: Args) -> anyhow::Result<()> {
                     .send()
                     .await;
                 let took = started.elapsed();
-                let mut t = tally.lock().expect("tally");
-                t.longest = t.longest.max(took);
-                match answer {
-                    Ok(r) => {
-                        let code = r.status().as_u16();
-                        *t.answers.entry(code).or_default() += 1;
-                        if code == 202 {
-                            t.accepted.insert(i);
+                let accepted = {
+                    let mut t = tally.lock().expect("tally");
+                    t.longest = t.longest.max(took);
+                    match answer {
+                        Ok(r) => {
+                            let code = r.status().as_u16();
+                            *t.answers.entry(code).or_default() += 1;
+                            if code == 202 {
+                                t.accepted.insert(i);
+                            }
+                            code == 202
+                        }
+                        Err(_) => {
+                            t.no_answer += 1;
+                            false
                         }
                     }
-                    Err(_) => t.no_answer += 1,
-                }
-                drop(t);
+                };
                 // A sender backs off briefly on anything but 202, as brokers do.
-                if answer_was_refused(&tally, i) {
+                if !accepted {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
@@ -262,7 +267,7 @@ async fn run(a: Args) -> anyhow::Result<()> {
         .filter_map(|j| j.metadata.name.clone())
         .collect();
     let without_secret = jobs.len() - complete.len();
-    let t = tally.lock().expect("tally");
+    let t = std::mem::take(&mut *tally.lock().expect("tally"));
     let accepted_complete = t
         .accepted
         .iter()
@@ -309,16 +314,11 @@ async fn run(a: Args) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    drop(t);
     let _ = Api::<Namespace>::all(client)
         .delete(&ns, &Default::default())
         .await;
-    if accepted_complete != tally.lock().expect("tally").accepted.len() || without_secret != 0 {
+    if accepted_complete != t.accepted.len() || without_secret != 0 {
         bail!("an accepted event lacks its Job or Secret, or a Job lacks its Secret");
     }
     Ok(())
-}
-
-fn answer_was_refused(tally: &Mutex<Tally>, i: usize) -> bool {
-    !tally.lock().expect("tally").accepted.contains(&i)
 }
