@@ -8,7 +8,7 @@
 //! `JOBSINK_FUZZ_SEED` another seed. The documented run (docs/testing.md#fuzzing):
 //!
 //! ```sh
-//! JOBSINK_FUZZ_INPUTS=400000 cargo test --release --test fuzz -- --nocapture
+//! JOBSINK_FUZZ_INPUTS=400000 cargo test --test fuzz -- --nocapture
 //! ```
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
