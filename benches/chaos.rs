@@ -240,32 +240,39 @@ async fn run(a: Args) -> anyhow::Result<()> {
     stop.store(true, Ordering::Relaxed);
     while senders.join_next().await.is_some() {}
 
-    // Orphans of the outages are removed after the grace (plus a sweep period).
-    tokio::time::sleep(Duration::from_secs(ORPHAN_GRACE_SECONDS + 10)).await;
+    // Orphans of the outages are removed after the grace, once the dispatcher's Job watch has
+    // caught up after the last outage (its backoff reaches 30 s): wait for that, up to 2 min.
+    let back = Instant::now();
     let lp = ListParams::default().labels("sinks.knative.dev/job-sink-name=chaos");
-    let jobs = Api::<Job>::namespaced(client.clone(), &ns)
-        .list(&lp)
-        .await?
-        .items;
-    let secrets = Api::<Secret>::namespaced(client.clone(), &ns)
-        .list(&lp)
-        .await?
-        .items;
-    let secret_owners: BTreeSet<String> = secrets
-        .iter()
-        .flat_map(|s| s.metadata.owner_references.iter().flatten())
-        .map(|o| o.uid.clone())
-        .collect();
-    let complete: BTreeSet<String> = jobs
-        .iter()
-        .filter(|j| {
-            j.metadata
-                .uid
-                .as_ref()
-                .is_some_and(|u| secret_owners.contains(u))
-        })
-        .filter_map(|j| j.metadata.name.clone())
-        .collect();
+    let (jobs, complete, orphans_gone_after) = loop {
+        let jobs = Api::<Job>::namespaced(client.clone(), &ns)
+            .list(&lp)
+            .await?
+            .items;
+        let secrets = Api::<Secret>::namespaced(client.clone(), &ns)
+            .list(&lp)
+            .await?
+            .items;
+        let secret_owners: BTreeSet<String> = secrets
+            .iter()
+            .flat_map(|s| s.metadata.owner_references.iter().flatten())
+            .map(|o| o.uid.clone())
+            .collect();
+        let complete: BTreeSet<String> = jobs
+            .iter()
+            .filter(|j| {
+                j.metadata
+                    .uid
+                    .as_ref()
+                    .is_some_and(|u| secret_owners.contains(u))
+            })
+            .filter_map(|j| j.metadata.name.clone())
+            .collect();
+        if complete.len() == jobs.len() || back.elapsed() > Duration::from_secs(120) {
+            break (jobs, complete, back.elapsed());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     let without_secret = jobs.len() - complete.len();
     let t = std::mem::take(&mut *tally.lock().expect("tally"));
     let accepted_complete = t
@@ -313,6 +320,10 @@ async fn run(a: Args) -> anyhow::Result<()> {
             .map(|o| format!("{:.1} s", o.as_secs_f64()))
             .collect::<Vec<_>>()
             .join(", ")
+    );
+    println!(
+        "every Job with its Secret after:     {:.1} s (from the end of the load)",
+        orphans_gone_after.as_secs_f64()
     );
     let _ = Api::<Namespace>::all(client)
         .delete(&ns, &Default::default())
