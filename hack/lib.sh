@@ -17,7 +17,9 @@ fail() {
 
 alive() { [ -f "$PID_DIR/$1.pid" ] && kill -0 "$(cat "$PID_DIR/$1.pid")" 2>/dev/null; }
 
-# start <name> <command...>: runs it in the background, logging to $LOG_DIR/<name>.log.
+# start <name> <command...>: runs it in the background, logging to $LOG_DIR/<name>.log. The
+# command line is saved beside the PID ($PID_DIR/<name>.cmd, one argument per line) so that
+# tools can restart the same process (hack/restart.sh, benches/chaos.rs).
 start() {
   local name=$1
   shift
@@ -25,6 +27,7 @@ start() {
     say "$name already running (pid $(cat "$PID_DIR/$name.pid"))"
     return
   fi
+  printf '%s\n' "$@" >"$PID_DIR/$name.cmd"
   "$@" >"$LOG_DIR/$name.log" 2>&1 &
   echo $! >"$PID_DIR/$name.pid"
   say "started $name (pid $!)"
@@ -41,7 +44,7 @@ stop() {
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
     say "stopped $1 (pid $pid)"
   fi
-  rm -f "$f"
+  rm -f "$f" "$PID_DIR/$1.cmd"
 }
 
 # wait_for <what> <seconds> <command...>: retries the command until it succeeds.

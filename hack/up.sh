@@ -54,6 +54,9 @@ start etcd "${IN_NETNS[@]}" "$bin/etcd" \
   --log-level warn
 wait_for etcd 30 "${IN_NETNS[@]}" curl -fsS "http://127.0.0.1:$ETCD_CLIENT_PORT/health"
 
+# OwnerReferencesPermissionEnforcement (on in OpenShift, off by default upstream) makes
+# blockOwnerDeletion need `update` on the owner's finalizers, so tests running as the
+# job-sink ServiceAccount prove that deploy/rbac.yaml grants it.
 # Pods reach the API server through the `kubernetes` Service, whose endpoint is the
 # advertised node address; the kubelet is reached on its InternalIP (its hostname does not
 # resolve) with the admin certificate.
@@ -66,6 +69,7 @@ start kube-apiserver "${IN_NETNS[@]}" "$bin/kube-apiserver" \
   --tls-private-key-file "$pki/apiserver.key" \
   --client-ca-file "$pki/ca.crt" \
   --authorization-mode Node,RBAC \
+  --enable-admission-plugins OwnerReferencesPermissionEnforcement \
   --service-account-issuer "https://kubernetes.default.svc.$CLUSTER_DOMAIN" \
   --service-account-key-file "$pki/sa.pub" \
   --service-account-signing-key-file "$pki/sa.key" \

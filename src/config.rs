@@ -5,9 +5,14 @@ use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::controller::DEFAULT_ORPHAN_GRACE;
 use crate::controller::config::{DEFAULT_SERVICE_NAME, DEFAULT_SYSTEM_NAMESPACE};
 use crate::hook::DEFAULT_MAX_CONCURRENCY;
 use crate::job::DEFAULT_MAX_EVENT_BYTES;
+use crate::receiver::{
+    DEFAULT_API_TIMEOUT, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_DRAIN_DELAY,
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT,
+};
 
 /// Runs Knative JobSinks without Knative: CloudEvents in, one Kubernetes Job per event out.
 #[derive(Parser, Debug)]
@@ -103,7 +108,31 @@ pub struct ServeArgs {
     /// hooks (the Deployment sets it from the downward API).
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
-    /// Seconds to let requests in flight finish after SIGTERM.
+    /// Seconds to let requests in flight finish after SIGTERM, once the drain delay is over.
     #[arg(long, env = "JOBSINK_SHUTDOWN_GRACE_SECONDS", default_value_t = 25)]
     pub shutdown_grace_seconds: u64,
+    /// Seconds the receiver keeps serving after SIGTERM with /readyz failing, before it stops
+    /// accepting, so that endpoints stop routing to it first.
+    #[arg(long, env = "JOBSINK_DRAIN_DELAY_SECONDS", default_value_t = DEFAULT_DRAIN_DELAY.as_secs())]
+    pub drain_delay_seconds: u64,
+    /// Seconds one Kubernetes API call on the request path may take; then the sender gets
+    /// 503 + Retry-After.
+    #[arg(long, env = "JOBSINK_API_TIMEOUT_SECONDS", default_value_t = DEFAULT_API_TIMEOUT.as_secs())]
+    pub api_timeout_seconds: u64,
+    /// Seconds a client may take to send a request's head (also the idle keep-alive timeout).
+    #[arg(long, env = "JOBSINK_HEADER_READ_TIMEOUT_SECONDS", default_value_t = DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a client may take to send a request's body; then 408.
+    #[arg(long, env = "JOBSINK_BODY_READ_TIMEOUT_SECONDS", default_value_t = DEFAULT_BODY_READ_TIMEOUT.as_secs())]
+    pub body_read_timeout_seconds: u64,
+    /// Seconds a whole request may take once its head arrived; then 503 + Retry-After.
+    #[arg(long, env = "JOBSINK_REQUEST_TIMEOUT_SECONDS", default_value_t = DEFAULT_REQUEST_TIMEOUT.as_secs())]
+    pub request_timeout_seconds: u64,
+    /// Most event and status requests handled at once; more get 503 + Retry-After.
+    #[arg(long, env = "JOBSINK_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT)]
+    pub max_in_flight: usize,
+    /// Seconds after which the controller removes a Job that still lacks its Secret (its
+    /// receiver died between creating the two). Give every role the same value.
+    #[arg(long, env = "JOBSINK_ORPHAN_GRACE_SECONDS", default_value_t = DEFAULT_ORPHAN_GRACE.as_secs())]
+    pub orphan_grace_seconds: u64,
 }

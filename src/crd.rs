@@ -56,6 +56,34 @@ impl SinkId {
     }
 }
 
+/// Longest DNS-1123 label, and so longest namespace or JobSink name the receiver accepts.
+pub const MAX_NAME_LEN: usize = 63;
+
+/// Whether `text` is a DNS-1123 label: 1 to 63 lowercase letters, digits and `-`, starting
+/// and ending with a letter or digit. Every namespace is one; a JobSink's name must be one to
+/// take events (it becomes the `sinks.knative.dev/job-sink-name` label, at most 63
+/// characters, and the prefix of every Job name). Checked on the raw request path, before any
+/// lookup, so that nothing else (a `/`, `%`, `?`, `..`) ever reaches a cache key, a metric
+/// label or an API request.
+pub fn is_dns1123_label(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let inner = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
+    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    (1..=MAX_NAME_LEN).contains(&bytes.len())
+        && bytes.iter().all(inner)
+        && edge(bytes.first())
+        && edge(bytes.last())
+}
+
+impl SinkId {
+    /// The sink named by a request: `None` unless both parts are DNS-1123 labels
+    /// ([`is_dns1123_label`]).
+    pub fn checked(namespace: &str, name: &str) -> Option<Self> {
+        (is_dns1123_label(namespace) && is_dns1123_label(name))
+            .then(|| SinkId::new(namespace, name))
+    }
+}
+
 impl fmt::Display for SinkId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
@@ -293,5 +321,31 @@ mod tests {
                 "{field}: {description}"
             );
         }
+    }
+
+    #[test]
+    fn only_dns1123_labels_name_a_sink() {
+        for good in ["a", "default", "job-sink-logger", "t-1", &"a".repeat(63)] {
+            assert!(is_dns1123_label(good), "{good}");
+        }
+        let too_long = "a".repeat(64);
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "A",
+            "a.b",
+            "a_b",
+            "a/b",
+            "kube-system%2Fjobs",
+            "..",
+            "é",
+            too_long.as_str(),
+        ] {
+            assert!(!is_dns1123_label(bad), "{bad}");
+        }
+        assert_eq!(SinkId::checked("ns", "n"), Some(SinkId::new("ns", "n")));
+        assert_eq!(SinkId::checked("ns/x", "n"), None);
+        assert_eq!(SinkId::checked("ns", "N"), None);
     }
 }

@@ -27,6 +27,10 @@ pub use name::{alternate_job_name, job_matches_event, job_name};
 pub const EVENT_SOURCE_ANNOTATION: &str = "sinks.knative.dev/event-source";
 /// Annotation on every Job recording the `id` of the event it runs.
 pub const EVENT_ID_ANNOTATION: &str = "sinks.knative.dev/event-id";
+/// Annotation the receiver sets (to the time) on a Job older than half the orphan grace when
+/// it accepts its event, so that an orphan removal racing with it fails its precondition
+/// (`docs/contract.md#no-half-created-events`).
+pub const EVENT_STORED_ANNOTATION: &str = "sinks.knative.dev/event-stored";
 /// Name of the pod volume holding the event, and of the mount users may define themselves.
 pub const EVENT_VOLUME: &str = "jobsink-event";
 /// Where the event volume is mounted when the container does not mount it itself.

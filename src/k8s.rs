@@ -19,6 +19,15 @@ pub enum Failure {
     /// 400 or 422: the API server refused the object itself, for the reason given (its own
     /// words, e.g. `spec.template.spec.restartPolicy: Required value`).
     Invalid(String),
+    /// 413: the request was larger than the API server takes.
+    TooLarge,
+    /// 403 from a ResourceQuota (`exceeded quota: ...`), with the API server's message.
+    /// `retry_can_help` is false when one object alone asks for more than the quota's hard
+    /// limit (e.g. `secrets: 0`): then only a change of the quota helps, not waiting.
+    Quota {
+        message: String,
+        retry_can_help: bool,
+    },
     /// Throttled (429), unavailable (503), timed out (504), or no answer at all: the same
     /// call may succeed later.
     Transient,
@@ -36,9 +45,65 @@ pub fn failure(error: &kube::Error) -> Failure {
         409 => Failure::Conflict,
         _ if status.is_not_found() => Failure::NotFound,
         400 | 422 => Failure::Invalid(status.message.clone()),
+        413 => Failure::TooLarge,
+        403 if status.message.contains("exceeded quota") => Failure::Quota {
+            message: status.message.clone(),
+            retry_can_help: quota_may_admit_later(&status.message),
+        },
         429 | 503 | 504 => Failure::Transient,
         _ => Failure::Other,
     }
+}
+
+/// Whether a ResourceQuota refusal can turn into an acceptance without the quota changing:
+/// the API server's message ends in `requested: a=1,b=2, used: a=5,b=0, limited: a=5,b=4`
+/// (resources joined by `,`), and a retry
+/// can help unless some resource is requested beyond its hard limit on its own. A message
+/// in another shape is taken as one a retry can help.
+fn quota_may_admit_later(message: &str) -> bool {
+    let amounts = |key: &str| -> Vec<(String, f64)> {
+        let Some(start) = message.find(key) else {
+            return Vec::new();
+        };
+        let section = message[start + key.len()..].split(", ").next();
+        section
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|pair| {
+                let (name, value) = pair.split_once('=')?;
+                Some((name.trim().to_owned(), quantity(value.trim())?))
+            })
+            .collect()
+    };
+    let limited = amounts("limited: ");
+    amounts("requested: ").iter().all(|(name, asked)| {
+        limited
+            .iter()
+            .find(|(limit_name, _)| limit_name == name)
+            .is_none_or(|(_, limit)| asked <= limit)
+    })
+}
+
+/// A Kubernetes quantity (`3`, `500m`, `2Ki`, `1G`) as a number, for comparisons only.
+fn quantity(text: &str) -> Option<f64> {
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let factor = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    number.parse::<f64>().ok().map(|n| n * factor)
 }
 
 /// A JSON merge patch (RFC 7386) that turns `current` into `desired`: changed and new values
@@ -131,9 +196,73 @@ mod tests {
         }
         assert_eq!(failure(&api_error(403, "Forbidden", "no")), Failure::Other);
         assert_eq!(
+            failure(&api_error(413, "RequestEntityTooLarge", "too large")),
+            Failure::TooLarge
+        );
+        assert_eq!(
             failure(&api_error(500, "InternalError", "oops")),
             Failure::Other
         );
+    }
+
+    #[test]
+    fn a_quota_refusal_says_whether_waiting_can_help() {
+        let refusal = |tail: &str| {
+            failure(&api_error(
+                403,
+                "Forbidden",
+                &format!("secrets \"x\" is forbidden: exceeded quota: q, {tail}"),
+            ))
+        };
+        let full = refusal("requested: secrets=1, used: secrets=5, limited: secrets=5");
+        assert!(
+            matches!(
+                full,
+                Failure::Quota {
+                    retry_can_help: true,
+                    ..
+                }
+            ),
+            "{full:?}"
+        );
+        let never = refusal("requested: secrets=1, used: secrets=0, limited: secrets=0");
+        assert!(
+            matches!(
+                never,
+                Failure::Quota {
+                    retry_can_help: false,
+                    ..
+                }
+            ),
+            "{never:?}"
+        );
+        let cpu = refusal("requested: count/jobs.batch=1,cpu=2, used: cpu=0, limited: cpu=500m");
+        assert!(
+            matches!(
+                cpu,
+                Failure::Quota {
+                    retry_can_help: false,
+                    ..
+                }
+            ),
+            "{cpu:?}"
+        );
+        let both = refusal(
+            "requested: cpu=250m,memory=1Gi, used: cpu=1,memory=0, limited: cpu=1,memory=2Gi",
+        );
+        assert!(
+            matches!(
+                both,
+                Failure::Quota {
+                    retry_can_help: true,
+                    ..
+                }
+            ),
+            "{both:?}"
+        );
+        assert_eq!(quantity("500m"), Some(0.5));
+        assert_eq!(quantity("2Ki"), Some(2048.0));
+        assert_eq!(quantity("x"), None);
     }
 
     #[test]

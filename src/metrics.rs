@@ -17,6 +17,10 @@ use crate::crd::SinkId;
 /// The prefix of every metric name.
 pub const PREFIX: &str = "jobsink";
 
+/// The `namespace` and `sink` label of events sent to no existing JobSink; not a valid
+/// Kubernetes name, so it never collides with one.
+pub const UNKNOWN_SINK: &str = "(unknown)";
+
 /// Request latency buckets in seconds: from 0.5 ms (a duplicate) to 10 s (a stalled API
 /// server).
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -76,6 +80,7 @@ pub struct Metrics {
     receiver_overhead: Histogram,
     reconciles: Counter,
     reconcile_errors: Family<ReconcileErrorLabels, Counter>,
+    orphans_removed: Counter,
 }
 
 /// The dispatcher's registry, with every metric registered under [`PREFIX`], and the handles
@@ -103,6 +108,7 @@ impl Metrics {
             receiver_overhead: Histogram::new(OVERHEAD_BUCKETS),
             reconciles: Counter::default(),
             reconcile_errors: Family::default(),
+            orphans_removed: Counter::default(),
         };
         registry.register(
             "events",
@@ -139,15 +145,25 @@ impl Metrics {
             "JobSink reconciliations that failed, by failed operation",
             m.reconcile_errors.clone(),
         );
+        registry.register(
+            "orphan_jobs_removed",
+            "Jobs removed because their Secret never came (a receiver died between the two)",
+            m.orphans_removed.clone(),
+        );
         m
     }
 
-    /// Counts one event sent to `sink`, by outcome.
-    pub fn event(&self, sink: &SinkId, outcome: &'static str) {
+    /// Counts one event by outcome: under its sink's labels when `sink` is a JobSink that
+    /// exists, else under [`UNKNOWN_SINK`], so that no request path grows the registry.
+    pub fn event(&self, sink: Option<&SinkId>, outcome: &'static str) {
+        let (namespace, name) = match sink {
+            Some(sink) => (sink.namespace.clone(), sink.name.clone()),
+            None => (UNKNOWN_SINK.to_owned(), UNKNOWN_SINK.to_owned()),
+        };
         self.events
             .get_or_create(&EventLabels {
-                namespace: sink.namespace.clone(),
-                sink: sink.name.clone(),
+                namespace,
+                sink: name,
                 outcome,
             })
             .inc();
@@ -189,6 +205,11 @@ impl Metrics {
         self.reconciles.inc();
     }
 
+    /// Counts one Job removed for lack of its Secret.
+    pub fn orphan_removed(&self) {
+        self.orphans_removed.inc();
+    }
+
     /// Counts one failed reconciliation, by failed operation.
     pub fn reconcile_failed(&self, error: &'static str) {
         self.reconcile_errors
@@ -213,22 +234,26 @@ mod tests {
     fn every_metric_serve_exposes_is_named_with_the_jobsink_prefix() {
         let (registry, metrics) = registry();
         let sink = SinkId::new("ns", "s");
-        metrics.event(&sink, "created");
+        metrics.event(Some(&sink), "created");
+        metrics.event(None, "unknown_sink");
         metrics.request("POST", 202, Duration::from_millis(3));
         metrics.receiver_overhead(Duration::from_micros(200));
         metrics.api_error("create_job");
         metrics.hook(&sink, "rejected");
         metrics.reconciled();
         metrics.reconcile_failed("patch_status");
+        metrics.orphan_removed();
         let text = encode(&registry);
         for expected in [
             "jobsink_events_total{namespace=\"ns\",sink=\"s\",outcome=\"created\"} 1",
+            "jobsink_events_total{namespace=\"(unknown)\",sink=\"(unknown)\",outcome=\"unknown_sink\"} 1",
             "jobsink_request_duration_seconds_count{method=\"POST\",code=\"202\"} 1",
             "jobsink_receiver_overhead_seconds_count 1",
             "jobsink_kube_api_errors_total{operation=\"create_job\"} 1",
             "jobsink_hook_outcomes_total{namespace=\"ns\",sink=\"s\",outcome=\"rejected\"} 1",
             "jobsink_controller_reconciles_total 1",
             "jobsink_controller_reconcile_errors_total{error=\"patch_status\"} 1",
+            "jobsink_orphan_jobs_removed_total 1",
         ] {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");
         }

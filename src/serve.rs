@@ -22,13 +22,21 @@ use crate::receiver::{self, AppState, ReceiverConfig};
 use crate::sinks::SinkCache;
 use futures::StreamExt;
 
-/// Runs what `args.role` asks for until SIGTERM/SIGINT, then stops accepting and lets work in
-/// flight finish (bounded by `--shutdown-grace-seconds`).
+/// Runs what `args.role` asks for until SIGTERM/SIGINT, then drains: readiness fails, the
+/// receiver keeps serving for `--drain-delay-seconds`, stops accepting, and lets requests in
+/// flight finish (bounded by `--shutdown-grace-seconds`). Hooks and metrics stay up until the
+/// receiver is done.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let client = Client::try_default()
+    let kube_config = kube::Config::infer()
         .await
-        .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
+        .context("reading the Kubernetes configuration (in-cluster config or KUBECONFIG)")?;
+    let client = Client::try_from(kube_config.clone()).context("connecting to Kubernetes")?;
+    let request_client =
+        receiver::request_client(kube_config).context("connecting to Kubernetes")?;
+    // `shutdown` stops the controller and starts the receiver's drain; `finished` stops what
+    // requests in flight still use (hooks, metrics) once the receiver is done.
     let shutdown = CancellationToken::new();
+    let finished = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
 
     let (registry, metrics) = crate::metrics::registry();
@@ -41,7 +49,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
     .context("creating the WebAssembly hook engine")?;
     let hooks = HookRegistry::new(engine, client.clone(), metrics.clone(), args.pod_name);
-    hooks.spawn(shutdown.clone());
+    hooks.spawn(finished.clone());
+    let orphan_grace = Duration::from_secs(args.orphan_grace_seconds);
 
     if args.role.runs_controller() {
         let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -49,6 +58,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             system_namespace: args.system_namespace.clone(),
             service_name: args.service_name.clone(),
             cluster_domain: detect_cluster_domain(args.cluster_domain.as_deref(), &resolv),
+            orphan_grace,
         };
         info!(url_example = %cfg.sink_url(&SinkId::new("<namespace>", "<name>")), "sink addresses");
         if let Some(prefix) = args.knative_lease.clone() {
@@ -69,25 +79,45 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     if args.role.runs_receiver() {
         let sinks = SinkCache::spawn(client.clone(), shutdown.clone());
-        let state = AppState {
-            client: client.clone(),
-            sinks,
-            config: Arc::new(ReceiverConfig {
-                max_event_bytes: args.max_event_bytes,
-            }),
-            metrics: metrics.clone(),
-            hooks: hooks.clone(),
+        let seconds = Duration::from_secs;
+        let config = ReceiverConfig {
+            max_event_bytes: args.max_event_bytes,
+            api_timeout: seconds(args.api_timeout_seconds),
+            header_read_timeout: seconds(args.header_read_timeout_seconds),
+            body_read_timeout: seconds(args.body_read_timeout_seconds),
+            request_timeout: seconds(args.request_timeout_seconds),
+            max_in_flight: args.max_in_flight,
+            drain_delay: seconds(args.drain_delay_seconds),
+            orphan_grace,
         };
-        tasks.spawn(receiver::serve(args.listen, state, shutdown.clone()));
+        let state = AppState::new(
+            request_client,
+            sinks,
+            config,
+            metrics.clone(),
+            hooks.clone(),
+        );
+        let (listen, stop, done) = (args.listen, shutdown.clone(), finished.clone());
+        tasks.spawn(async move {
+            let served = receiver::serve(listen, state, stop).await;
+            done.cancel();
+            served
+        });
+    } else {
+        let (stop, done) = (shutdown.clone(), finished.clone());
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            done.cancel();
+        });
     }
     let registry = Arc::new(registry);
     tasks.spawn(serve_metrics(
         args.metrics_listen,
         registry,
-        shutdown.clone(),
+        finished.clone(),
     ));
 
-    let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    let grace = Duration::from_secs(args.shutdown_grace_seconds + args.drain_delay_seconds);
     let mut result = Ok(());
     while let Some(joined) = tasks.join_next().await {
         let outcome = joined.context("a dispatcher task panicked").and_then(|r| r);

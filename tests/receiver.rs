@@ -9,9 +9,9 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::Request;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ResourceQuota, Secret};
 use kube::Api;
-use kube::api::{DeleteParams, ListParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use support::dispatcher::{Dispatcher, binary_event, seed_event};
 use support::{CONVERGE, eventually, first_container, job_condition, pod_spec};
 
@@ -413,6 +413,7 @@ async fn an_event_too_large_for_a_secret_gets_413_and_creates_nothing() {
         "too-large",
         jobsink::receiver::ReceiverConfig {
             max_event_bytes: 4096,
+            ..Default::default()
         },
     )
     .await;
@@ -510,5 +511,105 @@ async fn a_sink_not_ready_yet_answers_503() {
     .await;
     assert!(r.body.contains("not ready"), "{}", r.body);
     tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(jobs_of(&d, "job-sink-logger").await.is_empty());
+}
+
+async fn quota(d: &Dispatcher, name: &str, hard: serde_json::Value) {
+    let quota: ResourceQuota = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name}, "spec": {"hard": hard}
+    }))
+    .unwrap();
+    let api: Api<ResourceQuota> = d.ns.api();
+    api.create(&PostParams::default(), &quota)
+        .await
+        .expect("create quota");
+    // The quota controller must have computed usage before it refuses anything.
+    eventually("the quota to be in force", CONVERGE, || async {
+        let q = api.get(name).await.ok()?;
+        (!q.status?.used?.is_empty()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_full_quota_gets_429_with_retry_after_and_a_quota_that_admits_nothing_gets_403() {
+    let d = Dispatcher::start("quota").await;
+    d.apply_sink(LOGGER).await;
+    let p = path(&d, "job-sink-logger");
+    quota(&d, "one-job", serde_json::json!({"count/jobs.batch": "1"})).await;
+    assert_eq!(d.send(binary_event(&p, "s", "1", "{}")).await.status, 202);
+    let full = eventually("the second Job to be refused", CONVERGE, || async {
+        let r = d.send(binary_event(&p, "s", "2", "{}")).await;
+        (r.status != 202).then_some(r)
+    })
+    .await;
+    assert_eq!(
+        (full.status, full.header("retry-after")),
+        (429, Some("10")),
+        "{}",
+        full.body
+    );
+    assert!(
+        full.body.contains("ResourceQuota") && full.body.contains("a retry can succeed"),
+        "{}",
+        full.body
+    );
+
+    let d = Dispatcher::start("quota-never").await;
+    d.apply_sink(LOGGER).await;
+    quota(&d, "no-secrets", serde_json::json!({"secrets": "0"})).await;
+    let r = d
+        .send(binary_event(&path(&d, "job-sink-logger"), "s", "1", "{}"))
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("cannot succeed"), "{}", r.body);
+    // The Job created before the refused Secret is taken back.
+    eventually("no Job left behind", CONVERGE, || async {
+        jobs_of(&d, "job-sink-logger")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn names_that_cannot_be_a_sink_get_400_and_oversized_attributes_get_413() {
+    let d = Dispatcher::start("hostile").await;
+    d.apply_sink(LOGGER).await;
+    for p in ["/Default/x", "/a.b/x", "/kube-system%2Fjobs/x"] {
+        let r = d.send(seed_event(p)).await;
+        assert_eq!(r.status, 400, "{p}: {}", r.body);
+        assert!(r.body.contains("DNS-1123"), "{}", r.body);
+    }
+    let p = path(&d, "job-sink-logger");
+    for (header, limit) in [
+        ("ce-source", "1024"),
+        ("ce-type", "1024"),
+        ("ce-big", "4096"),
+    ] {
+        let mut req = seed_event(&p);
+        req.headers_mut()
+            .insert(header, "x".repeat(5000).parse().unwrap());
+        let r = d.send(req).await;
+        let attribute = header.trim_start_matches("ce-");
+        assert_eq!(r.status, 413, "{header}: {}", r.body);
+        assert!(
+            r.body.contains(&format!("`{attribute}`")) && r.body.contains(limit),
+            "{}",
+            r.body
+        );
+    }
+    let mut req = seed_event(&p);
+    req.headers_mut().insert(
+        format!("ce-{}", "n".repeat(100))
+            .as_str()
+            .parse::<axum::http::HeaderName>()
+            .unwrap(),
+        "v".parse().unwrap(),
+    );
+    let r = d.send(req).await;
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(r.body.contains("extension name"), "{}", r.body);
     assert!(jobs_of(&d, "job-sink-logger").await.is_empty());
 }

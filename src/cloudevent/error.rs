@@ -5,8 +5,9 @@ use thiserror::Error;
 /// Why a request body (or a stored event) could not be turned into a [`CloudEvent`].
 ///
 /// Every variant is the sender's fault, so the receiver answers all of them with
-/// `400 Bad Request` (`receiver/error.rs`) and the variant's `Display` text as the body: each
-/// is one short sentence naming the attribute or rule that failed.
+/// `400 Bad Request` (`413` for the size limits; `receiver/error.rs`) and the variant's
+/// `Display` text as the body: each is one short sentence naming the attribute or rule that
+/// failed.
 ///
 /// [`CloudEvent`]: super::CloudEvent
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -29,6 +30,21 @@ pub enum DecodeError {
     /// An attribute that must not be empty (`id`, `source`, `type`, `subject`) is empty.
     #[error("attribute `{0}` must not be empty")]
     EmptyAttribute(&'static str),
+    /// An attribute's value is longer than its limit (`MAX_ID_BYTES` and its siblings); the
+    /// receiver answers 413.
+    #[error("attribute `{name}` is {size} bytes, more than the limit of {limit}")]
+    AttributeTooLarge {
+        name: String,
+        size: usize,
+        limit: usize,
+    },
+    /// An extension name is longer than `MAX_EXTENSION_NAME_BYTES`; the receiver answers 413.
+    #[error("extension name `{prefix}...` is {size} bytes, more than the limit of {limit}")]
+    ExtensionNameTooLong {
+        prefix: String,
+        size: usize,
+        limit: usize,
+    },
     /// An attribute appears twice (two headers, or a repeated JSON member).
     #[error("attribute `{0}` is given more than once")]
     DuplicateAttribute(String),

@@ -26,7 +26,10 @@ pub use error::DecodeError;
 pub use json::to_json;
 pub use structured::from_json;
 pub use trace::apply_trace_context;
-pub use validate::is_valid_extension_name;
+pub use validate::{
+    MAX_EXTENSION_NAME_BYTES, MAX_EXTENSION_VALUE_BYTES, MAX_ID_BYTES, MAX_SOURCE_BYTES,
+    MAX_TYPE_BYTES, is_valid_extension_name,
+};
 
 /// The CloudEvents spec versions the receiver accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,6 +2,22 @@
 
 use super::{CloudEvent, DecodeError, SpecVersion};
 
+/// Largest `id`, in bytes. The id and the source are recorded in two annotations of the Job
+/// (Kubernetes allows 256 KiB of annotations in all, the template's included) and, escaped
+/// at up to 3 bytes per byte, in the `Location` a sender polls: 3 × (1 KiB + 1 KiB) keeps
+/// that URL under the 8 KiB request line common proxies accept.
+pub const MAX_ID_BYTES: usize = 1024;
+/// Largest `source`, in bytes (see [`MAX_ID_BYTES`]).
+pub const MAX_SOURCE_BYTES: usize = 1024;
+/// Largest `type`, in bytes: ample for a reverse-DNS event type.
+pub const MAX_TYPE_BYTES: usize = 1024;
+/// Longest extension name, in bytes. CloudEvents recommends at most 20 characters; this
+/// tolerates longer names but keeps an error message that quotes one short.
+pub const MAX_EXTENSION_NAME_BYTES: usize = 64;
+/// Largest extension value, in bytes: room for a trace context or a token, and within the
+/// 8 KiB header line common proxies accept in binary mode.
+pub const MAX_EXTENSION_VALUE_BYTES: usize = 4096;
+
 /// Names an extension may not take because the stored JSON form already uses them for the
 /// version's context attributes or its data members.
 fn reserved_names(version: SpecVersion) -> &'static [&'static str] {
@@ -44,6 +60,15 @@ pub fn is_valid_extension_name(name: &str) -> bool {
 
 /// Checks an extension name against the naming rule and the reserved names of `version`.
 pub(super) fn check_extension_name(version: SpecVersion, name: &str) -> Result<(), DecodeError> {
+    if name.len() > MAX_EXTENSION_NAME_BYTES {
+        let mut prefix = name.to_owned();
+        prefix.truncate(name.floor_char_boundary(16));
+        return Err(DecodeError::ExtensionNameTooLong {
+            prefix,
+            size: name.len(),
+            limit: MAX_EXTENSION_NAME_BYTES,
+        });
+    }
     if !is_valid_extension_name(name) {
         return Err(DecodeError::InvalidExtensionName(name.to_owned()));
     }
@@ -60,6 +85,13 @@ pub(super) fn required(name: &'static str, value: Option<String>) -> Result<Stri
 
 /// Checks all attribute rules; the first failure is reported.
 pub(super) fn validate(event: &CloudEvent) -> Result<(), DecodeError> {
+    at_most("id", &event.id, MAX_ID_BYTES)?;
+    at_most("source", &event.source, MAX_SOURCE_BYTES)?;
+    at_most("type", &event.ty, MAX_TYPE_BYTES)?;
+    for (name, value) in &event.extensions {
+        check_extension_name(event.specversion, name)?;
+        at_most(name, value, MAX_EXTENSION_VALUE_BYTES)?;
+    }
     non_empty("id", &event.id)?;
     non_empty("source", &event.source)?;
     non_empty("type", &event.ty)?;
@@ -83,8 +115,16 @@ pub(super) fn validate(event: &CloudEvent) -> Result<(), DecodeError> {
     {
         return Err(DecodeError::InvalidTime(time.clone()));
     }
-    for name in event.extensions.keys() {
-        check_extension_name(event.specversion, name)?;
+    Ok(())
+}
+
+fn at_most(name: &str, value: &str, limit: usize) -> Result<(), DecodeError> {
+    if value.len() > limit {
+        return Err(DecodeError::AttributeTooLarge {
+            name: name.to_owned(),
+            size: value.len(),
+            limit,
+        });
     }
     Ok(())
 }
@@ -268,6 +308,40 @@ mod tests {
         assert_eq!(
             e.validate(),
             Err(DecodeError::InvalidExtensionName("Bad".into()))
+        );
+    }
+
+    #[test]
+    fn attributes_over_their_size_limit_are_refused_naming_the_attribute() {
+        let mut e = event();
+        e.id = "i".repeat(MAX_ID_BYTES);
+        assert_eq!(e.validate(), Ok(()));
+        e.id.push('i');
+        assert_eq!(
+            e.validate(),
+            Err(DecodeError::AttributeTooLarge {
+                name: "id".into(),
+                size: MAX_ID_BYTES + 1,
+                limit: MAX_ID_BYTES
+            })
+        );
+        let mut e = event();
+        e.source = "s".repeat(300_000);
+        assert!(e.validate().unwrap_err().to_string().contains("`source`"));
+        let mut e = event();
+        e.ty = "t".repeat(MAX_TYPE_BYTES + 1);
+        assert!(e.validate().unwrap_err().to_string().contains("`type`"));
+        let mut e = event();
+        e.extensions
+            .insert("big".into(), "v".repeat(MAX_EXTENSION_VALUE_BYTES + 1));
+        assert!(e.validate().unwrap_err().to_string().contains("`big`"));
+        let mut e = event();
+        e.extensions
+            .insert("n".repeat(MAX_EXTENSION_NAME_BYTES + 1), "v".into());
+        let message = e.validate().unwrap_err().to_string();
+        assert!(
+            message.contains("extension name") && message.len() < 200,
+            "{message}"
         );
     }
 

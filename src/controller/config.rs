@@ -1,6 +1,8 @@
 //! What the controller needs to know about where it runs: the namespace and Service of the
 //! receiver, and the cluster's DNS domain, from which every sink's address is built.
 
+use std::time::Duration;
+
 use crate::crd::SinkId;
 
 /// Namespace the receiver runs in when nothing else is said (upstream's default, so that the
@@ -21,6 +23,8 @@ pub struct ControllerConfig {
     pub cluster_domain: String,
     /// Name of the receiver's Service.
     pub service_name: String,
+    /// Age past which a Job without its Secret is removed ([`super::orphans`]).
+    pub orphan_grace: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -29,6 +33,7 @@ impl Default for ControllerConfig {
             system_namespace: DEFAULT_SYSTEM_NAMESPACE.to_owned(),
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_owned(),
             service_name: DEFAULT_SERVICE_NAME.to_owned(),
+            orphan_grace: super::orphans::DEFAULT_ORPHAN_GRACE,
         }
     }
 }
@@ -90,6 +95,7 @@ mod tests {
             system_namespace: "sys".into(),
             cluster_domain: "example.org".into(),
             service_name: "sink".into(),
+            ..Default::default()
         };
         assert_eq!(
             cfg.sink_url(&SinkId::new("ns", "n")),

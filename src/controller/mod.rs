@@ -15,6 +15,7 @@ pub mod conditions;
 pub mod config;
 mod error;
 pub mod knative_lease;
+pub mod orphans;
 mod reconcile;
 pub mod status;
 pub mod template;
@@ -36,6 +37,7 @@ use crate::metrics::Metrics;
 
 pub use config::{ControllerConfig, detect_cluster_domain};
 pub use error::Error;
+pub use orphans::DEFAULT_ORPHAN_GRACE;
 pub use reconcile::{ERROR_BACKOFF_BASE, ERROR_BACKOFF_MAX, RESYNC_PERIOD, backoff_delay};
 
 /// Name the controller reports its Kubernetes Events under.
@@ -76,8 +78,9 @@ pub struct Extensions {
     pub metrics: Metrics,
 }
 
-/// Runs the controller until `shutdown` is cancelled, then lets running reconciliations
-/// finish. Fails only when the JobSink CRD is not installed.
+/// Runs the controller (and its orphan Job sweep, [`orphans`]) until `shutdown` is
+/// cancelled, then lets running reconciliations finish. Fails only when the JobSink CRD is
+/// not installed.
 pub async fn run(
     client: Client,
     cfg: ControllerConfig,
@@ -103,6 +106,12 @@ pub async fn run_with(
         reconcile_all_on,
         metrics,
     } = extensions;
+    let sweep = orphans::run(
+        client.clone(),
+        cfg.orphan_grace,
+        metrics.clone(),
+        shutdown.clone(),
+    );
     let context = Arc::new(reconcile::Context {
         recorder: Recorder::new(client.clone(), REPORTING_CONTROLLER.into()),
         client,
@@ -118,14 +127,14 @@ pub async fn run_with(
         controller = controller.reconcile_all_on(trigger);
     }
     info!("JobSink controller started");
-    controller
+    let reconciling = controller
         .run(reconcile::reconcile, reconcile::error_policy, context)
         .for_each(|result| async move {
             if let Err(error) = result {
                 warn!(%error, "JobSink controller");
             }
-        })
-        .await;
+        });
+    tokio::join!(reconciling, sweep);
     info!("JobSink controller stopped");
     Ok(())
 }

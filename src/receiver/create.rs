@@ -1,31 +1,42 @@
 //! Creating an event's Job and Secret so that every copy of one event, however many arrive
-//! and however they interleave, ends with exactly one Job and one Secret.
+//! and however they interleave, ends with exactly one Job and one Secret, and so that an
+//! event answered 202 keeps both whatever dies in between.
 //!
 //! The Job name is deterministic, so creation itself is the duplicate check: no LIST first.
 //! Upstream creates the Job, then the Secret (which needs the Job's UID as owner). We keep
 //! that order and close its gaps:
-//! - a copy that finds the Job already there makes sure the Secret exists too (a retry
-//!   repairs an event whose Secret creation failed);
+//! - a copy that finds the Job already there makes sure its Secret exists and is the Job's
+//!   own (a retry repairs an event whose Secret creation failed; a stale Secret of an older
+//!   Job of that name is replaced);
 //! - when creating the Secret fails, the Job is deleted again unless another copy has
 //!   already supplied the Secret, so no Job waits forever for its volume;
+//! - when this process dies (or times out) between the two calls, the sender got no 202 and
+//!   retries; until then, or if it never does, the controller removes the Job once it is
+//!   older than the orphan grace (`controller::orphans`). A copy that accepts an event
+//!   whose Job is that old first marks the Job (a patch), so that such a removal, which is
+//!   preconditioned on the Job's resourceVersion, fails rather than take an accepted event;
 //! - a Job of that name that belongs to a *different* event (the upstream name hashes
 //!   `source` and `id` with no separator) is not a duplicate: the event gets its alternate
 //!   name.
 //!
-//! See `docs/contract.md`: #one-round-trip, #concurrent-duplicates, #no-half-created-events
-//! and #name-collisions.
+//! Every call is bounded by the per-call API timeout (503 after it).
+//! See `docs/contract.md`: #one-round-trip, #concurrent-duplicates, #no-half-created-events,
+//! #name-collisions and #timeouts.
 
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Client, Error as KubeError};
 use tracing::{info, warn};
 
 use super::ReceiveError;
 use crate::crd::SinkId;
-use crate::job::{alternate_job_name, build_secret, job_matches_event, job_name, rename_job};
+use crate::job::{
+    EVENT_STORED_ANNOTATION, alternate_job_name, build_secret, job_matches_event, job_name,
+    rename_job,
+};
 use crate::k8s::{self, Failure};
 
 /// Whether this request created the event's objects or found them already there.
@@ -35,17 +46,49 @@ pub(super) enum Created {
     Duplicate,
 }
 
-fn api(operation: &'static str) -> impl FnOnce(KubeError) -> ReceiveError {
-    move |source| ReceiveError::Api { operation, source }
+/// The API calls of one request: each bounded by `timeout`, their time summed in `spent`
+/// (so the receiver can tell its own time per event from the API server's).
+pub(super) struct Calls {
+    timeout: Duration,
+    /// Age past which an accepted Job is marked (half the controller's orphan grace).
+    mark_after: Duration,
+    pub spent: Duration,
 }
 
-/// Awaits one API call, adding its duration to `spent` (so the receiver can tell its own
-/// time per event from the API server's).
-async fn timed<T>(spent: &mut Duration, call: impl Future<Output = T>) -> T {
-    let started = Instant::now();
-    let out = call.await;
-    *spent += started.elapsed();
-    out
+impl Calls {
+    pub fn new(timeout: Duration, orphan_grace: Duration) -> Self {
+        Self {
+            timeout,
+            mark_after: orphan_grace / 2,
+            spent: Duration::ZERO,
+        }
+    }
+
+    /// Awaits one API call for at most the timeout: `Err` when it did not answer in time,
+    /// else the call's own result.
+    pub(super) async fn call<T>(
+        &mut self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, KubeError>>,
+    ) -> Result<Result<T, KubeError>, ReceiveError> {
+        let started = Instant::now();
+        let out = tokio::time::timeout(self.timeout, call).await;
+        self.spent += started.elapsed();
+        out.map_err(|_| ReceiveError::ApiTimeout { operation })
+    }
+
+    /// [`Calls::call`] with a refusal turned into the request's error.
+    pub(super) async fn must<T>(
+        &mut self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, KubeError>>,
+    ) -> Result<T, ReceiveError> {
+        self.call(operation, call).await?.map_err(api(operation))
+    }
+}
+
+fn api(operation: &'static str) -> impl FnOnce(KubeError) -> ReceiveError {
+    move |source| ReceiveError::Api { operation, source }
 }
 
 fn exists(error: &KubeError) -> bool {
@@ -64,12 +107,20 @@ pub(super) struct EventObjects<'a> {
     pub stored: Vec<u8>,
 }
 
-/// Creates the event's Job and Secret, or finds them already there. `spent` accumulates
-/// the time spent waiting for the API server.
+/// Where the Job an event is stored for came from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// This request created it just now.
+    Fresh,
+    /// It was there already (a copy of the event, or an earlier attempt).
+    Existing,
+}
+
+/// Creates the event's Job and Secret, or finds them already there.
 pub(super) async fn create_objects(
     client: &Client,
     objects: EventObjects<'_>,
-    spent: &mut Duration,
+    calls: &mut Calls,
 ) -> Result<Created, ReceiveError> {
     let EventObjects {
         sink,
@@ -78,8 +129,11 @@ pub(super) async fn create_objects(
         mut job,
         stored,
     } = objects;
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &sink.namespace);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &sink.namespace);
+    let store = Store {
+        jobs: Api::namespaced(client.clone(), &sink.namespace),
+        secrets: Api::namespaced(client.clone(), &sink.namespace),
+        stored,
+    };
     let names = [
         job_name(&sink.name, source, id),
         alternate_job_name(&sink.name, source, id),
@@ -88,22 +142,28 @@ pub(super) async fn create_objects(
         if job.metadata.name.as_deref() != Some(name.as_str()) {
             rename_job(&mut job, name);
         }
-        match timed(spent, jobs.create(&PostParams::default(), &job)).await {
+        let created = calls
+            .call(
+                "create_job",
+                store.jobs.create(&PostParams::default(), &job),
+            )
+            .await?;
+        match created {
             Ok(created) => {
-                create_secret(&jobs, &secrets, &created, stored, spent).await?;
+                store.event(&created, Origin::Fresh, calls).await?;
                 info!(job = %name, "created Job and Secret for event");
                 return Ok(Created::New);
             }
             Err(e) if exists(&e) => {
-                let existing = timed(spent, jobs.get_opt(name)).await;
-                let Some(existing) = existing.map_err(api("get_job"))? else {
+                let existing = calls.must("get_job", store.jobs.get_opt(name)).await?;
+                let Some(existing) = existing else {
                     // Deleted between our create and get: a retry starts afresh.
                     return Err(ReceiveError::Conflict(format!(
                         "Job {name} was deleted while this event was being stored; retry"
                     )));
                 };
                 if job_matches_event(&existing, source, id) {
-                    ensure_secret(&secrets, &existing, stored, spent).await?;
+                    store.event(&existing, Origin::Existing, calls).await?;
                     return Ok(Created::Duplicate);
                 }
                 info!(job = %name, "name taken by a different event; trying the alternate name");
@@ -117,61 +177,182 @@ pub(super) async fn create_objects(
     )))
 }
 
-/// Creates the Secret of `job`: `Ok(true)` when this call created it, `Ok(false)` when it
-/// exists already.
-async fn put_secret(
-    secrets: &Api<Secret>,
-    job: &Job,
+/// The APIs of the event's namespace and the Secret's content.
+struct Store {
+    jobs: Api<Job>,
+    secrets: Api<Secret>,
     stored: Vec<u8>,
-    spent: &mut Duration,
-) -> Result<bool, KubeError> {
-    let secret = build_secret(job, stored);
-    match timed(spent, secrets.create(&PostParams::default(), &secret)).await {
-        Ok(_) => Ok(true),
-        Err(e) if exists(&e) => Ok(false),
-        Err(e) => Err(e),
+}
+
+impl Store {
+    /// Makes sure `job` has its Secret, owned by it, then marks the Job if it is old enough
+    /// for the orphan sweep to be looking at it.
+    async fn event(
+        &self,
+        job: &Job,
+        origin: Origin,
+        calls: &mut Calls,
+    ) -> Result<(), ReceiveError> {
+        self.secret(job, origin, calls).await?;
+        let age = job
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(|created| {
+                jiff::Timestamp::now()
+                    .duration_since(created.0)
+                    .try_into()
+                    .ok()
+            })
+            .unwrap_or(Duration::ZERO);
+        if age >= calls.mark_after {
+            self.mark(job, calls).await?;
+        }
+        Ok(())
+    }
+
+    async fn secret(
+        &self,
+        job: &Job,
+        origin: Origin,
+        calls: &mut Calls,
+    ) -> Result<(), ReceiveError> {
+        let name = job.metadata.name.clone().unwrap_or_default();
+        let secret = build_secret(job, self.stored.clone());
+        if origin == Origin::Fresh {
+            let created = calls
+                .call(
+                    "create_secret",
+                    self.secrets.create(&PostParams::default(), &secret),
+                )
+                .await?;
+            match created {
+                Ok(_) => return Ok(()),
+                // Another copy's Secret, or a stale one of an older Job of this name.
+                Err(e) if exists(&e) => {}
+                Err(error) => {
+                    self.take_back(job, calls).await;
+                    return Err(api("create_secret")(error));
+                }
+            }
+        }
+        // Twice at most: a stale Secret is replaced once; if it changes again, retry later.
+        for _ in 0..2 {
+            let found = calls
+                .must("get_secret", self.secrets.get_opt(&name))
+                .await?;
+            match found {
+                Some(found) if owned_by(&found, job) => return Ok(()),
+                Some(stale) => {
+                    let mut dp = DeleteParams::background();
+                    dp.preconditions = Some(Preconditions {
+                        uid: stale.metadata.uid.clone(),
+                        resource_version: None,
+                    });
+                    match calls
+                        .call("delete_secret", self.secrets.delete(&name, &dp))
+                        .await?
+                    {
+                        Ok(_) => {
+                            info!(secret = %name, "replacing the stale Secret of an older Job")
+                        }
+                        Err(e)
+                            if matches!(
+                                k8s::failure(&e),
+                                Failure::NotFound | Failure::Conflict
+                            ) => {}
+                        Err(e) => return Err(api("delete_secret")(e)),
+                    }
+                }
+                None => {}
+            }
+            let created = calls
+                .call(
+                    "create_secret",
+                    self.secrets.create(&PostParams::default(), &secret),
+                )
+                .await?;
+            match created {
+                Ok(_) => {
+                    info!(job = %name, "stored the event of an existing Job");
+                    return Ok(());
+                }
+                Err(e) if exists(&e) => {}
+                Err(e) => return Err(api("create_secret")(e)),
+            }
+        }
+        Err(ReceiveError::Conflict(format!(
+            "the Secret of Job {name} changed while this event was being stored; retry"
+        )))
+    }
+
+    /// Changes the Job's resourceVersion (an annotation with the time), so that an orphan
+    /// removal that read it before the Secret existed fails its precondition. Fails the
+    /// request when the Job is gone or going.
+    async fn mark(&self, job: &Job, calls: &mut Calls) -> Result<(), ReceiveError> {
+        let name = job.metadata.name.clone().unwrap_or_default();
+        let now = jiff::Timestamp::now().to_string();
+        let patch =
+            serde_json::json!({"metadata": {"annotations": {EVENT_STORED_ANNOTATION: now}}});
+        let marked = calls
+            .call(
+                "mark_job",
+                self.jobs
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+            )
+            .await?;
+        let gone = || {
+            ReceiveError::Conflict(format!(
+                "Job {name} was removed while this event was being stored; retry"
+            ))
+        };
+        match marked {
+            Ok(marked)
+                if marked.metadata.uid == job.metadata.uid
+                    && marked.metadata.deletion_timestamp.is_none() =>
+            {
+                Ok(())
+            }
+            Ok(_) => Err(gone()),
+            Err(e) if k8s::failure(&e) == Failure::NotFound => Err(gone()),
+            Err(e) => Err(api("mark_job")(e)),
+        }
+    }
+
+    /// Deletes a Job this request created whose Secret failed, unless another copy of the
+    /// event has supplied the Secret meanwhile. Best effort: what it leaves, the orphan sweep
+    /// removes.
+    async fn take_back(&self, job: &Job, calls: &mut Calls) {
+        let name = job.metadata.name.clone().unwrap_or_default();
+        if let Ok(Ok(Some(secret))) = calls.call("get_secret", self.secrets.get_opt(&name)).await
+            && owned_by(&secret, job)
+        {
+            return;
+        }
+        let mut dp = DeleteParams::background();
+        dp.preconditions = Some(Preconditions {
+            uid: job.metadata.uid.clone(),
+            resource_version: None,
+        });
+        match calls.call("delete_job", self.jobs.delete(&name, &dp)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(rollback)) => {
+                warn!(job = %name, %rollback, "could not delete the Job whose Secret failed; the orphan sweep removes it")
+            }
+            Err(_) => {
+                warn!(job = %name, "deleting the Job whose Secret failed timed out; the orphan sweep removes it")
+            }
+        }
     }
 }
 
-/// Creates the Secret of a Job this request just created; on failure, takes the Job back
-/// unless another copy of the event has supplied the Secret meanwhile.
-async fn create_secret(
-    jobs: &Api<Job>,
-    secrets: &Api<Secret>,
-    job: &Job,
-    stored: Vec<u8>,
-    spent: &mut Duration,
-) -> Result<(), ReceiveError> {
-    let Err(error) = put_secret(secrets, job, stored, spent).await else {
-        return Ok(());
-    };
-    let name = job.metadata.name.clone().unwrap_or_default();
-    if matches!(secrets.get_opt(&name).await, Ok(Some(_))) {
-        return Ok(());
-    }
-    let mut dp = DeleteParams::background();
-    dp.preconditions = Some(Preconditions {
-        uid: job.metadata.uid.clone(),
-        resource_version: None,
-    });
-    if let Err(rollback) = jobs.delete(&name, &dp).await {
-        warn!(job = %name, %rollback, "could not delete the Job whose Secret failed; a retry of the event repairs it");
-    }
-    Err(api("create_secret")(error))
-}
-
-/// Makes sure an existing Job of this event has its Secret (repairing an earlier failure).
-async fn ensure_secret(
-    secrets: &Api<Secret>,
-    job: &Job,
-    stored: Vec<u8>,
-    spent: &mut Duration,
-) -> Result<(), ReceiveError> {
-    let repaired = put_secret(secrets, job, stored, spent)
-        .await
-        .map_err(api("create_secret"))?;
-    if repaired {
-        info!(job = ?job.metadata.name, "repaired missing Secret of an existing Job");
-    }
-    Ok(())
+/// Whether `secret` is the one of `job` (owned by the Job's uid).
+fn owned_by(secret: &Secret, job: &Job) -> bool {
+    let uid = job.metadata.uid.as_deref();
+    secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|owner| Some(owner.uid.as_str()) == uid)
 }

@@ -3,6 +3,8 @@
 //! the sender only what it can act on. The table of answers is in
 //! `docs/contract.md#clear-errors`.
 
+use std::time::Duration;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tracing::{error, warn};
@@ -20,6 +22,10 @@ pub enum ReceiveError {
     NoRoute(String),
     #[error("method {method} is not allowed here; allowed: {allow}")]
     MethodNotAllowed { method: String, allow: &'static str },
+    #[error(
+        "namespace and JobSink name must be DNS-1123 labels (lowercase letters, digits and '-', at most 63)"
+    )]
+    InvalidSinkName,
     #[error("JobSink {0} does not exist")]
     UnknownSink(SinkId),
     #[error("JobSink {sink} is not ready: {why}")]
@@ -32,6 +38,14 @@ pub enum ReceiveError {
     BodyTooLarge { limit: usize },
     #[error("reading the request body failed: {0}")]
     BodyRead(#[source] axum::Error),
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(Duration),
+    #[error("the receiver is handling as many requests as it takes; retry")]
+    Overloaded,
+    #[error("the request was not done within {0:?}; retry")]
+    Deadline(Duration),
+    #[error("the Kubernetes API server did not answer {operation} in time")]
+    ApiTimeout { operation: &'static str },
     #[error("{0} (an event is stored in a Secret; see --max-event-bytes)")]
     EventTooLarge(#[from] EventTooLarge),
     #[error(transparent)]
@@ -55,9 +69,15 @@ impl ReceiveError {
         match self {
             NoRoute(_) | UnknownSink(_) | NoSuchJob => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            SinkNotReady { .. } | Starting => StatusCode::SERVICE_UNAVAILABLE,
+            SinkNotReady { .. } | Starting | Overloaded | Deadline(_) | ApiTimeout { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            BadEvent(
+                DecodeError::AttributeTooLarge { .. } | DecodeError::ExtensionNameTooLong { .. },
+            ) => StatusCode::PAYLOAD_TOO_LARGE,
             // A malformed event does not become valid by sending it again.
-            BadEvent(_) | BodyRead(_) => StatusCode::BAD_REQUEST,
+            BadEvent(_) | BodyRead(_) | InvalidSinkName => StatusCode::BAD_REQUEST,
             BodyTooLarge { .. } | EventTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             // The rejection's code, already one of the allowed 4xx codes.
             Hook(HookRefusal::Rejected(rejection)) => {
@@ -74,34 +94,117 @@ impl ReceiveError {
     pub fn outcome(&self) -> &'static str {
         use ReceiveError::*;
         match self {
-            NoRoute(_) | MethodNotAllowed { .. } => "bad_route",
+            NoRoute(_) | MethodNotAllowed { .. } | InvalidSinkName => "bad_route",
             UnknownSink(_) => "unknown_sink",
             SinkNotReady { .. } | Starting => "not_ready",
+            Overloaded => "overloaded",
+            Deadline(_) | ApiTimeout { .. } | BodyTimeout(_) => "timeout",
+            BadEvent(
+                DecodeError::AttributeTooLarge { .. } | DecodeError::ExtensionNameTooLong { .. },
+            ) => "too_large",
             BadEvent(_) | BodyRead(_) => "invalid",
             BodyTooLarge { .. } | EventTooLarge(_) => "too_large",
             Hook(HookRefusal::Rejected(_)) => "rejected",
             Hook(HookRefusal::Failed(_) | HookRefusal::NotLoaded(_)) => "hook_error",
             NoSuchJob => "no_job",
-            Api { .. } | Conflict(_) => "error",
+            Api { source, .. } => match k8s::failure(source) {
+                Failure::Invalid(_) | Failure::TooLarge => "refused",
+                Failure::Quota { .. } => "quota",
+                _ => "error",
+            },
+            Conflict(_) => "error",
+        }
+    }
+
+    /// Seconds a sender should wait before retrying, for the answers that invite a retry.
+    fn retry_after(&self, status: StatusCode) -> Option<&'static str> {
+        match self {
+            // Quotas free up as Jobs finish and are cleaned up: not within a second.
+            ReceiveError::Api { source, .. }
+                if matches!(k8s::failure(source), Failure::Quota { .. }) =>
+            {
+                Some(QUOTA_RETRY_AFTER)
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some("1"),
+            _ => None,
         }
     }
 }
 
-/// 503 for API failures a retry can fix (throttling, API server unavailable or timing out),
-/// 500 otherwise.
+/// `Retry-After` for a quota that may admit the event later.
+const QUOTA_RETRY_AFTER: &str = "10";
+/// Longest answer body: a message quoting a sender's value or the API server's words is cut
+/// here.
+const MAX_BODY_BYTES: usize = 1024;
+
+/// The answer to a failed API call: the sender's fault (the API server refused the event's
+/// objects as invalid or too large) is 4xx with the API server's words; a quota says whether
+/// waiting helps (429, retry) or not (403: the quota admits no such object at all); a
+/// throttled or unavailable API server is 503; anything else 500.
 fn api_status(error: &kube::Error) -> StatusCode {
     match k8s::failure(error) {
         Failure::Transient => StatusCode::SERVICE_UNAVAILABLE,
+        Failure::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        Failure::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Failure::Quota {
+            retry_can_help: true,
+            ..
+        } => StatusCode::TOO_MANY_REQUESTS,
+        Failure::Quota {
+            retry_can_help: false,
+            ..
+        } => StatusCode::FORBIDDEN,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+/// The body for a failed API call: what the sender may know and do.
+fn api_body(operation: &str, error: &kube::Error) -> String {
+    match k8s::failure(error) {
+        Failure::Invalid(message) => {
+            format!(
+                "the Kubernetes API server refused the event's objects ({operation}): {message}"
+            )
+        }
+        Failure::TooLarge => {
+            format!("the event's objects are too large for the Kubernetes API server ({operation})")
+        }
+        Failure::Quota {
+            message,
+            retry_can_help,
+        } => {
+            let advice = if retry_can_help {
+                "a retry can succeed once the namespace's Jobs finish or the quota is raised"
+            } else {
+                "a retry cannot succeed until the quota is changed"
+            };
+            format!(
+                "a ResourceQuota of the namespace refused the event ({operation}): {message}; {advice}"
+            )
+        }
+        _ => format!("creating the event's Job failed ({operation}); retry later"),
+    }
+}
+
+fn truncated(mut text: String) -> String {
+    if text.len() > MAX_BODY_BYTES {
+        text.truncate(text.floor_char_boundary(MAX_BODY_BYTES));
+        text.push_str("...");
+    }
+    text.push('\n');
+    text
 }
 
 impl IntoResponse for ReceiveError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = if let ReceiveError::Api { operation, .. } = &self {
-            error!(error = %self, operation, "Kubernetes API call failed");
-            format!("creating the event's Job failed ({operation}); retry later\n")
+        let body = if let ReceiveError::Api { operation, source } = &self {
+            if status.is_server_error() {
+                error!(error = %self, operation, "Kubernetes API call failed");
+            } else {
+                warn!(error = %self, operation, "the API server refused the event");
+            }
+            truncated(api_body(operation, source))
         } else {
             match self {
                 // Expected while a sink or its hook is being set up: the sender retries.
@@ -110,10 +213,11 @@ impl IntoResponse for ReceiveError {
                 | ReceiveError::Hook(HookRefusal::NotLoaded(_)) => {
                     warn!(error = %self, "event refused for now")
                 }
+                ReceiveError::Overloaded => {}
                 _ if status.is_server_error() => error!(error = %self, "request failed"),
                 _ => {}
             }
-            format!("{self}\n")
+            truncated(self.to_string())
         };
         let mut response = (status, body).into_response();
         response.headers_mut().insert(
@@ -125,10 +229,10 @@ impl IntoResponse for ReceiveError {
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
-        if matches!(status, StatusCode::SERVICE_UNAVAILABLE) {
+        if let Some(seconds) = self.retry_after(status) {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
         }
         response
     }

@@ -4,14 +4,14 @@
 //! `on-job`; just the build without a hook) -> size check -> create Job and Secret. Nothing
 //! is created unless every step before passed. See `docs/architecture.md`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tracing::{Span, debug};
 
-use super::create::{Created, EventObjects, create_objects};
+use super::create::{Calls, Created, EventObjects, create_objects};
 use super::{AppState, ReceiveError};
 use crate::cloudevent::{self, CloudEvent};
 use crate::crd::SinkId;
@@ -25,13 +25,16 @@ pub(super) async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
-    match ingest(state, sink, headers, body).await {
+    let result = ingest(state, sink, headers, body).await;
+    // Per-sink series only for sinks that exist: the path is the sender's to choose.
+    let label = state.sinks.get(sink).map(|_| sink);
+    match result {
         Ok((created, loc)) => {
             let outcome = match created {
                 Created::New => "created",
                 Created::Duplicate => "duplicate",
             };
-            state.metrics.event(sink, outcome);
+            state.metrics.event(label, outcome);
             let mut response = StatusCode::ACCEPTED.into_response();
             if let Ok(v) = HeaderValue::from_str(&loc) {
                 response.headers_mut().insert(header::LOCATION, v);
@@ -39,7 +42,7 @@ pub(super) async fn handle(
             response
         }
         Err(error) => {
-            state.metrics.event(sink, error.outcome());
+            state.metrics.event(label, error.outcome());
             if let ReceiveError::Api { operation, .. } = &error {
                 state.metrics.api_error(operation);
             }
@@ -58,8 +61,10 @@ async fn ingest(
     let cached = lookup(state, id)?;
     let sink = decoded(&cached).map_err(|why| not_ready(id, why))?;
     let limit = state.config.max_body_bytes();
-    let bytes = axum::body::to_bytes(body, limit)
+    let patience = state.config.body_read_timeout;
+    let bytes = tokio::time::timeout(patience, axum::body::to_bytes(body, limit))
         .await
+        .map_err(|_| ReceiveError::BodyTimeout(patience))?
         .map_err(|e| body_error(e, limit))?;
     let mut event = cloudevent::decode(headers, &bytes)?;
     cloudevent::apply_trace_context(&mut event, headers);
@@ -82,9 +87,9 @@ async fn ingest(
         job,
         stored,
     };
-    let mut api_time = Duration::ZERO;
-    let created = create_objects(&state.client, objects, &mut api_time).await?;
-    let own = started.elapsed().saturating_sub(api_time);
+    let mut calls = Calls::new(state.config.api_timeout, state.config.orphan_grace);
+    let created = create_objects(&state.client, objects, &mut calls).await?;
+    let own = started.elapsed().saturating_sub(calls.spent);
     state.metrics.receiver_overhead(own);
     Ok((created, location(id, &source, &event_id)))
 }

@@ -9,11 +9,13 @@
 mod create;
 mod error;
 mod ingest;
+mod load;
+mod server;
 mod status;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -26,17 +28,72 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span};
 
 pub use error::ReceiveError;
+pub use load::Lifecycle;
 
 use crate::crd::SinkId;
 use crate::hook::HookRegistry;
 use crate::metrics::Metrics;
 use crate::sinks::SinkCache;
 
+/// Longest wait for one Kubernetes API call on the request path; past it the sender gets
+/// 503 + `Retry-After`. A create or get answers in milliseconds; seconds of silence mean an
+/// API server that is stopped, overloaded or cut off, and the sender is better told to
+/// retry than kept waiting (kube's own retries are off on this path, see [`request_client`]).
+pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest time a client may take to send a request's head; also how long an idle
+/// keep-alive connection is kept (slowloris).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest time a client may take to send a request's body (408 after it): 1 MiB in 10 s is
+/// 100 KiB/s, slower than any sender on a cluster network.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline of a whole request after its head arrived: body, hook and API calls (503 after
+/// it). Within the Deployment's termination grace so that a drain can let it finish.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Most event and status requests handled at once; more get 503 + `Retry-After` at once.
+/// 128 bodies of at most 1 MiB bound request memory to about 136 MiB, and 128 concurrent
+/// creates are already more than an API server takes on usefully.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 128;
+/// After SIGTERM, how long the receiver keeps serving with `/readyz` failing, so that the
+/// endpoints controller and kube-proxy stop routing new requests here before it stops
+/// accepting (a few readiness periods of the Deployment's probe).
+pub const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(5);
+
 /// Tunables of the receiver.
 #[derive(Clone, Debug)]
 pub struct ReceiverConfig {
     /// Largest event accepted, measured as stored (JSON) in its Secret.
     pub max_event_bytes: usize,
+    /// Each Kubernetes API call on the request path ([`DEFAULT_API_TIMEOUT`]).
+    pub api_timeout: Duration,
+    /// [`DEFAULT_HEADER_READ_TIMEOUT`].
+    pub header_read_timeout: Duration,
+    /// [`DEFAULT_BODY_READ_TIMEOUT`].
+    pub body_read_timeout: Duration,
+    /// [`DEFAULT_REQUEST_TIMEOUT`].
+    pub request_timeout: Duration,
+    /// [`DEFAULT_MAX_IN_FLIGHT`].
+    pub max_in_flight: usize,
+    /// [`DEFAULT_DRAIN_DELAY`].
+    pub drain_delay: Duration,
+    /// How old a Job without its Secret must be before the controller removes it
+    /// (`crate::controller::orphans`); the receiver marks an older Job it accepts an event
+    /// for, so that a removal racing with the acceptance fails.
+    pub orphan_grace: Duration,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        Self {
+            max_event_bytes: crate::job::DEFAULT_MAX_EVENT_BYTES,
+            api_timeout: DEFAULT_API_TIMEOUT,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            drain_delay: DEFAULT_DRAIN_DELAY,
+            orphan_grace: crate::controller::DEFAULT_ORPHAN_GRACE,
+        }
+    }
 }
 
 impl ReceiverConfig {
@@ -48,6 +105,15 @@ impl ReceiverConfig {
     }
 }
 
+/// The client for API calls on the request path: `config` with kube's retry layer off.
+/// kube retries 429/503/504 up to 15 times with backoff up to 1000 s by default; on the
+/// request path the sender retries instead, after a 503 that comes within
+/// [`ReceiverConfig::api_timeout`].
+pub fn request_client(mut config: kube::Config) -> Result<Client, kube::Error> {
+    config.default_retry = false;
+    Client::try_from(config)
+}
+
 /// Everything a request handler needs, shared by all requests.
 #[derive(Clone)]
 pub struct AppState {
@@ -57,6 +123,29 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The sinks' hooks (loaded from ConfigMaps and hot-swapped in the background).
     pub hooks: HookRegistry,
+    /// Requests in flight and draining.
+    pub lifecycle: Lifecycle,
+}
+
+impl AppState {
+    /// The state of one receiver; `client` should come from [`request_client`].
+    pub fn new(
+        client: Client,
+        sinks: SinkCache,
+        config: ReceiverConfig,
+        metrics: Metrics,
+        hooks: HookRegistry,
+    ) -> Self {
+        let lifecycle = Lifecycle::new(config.max_in_flight);
+        Self {
+            client,
+            sinks,
+            config: Arc::new(config),
+            metrics,
+            hooks,
+            lifecycle,
+        }
+    }
 }
 
 /// The receiver's router: events, event status and health. Tests drive it in
@@ -69,7 +158,8 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `app` on `addr` until `shutdown` fires, then finishes the requests in flight.
+/// Serves `app` on `addr` until `shutdown` fires, then drains: readiness fails, the drain
+/// delay passes, the listener closes and the requests in flight finish.
 pub async fn serve(
     addr: SocketAddr,
     state: AppState,
@@ -77,14 +167,13 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     info!(%addr, "receiver listening");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
-    Ok(())
+    server::serve_on(listener, state, shutdown).await
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.sinks.is_ready() {
+    if state.lifecycle.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else if state.sinks.is_ready() {
         (StatusCode::OK, "ok\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "JobSinks not loaded yet\n").into_response()
@@ -103,11 +192,24 @@ async fn dispatch(
     let path = uri.path().to_string();
     let span = info_span!("request", %method, path = %path, event_id = tracing::field::Empty);
     let response = async {
-        match route(&method, &path) {
-            Route::Ingest(sink) => ingest::handle(&state, &sink, &headers, body).await,
-            Route::Status(path) => status::handle(&state, &path).await,
-            Route::Refused(error) => error.into_response(),
-        }
+        let route = match route(&method, &path) {
+            Route::Refused(error) => return error.into_response(),
+            work => work,
+        };
+        let Some(_slot) = state.lifecycle.try_admit() else {
+            return ReceiveError::Overloaded.into_response();
+        };
+        let deadline = state.config.request_timeout;
+        let handled = async {
+            match route {
+                Route::Ingest(sink) => ingest::handle(&state, &sink, &headers, body).await,
+                Route::Status(path) => status::handle(&state, &path).await,
+                Route::Refused(error) => error.into_response(),
+            }
+        };
+        tokio::time::timeout(deadline, handled)
+            .await
+            .unwrap_or_else(|_| ReceiveError::Deadline(deadline).into_response())
     }
     .instrument(span)
     .await;
@@ -147,7 +249,10 @@ fn route(method: &Method, path: &str) -> Route {
     match segments.as_slice() {
         [namespace, name] if !namespace.is_empty() && !name.is_empty() => {
             if *method == Method::POST {
-                Route::Ingest(SinkId::new(*namespace, *name))
+                match SinkId::checked(namespace, name) {
+                    Some(sink) => Route::Ingest(sink),
+                    None => Route::Refused(ReceiveError::InvalidSinkName),
+                }
             } else {
                 Route::Refused(ReceiveError::MethodNotAllowed {
                     method: method.to_string(),
@@ -188,6 +293,25 @@ mod tests {
                 matches!(
                     route(&Method::POST, p),
                     Route::Refused(ReceiveError::NoRoute(_))
+                ),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_post_to_a_path_that_cannot_name_a_sink_is_refused_before_any_lookup() {
+        for p in [
+            "/Default/logger",
+            "/default/a.b",
+            "/kube-system%2Fjobs/x",
+            "/default/%6Cogger",
+            "/../x",
+        ] {
+            assert!(
+                matches!(
+                    route(&Method::POST, p),
+                    Route::Refused(ReceiveError::InvalidSinkName)
                 ),
                 "{p}"
             );

@@ -1,12 +1,19 @@
 //! `GET /namespaces/<ns>/name/<jobsink>/sources/<source>/ids/<id>`: how an event's Job is
 //! doing. 200 `Reason: Complete`, 400 `Reason: Failed`, else 202 with the same Location.
+//!
+//! Answered only for a JobSink in the receiver's cache, with names checked first: the API
+//! request reads a Job whose name is a hash, in a namespace that is a DNS-1123 label, so no
+//! decoded path segment ever reaches an API URL (`docs/contract.md#hostile-input`).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
 
+use super::create::Calls;
 use super::{AppState, ReceiveError};
+use crate::cloudevent::{MAX_ID_BYTES, MAX_SOURCE_BYTES};
+use crate::crd::SinkId;
 use crate::job::{alternate_job_name, job_matches_event, job_name};
 use crate::location::{location, parse_location};
 
@@ -23,20 +30,29 @@ async fn lookup(state: &AppState, path: &str) -> Result<Response, ReceiveError> 
             "GET {path}; event status is at /namespaces/<ns>/name/<jobsink>/sources/<source>/ids/<id>"
         )));
     };
-    let jobs: Api<Job> = Api::namespaced(state.client.clone(), &event.sink.namespace);
+    let sink = SinkId::checked(&event.sink.namespace, &event.sink.name)
+        .ok_or(ReceiveError::InvalidSinkName)?;
+    if state.sinks.get(&sink).is_none() {
+        return Err(if state.sinks.is_ready() {
+            ReceiveError::UnknownSink(sink)
+        } else {
+            ReceiveError::Starting
+        });
+    }
+    // No event over the limits was ever accepted, so it has no Job.
+    if event.source.len() > MAX_SOURCE_BYTES || event.id.len() > MAX_ID_BYTES {
+        return Err(ReceiveError::NoSuchJob);
+    }
+    let jobs: Api<Job> = Api::namespaced(state.client.clone(), &sink.namespace);
+    let mut calls = Calls::new(state.config.api_timeout, state.config.orphan_grace);
     let names = [
-        job_name(&event.sink.name, &event.source, &event.id),
-        alternate_job_name(&event.sink.name, &event.source, &event.id),
+        job_name(&sink.name, &event.source, &event.id),
+        alternate_job_name(&sink.name, &event.source, &event.id),
     ];
     for name in &names {
-        let found = jobs
-            .get_opt(name)
-            .await
-            .map_err(|source| ReceiveError::Api {
-                operation: "get_job",
-                source,
-            })?;
-        let Some(job) = found else { break };
+        let Some(job) = calls.must("get_job", jobs.get_opt(name)).await? else {
+            break;
+        };
         if !job_matches_event(&job, &event.source, &event.id) {
             continue;
         }
@@ -45,7 +61,7 @@ async fn lookup(state: &AppState, path: &str) -> Result<Response, ReceiveError> 
         } else if condition_true(&job, "Complete") {
             with_reason(StatusCode::OK, "Complete")
         } else {
-            let loc = location(&event.sink, &event.source, &event.id);
+            let loc = location(&sink, &event.source, &event.id);
             let mut r = StatusCode::ACCEPTED.into_response();
             if let Ok(v) = HeaderValue::from_str(&loc) {
                 r.headers_mut().insert(header::LOCATION, v);

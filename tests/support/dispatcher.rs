@@ -1,9 +1,12 @@
 //! The dispatcher in process, for integration tests: the JobSink CRD installed from
 //! `deploy/crd.yaml`, one controller and one JobSink watch cache per test binary (on a
 //! background runtime that outlives single tests), and per test a receiver router driven
-//! with `tower::ServiceExt::oneshot`, no socket needed.
+//! with `tower::ServiceExt::oneshot`, no socket needed. The controller, the caches, the hooks
+//! and the receiver act as the product's ServiceAccount with `deploy/rbac.yaml` applied
+//! (`super::service_account_config`), so a missing grant fails the tests that need it; the
+//! tests themselves check results as admin.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -14,7 +17,7 @@ use jobsink::hook::{EngineConfig, HookEngine, HookRegistry};
 use jobsink::metrics::Metrics;
 use jobsink::receiver::{AppState, ReceiverConfig};
 use jobsink::sinks::SinkCache;
-use kube::{Api, Client};
+use kube::Api;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -42,7 +45,7 @@ fn shared() -> &'static Shared {
                 .build()
                 .expect("background runtime");
             rt.block_on(async move {
-                let client = Client::try_default().await.expect("KUBECONFIG client");
+                let client = super::service_account_client().await;
                 let shutdown = CancellationToken::new();
                 let sinks = SinkCache::spawn(client.clone(), shutdown.clone());
                 let engine = HookEngine::new(EngineConfig::default()).expect("hook engine");
@@ -77,13 +80,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub async fn start(test: &str) -> Self {
-        Self::with_config(
-            test,
-            ReceiverConfig {
-                max_event_bytes: jobsink::job::DEFAULT_MAX_EVENT_BYTES,
-            },
-        )
-        .await
+        Self::with_config(test, ReceiverConfig::default()).await
     }
 
     pub async fn with_config(test: &str, config: ReceiverConfig) -> Self {
@@ -94,13 +91,9 @@ impl Dispatcher {
         .await
         .expect("shared dispatcher");
         let ns = TestNamespace::new(test).await;
-        let state = AppState {
-            client: ns.client.clone(),
-            sinks,
-            config: Arc::new(config),
-            metrics: Metrics::default(),
-            hooks,
-        };
+        let client = jobsink::receiver::request_client(super::service_account_config().await)
+            .expect("request client");
+        let state = AppState::new(client, sinks, config, Metrics::default(), hooks);
         Self { ns, state }
     }
 

@@ -34,6 +34,71 @@ pub async fn client() -> Client {
     client
 }
 
+/// The ServiceAccount the product runs as (`deploy/rbac.yaml`).
+pub const SERVICE_ACCOUNT: (&str, &str) = ("knative-eventing", "job-sink");
+
+/// A token of the product's ServiceAccount, from the TokenRequest API, with
+/// `deploy/00-namespace.yaml` and `deploy/rbac.yaml` applied first; once per test process.
+/// Code under test that talks to Kubernetes runs with it, not as admin, so a verb missing
+/// from the shipped RBAC fails a test.
+pub fn service_account_token() -> String {
+    static TOKEN: OnceLock<String> = OnceLock::new();
+    TOKEN
+        .get_or_init(|| {
+            for file in ["00-namespace.yaml", "rbac.yaml"] {
+                let path = format!("{}/deploy/{file}", env!("CARGO_MANIFEST_DIR"));
+                let (ok, _, err) = kubectl(&["apply", "-f", &path], None);
+                assert!(ok, "applying {path} failed (is the cluster up?): {err}");
+            }
+            let (namespace, name) = SERVICE_ACCOUNT;
+            let (ok, out, err) = kubectl(
+                &["create", "token", name, "-n", namespace, "--duration=4h"],
+                None,
+            );
+            assert!(ok, "kubectl create token {name} failed: {err}");
+            out.trim().to_owned()
+        })
+        .clone()
+}
+
+/// The cluster's kube configuration with the product's ServiceAccount as the identity.
+pub async fn service_account_config() -> kube::Config {
+    let token = tokio::task::spawn_blocking(service_account_token)
+        .await
+        .expect("service account token");
+    let mut config = kube::Config::infer()
+        .await
+        .expect("KUBECONFIG: run `export KUBECONFIG=$(hack/up.sh)` first");
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.into()),
+        ..Default::default()
+    };
+    config
+}
+
+/// A client acting as the product's ServiceAccount (see [`service_account_token`]).
+pub async fn service_account_client() -> Client {
+    Client::try_from(service_account_config().await).expect("service account client")
+}
+
+/// A kubeconfig file for processes under test (`jobsink serve`): the cluster of `KUBECONFIG`
+/// with the product's ServiceAccount as the user.
+pub fn service_account_kubeconfig() -> std::path::PathBuf {
+    static PATH: OnceLock<std::path::PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let token = service_account_token();
+        let (ok, out, err) = kubectl(&["config", "view", "--raw", "--minify", "-o", "json"], None);
+        assert!(ok, "kubectl config view failed: {err}");
+        let mut config: serde_json::Value = serde_json::from_str(&out).expect("kubeconfig JSON");
+        config["users"][0]["user"] = serde_json::json!({ "token": token });
+        let path =
+            std::env::temp_dir().join(format!("jobsink-sa-{}.kubeconfig", std::process::id()));
+        std::fs::write(&path, config.to_string()).expect("write the service account kubeconfig");
+        path
+    })
+    .clone()
+}
+
 /// A namespace of one test, deleted (without waiting) when dropped.
 pub struct TestNamespace {
     pub name: String,
@@ -197,3 +262,4 @@ pub fn job_condition(job: &Job, type_: &str) -> Option<(String, Option<String>)>
 pub mod dispatcher;
 pub mod hooks;
 pub mod plugins;
+pub mod process;

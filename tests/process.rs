@@ -1,0 +1,426 @@
+//! `jobsink serve` as a real process, as the job-sink ServiceAccount: the probes of a hostile
+//! sender (issue 8's "Why", each rerun here with its corrected answer), slow clients, the
+//! in-flight cap, a graceful shutdown with a request in flight, and a SIGKILL during a load
+//! of events. See `docs/contract.md#hostile-input`, `#timeouts`, `#load-shedding`,
+//! `#graceful-shutdown` and `#no-half-created-events`.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{ListParams, PostParams};
+use serde_json::json;
+use support::process::Serve;
+use support::{CONVERGE, TestNamespace, eventually, kubectl};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const LOGGER: &str = include_str!("data/seed/job-sink-logger.yaml");
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("http client")
+}
+
+/// Applies `yaml` in the test's namespace and waits until `serve` takes events for `sink`.
+async fn ready_sink(ns: &TestNamespace, serve: &Serve, yaml: &str, sink: &str) {
+    let (ok, _, err) = kubectl(&["apply", "-n", &ns.name, "-f", "-"], Some(yaml));
+    assert!(ok, "kubectl apply failed: {err}");
+    let url = serve.url(&format!("/{}/{sink}", ns.name));
+    // An invalid event gets 400 once the sink is ready (503 before, 404 before it is seen).
+    eventually(&format!("{sink} ready in the receiver"), CONVERGE, || {
+        let url = url.clone();
+        async move {
+            let r = http().post(&url).send().await.ok()?;
+            (r.status() == 400).then_some(())
+        }
+    })
+    .await;
+}
+
+fn event(url: &str, id: &str) -> reqwest::RequestBuilder {
+    http()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("ce-specversion", "1.0")
+        .header("ce-source", "my/curl/command")
+        .header("ce-type", "my.demo.event")
+        .header("ce-id", id)
+        .body(r#"{"details":"JobSinkDemo"}"#)
+}
+
+async fn jobs(ns: &TestNamespace) -> Vec<Job> {
+    let lp = ListParams::default().labels("sinks.knative.dev/job-sink-name");
+    ns.api::<Job>().list(&lp).await.expect("list jobs").items
+}
+
+/// The receiver's metric series of a `/metrics` text (events and requests): every sample
+/// line without its value. (The controller's series change with what other tests do.)
+async fn series(serve: &Serve) -> BTreeSet<String> {
+    let text = http()
+        .get(serve.metrics_url())
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| l.starts_with("jobsink_events") || l.starts_with("jobsink_request"))
+        .filter_map(|l| l.rsplit_once(' ').map(|(series, _)| series.to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_status_query_with_an_encoded_namespace_is_refused_without_any_api_call() {
+    let serve = Serve::start(&[]).await;
+    let steer = "/namespaces/kube-system%2Fjobs%3Fwatch%3D1%26timeoutSeconds%3D1800%26x%3D/name/a/sources/b/ids/c";
+    for _ in 0..3 {
+        let r = http().get(serve.url(steer)).send().await.expect("answered");
+        assert_eq!(r.status(), 400);
+        let body = r.text().await.unwrap();
+        assert!(body.contains("DNS-1123"), "{body}");
+    }
+    // A well-formed query for a JobSink that does not exist is answered from the cache.
+    let r = http()
+        .get(serve.url("/namespaces/kube-system/name/a/sources/b/ids/c"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("does not exist"));
+}
+
+#[tokio::test]
+async fn ten_thousand_requests_to_random_unknown_paths_leave_the_metric_series_unchanged() {
+    let serve = Serve::start(&[]).await;
+    // One request of each shape first, so every answer's series exists.
+    for (method, path) in [
+        ("POST", "/no-such-namespace/no-such-sink"),
+        ("POST", "/Bad/Name"),
+        ("POST", "/a/b/c"),
+        ("GET", "/a/b/c"),
+        ("GET", "/namespaces/x/name/y/sources/s/ids/i"),
+        ("GET", "/namespaces/X/name/y/sources/s/ids/i"),
+        ("POST", "/namespaces/x/name/y/sources/s/ids/i"),
+        ("GET", "/x/y"),
+        ("PUT", "/x/y"),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        http()
+            .request(method, serve.url(path))
+            .send()
+            .await
+            .unwrap();
+    }
+    let before = series(&serve).await;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let workers = (0..16).map(|worker| {
+        let (serve_url, sent) = (serve.url(""), sent.clone());
+        async move {
+            let client = http();
+            let mut seed = 0x9E37_79B9_7F4A_7C15_u64 ^ worker;
+            let mut next = move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed
+            };
+            for i in 0..625 {
+                let len = (next() % 200 + 1) as usize;
+                const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789-ABC%._~";
+                let segment: String = (0..len)
+                    .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize] as char)
+                    .collect();
+                let path = match i % 3 {
+                    0 => format!("/{segment}/{}", &segment[..len / 2 + 1]),
+                    1 => format!("/namespaces/{segment}/name/{segment}/sources/s/ids/{i}"),
+                    _ => format!("/{segment}"),
+                };
+                let request = if i % 2 == 0 {
+                    client.post(format!("{serve_url}{path}"))
+                } else {
+                    client.get(format!("{serve_url}{path}"))
+                };
+                let r = request.send().await.expect("answered");
+                assert!(r.status().is_client_error(), "{path}: {}", r.status());
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    futures::future::join_all(workers).await;
+    assert_eq!(sent.load(Ordering::Relaxed), 10_000);
+    let after = series(&serve).await;
+    assert_eq!(
+        after.difference(&before).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "new metric series"
+    );
+}
+
+#[tokio::test]
+async fn an_event_with_a_300_kb_id_gets_413_naming_the_attribute_and_creates_nothing() {
+    let serve = Serve::start(&[]).await;
+    let ns = TestNamespace::new("huge-id").await;
+    ready_sink(&ns, &serve, LOGGER, "job-sink-logger").await;
+    let url = serve.url(&format!("/{}/job-sink-logger", ns.name));
+    let r = event(&url, &"i".repeat(300_000))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(r.status(), 413);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("`id`") && body.contains("1024"), "{body}");
+    assert!(jobs(&ns).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_client_that_sends_its_request_slowly_is_cut_off() {
+    let serve = Serve::start(&[
+        "--header-read-timeout-seconds",
+        "1",
+        "--body-read-timeout-seconds",
+        "1",
+    ])
+    .await;
+    let ns = TestNamespace::new("slow-client").await;
+    ready_sink(&ns, &serve, LOGGER, "job-sink-logger").await;
+
+    // Half a request head, then nothing: the server closes the connection.
+    let mut stream = TcpStream::connect(("127.0.0.1", serve.port)).await.unwrap();
+    stream
+        .write_all(b"POST /a/b HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(CONVERGE, stream.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the connection was still open after {CONVERGE:?}"
+    );
+
+    // A whole head but half the body: 408.
+    let mut stream = TcpStream::connect(("127.0.0.1", serve.port)).await.unwrap();
+    let head = format!(
+        "POST /{}/job-sink-logger HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         ce-specversion: 1.0\r\nce-id: 1\r\nce-source: s\r\nce-type: t\r\ncontent-length: 100\r\n\r\n{{",
+        ns.name
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 12];
+    tokio::time::timeout(CONVERGE, stream.read_exact(&mut answer))
+        .await
+        .expect("an answer")
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 408");
+    assert!(jobs(&ns).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_request_past_the_in_flight_cap_gets_503_with_retry_after() {
+    let serve = Serve::start(&["--max-in-flight", "1"]).await;
+    let ns = TestNamespace::new("in-flight").await;
+    ready_sink(&ns, &serve, LOGGER, "job-sink-logger").await;
+    // One request holds the only slot: its body is still coming.
+    let mut slow = TcpStream::connect(("127.0.0.1", serve.port)).await.unwrap();
+    let body = r#"{"details":"slow"}"#;
+    let head = format!(
+        "POST /{}/job-sink-logger HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         ce-specversion: 1.0\r\nce-id: slow\r\nce-source: s\r\nce-type: t\r\ncontent-length: {}\r\n\r\n",
+        ns.name,
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let url = serve.url(&format!("/{}/job-sink-logger", ns.name));
+    let r = eventually("a request to be shed", CONVERGE, || async {
+        let r = event(&url, "other").send().await.ok()?;
+        (r.status() == 503).then_some(r)
+    })
+    .await;
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert!(r.text().await.unwrap().contains("retry"));
+    // The request in flight finishes normally, and the slot is free again.
+    slow.write_all(body.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 12];
+    slow.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 202");
+    assert_eq!(event(&url, "other").send().await.unwrap().status(), 202);
+}
+
+fn hooked_logger() -> String {
+    LOGGER.replace(
+        "spec:\n  job:",
+        "spec:\n  hook:\n    configMapRef: {name: hook, key: hook.wasm}\n    config: \"my/\"\n  job:",
+    )
+}
+
+#[tokio::test]
+async fn a_request_in_flight_during_sigterm_gets_its_normal_answer_from_a_loaded_hook() {
+    let mut serve = Serve::start(&["--drain-delay-seconds", "2"]).await;
+    let ns = TestNamespace::new("sigterm").await;
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "hook"},
+        "binaryData": {"hook.wasm": ByteString(support::hooks::plugin("reject_by_source"))}
+    }))
+    .unwrap();
+    ns.api::<ConfigMap>()
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("hook ConfigMap");
+    let yaml = hooked_logger();
+    assert!(yaml.contains("hook:"), "{yaml}");
+    ready_sink(&ns, &serve, &yaml, "job-sink-logger").await;
+    let url = serve.url(&format!("/{}/job-sink-logger", ns.name));
+    // The hook serves (a hook not loaded yet answers 503 under failurePolicy Fail).
+    eventually("the hook to serve", CONVERGE, || async {
+        let r = event(&url, "warm-up").send().await.ok()?;
+        (r.status() == 202).then_some(())
+    })
+    .await;
+
+    let mut in_flight = TcpStream::connect(("127.0.0.1", serve.port)).await.unwrap();
+    let body = r#"{"details":"in flight"}"#;
+    let head = format!(
+        "POST /{}/job-sink-logger HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         ce-specversion: 1.0\r\nce-id: in-flight\r\nce-source: my/curl/command\r\nce-type: t\r\n\
+         content-length: {}\r\n\r\n",
+        ns.name,
+        body.len()
+    );
+    in_flight.write_all(head.as_bytes()).await.unwrap();
+    serve.signal("TERM");
+    // Readiness fails first...
+    let readyz = serve.url("/readyz");
+    eventually("/readyz to fail", CONVERGE, || async {
+        let r = http().get(&readyz).send().await.ok()?;
+        (r.status() == 503).then_some(())
+    })
+    .await;
+    // ...then, after the drain delay, the listener closes...
+    eventually("the listener to close", CONVERGE, || async {
+        http().get(&readyz).send().await.is_err().then_some(())
+    })
+    .await;
+    // ...and the request in flight still gets its normal answer, through its hook.
+    in_flight.write_all(body.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    in_flight.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    assert!(
+        serve.exited(CONVERGE).await,
+        "jobsink serve exited with an error"
+    );
+    let name = jobsink::job::job_name("job-sink-logger", "my/curl/command", "in-flight");
+    ns.api::<Secret>()
+        .get(&name)
+        .await
+        .expect("the event's Secret");
+}
+
+#[tokio::test]
+async fn after_a_sigkill_during_a_load_every_accepted_event_has_its_job_and_secret_and_no_job_lacks_one()
+ {
+    let grace = "3";
+    let mut serve = Serve::start(&["--orphan-grace-seconds", grace]).await;
+    let ns = TestNamespace::new("sigkill").await;
+    ready_sink(&ns, &serve, LOGGER, "job-sink-logger").await;
+    // A Job whose receiver died before its Secret, made by hand so that one surely exists.
+    let sink: jobsink::crd::JobSink = ns
+        .api::<jobsink::crd::JobSink>()
+        .get("job-sink-logger")
+        .await
+        .unwrap();
+    let orphan_event = jobsink::cloudevent::CloudEvent::new("orphan", "my/curl/command", "t");
+    let orphan_name = jobsink::job::job_name("job-sink-logger", "my/curl/command", "orphan");
+    let orphan = jobsink::job::build_job(&sink, &orphan_name, &orphan_event);
+    ns.api::<Job>()
+        .create(&PostParams::default(), &orphan)
+        .await
+        .expect("create the orphan");
+
+    let url = serve.url(&format!("/{}/job-sink-logger", ns.name));
+    let accepted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let next = Arc::new(AtomicUsize::new(0));
+    let load = (0..8).map(|_| {
+        let (url, accepted, next) = (url.clone(), accepted.clone(), next.clone());
+        tokio::spawn(async move {
+            loop {
+                let id = format!("load-{}", next.fetch_add(1, Ordering::Relaxed));
+                match event(&url, &id).send().await {
+                    Ok(r) if r.status() == 202 => accepted.lock().unwrap().push(id),
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        })
+    });
+    let load: Vec<_> = load.collect();
+    eventually("some events accepted", CONVERGE, || async {
+        (accepted.lock().unwrap().len() >= 40).then_some(())
+    })
+    .await;
+    serve.kill();
+    for worker in load {
+        worker.await.unwrap();
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    let without_secret = |jobs: Vec<Job>, secrets: &[Secret]| -> Vec<String> {
+        jobs.into_iter()
+            .filter(|j| {
+                !secrets.iter().any(|s| {
+                    s.metadata
+                        .owner_references
+                        .iter()
+                        .flatten()
+                        .any(|o| Some(&o.uid) == j.metadata.uid.as_ref())
+                })
+            })
+            .filter_map(|j| j.metadata.name)
+            .collect()
+    };
+    let secrets_of = || async {
+        let lp = ListParams::default().labels("sinks.knative.dev/job-sink-name");
+        ns.api::<Secret>()
+            .list(&lp)
+            .await
+            .expect("list secrets")
+            .items
+    };
+    let orphans = without_secret(jobs(&ns).await, &secrets_of().await);
+    println!(
+        "{} events accepted, {} sent; right after the kill {} Jobs lack their Secret",
+        accepted.len(),
+        next.load(Ordering::Relaxed),
+        orphans.len()
+    );
+    assert!(orphans.contains(&orphan_name), "{orphans:?}");
+
+    serve.restart().await;
+    eventually("no Job without its Secret", CONVERGE, || async {
+        without_secret(jobs(&ns).await, &secrets_of().await)
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let names: BTreeSet<String> = jobs(&ns)
+        .await
+        .into_iter()
+        .filter_map(|j| j.metadata.name)
+        .collect();
+    for id in &accepted {
+        let name = jobsink::job::job_name("job-sink-logger", "my/curl/command", id);
+        assert!(
+            names.contains(&name),
+            "event {id} was accepted but has no Job"
+        );
+    }
+    assert!(!names.contains(&orphan_name), "the orphan is still there");
+}
