@@ -85,18 +85,19 @@ impl Dispatcher {
     }
 
     pub async fn with_config(test: &str, config: ReceiverConfig) -> Self {
-        Self::with_security(test, config, |client| {
+        Self::with_security(test, config, |client, _| {
             Security::fixed(client, Features::default())
         })
         .await
     }
 
     /// A dispatcher whose receiver checks senders with the `Security` that `security` makes
-    /// (given the receiver's client, which acts as the product's ServiceAccount).
+    /// (given the receiver's client, which acts as the product's ServiceAccount, and this
+    /// test's namespace).
     pub async fn with_security(
         test: &str,
         config: ReceiverConfig,
-        security: impl FnOnce(kube::Client) -> Security,
+        security: impl FnOnce(kube::Client, &str) -> Security,
     ) -> Self {
         let (sinks, hooks) = tokio::task::spawn_blocking(|| {
             let s = shared();
@@ -107,7 +108,7 @@ impl Dispatcher {
         let ns = TestNamespace::new(test).await;
         let client = jobsink::receiver::request_client(super::service_account_config().await)
             .expect("request client");
-        let security = security(client.clone());
+        let security = security(client.clone(), &ns.name);
         let state = AppState::new(client, sinks, config, Metrics::default(), hooks, security);
         Self { ns, state }
     }
