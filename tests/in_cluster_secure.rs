@@ -231,6 +231,7 @@ async fn strict_https_with_the_ca_from_status_and_oidc_tokens_survive_a_certific
     let dir = std::env::temp_dir().join(format!("jobsink-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (ca1, crt1, key1) = certificate(&dir, "first");
+    let (ca2, crt2, key2) = certificate(&dir, "second");
     put_secret(&ca1, &crt1, &key1);
     set_flags(json!({"transport-encryption": "strict", "authentication-oidc": "enabled"}));
 
@@ -250,13 +251,17 @@ async fn strict_https_with_the_ca_from_status_and_oidc_tokens_survive_a_certific
     let http_url = url.replacen("https://", "http://", 1);
     let script = [
         "printf '%s' \"$CA\" > /tmp/ca.crt".to_owned(),
+        format!("printf '%s' '{ca2}' > /tmp/other.crt"),
         call(
             "https+token",
             &post(&url, "1", &format!("--cacert /tmp/ca.crt {token}")),
         ),
         call("https-no-token", &post(&url, "2", "--cacert /tmp/ca.crt")),
         call("http+token", &post(&http_url, "3", token)),
-        call("https-untrusted", &post(&url, "4", token)),
+        call(
+            "https-other-ca",
+            &post(&url, "4", &format!("--cacert /tmp/other.crt {token}")),
+        ),
     ]
     .join("; ");
     let out = in_pod(&ns, "send-1", "sender", &audience, &ca1, &script).await;
@@ -266,13 +271,12 @@ async fn strict_https_with_the_ca_from_status_and_oidc_tokens_survive_a_certific
             "https+token:202",
             "https-no-token:401",
             "http+token:404",
-            "https-untrusted:exit60"
+            "https-other-ca:exit60"
         ],
         "{out}"
     );
 
     // Rotate to a certificate of another CA while the receiver runs.
-    let (ca2, crt2, key2) = certificate(&dir, "second");
     put_secret(&ca2, &crt2, &key2);
     let (url, _) = address(&sinks, &ca2).await;
     let script = [
