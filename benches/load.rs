@@ -20,6 +20,10 @@
 //! same run and sends it the same events with a service-account token from the TokenRequest
 //! API, so that events/s with and without OIDC, and each one's own time per event, come from
 //! one run (rounds raw, ours, oidc, oidc, ours, raw).
+//!
+//! `JOBSINK_BIN` names the `jobsink` binary to run instead of the one cargo uplifted to
+//! `target/release/` (which another checkout sharing the target directory may have rebuilt
+//! since): e.g. the same build's `target/release/deps/jobsink-<hash>`.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -313,7 +317,8 @@ async fn start(
     extra: &[&str],
 ) -> anyhow::Result<(Dispatcher, String, String)> {
     let (port, mport, tport) = (free_port(), free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_jobsink"))
+    let bin = std::env::var("JOBSINK_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_jobsink").into());
+    let child = Command::new(bin)
         .args([
             "serve",
             "--listen",
