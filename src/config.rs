@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the controller and the HTTP receiver (both by default; see --role).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a CustomResourceDefinition as YAML: the JobSink's (deploy/crd.yaml) or the
     /// EventPolicy's (deploy/eventpolicy-crd.yaml).
     Crd {

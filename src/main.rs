@@ -14,7 +14,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Serve(args) => runtime()?.block_on(jobsink::serve(args)),
+        Command::Serve(args) => runtime()?.block_on(jobsink::serve(*args)),
         Command::Hook(HookCommand::Run(args)) => runtime()?.block_on(jobsink::hook::cli::run(args)),
         Command::Hook(HookCommand::Bench(args)) => {
             runtime()?.block_on(jobsink::hook::cli::bench(args))
