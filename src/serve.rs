@@ -143,12 +143,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             finished.clone(),
         );
         tasks.spawn(async move {
-            let (http, https) = tokio::join!(
+            // A listener that cannot bind fails the process at once, as a bad --listen does.
+            let served = tokio::try_join!(
                 receiver::serve(listen, state.clone(), stop.clone()),
                 receiver::serve_tls(tls_listen, state, tls, stop),
             );
             done.cancel();
-            http.and(https)
+            served.map(|_| ())
         });
     } else {
         let (stop, done) = (shutdown.clone(), finished.clone());
