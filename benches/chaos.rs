@@ -141,6 +141,8 @@ async fn run(a: Args) -> anyhow::Result<()> {
             &format!("127.0.0.1:{port}"),
             "--metrics-listen",
             &format!("127.0.0.1:{}", free_port()),
+            "--tls-listen",
+            &format!("127.0.0.1:{}", free_port()),
             "--orphan-grace-seconds",
             &ORPHAN_GRACE_SECONDS.to_string(),
         ])

@@ -11,10 +11,19 @@
 //!
 //! Run (the control plane must be up: `export KUBECONFIG=$(hack/up.sh)`):
 //!   cargo bench --bench load -- [--events N] [--concurrency 1,8,32] [--hook FILE.wasm
-//!   [--hook-config TEXT]]
+//!   [--hook-config TEXT]] [--oidc]
 //!
 //! `--hook` attaches that component (through a ConfigMap) to the benchmarked sink, to compare
 //! throughput with and without a hook (run it twice).
+//!
+//! `--oidc` starts a second receiver (`--role receiver --authentication-oidc enabled`) in the
+//! same run and sends it the same events with a service-account token from the TokenRequest
+//! API, so that events/s with and without OIDC, and each one's own time per event, come from
+//! one run (rounds raw, ours, oidc, oidc, ours, raw).
+//!
+//! `JOBSINK_BIN` names the `jobsink` binary to run instead of the one cargo uplifted to
+//! `target/release/` (which another checkout sharing the target directory may have rebuilt
+//! since): e.g. the same build's `target/release/deps/jobsink-<hash>`.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -36,6 +45,7 @@ struct Args {
     concurrency: Vec<usize>,
     hook: Option<String>,
     hook_config: String,
+    oidc: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -44,6 +54,7 @@ fn args() -> anyhow::Result<Args> {
         concurrency: vec![1, 8, 32],
         hook: None,
         hook_config: String::new(),
+        oidc: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -59,6 +70,7 @@ fn args() -> anyhow::Result<Args> {
             }
             "--hook" => a.hook = Some(it.next().context("--hook FILE")?),
             "--hook-config" => a.hook_config = it.next().context("--hook-config TEXT")?,
+            "--oidc" => a.oidc = true,
             "--bench" => {}
             other => bail!("unknown argument {other}"),
         }
@@ -207,6 +219,7 @@ async fn raw(client: &Client, s: Arc<JobSink>, from: usize, n: usize, c: usize) 
     .await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn ours(
     http: &reqwest::Client,
     base: &str,
@@ -214,14 +227,19 @@ async fn ours(
     from: usize,
     n: usize,
     c: usize,
+    token: Option<&str>,
 ) -> Sample {
     let (http, url) = (http.clone(), format!("{base}/{ns}/bench"));
+    let authorization = token.map(|t| format!("Bearer {t}"));
     drive(n, c, move |i| {
         let i = from + i;
-        let (http, url) = (http.clone(), url.clone());
+        let (http, url, authorization) = (http.clone(), url.clone(), authorization.clone());
         async move {
-            let r = http
-                .post(&url)
+            let mut request = http.post(&url);
+            if let Some(authorization) = authorization {
+                request = request.header("authorization", authorization);
+            }
+            let r = request
                 .header("content-type", "application/json")
                 .header("ce-specversion", "1.0")
                 .header("ce-source", "bench/load")
@@ -292,6 +310,73 @@ impl Drop for Dispatcher {
     }
 }
 
+/// Starts `jobsink serve` (this build) on free local ports with `extra` arguments, and waits
+/// until it is ready. Returns the process, its base URL and its metrics URL.
+async fn start(
+    http: &reqwest::Client,
+    extra: &[&str],
+) -> anyhow::Result<(Dispatcher, String, String)> {
+    let (port, mport, tport) = (free_port(), free_port(), free_port());
+    let bin = std::env::var("JOBSINK_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_jobsink").into());
+    let child = Command::new(bin)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-listen",
+            &format!("127.0.0.1:{mport}"),
+            "--tls-listen",
+            &format!("127.0.0.1:{tport}"),
+        ])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting jobsink serve")?;
+    let guard = Dispatcher(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(200)
+    {
+        if Instant::now() > deadline {
+            bail!("jobsink serve {extra:?} did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok((guard, base, format!("http://127.0.0.1:{mport}/metrics")))
+}
+
+/// A token of service account `bench-sender` of `ns` for the benchmarked sink's audience.
+fn sender_token(ns: &str) -> anyhow::Result<String> {
+    let kubectl = |args: &[&str]| Command::new("kubectl").args(args).output();
+    let _ = kubectl(&["create", "serviceaccount", "-n", ns, "bench-sender"])?;
+    let audience = jobsink::auth::audience(&jobsink::crd::SinkId::new(ns, "bench"));
+    let out = kubectl(&[
+        "create",
+        "token",
+        "-n",
+        ns,
+        "bench-sender",
+        "--audience",
+        &audience,
+        "--duration",
+        "1h",
+    ])?;
+    if !out.status.success() {
+        bail!(
+            "kubectl create token: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -358,14 +443,16 @@ async fn run(a: Args) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("KUBECONFIG: run hack/up.sh first")?;
-    let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crd.yaml");
-    let ok = Command::new("kubectl")
-        .args(["apply", "--server-side", "--force-conflicts", "-f", crd])
-        .stdout(Stdio::null())
-        .status()?
-        .success();
-    if !ok {
-        bail!("could not apply {crd}");
+    for file in ["crd.yaml", "eventpolicy-crd.yaml"] {
+        let crd = format!("{}/deploy/{file}", env!("CARGO_MANIFEST_DIR"));
+        let ok = Command::new("kubectl")
+            .args(["apply", "--server-side", "--force-conflicts", "-f", &crd])
+            .stdout(Stdio::null())
+            .status()?
+            .success();
+        if !ok {
+            bail!("could not apply {crd}");
+        }
     }
     let hook = a
         .hook
@@ -373,39 +460,25 @@ async fn run(a: Args) -> anyhow::Result<()> {
         .map(std::fs::read)
         .transpose()
         .context("reading --hook")?;
-    let (port, mport) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_jobsink"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-listen",
-            &format!("127.0.0.1:{mport}"),
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting jobsink serve")?;
-    let pid = child.id();
-    let _guard = Dispatcher(child);
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()?;
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .ok()
-        != Some(200)
-    {
-        if Instant::now() > deadline {
-            bail!("jobsink serve did not become ready");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (dispatcher, base, metrics_url) = start(&http, &[]).await?;
+    let pid = dispatcher.0.id();
+    let _guard = dispatcher;
+    // With --oidc, a second receiver that requires tokens (the first one's controller keeps
+    // the sinks' status).
+    let oidc = if a.oidc {
+        Some(
+            start(
+                &http,
+                &["--role", "receiver", "--authentication-oidc", "enabled"],
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let idle_rss = rss_kib(pid, "VmRSS:");
     let run_id = std::process::id();
     println!(
@@ -459,18 +532,54 @@ async fn run(a: Args) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let raw_sink = Arc::new(sink(&client, &raw_ns, None).await?);
+        let token = match &oidc {
+            Some((_, oidc_base, _)) => {
+                let token = sender_token(&our_ns)?;
+                // The OIDC receiver's cache sees the sink too.
+                let probe = format!("{oidc_base}/{our_ns}/bench");
+                while http
+                    .post(&probe)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .ok()
+                    == Some(503)
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Some(token)
+            }
+            None => None,
+        };
         peak.store(0, Ordering::Relaxed);
-        // Four alternating rounds (raw, ours, ours, raw), each on a quiet control plane, so
-        // that drift and one side's aftermath weigh on both sides alike.
-        let (half, mut raws, mut ourss) = (a.events / 2, vec![], vec![]);
-        for (round, ours_turn) in [false, true, true, false].into_iter().enumerate() {
-            let from = (round / 2) * half;
-            if ours_turn {
-                ourss.push(ours(&http, &base, &our_ns, from, half, c).await);
-                quiesce(&client, &our_ns).await?;
-            } else {
-                raws.push(raw(&client, raw_sink.clone(), from, half, c).await);
-                quiesce(&client, &raw_ns).await?;
+        // Alternating rounds (raw, ours[, oidc, oidc], ours, raw), each on a quiet control
+        // plane, so that drift and one side's aftermath weigh on every side alike. Ours and
+        // oidc send to the same sink, oidc with event ids of its own (from N on).
+        let (half, mut raws, mut ourss, mut oidcs) = (a.events / 2, vec![], vec![], vec![]);
+        let order: &[u8] = if oidc.is_some() {
+            &[0, 1, 2, 2, 1, 0]
+        } else {
+            &[0, 1, 1, 0]
+        };
+        let mut seen = [0usize; 3];
+        for &side in order {
+            let from = seen[usize::from(side)] * half + usize::from(side == 2) * a.events;
+            seen[usize::from(side)] += 1;
+            match (side, &oidc) {
+                (1, _) => {
+                    ourss.push(ours(&http, &base, &our_ns, from, half, c, None).await);
+                    quiesce(&client, &our_ns).await?;
+                }
+                (2, Some((_, oidc_base, _))) => {
+                    oidcs.push(
+                        ours(&http, oidc_base, &our_ns, from, half, c, token.as_deref()).await,
+                    );
+                    quiesce(&client, &our_ns).await?;
+                }
+                _ => {
+                    raws.push(raw(&client, raw_sink.clone(), from, half, c).await);
+                    quiesce(&client, &raw_ns).await?;
+                }
             }
         }
         let (r, o) = (merge(&raws), merge(&ourss));
@@ -489,10 +598,31 @@ async fn run(a: Args) -> anyhow::Result<()> {
             r.errors,
             o.errors
         );
+        if oidc.is_some() {
+            let s = merge(&oidcs);
+            println!(
+                "{:>4} | oidc {:>9.1} ev/s, oidc/ours {:>6.3}, p50 {:>8} p99 {:>8}, errors {}",
+                c,
+                s.per_sec,
+                s.per_sec / o.per_sec,
+                ms(s.p50),
+                ms(s.p99),
+                s.errors
+            );
+        }
         settle(&client, &[raw_ns, our_ns]).await?;
     }
     sampler.abort();
-    let overhead = overhead_p99(&http, &format!("http://127.0.0.1:{mport}/metrics")).await;
+    let overhead = overhead_p99(&http, &metrics_url).await;
+    if let Some((_, _, oidc_metrics)) = &oidc {
+        let oidc_overhead = overhead_p99(&http, oidc_metrics).await;
+        println!(
+            "OIDC receiver: own time per event (token verification included, API calls excluded) p99 <= {}",
+            oidc_overhead
+                .map(|s| format!("{:.3} ms", s * 1e3))
+                .unwrap_or_else(|| "n/a".into())
+        );
+    }
     println!(
         "dispatcher RSS: idle {:.1} MiB, high-water mark {:.1} MiB; own time per event (excluding API calls) p99 <= {}",
         idle_rss as f64 / 1024.0,

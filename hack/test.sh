@@ -36,14 +36,16 @@ if [ $# -gt 0 ]; then
 fi
 # Every other test binary runs its own controller in process; the installed one (deploy/)
 # would compete with it for the same JobSinks' status. So the installed product is removed
-# first and tests/in_cluster.rs, which installs it, runs last.
+# first and tests/in_cluster.rs and tests/in_cluster_secure.rs, which install it, run last
+# (the second one turns on strict TLS and OIDC in knative-eventing, and restores them).
 kubectl delete deployment -n knative-eventing job-sink --ignore-not-found --wait=true >/dev/null
 targets=()
 for f in tests/*.rs; do
   name=$(basename "$f" .rs)
   case $name in
-    # in_cluster runs last (below); knative needs Knative Eventing: hack/test-knative.sh.
-    in_cluster | knative) ;;
+    # in_cluster and in_cluster_secure run last (below); knative needs Knative Eventing:
+    # hack/test-knative.sh.
+    in_cluster | in_cluster_secure | knative) ;;
     *) targets+=(--test "$name") ;;
   esac
 done
@@ -51,4 +53,5 @@ status=0
 cargo test --no-fail-fast --lib --bins "${targets[@]}" || status=1
 cargo test --no-fail-fast --doc || status=1
 cargo test --no-fail-fast --test in_cluster || status=1
+cargo test --no-fail-fast --test in_cluster_secure || status=1
 exit $status

@@ -7,12 +7,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::controller::DEFAULT_ORPHAN_GRACE;
 use crate::controller::config::{DEFAULT_SERVICE_NAME, DEFAULT_SYSTEM_NAMESPACE};
+use crate::features::{AuthorizationMode, Oidc, Overrides, TransportEncryption};
 use crate::hook::DEFAULT_MAX_CONCURRENCY;
 use crate::job::DEFAULT_MAX_EVENT_BYTES;
 use crate::receiver::{
     DEFAULT_API_TIMEOUT, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_DRAIN_DELAY,
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT,
 };
+use crate::tls::DEFAULT_SECRET_NAME;
 
 /// Runs Knative JobSinks without Knative: CloudEvents in, one Kubernetes Job per event out.
 #[derive(Parser, Debug)]
@@ -28,9 +30,13 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the controller and the HTTP receiver (both by default; see --role).
-    Serve(ServeArgs),
-    /// Print the JobSink CustomResourceDefinition as YAML (the source of deploy/crd.yaml).
-    Crd,
+    Serve(Box<ServeArgs>),
+    /// Print a CustomResourceDefinition as YAML: the JobSink's (deploy/crd.yaml) or the
+    /// EventPolicy's (deploy/eventpolicy-crd.yaml).
+    Crd {
+        #[arg(value_enum, default_value_t = CrdKind::Jobsink)]
+        kind: CrdKind,
+    },
     /// Try a WebAssembly hook locally, with production limits and no cluster.
     #[command(subcommand)]
     Hook(HookCommand),
@@ -43,6 +49,13 @@ pub enum HookCommand {
     Run(crate::hook::cli::RunArgs),
     /// Measure a hook's per-event cost: instantiate, call and total percentiles.
     Bench(crate::hook::cli::BenchArgs),
+}
+
+/// Which CustomResourceDefinition `jobsink crd` prints.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CrdKind {
+    Jobsink,
+    Eventpolicy,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -135,4 +148,32 @@ pub struct ServeArgs {
     /// receiver died between creating the two). Give every role the same value.
     #[arg(long, env = "JOBSINK_ORPHAN_GRACE_SECONDS", default_value_t = DEFAULT_ORPHAN_GRACE.as_secs())]
     pub orphan_grace_seconds: u64,
+    /// Address the HTTPS receiver listens on (serves events when transport-encryption is
+    /// permissive or strict; the Service's port 443).
+    #[arg(long, env = "JOBSINK_TLS_LISTEN", default_value = "0.0.0.0:8443")]
+    pub tls_listen: SocketAddr,
+    /// The kubernetes.io/tls Secret of the system namespace holding the HTTPS certificate
+    /// (tls.crt, tls.key, and ca.crt advertised as CACerts); followed live.
+    #[arg(long, env = "JOBSINK_TLS_SECRET", default_value = DEFAULT_SECRET_NAME)]
+    pub tls_secret: String,
+    /// Overrides `authentication-oidc` of the config-features ConfigMap.
+    #[arg(long, env = "JOBSINK_AUTHENTICATION_OIDC", value_enum)]
+    pub authentication_oidc: Option<Oidc>,
+    /// Overrides `transport-encryption` of the config-features ConfigMap.
+    #[arg(long, env = "JOBSINK_TRANSPORT_ENCRYPTION", value_enum)]
+    pub transport_encryption: Option<TransportEncryption>,
+    /// Overrides `default-authorization-mode` of the config-features ConfigMap.
+    #[arg(long, env = "JOBSINK_DEFAULT_AUTHORIZATION_MODE", value_enum)]
+    pub default_authorization_mode: Option<AuthorizationMode>,
+}
+
+impl ServeArgs {
+    /// The feature flags given on the command line, overriding the ConfigMap's.
+    pub fn feature_overrides(&self) -> Overrides {
+        Overrides {
+            oidc: self.authentication_oidc,
+            transport_encryption: self.transport_encryption,
+            default_authorization_mode: self.default_authorization_mode,
+        }
+    }
 }

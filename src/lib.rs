@@ -7,22 +7,28 @@
 //! - JobSink status (address, conditions) is reconciled in [`controller`];
 //! - the JobSinks the receiver serves come from the watch cache in [`sinks`];
 //! - hooks run in [`hook`] (`HookRegistry::run`), API errors are classified in [`k8s`];
+//! - who may send: feature flags in [`features`], OIDC tokens in [`auth`], EventPolicies in
+//!   [`policy`], the HTTPS listener and its certificate in [`tls`];
 //! - metrics are defined in [`metrics`], flags in [`config`].
 //!
 //! `docs/architecture.md` follows one event through these modules; `docs/contract.md` says
 //! what is promised to Knative's users, `docs/hooks.md` what hooks may do.
 
+pub mod auth;
 pub mod cloudevent;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod features;
 pub mod hook;
 pub mod job;
 pub mod k8s;
 pub mod location;
 pub mod metrics;
+pub mod policy;
 pub mod receiver;
 pub mod sinks;
+pub mod tls;
 
 mod serve;
 

@@ -1,17 +1,20 @@
 //! The `jobsink` binary: parse arguments, set up logging, hand over to the library.
 
 use clap::Parser;
-use jobsink::config::{Cli, Command, HookCommand, LogFormat};
+use jobsink::config::{Cli, Command, CrdKind, HookCommand, LogFormat};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     match cli.command {
-        Command::Crd => {
-            print!("{}", jobsink::crd::crd_yaml());
+        Command::Crd { kind } => {
+            match kind {
+                CrdKind::Jobsink => print!("{}", jobsink::crd::crd_yaml()),
+                CrdKind::Eventpolicy => print!("{}", jobsink::policy::crd::crd_yaml()),
+            }
             Ok(())
         }
-        Command::Serve(args) => runtime()?.block_on(jobsink::serve(args)),
+        Command::Serve(args) => runtime()?.block_on(jobsink::serve(*args)),
         Command::Hook(HookCommand::Run(args)) => runtime()?.block_on(jobsink::hook::cli::run(args)),
         Command::Hook(HookCommand::Bench(args)) => {
             runtime()?.block_on(jobsink::hook::cli::bench(args))

@@ -12,14 +12,18 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use crate::auth::TokenVerifier;
 use crate::config::ServeArgs;
 use crate::controller::knative_lease::{self, KnativeLease};
 use crate::controller::{self, ControllerConfig, Extensions, detect_cluster_domain};
 use crate::crd::{JobSink, SinkId};
+use crate::features::FeatureStore;
 use crate::hook::{EngineConfig, HookEngine, HookRegistry};
 use crate::metrics::Metrics;
+use crate::policy::PolicyCache;
 use crate::receiver::{self, AppState, ReceiverConfig};
 use crate::sinks::SinkCache;
+use crate::tls::ServerTls;
 use futures::StreamExt;
 
 /// Runs what `args.role` asks for until SIGTERM/SIGINT, then drains: readiness fails, the
@@ -48,9 +52,30 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         pooling: true,
     })
     .context("creating the WebAssembly hook engine")?;
-    let hooks = HookRegistry::new(engine, client.clone(), metrics.clone(), args.pod_name);
+    let hooks = HookRegistry::new(
+        engine,
+        client.clone(),
+        metrics.clone(),
+        args.pod_name.clone(),
+    );
     hooks.spawn(finished.clone());
     let orphan_grace = Duration::from_secs(args.orphan_grace_seconds);
+
+    // Who may send, over what: both roles follow the same flags, policies and certificate,
+    // until requests in flight are done.
+    let features = FeatureStore::spawn(
+        client.clone(),
+        &args.system_namespace,
+        args.feature_overrides(),
+        finished.clone(),
+    );
+    let policies = PolicyCache::spawn(client.clone(), finished.clone());
+    let tls = ServerTls::spawn(
+        client.clone(),
+        &args.system_namespace,
+        &args.tls_secret,
+        finished.clone(),
+    );
 
     if args.role.runs_controller() {
         let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -68,7 +93,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             };
             tasks.spawn(knative_lease::hold(client.clone(), lease, shutdown.clone()));
         }
-        let extensions = controller_extensions(&hooks, metrics.clone());
+        let security = controller::Security {
+            features: features.clone(),
+            policies: policies.clone(),
+            tls: tls.clone(),
+        };
+        let extensions = controller_extensions(&hooks, metrics.clone(), Some(security));
         tasks.spawn(controller::run_with(
             client.clone(),
             cfg,
@@ -90,18 +120,36 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             drain_delay: seconds(args.drain_delay_seconds),
             orphan_grace,
         };
+        let security = receiver::Security {
+            features,
+            // Fetching the issuer's keys is on the request path: the client with timeouts.
+            verifier: TokenVerifier::new(request_client.clone()),
+            policies,
+        };
         let state = AppState::new(
             request_client,
             sinks,
             config,
             metrics.clone(),
             hooks.clone(),
+            security,
         );
-        let (listen, stop, done) = (args.listen, shutdown.clone(), finished.clone());
+        // HTTP and HTTPS share the state (one cap on requests in flight, one drain); what
+        // requests in flight use stops once both are done.
+        let (listen, tls_listen, stop, done) = (
+            args.listen,
+            args.tls_listen,
+            shutdown.clone(),
+            finished.clone(),
+        );
         tasks.spawn(async move {
-            let served = receiver::serve(listen, state, stop).await;
+            // A listener that cannot bind fails the process at once, as a bad --listen does.
+            let served = tokio::try_join!(
+                receiver::serve(listen, state.clone(), stop.clone()),
+                receiver::serve_tls(tls_listen, state, tls, stop),
+            );
             done.cancel();
-            served
+            served.map(|_| ())
         });
     } else {
         let (stop, done) = (shutdown.clone(), finished.clone());
@@ -138,14 +186,26 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     result
 }
 
-/// How the controller learns about hooks: `HookReady` as an extra dependent of `Ready`,
-/// and a reconcile whenever a hook's state changes.
-pub fn controller_extensions(hooks: &HookRegistry, metrics: Metrics) -> Extensions {
+/// How the controller learns about hooks (`HookReady` as an extra dependent of `Ready`) and
+/// about delivery security (flags, EventPolicies, the TLS Secret), with a reconcile of every
+/// sink whenever one of them changes.
+pub fn controller_extensions(
+    hooks: &HookRegistry,
+    metrics: Metrics,
+    security: Option<controller::Security>,
+) -> Extensions {
     let source = hooks.clone();
+    let mut triggers = vec![hook_changes(hooks)];
+    if let Some(security) = &security {
+        triggers.push(security.features.changes());
+        triggers.push(security.policies.changes());
+        triggers.push(security.tls.changes());
+    }
     Extensions {
         conditions: vec![Arc::new(move |sink: &JobSink| source.condition(sink))],
-        reconcile_all_on: Some(hook_changes(hooks)),
+        reconcile_all_on: Some(futures::stream::select_all(triggers).boxed()),
         metrics,
+        security,
     }
 }
 

@@ -91,8 +91,11 @@ pub fn decoded(sink: &CachedSink) -> Result<&JobSink, String> {
 }
 
 /// Whether `sink` may take events: every dependent of its `Ready` condition is `True`, except
-/// `HookReady`, which the receiver handles itself (a hook not loaded answers 503 under
-/// `failurePolicy: Fail` and passes events unhooked under `Ignore`).
+/// those the receiver enforces itself: `HookReady` (a hook not loaded answers 503 under
+/// `failurePolicy: Fail` and passes events unhooked under `Ignore`), `EventPoliciesReady`
+/// (policies it cannot fully resolve still apply, failing closed for the unresolved part) and
+/// `Addressable` (without a usable certificate HTTPS handshakes fail, while HTTP, where the
+/// flags allow it, still serves).
 pub fn readiness(sink: &JobSink) -> Readiness {
     let conditions = sink
         .status
@@ -102,9 +105,16 @@ pub fn readiness(sink: &JobSink) -> Readiness {
     if conditions.is_empty() {
         return Readiness::NotReady("the controller has not reconciled it yet".to_string());
     }
+    use crate::controller::conditions::{ADDRESSABLE, EVENT_POLICIES_READY, READY};
+    let enforced_here = [
+        READY,
+        crate::hook::HOOK_READY,
+        EVENT_POLICIES_READY,
+        ADDRESSABLE,
+    ];
     let blocking = conditions
         .iter()
-        .find(|c| c.type_ != "Ready" && c.type_ != crate::hook::HOOK_READY && c.status != "True");
+        .find(|c| !enforced_here.contains(&c.type_.as_str()) && c.status != "True");
     match blocking {
         None => Readiness::Ready,
         Some(c) => Readiness::NotReady(match (c.reason.as_deref(), c.message.as_deref()) {
@@ -112,5 +122,46 @@ pub fn readiness(sink: &JobSink) -> Readiness {
             (Some(r), None) => format!("{}: {r}", c.type_),
             _ => format!("{} is {}", c.type_, c.status),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::conditions::{condition, ready};
+
+    fn sink_with(conditions: Vec<crate::crd::Condition>) -> JobSink {
+        let mut sink = JobSink::new("s", Default::default());
+        sink.status = Some(crate::crd::JobSinkStatus {
+            conditions,
+            ..Default::default()
+        });
+        sink
+    }
+
+    #[test]
+    fn unready_event_policies_or_tls_do_not_stop_the_sink_but_an_invalid_template_does() {
+        let policies = condition(
+            "EventPoliciesReady",
+            "False",
+            Some("EventPoliciesNotReady"),
+            None,
+        );
+        let tls = condition("Addressable", "False", Some("TLSSecretNotUsable"), None);
+        let template = ready("JobTemplateReady");
+        assert_eq!(
+            readiness(&sink_with(vec![policies, tls, template])),
+            Readiness::Ready
+        );
+        let refused = condition(
+            "JobTemplateReady",
+            "False",
+            Some("InvalidJobTemplate"),
+            Some("m"),
+        );
+        assert!(matches!(
+            readiness(&sink_with(vec![refused])),
+            Readiness::NotReady(_)
+        ));
     }
 }

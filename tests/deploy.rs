@@ -6,9 +6,10 @@ mod support;
 
 use std::path::Path;
 
-use support::{TestNamespace, install_crd, kubectl};
+use support::{TestNamespace, install_crd, install_eventpolicy_crd, kubectl};
 
 const CRD_PATH: &str = "deploy/crd.yaml";
+const EVENTPOLICY_CRD_PATH: &str = "deploy/eventpolicy-crd.yaml";
 
 #[test]
 fn the_committed_crd_is_the_one_generated_from_the_types() {
@@ -16,6 +17,81 @@ fn the_committed_crd_is_the_one_generated_from_the_types() {
     assert!(
         committed == jobsink::crd::crd_yaml(),
         "deploy/crd.yaml is out of date: regenerate it with `cargo run -- crd > deploy/crd.yaml`"
+    );
+}
+
+#[test]
+fn the_committed_eventpolicy_crd_is_the_one_generated_from_the_code() {
+    let committed =
+        std::fs::read_to_string(EVENTPOLICY_CRD_PATH).expect("deploy/eventpolicy-crd.yaml exists");
+    assert!(
+        committed == jobsink::policy::crd::crd_yaml(),
+        "deploy/eventpolicy-crd.yaml is out of date: regenerate it with \
+         `cargo run -- crd eventpolicy > deploy/eventpolicy-crd.yaml`"
+    );
+}
+
+/// Knative Eventing v0.50.0's own EventPolicy CRD, from its Go module (downloaded once into
+/// the module cache; the local cluster's tools need Go anyway).
+fn knative_eventpolicy_crd() -> serde_json::Value {
+    let out = std::process::Command::new("go")
+        .args(["mod", "download", "-json", "knative.dev/eventing@v0.50.0"])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("go is installed (README: the two commands)");
+    assert!(
+        out.status.success(),
+        "go mod download knative.dev/eventing@v0.50.0 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dir = info["Dir"].as_str().expect("the module's directory");
+    let yaml = std::fs::read_to_string(format!("{dir}/config/core/resources/eventpolicy.yaml"))
+        .expect("Knative's eventpolicy.yaml");
+    serde_norway::from_str(&yaml).unwrap()
+}
+
+/// A schema with every `description` removed: what validation and pruning see.
+fn without_descriptions(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .filter(|(k, _)| k.as_str() != "description")
+            .map(|(k, v)| (k.clone(), without_descriptions(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+        serde_json::Value::Array(items) => items.iter().map(without_descriptions).collect(),
+        other => other.clone(),
+    }
+}
+
+#[test]
+fn our_eventpolicy_crd_is_knatives_so_applying_it_over_knatives_is_harmless() {
+    let ours: serde_json::Value =
+        serde_norway::from_str(&jobsink::policy::crd::crd_yaml()).unwrap();
+    let theirs = knative_eventpolicy_crd();
+    assert_eq!(ours["metadata"]["name"], theirs["metadata"]["name"]);
+    assert_eq!(
+        ours["metadata"]["labels"]["knative.dev/crd-install"],
+        theirs["metadata"]["labels"]["knative.dev/crd-install"]
+    );
+    for field in ["group", "names", "scope"] {
+        assert_eq!(ours["spec"][field], theirs["spec"][field], "spec.{field}");
+    }
+    let (ours, theirs) = (&ours["spec"]["versions"][0], &theirs["spec"]["versions"][0]);
+    for field in [
+        "name",
+        "served",
+        "storage",
+        "subresources",
+        "additionalPrinterColumns",
+    ] {
+        assert_eq!(ours[field], theirs[field], "versions[0].{field}");
+    }
+    assert_eq!(
+        without_descriptions(&ours["schema"]),
+        without_descriptions(&theirs["schema"]),
+        "the schemas differ beyond descriptions"
     );
 }
 
@@ -73,6 +149,9 @@ fn every_manifest_under_deploy_installs_with_a_server_side_dry_run() {
     for expected in [
         "namespace/knative-eventing",
         "customresourcedefinition.apiextensions.k8s.io/jobsinks.sinks.knative.dev",
+        "customresourcedefinition.apiextensions.k8s.io/eventpolicies.eventing.knative.dev",
+        "role.rbac.authorization.k8s.io/job-sink-server-tls",
+        "rolebinding.rbac.authorization.k8s.io/job-sink-server-tls",
         "serviceaccount/job-sink",
         "clusterrole.rbac.authorization.k8s.io/job-sink",
         "clusterrolebinding.rbac.authorization.k8s.io/job-sink",
@@ -147,11 +226,17 @@ fn the_deployment_runs_the_receiver_locked_down_behind_the_job_sink_service() {
     assert_eq!(service["metadata"]["namespace"], "knative-eventing");
     assert_eq!(service["spec"]["ports"][0]["port"], 80);
     assert_eq!(container["ports"][0]["containerPort"], 8080);
+    // HTTPS (transport-encryption permissive or strict): Service port 443 to 8443.
+    assert_eq!(service["spec"]["ports"][1]["port"], 443);
+    assert_eq!(service["spec"]["ports"][1]["targetPort"], "https");
+    assert_eq!(container["ports"][1]["name"], "https");
+    assert_eq!(container["ports"][1]["containerPort"], 8443);
 }
 
 #[test]
 fn the_service_account_may_do_what_the_process_needs_and_no_more() {
     install_crd();
+    install_eventpolicy_crd();
     // RBAC objects are inert without the Deployment, so they are applied for real.
     for file in ["deploy/00-namespace.yaml", "deploy/rbac.yaml"] {
         let (ok, _, err) = kubectl(&["apply", "-f", file], None);
@@ -191,6 +276,8 @@ fn the_service_account_may_do_what_the_process_needs_and_no_more() {
         ("get", "configmaps"),
         ("list", "configmaps"),
         ("watch", "configmaps"),
+        // EventPolicies decide who may send (authentication-oidc).
+        ("watch", "eventpolicies.eventing.knative.dev"),
         ("create", "events.events.k8s.io"),
         ("patch", "events.events.k8s.io"),
     ];
@@ -212,6 +299,7 @@ fn the_service_account_may_do_what_the_process_needs_and_no_more() {
         ("create", "configmaps"),
         ("create", "pods"),
         ("create", "events"),
+        ("update", "eventpolicies.eventing.knative.dev/status"),
     ];
     for (verb, resource) in refused {
         assert!(
@@ -219,6 +307,24 @@ fn the_service_account_may_do_what_the_process_needs_and_no_more() {
             "the job-sink ServiceAccount may {verb} {resource}"
         );
     }
+    // The HTTPS certificate: that one Secret of the system namespace, watched by name, and no
+    // other Secret there.
+    let in_system = |verb: &str, name: &str| {
+        let args = [
+            "auth",
+            "can-i",
+            verb,
+            name,
+            "-n",
+            "knative-eventing",
+            "--as=system:serviceaccount:knative-eventing:job-sink",
+        ];
+        kubectl(&args, None).1.trim() == "yes"
+    };
+    assert!(in_system("watch", "secret/job-sink-server-tls"));
+    assert!(in_system("get", "secret/job-sink-server-tls"));
+    assert!(!in_system("watch", "secret/other"));
+    assert!(!in_system("update", "secret/job-sink-server-tls"));
 }
 
 fn yaml(path: &str) -> serde_json::Value {

@@ -8,7 +8,7 @@ use crate::crd::Condition;
 pub const READY: &str = "Ready";
 /// The sink has an address (always True once reconciled: the receiver's URL is static).
 pub const ADDRESSABLE: &str = "Addressable";
-/// Event policies apply to the sink (always True with reason `OIDCDisabled` for now).
+/// The EventPolicies applying to the sink can be enforced (`policy::event_policies_status`).
 pub const EVENT_POLICIES_READY: &str = "EventPoliciesReady";
 /// Ours: the API server accepts (dry run) the Job built from `spec.job`.
 pub const JOB_TEMPLATE_READY: &str = "JobTemplateReady";

@@ -42,8 +42,18 @@ impl ControllerConfig {
     /// The address of one sink: `http://<service>.<system ns>.svc.<domain>/<ns>/<name>`, no
     /// port and no trailing slash, as upstream advertises it.
     pub fn sink_url(&self, sink: &SinkId) -> String {
+        self.url("http", sink)
+    }
+
+    /// The HTTPS address of one sink: as [`Self::sink_url`] with scheme `https` (Service port
+    /// 443).
+    pub fn sink_https_url(&self, sink: &SinkId) -> String {
+        self.url("https", sink)
+    }
+
+    fn url(&self, scheme: &str, sink: &SinkId) -> String {
         format!(
-            "http://{}.{}.svc.{}/{}/{}",
+            "{scheme}://{}.{}.svc.{}/{}/{}",
             self.service_name,
             self.system_namespace,
             self.cluster_domain,

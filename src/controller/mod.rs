@@ -1,16 +1,18 @@
 //! The JobSink controller: keeps every JobSink's status (address, job selector, conditions,
 //! `observedGeneration`) up to date. It adds no finalizers and does not copy Job status.
 //!
-//! Layout: [`config`] (where the receiver is reachable), [`conditions`] and [`status`] (pure
-//! status computation), [`template`] (dry-run validation of `spec.job`), `reconcile` (the
-//! I/O orchestration); [`knative_lease`] keeps Knative's own JobSink reconciler standing by
-//! when both are installed. Its counters are in [`crate::metrics`].
+//! Layout: [`config`] (where the receiver is reachable), [`conditions`], [`access`]
+//! (addresses, audience, EventPolicies) and [`status`] (pure status computation),
+//! [`template`] (dry-run validation of `spec.job`), `reconcile` (the I/O orchestration);
+//! [`knative_lease`] keeps Knative's own JobSink reconciler standing by when both are
+//! installed. Its counters are in [`crate::metrics`].
 //!
 //! Extension point: other parts of the process add dependents of `Ready` through
 //! [`ExtraCondition`] (e.g. `HookReady` from the hook loader), passed in [`Extensions`] to
 //! [`run_with`], and ask for all sinks to be reconciled again through
 //! [`Extensions::reconcile_all_on`] when their view of any sink changes.
 
+pub mod access;
 pub mod conditions;
 pub mod config;
 mod error;
@@ -33,7 +35,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::crd::{Condition, JobSink};
+use crate::features::FeatureStore;
 use crate::metrics::Metrics;
+use crate::policy::PolicyCache;
+use crate::tls::ServerTls;
 
 pub use config::{ControllerConfig, detect_cluster_domain};
 pub use error::Error;
@@ -76,6 +81,18 @@ pub struct Extensions {
     /// Where reconciliations are counted ([`crate::metrics::registry`]); by default in no
     /// registry.
     pub metrics: Metrics,
+    /// Feature flags, the TLS Secret and the EventPolicies, for the addresses and
+    /// `EventPoliciesReady`. `None`: every flag at its default (plain HTTP, OIDC off).
+    pub security: Option<Security>,
+}
+
+/// What the controller reads about delivery security. Pass their `changes` to
+/// [`Extensions::reconcile_all_on`] so that the status follows them.
+#[derive(Clone)]
+pub struct Security {
+    pub features: FeatureStore,
+    pub policies: PolicyCache,
+    pub tls: ServerTls,
 }
 
 /// Runs the controller (and its orphan Job sweep, [`orphans`]) until `shutdown` is
@@ -105,6 +122,7 @@ pub async fn run_with(
         conditions,
         reconcile_all_on,
         metrics,
+        security,
     } = extensions;
     let sweep = orphans::run(
         client.clone(),
@@ -118,6 +136,7 @@ pub async fn run_with(
         cfg,
         extra_conditions: conditions,
         metrics,
+        security,
         failures: Mutex::new(Default::default()),
     });
     let stop = shutdown.clone();

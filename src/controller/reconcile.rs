@@ -15,9 +15,10 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::crd::{Condition, JobSink, JobSinkSpec, JobSinkStatus, SinkId};
 
+use super::access::{Access, access};
 use super::conditions::{FALSE, JOB_TEMPLATE_READY, REASON_INVALID_JOB_TEMPLATE};
 use super::status::desired_status;
-use super::{ControllerConfig, Error, ExtraCondition, template};
+use super::{ControllerConfig, Error, ExtraCondition, Security, template};
 use crate::k8s::{self, Failure};
 use crate::metrics::Metrics;
 
@@ -28,6 +29,9 @@ pub const RESYNC_PERIOD: Duration = Duration::from_secs(5 * 60);
 pub const ERROR_BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Longest retry delay after failures: never longer than the resync period.
 pub const ERROR_BACKOFF_MAX: Duration = RESYNC_PERIOD;
+/// Delay before reconciling again while the feature flags have not been read: writing a
+/// status for the wrong flags would flip addresses twice.
+const FLAGS_PENDING_RETRY: Duration = Duration::from_secs(1);
 /// Kubernetes Events about a sink may carry at most 1 kB of note.
 const EVENT_NOTE_MAX_BYTES: usize = 1024;
 
@@ -38,6 +42,7 @@ pub struct Context {
     pub(super) extra_conditions: Vec<Arc<dyn ExtraCondition>>,
     pub(super) recorder: Recorder,
     pub(super) metrics: Metrics,
+    pub(super) security: Option<Security>,
     /// Consecutive failures per sink, for the retry backoff.
     pub(super) failures: Mutex<HashMap<SinkId, u32>>,
 }
@@ -58,6 +63,10 @@ pub async fn reconcile(
 ) -> Result<Action, Error> {
     ctx.metrics.reconciled();
     let id = SinkId::of(obj.as_ref());
+    let Some(access) = observe_access(&ctx, &id, obj.meta()) else {
+        debug!("feature flags not read yet");
+        return Ok(Action::requeue(FLAGS_PENDING_RETRY));
+    };
     let observed = match &obj.0 {
         Ok(sink) => Observed {
             sink: Ok(sink.clone()),
@@ -80,7 +89,7 @@ pub async fn reconcile(
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
     let generation = obj.meta().generation;
-    let desired = desired_status(&ctx.cfg, &id, generation, status, conditions, &now);
+    let desired = desired_status(access, &id, generation, status, conditions, &now);
     if status != Some(&desired) {
         let api = Api::<JobSink>::namespaced(ctx.client.clone(), &id.namespace);
         match k8s::patch_status(&api, &id.name, status, &desired).await {
@@ -103,6 +112,32 @@ pub async fn reconcile(
     }
     ctx.failures.lock().expect("not poisoned").remove(&id);
     Ok(Action::requeue(RESYNC_PERIOD))
+}
+
+/// The access part of the status under the flags in force, the TLS Secret and the
+/// EventPolicies; `None` while the flags have not been read.
+fn observe_access(
+    ctx: &Context,
+    id: &SinkId,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<Access> {
+    let Some(security) = &ctx.security else {
+        return Some(Access::plain(&ctx.cfg, id));
+    };
+    let features = security.features.current()?;
+    let labels = meta.labels.clone().unwrap_or_default();
+    let applying = security.policies.applying(&id.namespace, &id.name, &labels);
+    let (condition, policies) =
+        crate::policy::event_policies_status(&features, security.policies.is_loaded(), &applying);
+    let tls = security.tls.state();
+    Some(access(
+        &ctx.cfg,
+        id,
+        &features,
+        Some(&tls),
+        condition,
+        policies,
+    ))
 }
 
 /// Retries a failed reconciliation with per-sink exponential backoff, and counts the failure.

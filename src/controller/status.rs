@@ -1,13 +1,10 @@
 //! The status a JobSink should have, as a pure function of the sink, the configuration and
 //! the conditions reconcile observed.
 
-use crate::crd::{Addressable, Condition, JobSinkStatus, JobStatus, SinkId};
+use crate::crd::{Condition, JobSinkStatus, JobStatus, SinkId};
 
-use super::conditions::{self, ADDRESSABLE, EVENT_POLICIES_READY, REASON_OIDC_DISABLED, TRUE};
-use super::config::ControllerConfig;
-
-/// Name of the one address a sink has (plain HTTP until TLS is supported).
-pub const ADDRESS_NAME: &str = "http";
+use super::access::Access;
+use super::conditions;
 
 /// The label selector matching every Job of sink `name` (`status.job.selector`).
 pub fn job_selector(name: &str) -> String {
@@ -15,28 +12,26 @@ pub fn job_selector(name: &str) -> String {
 }
 
 /// The status to store for `sink` at `generation` (its `metadata.generation`, recorded as
-/// `observedGeneration`): address, selector, and the conditions
-/// `Addressable`, `EventPoliciesReady`, then `observed` (the job template and any extra
-/// dependents) summarised by `Ready`. Conditions that did not change keep the
-/// `lastTransitionTime` they have in `previous`; others get `now`.
+/// `observedGeneration`): the addresses and policies of `access`, the selector, and the
+/// conditions `Addressable`, `EventPoliciesReady` (from `access`), then `observed` (the job
+/// template and any extra dependents) summarised by `Ready`. Conditions that did not change
+/// keep the `lastTransitionTime` they have in `previous`; others get `now`.
 pub fn desired_status(
-    cfg: &ControllerConfig,
+    access: Access,
     sink: &SinkId,
     generation: Option<i64>,
     previous: Option<&JobSinkStatus>,
     observed: Vec<Condition>,
     now: &str,
 ) -> JobSinkStatus {
-    let address = Addressable {
-        name: Some(ADDRESS_NAME.to_owned()),
-        url: Some(cfg.sink_url(sink)),
-        ca_certs: None,
-        audience: None,
-    };
-    let mut dependents = vec![
-        conditions::ready(ADDRESSABLE),
-        conditions::condition(EVENT_POLICIES_READY, TRUE, Some(REASON_OIDC_DISABLED), None),
-    ];
+    let Access {
+        address,
+        addresses,
+        addressable,
+        event_policies,
+        policies,
+    } = access;
+    let mut dependents = vec![addressable, event_policies];
     dependents.extend(observed);
     let previous_conditions = previous
         .map(|p| p.conditions.as_slice())
@@ -44,12 +39,12 @@ pub fn desired_status(
     JobSinkStatus {
         observed_generation: generation,
         conditions: conditions::with_summary(previous_conditions, dependents, now),
-        address: Some(address.clone()),
-        addresses: vec![address],
+        address: Some(address),
+        addresses,
         job: JobStatus {
             selector: job_selector(&sink.name),
         },
-        policies: Vec::new(),
+        policies,
         annotations: Default::default(),
     }
 }
@@ -57,7 +52,12 @@ pub fn desired_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::conditions::{FALSE, JOB_TEMPLATE_READY, READY};
+    use crate::controller::conditions::{EVENT_POLICIES_READY, FALSE, JOB_TEMPLATE_READY, READY};
+    use crate::controller::config::ControllerConfig;
+
+    fn plain() -> Access {
+        Access::plain(&ControllerConfig::default(), &sink())
+    }
 
     const NOW: &str = "2024-01-01T00:00:00Z";
     const LATER: &str = "2024-06-01T00:00:00Z";
@@ -76,7 +76,7 @@ mod tests {
     #[test]
     fn a_sink_with_a_valid_template_is_ready_with_the_seed_address_and_selector() {
         let status = desired_status(
-            &ControllerConfig::default(),
+            plain(),
             &sink(),
             GENERATION,
             None,
@@ -112,14 +112,7 @@ mod tests {
             Some("InvalidJobTemplate"),
             Some("nope"),
         );
-        let status = desired_status(
-            &ControllerConfig::default(),
-            &sink(),
-            GENERATION,
-            None,
-            vec![refused],
-            NOW,
-        );
+        let status = desired_status(plain(), &sink(), GENERATION, None, vec![refused], NOW);
         let ready = status.conditions.iter().find(|c| c.type_ == READY).unwrap();
         assert_eq!(
             (ready.status.as_str(), ready.message.as_deref()),
@@ -129,25 +122,24 @@ mod tests {
 
     #[test]
     fn the_same_observations_later_give_an_identical_status() {
-        let cfg = ControllerConfig::default();
         let observed = || vec![conditions::ready(JOB_TEMPLATE_READY)];
-        let first = desired_status(&cfg, &sink(), GENERATION, None, observed(), NOW);
+        let first = desired_status(plain(), &sink(), GENERATION, None, observed(), NOW);
         assert_eq!(
-            desired_status(&cfg, &sink(), GENERATION, Some(&first), observed(), LATER),
+            desired_status(
+                plain(),
+                &sink(),
+                GENERATION,
+                Some(&first),
+                observed(),
+                LATER
+            ),
             first
         );
     }
 
     #[test]
     fn the_status_serialises_with_knatives_keys() {
-        let status = desired_status(
-            &ControllerConfig::default(),
-            &sink(),
-            GENERATION,
-            None,
-            vec![],
-            NOW,
-        );
+        let status = desired_status(plain(), &sink(), GENERATION, None, vec![], NOW);
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(
             json["job"]["selector"],

@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
+use crate::auth::AuthError;
 use crate::cloudevent::DecodeError;
 use crate::crd::SinkId;
 use crate::hook::HookRefusal;
 use crate::job::EventTooLarge;
 use crate::k8s::{self, Failure};
+use crate::policy::Denial;
 
 /// Why a request to the receiver was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,18 @@ pub enum ReceiveError {
     SinkNotReady { sink: SinkId, why: String },
     #[error("the receiver is starting and has not loaded the JobSinks yet")]
     Starting,
+    #[error("the receiver has not loaded {0} yet")]
+    NotLoaded(&'static str),
+    #[error("{0}")]
+    WrongTransport(&'static str),
+    #[error("unauthenticated: {error} (this sink's audience is {audience})")]
+    Unauthenticated {
+        audience: String,
+        #[source]
+        error: AuthError,
+    },
+    #[error("forbidden: {0}")]
+    Forbidden(Denial),
     #[error("malformed CloudEvent: {0}")]
     BadEvent(#[from] DecodeError),
     #[error("request body is larger than {limit} bytes")]
@@ -67,7 +81,13 @@ impl ReceiveError {
     pub fn status(&self) -> StatusCode {
         use ReceiveError::*;
         match self {
-            NoRoute(_) | UnknownSink(_) | NoSuchJob => StatusCode::NOT_FOUND,
+            NoRoute(_) | UnknownSink(_) | NoSuchJob | WrongTransport(_) => StatusCode::NOT_FOUND,
+            Unauthenticated { error, .. } if error.is_unavailable() => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            Forbidden(_) => StatusCode::FORBIDDEN,
+            NotLoaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             SinkNotReady { .. } | Starting | Overloaded | Deadline(_) | ApiTimeout { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -96,12 +116,15 @@ impl ReceiveError {
         match self {
             NoRoute(_) | MethodNotAllowed { .. } | InvalidSinkName => "bad_route",
             UnknownSink(_) => "unknown_sink",
-            SinkNotReady { .. } | Starting => "not_ready",
+            SinkNotReady { .. } | Starting | NotLoaded(_) => "not_ready",
             Overloaded => "overloaded",
             Deadline(_) | ApiTimeout { .. } | BodyTimeout(_) => "timeout",
             BadEvent(
                 DecodeError::AttributeTooLarge { .. } | DecodeError::ExtensionNameTooLong { .. },
             ) => "too_large",
+            WrongTransport(_) => "wrong_transport",
+            Unauthenticated { .. } => "unauthenticated",
+            Forbidden(_) => "forbidden",
             BadEvent(_) | BodyRead(_) => "invalid",
             BodyTooLarge { .. } | EventTooLarge(_) => "too_large",
             Hook(HookRefusal::Rejected(_)) => "rejected",
@@ -210,10 +233,14 @@ impl IntoResponse for ReceiveError {
                 // Expected while a sink or its hook is being set up: the sender retries.
                 ReceiveError::SinkNotReady { .. }
                 | ReceiveError::Starting
+                | ReceiveError::NotLoaded(_)
                 | ReceiveError::Hook(HookRefusal::NotLoaded(_)) => {
                     warn!(error = %self, "event refused for now")
                 }
                 ReceiveError::Overloaded => {}
+                ReceiveError::Unauthenticated { .. } | ReceiveError::Forbidden(_) => {
+                    info!(error = %self, "sender refused")
+                }
                 _ if status.is_server_error() => error!(error = %self, "request failed"),
                 _ => {}
             }
@@ -228,6 +255,21 @@ impl IntoResponse for ReceiveError {
             response
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if let ReceiveError::Unauthenticated { error, .. } = &self {
+            // RFC 6750: how to authenticate, and what was wrong with what was sent.
+            let challenge = match error {
+                AuthError::Missing => "Bearer".to_owned(),
+                other => format!(
+                    "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                    other.description()
+                ),
+            };
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
+            }
         }
         if let Some(seconds) = self.retry_after(status) {
             response

@@ -1,6 +1,7 @@
 //! `POST /<namespace>/<jobsink>`: one CloudEvent in, one Job (and its Secret) out.
 //!
-//! look up the sink -> decode and validate -> the sink's hook (`on-event`, build the Job,
+//! look up the sink -> authenticate the sender (OIDC on) -> decode and validate -> authorize
+//! (EventPolicies or the default mode; OIDC on) -> the sink's hook (`on-event`, build the Job,
 //! `on-job`; just the build without a hook) -> size check -> create Job and Secret. Nothing
 //! is created unless every step before passed. See `docs/architecture.md`.
 
@@ -12,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::{Span, debug};
 
 use super::create::{Calls, Created, EventObjects, create_objects};
+use super::security::{authenticate, authorize};
 use super::{AppState, ReceiveError};
 use crate::cloudevent::{self, CloudEvent};
 use crate::crd::SinkId;
@@ -58,8 +60,12 @@ async fn ingest(
     body: Body,
 ) -> Result<(Created, String), ReceiveError> {
     let started = Instant::now();
+    let features = state.security.features()?;
     let cached = lookup(state, id)?;
     let sink = decoded(&cached).map_err(|why| not_ready(id, why))?;
+    // The sender first: nothing of an unauthenticated request is read.
+    let (sender, key_fetch_time) = authenticate(&state.security, &features, id, headers).await;
+    let sender = sender?;
     let limit = state.config.max_body_bytes();
     let patience = state.config.body_read_timeout;
     let bytes = tokio::time::timeout(patience, axum::body::to_bytes(body, limit))
@@ -70,6 +76,8 @@ async fn ingest(
     cloudevent::apply_trace_context(&mut event, headers);
     Span::current().record("event_id", event.id.as_str());
     debug!(event.id, event.source, "event decoded");
+    // EventPolicy filters judge the event as sent, before any hook changes it.
+    authorize(&state.security, &features, sender.as_ref(), sink, &event)?;
 
     // Identity is the event as received, whatever a hook does to it.
     let (source, event_id) = (event.source.clone(), event.id.clone());
@@ -88,6 +96,8 @@ async fn ingest(
         stored,
     };
     let mut calls = Calls::new(state.config.api_timeout, state.config.orphan_grace);
+    // Fetching the issuer's keys (rare: an unknown key id) is an API call too.
+    calls.spent += key_fetch_time;
     let created = create_objects(&state.client, objects, &mut calls).await?;
     let own = started.elapsed().saturating_sub(calls.spent);
     state.metrics.receiver_overhead(own);

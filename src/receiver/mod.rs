@@ -10,6 +10,7 @@ mod create;
 mod error;
 mod ingest;
 mod load;
+mod security;
 mod server;
 mod status;
 
@@ -17,6 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -29,6 +31,7 @@ use tracing::{Instrument, info, info_span};
 
 pub use error::ReceiveError;
 pub use load::Lifecycle;
+pub use security::{Security, Transport, check_transport};
 
 use crate::crd::SinkId;
 use crate::hook::HookRegistry;
@@ -125,6 +128,8 @@ pub struct AppState {
     pub hooks: HookRegistry,
     /// Requests in flight and draining.
     pub lifecycle: Lifecycle,
+    /// Feature flags, token verification and EventPolicies.
+    pub security: Security,
 }
 
 impl AppState {
@@ -135,6 +140,7 @@ impl AppState {
         config: ReceiverConfig,
         metrics: Metrics,
         hooks: HookRegistry,
+        security: Security,
     ) -> Self {
         let lifecycle = Lifecycle::new(config.max_in_flight);
         Self {
@@ -144,18 +150,25 @@ impl AppState {
             metrics,
             hooks,
             lifecycle,
+            security,
         }
     }
 }
 
 /// The receiver's router: events, event status and health. Tests drive it in
-/// process with `tower::ServiceExt::oneshot`.
+/// process with `tower::ServiceExt::oneshot`. Requests count as plain HTTP unless they carry
+/// the [`Transport`] extension, as those of the HTTPS listener do ([`https_app`]).
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .fallback(dispatch)
         .with_state(state)
+}
+
+/// The router of the HTTPS listener: [`app`], each request marked as received over HTTPS.
+pub fn https_app(state: AppState) -> Router {
+    app(state).layer(axum::Extension(Transport::Https))
 }
 
 /// Serves `app` on `addr` until `shutdown` fires, then drains: readiness fails, the drain
@@ -167,12 +180,35 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     info!(%addr, "receiver listening");
-    server::serve_on(listener, state, shutdown).await
+    server::serve_on(listener, state, None, shutdown).await
+}
+
+/// [`serve`] over TLS: the HTTPS listener, with the certificate `tls` holds at each handshake
+/// (until it holds one, handshakes fail). It shares `state`'s cap on requests in flight and
+/// its drain with the HTTP listener.
+pub async fn serve_tls(
+    addr: SocketAddr,
+    state: AppState,
+    tls: crate::tls::ServerTls,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let acceptor = crate::tls::acceptor(tls)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the HTTPS listener on {addr}"))?;
+    info!(%addr, "receiver listening (HTTPS)");
+    server::serve_on(listener, state, Some(acceptor), shutdown).await
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.lifecycle.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else if !state.security.is_ready() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "feature flags or EventPolicies not loaded yet\n",
+        )
+            .into_response()
     } else if state.sinks.is_ready() {
         (StatusCode::OK, "ok\n").into_response()
     } else {
@@ -183,12 +219,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
 /// One request: route by method and path, answer, record latency.
 async fn dispatch(
     State(state): State<AppState>,
+    transport: Option<axum::Extension<Transport>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    let transport = transport.map(|t| t.0).unwrap_or_default();
     let path = uri.path().to_string();
     let span = info_span!("request", %method, path = %path, event_id = tracing::field::Empty);
     let response = async {
@@ -196,6 +234,13 @@ async fn dispatch(
             Route::Refused(error) => return error.into_response(),
             work => work,
         };
+        let allowed = state
+            .security
+            .features()
+            .and_then(|features| check_transport(&features, transport));
+        if let Err(error) = allowed {
+            return error.into_response();
+        }
         let Some(_slot) = state.lifecycle.try_admit() else {
             return ReceiveError::Overloaded.into_response();
         };

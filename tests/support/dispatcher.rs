@@ -13,9 +13,10 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 use http_body_util::BodyExt;
 use jobsink::crd::{JobSink, SinkId};
+use jobsink::features::Features;
 use jobsink::hook::{EngineConfig, HookEngine, HookRegistry};
 use jobsink::metrics::Metrics;
-use jobsink::receiver::{AppState, ReceiverConfig};
+use jobsink::receiver::{AppState, ReceiverConfig, Security};
 use jobsink::sinks::SinkCache;
 use kube::Api;
 use tokio_util::sync::CancellationToken;
@@ -55,7 +56,7 @@ fn shared() -> &'static Shared {
                     cluster_domain: "cluster.local".into(),
                     ..Default::default()
                 };
-                let extensions = jobsink::controller_extensions(&hooks, Metrics::default());
+                let extensions = jobsink::controller_extensions(&hooks, Metrics::default(), None);
                 tokio::spawn(jobsink::controller::run_with(
                     client,
                     cfg,
@@ -84,6 +85,20 @@ impl Dispatcher {
     }
 
     pub async fn with_config(test: &str, config: ReceiverConfig) -> Self {
+        Self::with_security(test, config, |client, _| {
+            Security::fixed(client, Features::default())
+        })
+        .await
+    }
+
+    /// A dispatcher whose receiver checks senders with the `Security` that `security` makes
+    /// (given the receiver's client, which acts as the product's ServiceAccount, and this
+    /// test's namespace).
+    pub async fn with_security(
+        test: &str,
+        config: ReceiverConfig,
+        security: impl FnOnce(kube::Client, &str) -> Security,
+    ) -> Self {
         let (sinks, hooks) = tokio::task::spawn_blocking(|| {
             let s = shared();
             (s.sinks.clone(), s.hooks.clone())
@@ -93,7 +108,8 @@ impl Dispatcher {
         let ns = TestNamespace::new(test).await;
         let client = jobsink::receiver::request_client(super::service_account_config().await)
             .expect("request client");
-        let state = AppState::new(client, sinks, config, Metrics::default(), hooks);
+        let security = security(client.clone(), &ns.name);
+        let state = AppState::new(client, sinks, config, Metrics::default(), hooks, security);
         Self { ns, state }
     }
 

@@ -209,28 +209,39 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
 /// retried as an update.
 pub fn install_crd() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| apply_crd("deploy/crd.yaml", "jobsinks.sinks.knative.dev"));
+}
+
+/// Installs the EventPolicy CRD from `deploy/eventpolicy-crd.yaml`, as [`install_crd`] does.
+pub fn install_eventpolicy_crd() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
-        let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crd.yaml");
-        let mut last_error = String::new();
-        for _ in 0..3 {
-            let (ok, _, err) = kubectl(&["apply", "-f", crd], None);
-            if ok {
-                let established = [
-                    "wait",
-                    "--for=condition=Established",
-                    "crd/jobsinks.sinks.knative.dev",
-                    "--timeout=60s",
-                ];
-                let (ok, _, err) = kubectl(&established, None);
-                assert!(ok, "the JobSink CRD never became established: {err}");
-                return;
-            }
-            last_error = err;
-        }
-        panic!(
-            "applying deploy/crd.yaml failed (is the control plane up? hack/up.sh): {last_error}"
-        );
+        apply_crd(
+            "deploy/eventpolicy-crd.yaml",
+            "eventpolicies.eventing.knative.dev",
+        )
     });
+}
+
+fn apply_crd(file: &str, name: &str) {
+    let crd = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+    let mut last_error = String::new();
+    for _ in 0..3 {
+        let (ok, _, err) = kubectl(&["apply", "-f", &crd], None);
+        if ok {
+            let established = [
+                "wait",
+                "--for=condition=Established",
+                &format!("crd/{name}"),
+                "--timeout=60s",
+            ];
+            let (ok, _, err) = kubectl(&established, None);
+            assert!(ok, "the CRD {name} never became established: {err}");
+            return;
+        }
+        last_error = err;
+    }
+    panic!("applying {file} failed (is the control plane up? hack/up.sh): {last_error}");
 }
 
 /// The pod spec of a Job's template.
@@ -263,3 +274,4 @@ pub mod dispatcher;
 pub mod hooks;
 pub mod plugins;
 pub mod process;
+pub mod tokens;

@@ -37,13 +37,15 @@ impl Serve {
         let kubeconfig = tokio::task::spawn_blocking(service_account_kubeconfig)
             .await
             .expect("service account kubeconfig");
-        let (port, metrics_port) = (free_port(), free_port());
+        let (port, metrics_port, tls_port) = (free_port(), free_port(), free_port());
         let mut args = vec![
             "serve".to_owned(),
             "--listen".to_owned(),
             format!("127.0.0.1:{port}"),
             "--metrics-listen".to_owned(),
             format!("127.0.0.1:{metrics_port}"),
+            "--tls-listen".to_owned(),
+            format!("127.0.0.1:{tls_port}"),
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
         let child = Command::new(binary())

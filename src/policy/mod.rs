@@ -1,0 +1,25 @@
+//! EventPolicy authorization (`eventing.knative.dev/v1alpha1`): which EventPolicies apply to a
+//! JobSink, who and what they allow, and what the sink's status says about them.
+//!
+//! - [`types`]: the resource; [`crd`]: its CRD (Knative's schema, for clusters without
+//!   Knative; `deploy/eventpolicy-crd.yaml`);
+//! - [`CompiledPolicy`]: one policy prepared for use (targets, subjects, filters, problems);
+//! - [`filter`]: the SubscriptionsAPI filters of `spec.filters`;
+//! - [`authorize`]: the decision for one request; [`event_policies_status`]: the status;
+//! - [`PolicyCache`]: every EventPolicy of the cluster, compiled, from one watch.
+
+mod authorize;
+mod cache;
+mod compiled;
+pub mod crd;
+pub mod filter;
+mod status;
+pub mod types;
+
+pub use authorize::{Denial, authorize};
+pub use cache::PolicyCache;
+pub use compiled::{CompiledPolicy, subject_matches};
+pub use status::{
+    REASON_DEFAULT_AUTHORIZATION_MODE, REASON_NOT_LOADED, REASON_NOT_READY, event_policies_status,
+};
+pub use types::{API_VERSION, EventPolicy, EventPolicySpec, EventPolicyStatus};

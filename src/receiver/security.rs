@@ -1,0 +1,130 @@
+//! Who may send, and over what: the transport-encryption gate, OIDC authentication of the
+//! sender, and EventPolicy authorization of the event, as the feature flags say. Handlers ask
+//! here; the checks themselves live in `auth`, `policy` and `features`.
+
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use kube::{Client, ResourceExt};
+
+use super::ReceiveError;
+use crate::auth::{self, Sender, TokenVerifier};
+use crate::cloudevent::CloudEvent;
+use crate::crd::{JobSink, SinkId};
+use crate::features::{FeatureStore, Features, TransportEncryption};
+use crate::policy::{self, PolicyCache};
+
+/// How a request reached the receiver: set by the HTTPS listener as a request extension;
+/// plain HTTP otherwise.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    #[default]
+    Http,
+    Https,
+}
+
+/// What the receiver needs to authenticate and authorize senders. Cheap to clone.
+#[derive(Clone)]
+pub struct Security {
+    pub features: FeatureStore,
+    pub verifier: TokenVerifier,
+    pub policies: PolicyCache,
+}
+
+impl Security {
+    /// Fixed flags, no EventPolicies: for tests and tools that do not exercise security.
+    pub fn fixed(client: Client, features: Features) -> Self {
+        Self {
+            features: FeatureStore::fixed(features),
+            verifier: TokenVerifier::new(client),
+            policies: PolicyCache::fixed(&[]),
+        }
+    }
+
+    /// The flags in force; 503 until they have been read.
+    pub fn features(&self) -> Result<Features, ReceiveError> {
+        self.features.current().ok_or(ReceiveError::NotLoaded(
+            "the feature flags (config-features)",
+        ))
+    }
+
+    /// Whether the receiver is ready to decide who may send: flags read, and, with OIDC on, the
+    /// EventPolicies read.
+    pub fn is_ready(&self) -> bool {
+        self.features
+            .current()
+            .is_some_and(|f| !f.oidc_enabled() || self.policies.is_loaded())
+    }
+}
+
+/// Refuses events and status queries on a transport `transport-encryption` turns off: HTTP
+/// under `strict`, HTTPS under `disabled`. 404 as upstream answers (a sender retries it while
+/// the flag change reaches every component), with a body saying what to do.
+pub fn check_transport(features: &Features, transport: Transport) -> Result<(), ReceiveError> {
+    match (features.transport_encryption, transport) {
+        (TransportEncryption::Strict, Transport::Http) => Err(ReceiveError::WrongTransport(
+            "transport-encryption is strict: send to the https address (Service port 443)",
+        )),
+        (TransportEncryption::Disabled, Transport::Https) => Err(ReceiveError::WrongTransport(
+            "transport-encryption is disabled: send to the http address (Service port 80)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The sender, when OIDC authentication is on (`None` when it is off), and the time spent
+/// fetching the issuer's keys.
+pub async fn authenticate(
+    security: &Security,
+    features: &Features,
+    sink: &SinkId,
+    headers: &HeaderMap,
+) -> (Result<Option<Sender>, ReceiveError>, Duration) {
+    if !features.oidc_enabled() {
+        return (Ok(None), Duration::ZERO);
+    }
+    let audience = auth::audience(sink);
+    let token = match auth::bearer_token(headers) {
+        Ok(token) => token,
+        Err(error) => {
+            return (
+                Err(ReceiveError::Unauthenticated { audience, error }),
+                Duration::ZERO,
+            );
+        }
+    };
+    let (verified, api_time) = security.verifier.verify(token, &audience).await;
+    let result = verified
+        .map(Some)
+        .map_err(|error| ReceiveError::Unauthenticated { audience, error });
+    (result, api_time)
+}
+
+/// Whether `sender` may send `event` to `sink`: the applying EventPolicies, else the default
+/// authorization mode. Nothing to check when OIDC is off (`sender` is `None`).
+pub fn authorize(
+    security: &Security,
+    features: &Features,
+    sender: Option<&Sender>,
+    sink: &JobSink,
+    event: &CloudEvent,
+) -> Result<(), ReceiveError> {
+    let Some(sender) = sender else {
+        return Ok(());
+    };
+    if !security.policies.is_loaded() {
+        return Err(ReceiveError::NotLoaded("the EventPolicies"));
+    }
+    let namespace = sink.namespace().unwrap_or_default();
+    let applying = security
+        .policies
+        .applying(&namespace, &sink.name_any(), sink.labels());
+    policy::authorize(
+        &sender.subject,
+        event,
+        &namespace,
+        &applying,
+        features.default_authorization_mode,
+    )
+    .map_err(ReceiveError::Forbidden)
+}
