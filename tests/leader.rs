@@ -282,3 +282,48 @@ async fn only_the_leader_writes_status_and_events_and_the_other_takes_over_when_
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_replica_turns_ready_only_once_the_hooks_present_at_its_start_are_loaded() {
+    install_crd();
+    let ns = TestNamespace::new("leader-hook-ready").await;
+    let n = ns.name.clone();
+    let wasm = support::plugins::plugin_path("reject_by_source");
+    let (ok, _, err) = kubectl(
+        &[
+            "create",
+            "configmap",
+            "-n",
+            &n,
+            "gate",
+            &format!("--from-file=hook.wasm={}", wasm.display()),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    // Only sources under `trusted/` pass; the test's events come from `leader-test`.
+    let hooked = format!(
+        "{}  hook:\n    configMapRef: {{name: gate, key: hook.wasm}}\n    config: \"trusted/\"\n",
+        sink_yaml("gated")
+    );
+    let a = Process::start("hook-ready-a", &n);
+    apply(&n, &hooked);
+    wait_ready(&ns, "gated").await;
+    eventually("a's hook answers", CONVERGE, || async {
+        (a.post(&n, "gated", "1").await == 403).then_some(())
+    })
+    .await;
+
+    // A second replica starts with the hooked sink already there: the first event after its
+    // /readyz says ready meets the hook, not "hook still loading".
+    let b = Process::start("hook-ready-b", &n);
+    eventually("b ready", CONVERGE, || async {
+        b.ready().await.then_some(())
+    })
+    .await;
+    assert_eq!(
+        b.post(&n, "gated", "2").await,
+        403,
+        "the hook was not loaded when b said it was ready"
+    );
+}
