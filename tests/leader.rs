@@ -19,6 +19,9 @@ use support::{CONVERGE, TestNamespace, eventually, install_crd, kubectl};
 const LEASE: &str = "jobsink-leader-test";
 /// Short, so the test does not wait long for a killed leader's Lease to expire.
 const LEASE_SECONDS: &str = "4";
+/// The tests of this file one at a time: every process's controller reconciles the sinks of
+/// all namespaces, so the leader of one test would write Events in the other's namespace.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// One `jobsink serve` process; killed when dropped.
 struct Process {
@@ -218,6 +221,7 @@ async fn first_accepted(p: &Process, ns: &str, sink: &str, id: &str) {
 
 #[tokio::test]
 async fn only_the_leader_writes_status_and_events_and_the_other_takes_over_when_it_dies() {
+    let _serial = SERIAL.lock().await;
     install_crd();
     let ns = TestNamespace::new("leader-election").await;
     let n = ns.name.clone();
@@ -285,6 +289,7 @@ async fn only_the_leader_writes_status_and_events_and_the_other_takes_over_when_
 
 #[tokio::test]
 async fn a_replica_turns_ready_only_once_the_hooks_present_at_its_start_are_loaded() {
+    let _serial = SERIAL.lock().await;
     install_crd();
     let ns = TestNamespace::new("leader-hook-ready").await;
     let n = ns.name.clone();
