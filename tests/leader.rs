@@ -33,10 +33,11 @@ struct Process {
 
 impl Process {
     fn start(name: &str, lease_namespace: &str) -> Self {
-        let (port, metrics_port) = (free_port(), free_port());
+        let (port, metrics_port, tls_port) = (free_port(), free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_jobsink"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--tls-listen", &format!("127.0.0.1:{tls_port}")])
             .args(["--pod-name", name])
             .args(["--leader-election-namespace", lease_namespace])
             .args(["--leader-election-lease", LEASE])
