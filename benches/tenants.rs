@@ -126,11 +126,12 @@ fn free_port() -> u16 {
 }
 
 async fn start(http: &reqwest::Client, extra: &[&str]) -> anyhow::Result<Dispatcher> {
-    let (port, mport) = (free_port(), free_port());
+    let (port, mport, tport) = (free_port(), free_port(), free_port());
     let bin = std::env::var_os("JOBSINK_BIN").unwrap_or(env!("CARGO_BIN_EXE_jobsink").into());
     let child = Command::new(bin)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--metrics-listen", &format!("127.0.0.1:{mport}")])
+        .args(["--tls-listen", &format!("127.0.0.1:{tport}")])
         .args(extra)
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
