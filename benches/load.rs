@@ -327,6 +327,8 @@ async fn start(
             &format!("127.0.0.1:{mport}"),
             "--tls-listen",
             &format!("127.0.0.1:{tport}"),
+            // One controller: no Lease (its namespace need not exist here).
+            "--leader-elect=false",
         ])
         .args(extra)
         .env("RUST_LOG", "warn")

@@ -8,13 +8,20 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::controller::DEFAULT_ORPHAN_GRACE;
 use crate::controller::config::{DEFAULT_SERVICE_NAME, DEFAULT_SYSTEM_NAMESPACE};
 use crate::features::{AuthorizationMode, Oidc, Overrides, TransportEncryption};
-use crate::hook::DEFAULT_MAX_CONCURRENCY;
+use crate::hook::{
+    DEFAULT_MAX_CONCURRENCY, DEFAULT_MEMORY_BUDGET_MIB, DEFAULT_PER_SINK_CONCURRENCY,
+    DEFAULT_SLOT_WAIT,
+};
 use crate::job::DEFAULT_MAX_EVENT_BYTES;
+use crate::leader::{DEFAULT_LEASE_DURATION, DEFAULT_LEASE_NAME};
 use crate::receiver::{
     DEFAULT_API_TIMEOUT, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_DRAIN_DELAY,
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT,
 };
 use crate::tls::DEFAULT_SECRET_NAME;
+
+const DEFAULT_SLOT_WAIT_MS: u64 = DEFAULT_SLOT_WAIT.as_millis() as u64;
+const DEFAULT_LEASE_SECONDS: u64 = DEFAULT_LEASE_DURATION.as_secs();
 
 /// Runs Knative JobSinks without Knative: CloudEvents in, one Kubernetes Job per event out.
 #[derive(Parser, Debug)]
@@ -117,6 +124,37 @@ pub struct ServeArgs {
     /// controller writes JobSink status: for installs next to Knative (deploy/knative/).
     #[arg(long, env = "JOBSINK_KNATIVE_LEASE", value_name = "PREFIX")]
     pub knative_lease: Option<String>,
+    /// Most hook calls of one sink running at once, so one slow or flooded sink cannot take
+    /// every slot (lowered for sinks whose memory limit would take more than half the budget).
+    #[arg(long, env = "JOBSINK_HOOK_CONCURRENCY_PER_SINK", default_value_t = DEFAULT_PER_SINK_CONCURRENCY)]
+    pub hook_concurrency_per_sink: usize,
+    /// Guest memory of all hook calls in flight together, in MiB: each call reserves its
+    /// sink's memoryLimitMiB. Must be below the container's memory limit; a sink may ask for
+    /// at most half of it.
+    #[arg(long, env = "JOBSINK_HOOK_MEMORY_BUDGET_MIB", default_value_t = DEFAULT_MEMORY_BUDGET_MIB)]
+    pub hook_memory_budget_mib: usize,
+    /// Longest wait for a hook slot, in milliseconds; then the event gets 503 + Retry-After.
+    #[arg(long, env = "JOBSINK_HOOK_SLOT_WAIT_MS", default_value_t = DEFAULT_SLOT_WAIT_MS)]
+    pub hook_slot_wait_ms: u64,
+    /// Answer copies of accepted events from a metadata-only watch of the Jobs created,
+    /// without API calls (false: every copy asks the API server).
+    #[arg(long, env = "JOBSINK_JOB_INDEX", default_value_t = true, action = clap::ArgAction::Set)]
+    pub job_index: bool,
+    /// Elect one controller among replicas with a Lease (false: this process always runs the
+    /// controller; only for a single replica).
+    #[arg(long, env = "JOBSINK_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the leader-election Lease [default: --system-namespace].
+    #[arg(long, env = "JOBSINK_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "JOBSINK_LEADER_ELECTION_LEASE", default_value = DEFAULT_LEASE_NAME)]
+    pub leader_election_lease: String,
+    /// Seconds a leader's Lease lasts without renewal: how long a crashed leader delays its
+    /// successor (renewal every 2/15 of it; a leader that cannot renew for 2/3 of it steps
+    /// down).
+    #[arg(long, env = "JOBSINK_LEASE_DURATION_SECONDS", default_value_t = DEFAULT_LEASE_SECONDS)]
+    pub lease_duration_seconds: u64,
     /// Name of this pod, named as the reporting instance of the Kubernetes Events about
     /// hooks (the Deployment sets it from the downward API).
     #[arg(long, env = "POD_NAME")]

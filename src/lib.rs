@@ -5,7 +5,9 @@
 //! - an event enters in [`receiver`] (HTTP), is decoded and validated in [`cloudevent`];
 //! - its Job and Secret are built, purely, in [`job`], and created in `receiver::create`;
 //! - JobSink status (address, conditions) is reconciled in [`controller`];
-//! - the JobSinks the receiver serves come from the watch cache in [`sinks`];
+//! - the JobSinks the receiver serves come from the watch cache in [`sinks`], the Jobs that
+//!   already exist (duplicates) from the index in [`jobs`];
+//! - the controller runs on the replica holding the Lease ([`leader`]);
 //! - hooks run in [`hook`] (`HookRegistry::run`), API errors are classified in [`k8s`];
 //! - who may send: feature flags in [`features`], OIDC tokens in [`auth`], EventPolicies in
 //!   [`policy`], the HTTPS listener and its certificate in [`tls`];
@@ -22,7 +24,9 @@ pub mod crd;
 pub mod features;
 pub mod hook;
 pub mod job;
+pub mod jobs;
 pub mod k8s;
+pub mod leader;
 pub mod location;
 pub mod metrics;
 pub mod policy;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -65,6 +66,18 @@ struct HookLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabels {
+    namespace: String,
+    sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DuplicateLabels {
+    /// `cache` (the Job index answered, no API call) or `api` (create 409, then a GET).
+    answered_by: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReconcileErrorLabels {
     /// The failed operation ([`crate::controller::Error::metric_label`]).
     error: &'static str,
@@ -81,6 +94,9 @@ pub struct Metrics {
     reconciles: Counter,
     reconcile_errors: Family<ReconcileErrorLabels, Counter>,
     orphans_removed: Counter,
+    leader: Gauge,
+    hook_slot_timeouts: Family<SinkLabels, Counter>,
+    duplicates: Family<DuplicateLabels, Counter>,
 }
 
 /// The dispatcher's registry, with every metric registered under [`PREFIX`], and the handles
@@ -109,6 +125,9 @@ impl Metrics {
             reconciles: Counter::default(),
             reconcile_errors: Family::default(),
             orphans_removed: Counter::default(),
+            leader: Gauge::default(),
+            hook_slot_timeouts: Family::default(),
+            duplicates: Family::default(),
         };
         registry.register(
             "events",
@@ -149,6 +168,21 @@ impl Metrics {
             "orphan_jobs_removed",
             "Jobs removed because their Secret never came (a receiver died between the two)",
             m.orphans_removed.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this process holds the controller's Lease (or runs without election)",
+            m.leader.clone(),
+        );
+        registry.register(
+            "hook_slot_timeouts",
+            "Events refused with 503 because no hook slot freed up in time, by sink",
+            m.hook_slot_timeouts.clone(),
+        );
+        registry.register(
+            "duplicates",
+            "Copies of accepted events answered, by what answered them",
+            m.duplicates.clone(),
         );
         m
     }
@@ -210,6 +244,28 @@ impl Metrics {
         self.orphans_removed.inc();
     }
 
+    /// Whether this process leads (runs the controller).
+    pub fn leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// Counts one event of `sink` refused because its hook call waited too long for a slot.
+    pub fn hook_slot_timeout(&self, sink: &SinkId) {
+        self.hook_slot_timeouts
+            .get_or_create(&SinkLabels {
+                namespace: sink.namespace.clone(),
+                sink: sink.name.clone(),
+            })
+            .inc();
+    }
+
+    /// Counts one duplicate answered by the Job index (`cache`) or the API server (`api`).
+    pub fn duplicate(&self, answered_by: &'static str) {
+        self.duplicates
+            .get_or_create(&DuplicateLabels { answered_by })
+            .inc();
+    }
+
     /// Counts one failed reconciliation, by failed operation.
     pub fn reconcile_failed(&self, error: &'static str) {
         self.reconcile_errors
@@ -243,6 +299,9 @@ mod tests {
         metrics.reconciled();
         metrics.reconcile_failed("patch_status");
         metrics.orphan_removed();
+        metrics.leader(true);
+        metrics.hook_slot_timeout(&sink);
+        metrics.duplicate("cache");
         let text = encode(&registry);
         for expected in [
             "jobsink_events_total{namespace=\"ns\",sink=\"s\",outcome=\"created\"} 1",
@@ -254,6 +313,9 @@ mod tests {
             "jobsink_controller_reconciles_total 1",
             "jobsink_controller_reconcile_errors_total{error=\"patch_status\"} 1",
             "jobsink_orphan_jobs_removed_total 1",
+            "jobsink_leader 1",
+            "jobsink_hook_slot_timeouts_total{namespace=\"ns\",sink=\"s\"} 1",
+            "jobsink_duplicates_total{answered_by=\"cache\"} 1",
         ] {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");
         }

@@ -15,14 +15,16 @@ use tracing::{error, info};
 use crate::auth::TokenVerifier;
 use crate::config::ServeArgs;
 use crate::controller::knative_lease::{self, KnativeLease};
-use crate::controller::{self, ControllerConfig, Extensions, detect_cluster_domain};
+use crate::controller::{self, ControllerConfig, Extensions, SharedSinks, detect_cluster_domain};
 use crate::crd::{JobSink, SinkId};
 use crate::features::FeatureStore;
 use crate::hook::{EngineConfig, HookEngine, HookRegistry};
+use crate::jobs::JobIndex;
+use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::policy::PolicyCache;
 use crate::receiver::{self, AppState, ReceiverConfig};
-use crate::sinks::SinkCache;
+use crate::sinks::SinkWatch;
 use crate::tls::ServerTls;
 use futures::StreamExt;
 
@@ -47,18 +49,25 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
 
     // Hooks serve both roles: the receiver runs them, the controller reports HookReady.
-    let engine = HookEngine::new(EngineConfig {
+    let engine_config = EngineConfig {
         max_concurrency: args.hook_concurrency.max(1),
+        per_sink_concurrency: args.hook_concurrency_per_sink,
+        memory_budget_mib: args.hook_memory_budget_mib,
+        slot_wait: Duration::from_millis(args.hook_slot_wait_ms),
         pooling: true,
-    })
-    .context("creating the WebAssembly hook engine")?;
+    };
+    engine_config
+        .check(container_memory_limit())
+        .context("checking the hook limits")?;
+    let engine = HookEngine::new(engine_config).context("creating the WebAssembly hook engine")?;
     let hooks = HookRegistry::new(
         engine,
         client.clone(),
         metrics.clone(),
         args.pod_name.clone(),
     );
-    hooks.spawn(finished.clone());
+    // The one JobSink watch: the receiver's cache, the hook registry and the controller.
+    let watch = SinkWatch::spawn(client.clone(), hooks.clone(), finished.clone());
     let orphan_grace = Duration::from_secs(args.orphan_grace_seconds);
 
     // Who may send, over what: both roles follow the same flags, policies and certificate,
@@ -98,17 +107,52 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             policies: policies.clone(),
             tls: tls.clone(),
         };
-        let extensions = controller_extensions(&hooks, metrics.clone(), Some(security));
-        tasks.spawn(controller::run_with(
-            client.clone(),
-            cfg,
-            extensions,
-            shutdown.clone(),
-        ));
+        let controller = {
+            let (client, hooks, metrics, watch) = (
+                client.clone(),
+                hooks.clone(),
+                metrics.clone(),
+                watch.clone(),
+            );
+            let instance = args.pod_name.clone();
+            move |stop: CancellationToken| {
+                let mut extensions =
+                    controller_extensions(&hooks, metrics.clone(), Some(security.clone()));
+                extensions.shared = Some(SharedSinks {
+                    store: watch.cache().store(),
+                    changes: watch.subscribe(),
+                });
+                extensions.instance = instance.clone();
+                controller::run_with(client.clone(), cfg.clone(), extensions, stop)
+            }
+        };
+        if args.leader_elect {
+            let lease = LeaseConfig {
+                namespace: args
+                    .leader_election_namespace
+                    .clone()
+                    .unwrap_or_else(|| args.system_namespace.clone()),
+                name: args.leader_election_lease.clone(),
+                identity: args.pod_name.clone().unwrap_or_else(default_identity),
+                lease_duration: Duration::from_secs(args.lease_duration_seconds.max(1)),
+            };
+            info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity,
+                takeover_bound = ?lease.takeover_bound(), "standing for the controller's Lease");
+            let elector = Elector::new(client.clone(), lease, metrics.clone());
+            hooks.set_leadership(elector.leadership());
+            tasks.spawn(elector.run(shutdown.clone(), controller));
+        } else {
+            metrics.leader(true);
+            tasks.spawn(controller(shutdown.clone()));
+        }
     }
 
     if args.role.runs_receiver() {
-        let sinks = SinkCache::spawn(client.clone(), shutdown.clone());
+        let jobs = if args.job_index {
+            JobIndex::spawn(client.clone(), finished.clone())
+        } else {
+            JobIndex::disabled()
+        };
         let seconds = Duration::from_secs;
         let config = ReceiverConfig {
             max_event_bytes: args.max_event_bytes,
@@ -126,9 +170,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             verifier: TokenVerifier::new(request_client.clone()),
             policies,
         };
-        let state = AppState::new(
+        let mut state = AppState::new(
             request_client,
-            sinks,
+            watch.cache(),
             config,
             metrics.clone(),
             hooks.clone(),
@@ -142,6 +186,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             shutdown.clone(),
             finished.clone(),
         );
+        state.jobs = jobs;
         tasks.spawn(async move {
             // A listener that cannot bind fails the process at once, as a bad --listen does.
             let served = tokio::try_join!(
@@ -186,6 +231,26 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     result
 }
 
+/// The memory limit of this container from its cgroup (v2, else v1), if it has one.
+fn container_memory_limit() -> Option<u64> {
+    /// cgroup v1 reports "no limit" as a number near 2^63.
+    const UNLIMITED: u64 = 1 << 60;
+    [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|path| std::fs::read_to_string(path).ok())
+    .and_then(|text| text.trim().parse::<u64>().ok())
+    .filter(|limit| *limit < UNLIMITED)
+}
+
+/// A Lease holder name for a process without `--pod-name`: host name and process id.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
+}
+
 /// How the controller learns about hooks (`HookReady` as an extra dependent of `Ready`) and
 /// about delivery security (flags, EventPolicies, the TLS Secret), with a reconcile of every
 /// sink whenever one of them changes.
@@ -206,6 +271,7 @@ pub fn controller_extensions(
         reconcile_all_on: Some(futures::stream::select_all(triggers).boxed()),
         metrics,
         security,
+        ..Extensions::default()
     }
 }
 

@@ -1,17 +1,22 @@
-//! The local cache of JobSinks, fed by one watch. The receiver looks sinks up here, never
-//! with an API call per request.
+//! The process's one watch of JobSinks ([`SinkWatch`]) and the local cache it fills
+//! ([`SinkCache`]). The receiver looks sinks up in the cache, never with an API call per
+//! request; the hook registry follows the same watch's events, and the controller reconciles
+//! from the same cache and the same changes.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::crd::{JobSink, SinkId};
+use crate::hook::HookRegistry;
 
 /// A cached JobSink: decoded, or why its spec could not be decoded. One undecodable object
 /// (the CRD keeps `spec.job` opaque, so `completions: "many"` gets in) must not stall the
@@ -22,8 +27,7 @@ pub type CachedSink = DeserializeGuard<JobSink>;
 #[derive(Clone)]
 pub struct SinkCache {
     store: Store<CachedSink>,
-    /// Becomes true after the first full list. kube's own `Store::wait_until_ready` wakes only
-    /// one waiter (a oneshot inside), so exactly one task awaits it and publishes here.
+    /// Becomes true after the first full list (set by the watch, see [`SinkWatch::spawn`]).
     ready: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -35,35 +39,103 @@ pub enum Readiness {
     NotReady(String),
 }
 
-impl SinkCache {
-    /// Starts watching JobSinks in all namespaces until `shutdown` fires.
-    pub fn spawn(client: Client, shutdown: CancellationToken) -> Self {
+/// Sinks the controller should look at: changed ones, or all of them after a relist.
+type Changes = mpsc::UnboundedSender<Arc<CachedSink>>;
+
+/// The one watch of JobSinks (all namespaces) of a process. Each event updates the
+/// [`SinkCache`], then goes to the hook registry, then to every subscriber (the controller).
+#[derive(Clone)]
+pub struct SinkWatch {
+    cache: SinkCache,
+    subscribers: Arc<Mutex<Vec<Changes>>>,
+}
+
+impl SinkWatch {
+    /// Starts the watch; it runs until `shutdown` fires, then stops `hooks`' ConfigMap
+    /// watches too.
+    pub fn spawn(client: Client, hooks: HookRegistry, shutdown: CancellationToken) -> Self {
         let (store, writer) = reflector::store();
         let api: Api<CachedSink> = Api::all(client);
         let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-            .default_backoff()
-            .touched_objects();
+            .default_backoff();
+        let subscribers: Arc<Mutex<Vec<Changes>>> = Arc::default();
+        let fan_out = Arc::clone(&subscribers);
+        let reader = store.clone();
+        // Published here rather than through `Store::wait_until_ready`, which wakes only one
+        // waiter: the controller waits on that one.
+        let (listed, ready) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             loop {
-                tokio::select! {
+                let event = tokio::select! {
                     _ = shutdown.cancelled() => break,
                     item = stream.next() => match item {
-                        Some(Ok(_)) => {}
-                        Some(Err(error)) => warn!(%error, "JobSink watch error; retrying"),
+                        Some(Ok(event)) => event,
+                        Some(Err(error)) => {
+                            warn!(%error, "JobSink watch error; retrying");
+                            continue;
+                        }
                         None => break,
                     },
+                };
+                hooks.observe(&event);
+                if matches!(event, watcher::Event::InitDone) {
+                    listed.send_replace(true);
+                }
+                let changed: Vec<Arc<CachedSink>> = match &event {
+                    watcher::Event::Apply(sink) => {
+                        reader.get(&ObjectRef::from_obj(sink)).into_iter().collect()
+                    }
+                    watcher::Event::InitDone => reader.state(),
+                    _ => Vec::new(),
+                };
+                if !changed.is_empty() {
+                    let mut subscribers = lock(&fan_out);
+                    subscribers.retain(|s| changed.iter().all(|c| s.send(Arc::clone(c)).is_ok()));
                 }
             }
+            hooks.stop();
         });
-        let (flag, ready) = tokio::sync::watch::channel(false);
-        let watched = store.clone();
-        tokio::spawn(async move {
-            if watched.wait_until_ready().await.is_ok() {
-                let _ = flag.send(true);
-            }
-        });
-        Self { store, ready }
+        Self {
+            cache: SinkCache { store, ready },
+            subscribers,
+        }
+    }
+
+    /// The cache this watch fills.
+    pub fn cache(&self) -> SinkCache {
+        self.cache.clone()
+    }
+
+    /// The sinks to reconcile: every sink in the cache now, then each one the watch changes
+    /// (all of them again after a relist). For `Controller::for_shared_stream`; unbounded,
+    /// but it holds only references to cached objects, and the controller drains it.
+    pub fn subscribe(&self) -> BoxStream<'static, Arc<CachedSink>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut subscribers = lock(&self.subscribers);
+        for sink in self.cache.store.state() {
+            let _ = tx.send(sink);
+        }
+        subscribers.push(tx);
+        tokio_stream_from(rx)
+    }
+}
+
+fn lock(subscribers: &Mutex<Vec<Changes>>) -> std::sync::MutexGuard<'_, Vec<Changes>> {
+    subscribers.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn tokio_stream_from<T: Send + 'static>(rx: mpsc::UnboundedReceiver<T>) -> BoxStream<'static, T> {
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .boxed()
+}
+
+impl SinkCache {
+    /// Read access to the cache, for the controller.
+    pub fn store(&self) -> Store<CachedSink> {
+        self.store.clone()
     }
 
     /// Waits until the first full list of JobSinks has arrived.

@@ -157,6 +157,9 @@ fn every_manifest_under_deploy_installs_with_a_server_side_dry_run() {
         "clusterrolebinding.rbac.authorization.k8s.io/job-sink",
         "deployment.apps/job-sink",
         "service/job-sink",
+        "poddisruptionbudget.policy/job-sink",
+        "role.rbac.authorization.k8s.io/job-sink-leader-election",
+        "rolebinding.rbac.authorization.k8s.io/job-sink-leader-election",
     ] {
         assert!(out.contains(expected), "{expected} missing from:\n{out}");
     }
@@ -234,6 +237,26 @@ fn the_deployment_runs_the_receiver_locked_down_behind_the_job_sink_service() {
 }
 
 #[test]
+fn two_replicas_spread_where_they_can_and_a_disruption_budget_keeps_one() {
+    let read = |file: &str| -> serde_json::Value {
+        serde_norway::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
+    };
+    let deployment = read("deploy/deployment.yaml");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let anti = &deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"];
+    // Preferred only: a one-node cluster still schedules both replicas.
+    assert!(anti["requiredDuringSchedulingIgnoredDuringExecution"].is_null());
+    let term = &anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"];
+    assert_eq!(term["topologyKey"], "kubernetes.io/hostname");
+    let pdb = read("deploy/pdb.yaml");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+}
+
+#[test]
 fn the_service_account_may_do_what_the_process_needs_and_no_more() {
     install_crd();
     install_eventpolicy_crd();
@@ -308,23 +331,48 @@ fn the_service_account_may_do_what_the_process_needs_and_no_more() {
         );
     }
     // The HTTPS certificate: that one Secret of the system namespace, watched by name, and no
-    // other Secret there.
-    let in_system = |verb: &str, name: &str| {
+    // other Secret there. Leader election: its own Lease in its own namespace, nothing else.
+    let in_namespace = |verb: &str, namespace: &str, name: &str| {
         let args = [
             "auth",
             "can-i",
             verb,
             name,
             "-n",
-            "knative-eventing",
+            namespace,
             "--as=system:serviceaccount:knative-eventing:job-sink",
         ];
         kubectl(&args, None).1.trim() == "yes"
     };
-    assert!(in_system("watch", "secret/job-sink-server-tls"));
-    assert!(in_system("get", "secret/job-sink-server-tls"));
-    assert!(!in_system("watch", "secret/other"));
-    assert!(!in_system("update", "secret/job-sink-server-tls"));
+    assert!(in_namespace(
+        "watch",
+        "knative-eventing",
+        "secret/job-sink-server-tls"
+    ));
+    assert!(in_namespace(
+        "get",
+        "knative-eventing",
+        "secret/job-sink-server-tls"
+    ));
+    assert!(!in_namespace("watch", "knative-eventing", "secret/other"));
+    assert!(!in_namespace(
+        "update",
+        "knative-eventing",
+        "secret/job-sink-server-tls"
+    ));
+    let own = "leases.coordination.k8s.io/jobsink-controller";
+    assert!(in_namespace("update", "knative-eventing", own));
+    assert!(in_namespace(
+        "create",
+        "knative-eventing",
+        "leases.coordination.k8s.io"
+    ));
+    assert!(!in_namespace(
+        "update",
+        "knative-eventing",
+        "leases.coordination.k8s.io/other"
+    ));
+    assert!(!in_namespace("update", "default", own));
 }
 
 fn yaml(path: &str) -> serde_json::Value {

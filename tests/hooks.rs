@@ -473,3 +473,95 @@ fn bytes_that_are_not_a_component_are_refused() {
         .expect_err("a core module is not a component");
     assert_eq!(error.reason(), "HookNotAComponent");
 }
+
+/// An engine where each sink may run one call at a time and waits at most `wait` for it.
+fn one_call_per_sink(wait: Duration) -> HookEngine {
+    HookEngine::new(EngineConfig {
+        per_sink_concurrency: 1,
+        slot_wait: wait,
+        ..EngineConfig::default()
+    })
+    .expect("hook engine")
+}
+
+#[tokio::test]
+async fn a_sink_past_its_share_gets_503_with_retry_after_while_another_sink_runs() {
+    let engine = one_call_per_sink(Duration::from_millis(100));
+    let looping = load(&engine, "bad_loop", "");
+    let slow = HookSettings {
+        timeout: jobsink::hook::MAX_TIMEOUT,
+        ..HookSettings::default()
+    };
+    // The looping sink's one call holds its share until its deadline.
+    let running = {
+        let (engine, looping, slow) = (engine.clone(), looping.clone(), slow.clone());
+        tokio::spawn(async move { run(&engine, &looping, &slow, event()).await })
+    };
+    while engine.available_permits() == engine.max_concurrency() {
+        tokio::task::yield_now().await;
+    }
+    let (second, built) = run(&engine, &looping, &slow, event()).await;
+    let refusal = second.expect_err("no slot within the wait");
+    assert!(matches!(refusal, HookRefusal::Busy(_)), "{refusal:?}");
+    assert!(!built);
+    assert_eq!(answer(&refusal), 503);
+    let response = axum::response::IntoResponse::into_response(ReceiveError::from(refusal));
+    assert_eq!(response.headers()["retry-after"], "1");
+
+    // Another sink's hook is not held up by the first sink's calls.
+    let other = load(&engine, "route_by_type", "my.demo.event=example.com/demo:2");
+    let (result, _) = run(&engine, &other, &HookSettings::default(), event()).await;
+    let output = result.expect("the other sink's call runs");
+    assert_eq!(
+        first_container(&output.job).image.as_deref(),
+        Some("example.com/demo:2")
+    );
+    let (first, _) = running.await.expect("first call");
+    assert!(matches!(failed(first), HookError::DeadlineExceeded(_)));
+    assert_eq!(engine.available_permits(), engine.max_concurrency());
+}
+
+#[test]
+fn a_hook_asking_for_more_than_half_the_memory_budget_is_refused_at_load() {
+    let engine = HookEngine::new(EngineConfig {
+        memory_budget_mib: 128,
+        ..EngineConfig::default()
+    })
+    .expect("hook engine");
+    let greedy = HookSettings {
+        memory_limit_bytes: 65 << 20,
+        ..HookSettings::default()
+    };
+    let error = engine
+        .load(&plugin("route_by_type"), "", None, &greedy)
+        .expect_err("65 MiB is more than half of 128 MiB");
+    assert_eq!(error.reason(), "HookOverMemoryBudget");
+    let message = error.to_string();
+    assert!(
+        message.contains("65 MiB") && message.contains("--hook-memory-budget-mib"),
+        "{message}"
+    );
+    let fits = HookSettings {
+        memory_limit_bytes: 64 << 20,
+        ..HookSettings::default()
+    };
+    assert!(
+        engine
+            .load(&plugin("route_by_type"), "", None, &fits)
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_budget_too_small_for_two_default_calls_is_refused_at_start() {
+    let error = HookEngine::new(EngineConfig {
+        memory_budget_mib: 40,
+        ..EngineConfig::default()
+    })
+    .err()
+    .expect("40 MiB cannot hold two calls of 32 MiB");
+    assert!(
+        error.to_string().contains("--hook-memory-budget-mib"),
+        "{error}"
+    );
+}

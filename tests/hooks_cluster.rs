@@ -203,11 +203,10 @@ async fn under_ignore_a_missing_hook_lets_events_pass_unhooked() {
     );
     assert!(ok, "{err}");
     hook_ready(&d, "lenient", "False", Some("HookConfigMapNotFound")).await;
-    let r = eventually("the receiver to see the sink", CONVERGE, || async {
-        let r = d.send(seed_event(&format!("/{}/lenient", d.ns.name))).await;
-        (r.status != 404).then_some(r)
-    })
-    .await;
+    // The status is read from the API server first; the receiver's cache follows it through
+    // its watch a moment later.
+    d.wait_ready("lenient").await;
+    let r = d.send(seed_event(&format!("/{}/lenient", d.ns.name))).await;
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(
         image(&only_job(&d, "my/curl/command", "123", "lenient").await),
@@ -265,4 +264,34 @@ async fn a_rejecting_hook_answers_the_sender_with_its_code_and_creates_nothing()
         stored.contains(r#""sourcechecked":"true""#),
         "the stored event is the hooked one: {stored}"
     );
+}
+
+#[tokio::test]
+async fn a_changed_sha256_pin_stops_the_old_hook_at_once_and_failure_policy_applies() {
+    let d = Dispatcher::start("hook-revoke").await;
+    put_config_map(&d, "gate", plugin("reject_by_source")).await;
+    let hook = "    configMapRef: {name: gate, key: hook.wasm}\n    config: \"trusted/\"";
+    d.apply_sink(&hooked_sink("gated", hook)).await;
+    hook_ready(&d, "gated", "True", None).await;
+    let p = format!("/{}/gated", d.ns.name);
+    let r = d.send(binary_event(&p, "untrusted/x", "1", "{}")).await;
+    assert_eq!(r.status, 403, "the hook serves: {}", r.body);
+
+    // The owner pins other bytes: the loaded component must not serve any more, although
+    // the new pin never loads (under "last good" it would keep answering 403).
+    let pinned = format!("{hook}\n    sha256: \"{}\"", "0".repeat(64));
+    let (ok, _, err) = kubectl(
+        &["apply", "-n", &d.ns.name, "-f", "-"],
+        Some(&hooked_sink("gated", &pinned)),
+    );
+    assert!(ok, "{err}");
+    let r = eventually("the old hook revoked", CONVERGE, || async {
+        let r = d.send(binary_event(&p, "untrusted/x", "2", "{}")).await;
+        (r.status != 403).then_some(r)
+    })
+    .await;
+    assert_eq!(r.status, 503, "failurePolicy Fail: {}", r.body);
+    hook_ready(&d, "gated", "False", Some("HookSha256Mismatch")).await;
+    let jobs = d.ns.api::<Job>().list(&Default::default()).await.unwrap();
+    assert!(jobs.items.is_empty(), "nothing was created");
 }

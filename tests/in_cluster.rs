@@ -261,3 +261,40 @@ async fn a_secret_refused_by_a_quota_leaves_no_job_behind() {
     assert!(out.starts_with("202|"), "{out}");
     assert_eq!(jobs_of(&ns, "job-sink-logger").await.len(), 1);
 }
+
+#[tokio::test]
+async fn both_installed_replicas_run_and_one_of_them_holds_the_controller_lease() {
+    install().await;
+    let client = support::client().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "knative-eventing");
+    let lp = ListParams::default().labels("app.kubernetes.io/name=job-sink");
+    let running = eventually("two ready job-sink pods", CONVERGE, || async {
+        let names: Vec<String> = pods
+            .list(&lp)
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| {
+                let conditions = p.status.as_ref().and_then(|s| s.conditions.as_ref());
+                conditions
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        (names.len() == 2).then_some(names)
+    })
+    .await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client, "knative-eventing");
+    let holder = eventually("a holder of the Lease among the pods", CONVERGE, || async {
+        let lease = leases.get_opt("jobsink-controller").await.ok()??;
+        let holder = lease.spec?.holder_identity?;
+        running.contains(&holder).then_some(holder)
+    })
+    .await;
+    assert!(running.contains(&holder), "{holder} not in {running:?}");
+}

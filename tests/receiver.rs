@@ -361,7 +361,11 @@ async fn two_events_whose_upstream_names_collide_both_get_a_job() {
 
 #[tokio::test]
 async fn a_retry_repairs_a_missing_secret() {
-    let d = Dispatcher::start("repair").await;
+    let mut d = Dispatcher::start("repair").await;
+    // The Secret is deleted by hand below to stand for a creation that failed. The Job index
+    // would answer the retry, since it saw the pair whole (a Secret deleted by hand later is
+    // outside what it knows); a real failed creation is never confirmed in it.
+    d.state.jobs = jobsink::jobs::JobIndex::disabled();
     d.apply_sink(LOGGER).await;
     let p = path(&d, "job-sink-logger");
     assert_eq!(d.send(seed_event(&p)).await.status, 202);
@@ -612,4 +616,63 @@ async fn names_that_cannot_be_a_sink_get_400_and_oversized_attributes_get_413() 
     assert_eq!(r.status, 413, "{}", r.body);
     assert!(r.body.contains("extension name"), "{}", r.body);
     assert!(jobs_of(&d, "job-sink-logger").await.is_empty());
+}
+
+/// The value of `jobsink_duplicates_total{answered_by}` in `registry`.
+fn duplicates(registry: &prometheus_client::registry::Registry, answered_by: &str) -> u64 {
+    let text = jobsink::metrics::encode(registry);
+    let line = format!("jobsink_duplicates_total{{answered_by=\"{answered_by}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_copy_of_a_known_event_is_answered_from_the_job_index_and_a_deleted_job_is_recreated() {
+    let mut d = Dispatcher::start("dup-index").await;
+    let (registry, metrics) = jobsink::metrics::registry();
+    d.state.metrics = metrics;
+    d.apply_sink(LOGGER).await;
+    let p = path(&d, "job-sink-logger");
+    let first = d.send(seed_event(&p)).await;
+    assert_eq!(first.status, 202, "{}", first.body);
+    let name = jobsink::job::job_name("job-sink-logger", "my/curl/command", "123");
+    let sink = jobsink::crd::SinkId::new(&d.ns.name, "job-sink-logger");
+    let known = || d.state.jobs.lookup(&sink, &name, "my/curl/command", "123");
+    eventually("the index to know the Job", CONVERGE, || async {
+        (known() == jobsink::jobs::Known::Duplicate).then_some(())
+    })
+    .await;
+
+    let copy = d.send(seed_event(&p)).await;
+    assert_eq!(copy.status, 202, "{}", copy.body);
+    assert_eq!(copy.header("location"), first.header("location"));
+    assert_eq!(duplicates(&registry, "cache"), 1);
+    assert_eq!(duplicates(&registry, "api"), 0);
+    // Another event of the same sink is not taken for it.
+    let other = d
+        .send(binary_event(&p, "my/curl/command", "124", "{}"))
+        .await;
+    assert_eq!(other.status, 202);
+    assert_eq!(jobs_of(&d, "job-sink-logger").await.len(), 2);
+
+    // Once the Job is gone the index forgets it, and a copy makes a new Job and Secret.
+    d.ns.api::<Job>()
+        .delete(&name, &DeleteParams::foreground())
+        .await
+        .unwrap();
+    eventually("the index to forget the Job", CONVERGE, || async {
+        (known() == jobsink::jobs::Known::Unknown).then_some(())
+    })
+    .await;
+    eventually("the Job and its Secret to be gone", CONVERGE, || async {
+        let job = d.ns.api::<Job>().get_opt(&name).await.unwrap();
+        let secret = d.ns.api::<Secret>().get_opt(&name).await.unwrap();
+        (job.is_none() && secret.is_none()).then_some(())
+    })
+    .await;
+    let again = d.send(seed_event(&p)).await;
+    assert_eq!(again.status, 202, "{}", again.body);
+    assert_eq!(event_file(&d, &name).await, SEED_EVENT_FILE);
+    assert_eq!(duplicates(&registry, "cache"), 1);
 }

@@ -38,6 +38,7 @@ kubectl apply -f "$deploy/rbac.yaml" -f "$here/rbac.yaml"
 image=${JOBSINK_IMAGE:-localhost/jobsink:0.1.0}
 sed "s#image: localhost/jobsink:0.1.0#image: $image#" "$here/deployment.yaml" |
   kubectl apply -f -
+kubectl apply -f "$deploy/pdb.yaml"
 kubectl -n "$ns" rollout status deployment/jobsink --timeout=180s
 
 step "admission policies: jobsink keeps the Service and the CRD through Knative upgrades"

@@ -17,9 +17,12 @@ kubectl delete -f "$here/policies.yaml" --ignore-not-found
 
 step "jobsink stopped, its account and Knative's JobSink reconciler Leases removed"
 kubectl -n "$ns" delete deployment/jobsink --ignore-not-found --wait=true
+kubectl -n "$ns" delete poddisruptionbudget/job-sink lease/jobsink-controller --ignore-not-found
 kubectl delete -f "$here/rbac.yaml" --ignore-not-found
 # What install.sh took from deploy/rbac.yaml, except the ServiceAccount, which is Knative's.
 kubectl delete clusterrolebinding/job-sink clusterrole/job-sink --ignore-not-found
+kubectl -n "$ns" delete rolebinding/job-sink-leader-election role/job-sink-leader-election \
+  --ignore-not-found
 prefix=$(sed -n '/JOBSINK_KNATIVE_LEASE/{n;s/.*value: *//p}' "$here/deployment.yaml")
 kubectl -n "$ns" get leases -o name | grep -F "lease.coordination.k8s.io/$prefix." |
   xargs -r kubectl -n "$ns" delete

@@ -28,7 +28,8 @@ use anyhow::Context as _;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use kube::core::error_boundary::DeserializeGuard;
-use kube::runtime::events::Recorder;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
@@ -84,6 +85,18 @@ pub struct Extensions {
     /// Feature flags, the TLS Secret and the EventPolicies, for the addresses and
     /// `EventPoliciesReady`. `None`: every flag at its default (plain HTTP, OIDC off).
     pub security: Option<Security>,
+    /// The process's JobSink watch to reconcile from ([`crate::sinks::SinkWatch`]); without
+    /// it the controller runs its own watch.
+    pub shared: Option<SharedSinks>,
+    /// Who writes the controller's Kubernetes Events (`reportingInstance`: the pod name).
+    pub instance: Option<String>,
+}
+
+/// A cache of JobSinks and the stream of sinks to reconcile, shared with the rest of the
+/// process instead of a watch of the controller's own.
+pub struct SharedSinks {
+    pub store: Store<DeserializeGuard<JobSink>>,
+    pub changes: BoxStream<'static, Arc<DeserializeGuard<JobSink>>>,
 }
 
 /// What the controller reads about delivery security. Pass their `changes` to
@@ -123,6 +136,8 @@ pub async fn run_with(
         reconcile_all_on,
         metrics,
         security,
+        shared,
+        instance,
     } = extensions;
     let sweep = orphans::run(
         client.clone(),
@@ -130,8 +145,12 @@ pub async fn run_with(
         metrics.clone(),
         shutdown.clone(),
     );
+    let reporter = Reporter {
+        controller: REPORTING_CONTROLLER.into(),
+        instance,
+    };
     let context = Arc::new(reconcile::Context {
-        recorder: Recorder::new(client.clone(), REPORTING_CONTROLLER.into()),
+        recorder: Recorder::new(client.clone(), reporter),
         client,
         cfg,
         extra_conditions: conditions,
@@ -140,8 +159,11 @@ pub async fn run_with(
         failures: Mutex::new(Default::default()),
     });
     let stop = shutdown.clone();
-    let mut controller = Controller::new(sinks, watcher::Config::default().any_semantic())
-        .graceful_shutdown_on(async move { stop.cancelled().await });
+    let controller = match shared {
+        Some(SharedSinks { store, changes }) => Controller::for_shared_stream(changes, store),
+        None => Controller::new(sinks, watcher::Config::default().any_semantic()),
+    };
+    let mut controller = controller.graceful_shutdown_on(async move { stop.cancelled().await });
     if let Some(trigger) = reconcile_all_on {
         controller = controller.reconcile_all_on(trigger);
     }

@@ -1,10 +1,11 @@
 //! [`HookEngine`]: the one per-process hook runtime. It owns the Wasmtime engine and
-//! linker, the compiled-component cache and the concurrency limit, and runs each call on a
-//! blocking thread so that no hook ever runs on the async reactor.
+//! linker, the compiled-component cache, the call slots and memory budget (`slots.rs`) and
+//! the bounded load pool, and runs each call off the async reactor.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
@@ -13,7 +14,8 @@ use super::error::HookError;
 use super::loader::{Cache, LoadedHook};
 use super::runtime::{CallLimits, CallReport, HostState, invoke, linker};
 use super::settings::HookSettings;
-use super::wasm_config::{self, Allocator, EngineConfig, EngineError};
+use super::slots::{OverBudget, Reservation, Slots};
+use super::wasm_config::{self, Allocator, EngineConfig, EngineError, LOAD_SLOTS};
 use crate::crd::SinkId;
 
 /// The hook runtime shared by the receiver, the controller and the tooling. Cheap to
@@ -28,13 +30,28 @@ struct Inner {
     linker: Linker<HostState>,
     allocator: Allocator,
     cache: Mutex<Cache>,
-    /// One permit per concurrent call. Permits are owned by the blocking task, so they come
-    /// back when the call ends however it ends (result, trap, deadline, cancelled request).
-    permits: Arc<Semaphore>,
+    /// Call slots, per-sink shares and the memory budget. A call's reservation is owned by
+    /// the call, so it comes back when the call ends however it ends (result, trap, deadline,
+    /// cancelled request).
+    slots: Slots,
     max_concurrency: usize,
-    /// Serialises `validate-config` at load time so loads use at most one of the
-    /// `LOAD_SLOTS` instance slots kept beside the call slots.
-    load_slot: Mutex<()>,
+    /// Loads waiting for one of the `LOAD_SLOTS` (the registry waits here without holding a
+    /// thread).
+    load_queue: Arc<Semaphore>,
+    /// Loads running now, at most `LOAD_SLOTS`, also for callers that bypass the queue
+    /// (tooling, tests): `validate-config` uses the instance slots kept for loading.
+    loading: (Mutex<u32>, Condvar),
+}
+
+/// A running load's place; frees it on drop.
+pub(crate) struct LoadSlot<'a>(&'a (Mutex<u32>, Condvar));
+
+impl Drop for LoadSlot<'_> {
+    fn drop(&mut self) {
+        let (count, freed) = self.0;
+        *count.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        freed.notify_one();
+    }
 }
 
 impl HookEngine {
@@ -55,9 +72,15 @@ impl HookEngine {
                 linker,
                 allocator,
                 cache: Mutex::new(Cache::new()),
-                permits: Arc::new(Semaphore::new(cfg.max_concurrency)),
+                slots: Slots::new(
+                    cfg.max_concurrency,
+                    cfg.per_sink_concurrency,
+                    cfg.memory_budget_mib,
+                    cfg.slot_wait,
+                ),
                 max_concurrency: cfg.max_concurrency,
-                load_slot: Mutex::new(()),
+                load_queue: Arc::new(Semaphore::new(LOAD_SLOTS as usize)),
+                loading: (Mutex::new(0), Condvar::new()),
             }),
         })
     }
@@ -72,9 +95,32 @@ impl HookEngine {
         self.inner.max_concurrency
     }
 
-    /// Call permits free right now; equals [`Self::max_concurrency`] when idle.
+    /// Call slots free right now; equals [`Self::max_concurrency`] when idle.
     pub fn available_permits(&self) -> usize {
-        self.inner.permits.available_permits()
+        self.inner.slots.available_calls()
+    }
+
+    /// How many calls of one sink may run at once given its memory limit, or why the sink
+    /// asks for more memory than it may hold (checked at load).
+    pub(crate) fn share(&self, memory_limit_bytes: usize) -> Result<usize, OverBudget> {
+        self.inner.slots.share(memory_limit_bytes)
+    }
+
+    /// Waits for the sink's share, a call slot and the call's memory (see `slots.rs`).
+    pub(crate) async fn reserve(&self, hook: &LoadedHook) -> Result<Reservation, Duration> {
+        self.inner
+            .slots
+            .reserve(&hook.share, hook.memory_limit_bytes)
+            .await
+    }
+
+    /// A place in the load queue, for the registry, before it hands a load to a blocking
+    /// thread: at most `LOAD_SLOTS` loads run at once, the rest wait here without a thread.
+    pub(crate) async fn queue_load(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.inner.load_queue)
+            .acquire_owned()
+            .await
+            .ok()
     }
 
     pub(crate) fn wasm_engine(&self) -> &Engine {
@@ -89,39 +135,45 @@ impl HookEngine {
         &self.inner.cache
     }
 
-    pub(crate) fn load_slot(&self) -> MutexGuard<'_, ()> {
-        self.inner
-            .load_slot
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Blocks until fewer than `LOAD_SLOTS` loads run, and counts this one.
+    pub(crate) fn load_slot(&self) -> LoadSlot<'_> {
+        let (count, freed) = &self.inner.loading;
+        let mut running = count.lock().unwrap_or_else(|p| p.into_inner());
+        while *running >= LOAD_SLOTS {
+            running = freed.wait(running).unwrap_or_else(|p| p.into_inner());
+        }
+        *running += 1;
+        LoadSlot(&self.inner.loading)
     }
 
-    /// Runs `on-event` on a blocking thread under the sink's limits.
+    /// Runs `on-event` off the reactor under the sink's limits, holding `slots`.
     pub(crate) async fn call_event(
         &self,
         hook: &Arc<LoadedHook>,
         settings: &HookSettings,
         sink: &SinkId,
+        slots: &Arc<Reservation>,
         event: wit::CloudEvent,
     ) -> (Result<wit::EventDecision, HookError>, CallReport) {
         let hook_for_call = Arc::clone(hook);
-        self.run_blocking(sink, settings, move |sink, limits| {
+        self.run_blocking(sink, settings, slots, move |sink, limits| {
             call_event_blocking(&hook_for_call, sink, limits, &event)
         })
         .await
     }
 
-    /// Runs `on-job` on a blocking thread under the sink's limits.
+    /// Runs `on-job` off the reactor under the sink's limits, holding `slots`.
     pub(crate) async fn call_job(
         &self,
         hook: &Arc<LoadedHook>,
         settings: &HookSettings,
         sink: &SinkId,
+        slots: &Arc<Reservation>,
         event: wit::CloudEvent,
         job_json: String,
     ) -> (Result<wit::JobDecision, HookError>, CallReport) {
         let hook_for_call = Arc::clone(hook);
-        self.run_blocking(sink, settings, move |sink, limits| {
+        self.run_blocking(sink, settings, slots, move |sink, limits| {
             call_job_blocking(&hook_for_call, sink, limits, &event, &job_json)
         })
         .await
@@ -131,17 +183,10 @@ impl HookEngine {
         &self,
         sink: &SinkId,
         settings: &HookSettings,
+        slots: &Arc<Reservation>,
         call: impl FnOnce(&SinkId, CallLimits) -> (Result<R, HookError>, CallReport) + Send + 'static,
     ) -> (Result<R, HookError>, CallReport) {
-        let permit = match Arc::clone(&self.inner.permits).acquire_owned().await {
-            Ok(permit) => permit,
-            Err(closed) => {
-                return (
-                    Err(HookError::Internal(closed.to_string())),
-                    CallReport::default(),
-                );
-            }
-        };
+        let permit = Arc::clone(slots);
         let sink = sink.clone();
         let limits = CallLimits {
             timeout: settings.timeout,

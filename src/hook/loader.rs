@@ -13,6 +13,7 @@ use super::engine::HookEngine;
 use super::error::{HookError, guest_text};
 use super::runtime::{CallLimits, HostState, invoke};
 use super::settings::HookSettings;
+use super::slots::OverBudget;
 use crate::crd::SinkId;
 
 /// Largest component accepted. A ConfigMap holds at most 1 MiB; the extra room is for
@@ -86,6 +87,8 @@ pub enum LoadError {
     ConfigRejected(String),
     #[error("validate-config failed: {0}")]
     ValidateFailed(#[source] HookError),
+    #[error(transparent)]
+    OverMemoryBudget(#[from] OverBudget),
 }
 
 impl LoadError {
@@ -100,6 +103,7 @@ impl LoadError {
             LoadError::Link(_) | LoadError::PhaseMismatch { .. } => "HookLinkFailed",
             LoadError::ConfigRejected(_) => "HookConfigRejected",
             LoadError::ValidateFailed(_) => "HookValidateFailed",
+            LoadError::OverMemoryBudget(_) => "HookOverMemoryBudget",
         }
     }
 }
@@ -124,6 +128,11 @@ pub(crate) struct CompiledHook {
 pub struct LoadedHook {
     pub(crate) compiled: Arc<CompiledHook>,
     config: String,
+    /// The sink's share of the call slots ([`super::slots`]), sized at load from its memory
+    /// limit. A reload brings a new share; calls in flight keep the old one.
+    pub(crate) share: Arc<tokio::sync::Semaphore>,
+    /// Memory each call reserves from the budget (the sink's `memoryLimitMiB`).
+    pub(crate) memory_limit_bytes: usize,
 }
 
 impl LoadedHook {
@@ -177,6 +186,9 @@ impl HookEngine {
                 limit: MAX_COMPONENT_BYTES,
             });
         }
+        let share = self
+            .share(settings.memory_limit_bytes)
+            .map_err(LoadError::OverMemoryBudget)?;
         let sha256 = hex::encode(Sha256::digest(wasm));
         if let Some(expected) = expected_sha256
             && !expected.eq_ignore_ascii_case(&sha256)
@@ -186,6 +198,7 @@ impl HookEngine {
                 actual: sha256,
             });
         }
+        let _slot = self.load_slot();
         let compiled = match self.cached(&sha256) {
             Some(compiled) => compiled,
             None => {
@@ -196,6 +209,8 @@ impl HookEngine {
         let hook = LoadedHook {
             compiled,
             config: config.to_owned(),
+            share: Arc::new(tokio::sync::Semaphore::new(share)),
+            memory_limit_bytes: settings.memory_limit_bytes,
         };
         self.validate(&hook, settings)?;
         Ok(Arc::new(hook))
@@ -252,7 +267,6 @@ impl HookEngine {
 
     /// Instantiates once, type-checks the exported phases and runs `validate-config`.
     fn validate(&self, hook: &LoadedHook, settings: &HookSettings) -> Result<(), LoadError> {
-        let _slot = self.load_slot();
         let compiled = &hook.compiled;
         // Not a sink's call: log lines name the component being loaded instead.
         let label = SinkId::new("", format!("load:{}", &compiled.sha256[..12]));

@@ -20,6 +20,7 @@ mod pipeline;
 mod registry;
 mod runtime;
 mod settings;
+mod slots;
 mod wasm_config;
 
 /// The test hooks of `plugins/`, built on first use; shared with the integration tests.
@@ -38,5 +39,8 @@ pub use pipeline::{HookNote, HookOutput, HookRefusal, Phase, run_hooks};
 pub use registry::{HOOK_READY, HookRegistry, HookState};
 pub use settings::{
     DEFAULT_MEMORY_LIMIT_BYTES, DEFAULT_TIMEOUT, HookSettings, MAX_MEMORY_LIMIT_BYTES, MAX_TIMEOUT,
+};
+pub use slots::{
+    DEFAULT_MEMORY_BUDGET_MIB, DEFAULT_PER_SINK_CONCURRENCY, DEFAULT_SLOT_WAIT, OverBudget,
 };
 pub use wasm_config::{Allocator, DEFAULT_MAX_CONCURRENCY, EngineConfig, EngineError};

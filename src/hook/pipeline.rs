@@ -117,6 +117,14 @@ pub enum HookRefusal {
     /// The hook is declared but not loaded, under `failurePolicy: Fail`, with the reason.
     #[error("the sink's hook is not loaded yet: {0}")]
     NotLoaded(String),
+    /// No hook slot freed up within the slot wait (the sink's share, the process's call
+    /// slots or the memory budget were taken), whatever the failure policy: the hook did not
+    /// run, and the sender should retry later.
+    #[error(
+        "the sink's hook could not start within {} ms: its hook slots are busy; retry later",
+        .0.as_millis()
+    )]
+    Busy(Duration),
 }
 
 impl HookRefusal {
@@ -126,6 +134,7 @@ impl HookRefusal {
             HookRefusal::Rejected(_) => "rejected",
             HookRefusal::Failed(_) => "failed",
             HookRefusal::NotLoaded(_) => "not_loaded",
+            HookRefusal::Busy(_) => "busy",
         }
     }
 }
@@ -192,11 +201,16 @@ pub(crate) async fn run_traced(
         }
     };
 
+    // One reservation for both phases: an event that started is not refused halfway.
+    let slots = match engine.reserve(hook).await {
+        Ok(reservation) => Arc::new(reservation),
+        Err(waited) => return (Err(HookRefusal::Busy(waited)), runs),
+    };
     let mut event = event;
     if hook.phases().event {
         let start = std::time::Instant::now();
         let (result, report) = engine
-            .call_event(hook, settings, sink, event_to_wit(&event))
+            .call_event(hook, settings, sink, &slots, event_to_wit(&event))
             .await;
         let verdict = result.and_then(|decision| match decision {
             wit::EventDecision::Pass => Ok(Verdict::Keep),
@@ -226,7 +240,7 @@ pub(crate) async fn run_traced(
         let verdict = match job_to_json(&job) {
             Ok(json) => {
                 let (result, report) = engine
-                    .call_job(hook, settings, sink, event_to_wit(&event), json)
+                    .call_job(hook, settings, sink, &slots, event_to_wit(&event), json)
                     .await;
                 let verdict = result.and_then(|decision| match decision {
                     wit::JobDecision::Pass => Ok(Verdict::Keep),

@@ -14,17 +14,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
+use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{HookEngine, HookNote, HookRefusal, HookSettings, LoadedHook, run_hooks};
 use crate::cloudevent::CloudEvent;
 use crate::crd::{Condition, HookSpec, JobSink, SinkId};
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
 
 /// Type of the condition this registry reports on each JobSink with a hook.
@@ -70,6 +71,14 @@ struct Inner {
     entries: Mutex<HashMap<SinkId, Entry>>,
     changed: broadcast::Sender<SinkId>,
     next_generation: std::sync::atomic::AtomicU64,
+    /// The hooks that existed at start and have not finished their first load; `None` until
+    /// the first list of JobSinks arrived. Readiness waits for it to empty.
+    first_loads: Mutex<Option<HashSet<SinkId>>>,
+    /// Sinks seen during the current (re)list of the JobSink watch.
+    listed: Mutex<HashSet<SinkId>>,
+    /// Load Events (`HookLoaded`, load failures) are published by the leader only: every
+    /// replica loads every hook, and one report is enough.
+    leadership: Mutex<Leadership>,
 }
 
 /// The hooks of all JobSinks. Cheap to clone.
@@ -102,7 +111,41 @@ impl HookRegistry {
                 entries: Mutex::default(),
                 changed,
                 next_generation: Default::default(),
+                first_loads: Mutex::new(None),
+                listed: Mutex::default(),
+                leadership: Mutex::new(Leadership::always()),
             }),
+        }
+    }
+
+    /// Publishes load Events only while `leadership` leads (by default: always).
+    pub fn set_leadership(&self, leadership: Leadership) {
+        *self
+            .inner
+            .leadership
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = leadership;
+    }
+
+    /// Whether every hook that existed when the dispatcher started has finished its first
+    /// load (loaded or failed): until then events of those sinks would be refused for a hook
+    /// that is merely still compiling, so `/readyz` waits.
+    pub fn is_ready(&self) -> bool {
+        self.first_loads()
+            .as_ref()
+            .is_some_and(|pending| pending.is_empty())
+    }
+
+    fn first_loads(&self) -> MutexGuard<'_, Option<HashSet<SinkId>>> {
+        self.inner
+            .first_loads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn first_load_done(&self, key: &SinkId) {
+        if let Some(pending) = self.first_loads().as_mut() {
+            pending.remove(key);
         }
     }
 
@@ -155,6 +198,9 @@ impl HookRegistry {
             }
             Err(refusal) => {
                 self.inner.metrics.hook(&id, refusal.label());
+                if matches!(refusal, HookRefusal::Busy(_)) {
+                    self.inner.metrics.hook_slot_timeout(&id);
+                }
                 Err(refusal)
             }
         }
@@ -209,37 +255,51 @@ impl HookRegistry {
         });
     }
 
-    /// Follows every JobSink's `spec.hook` until `shutdown` fires.
-    pub fn spawn(&self, shutdown: CancellationToken) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let api: Api<JobSink> = Api::all(this.inner.client.clone());
-            let mut stream = watcher(api, watcher::Config::default())
-                .default_backoff()
-                .boxed();
-            let mut listed = HashSet::new();
-            loop {
-                let event = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    e = stream.next() => e,
-                };
-                match event {
-                    Some(Ok(watcher::Event::Init)) => listed.clear(),
-                    Some(Ok(watcher::Event::InitApply(sink))) => {
-                        listed.insert(SinkId::of(&sink));
-                        this.sync(&sink);
-                    }
-                    Some(Ok(watcher::Event::InitDone)) => this.retain(&listed),
-                    Some(Ok(watcher::Event::Apply(sink))) => this.sync(&sink),
-                    Some(Ok(watcher::Event::Delete(sink))) => this.remove(&SinkId::of(&sink)),
-                    Some(Err(error)) => warn!(%error, "JobSink watch error (hooks); retrying"),
-                    None => break,
+    /// Follows one event of the JobSink watch (the process's one watch of JobSinks, see
+    /// `sinks::SinkWatch`). A sink whose spec does not decode keeps whatever hook it had.
+    pub fn observe(&self, event: &watcher::Event<DeserializeGuard<JobSink>>) {
+        match event {
+            watcher::Event::Init => self.entries_listed().clear(),
+            watcher::Event::InitApply(sink) => {
+                self.entries_listed().insert(SinkId::of(sink));
+                if let Ok(sink) = &sink.0 {
+                    self.sync(sink);
                 }
             }
-            for (_, e) in this.entries().drain() {
-                e.watch.abort();
+            watcher::Event::InitDone => {
+                let listed = std::mem::take(&mut *self.entries_listed());
+                self.retain(&listed);
+                let mut first = self.first_loads();
+                if first.is_none() {
+                    let entries = self.entries();
+                    let loading = entries
+                        .iter()
+                        .filter(|(_, e)| e.state == HookState::Loading)
+                        .map(|(k, _)| k.clone());
+                    *first = Some(loading.collect());
+                }
             }
-        });
+            watcher::Event::Apply(sink) => {
+                if let Ok(sink) = &sink.0 {
+                    self.sync(sink);
+                }
+            }
+            watcher::Event::Delete(sink) => self.remove(&SinkId::of(sink)),
+        }
+    }
+
+    fn entries_listed(&self) -> MutexGuard<'_, HashSet<SinkId>> {
+        self.inner
+            .listed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Stops every ConfigMap watch (on shutdown).
+    pub fn stop(&self) {
+        for (_, e) in self.entries().drain() {
+            e.watch.abort();
+        }
     }
 
     fn entries(&self) -> MutexGuard<'_, HashMap<SinkId, Entry>> {
@@ -275,12 +335,23 @@ impl HookRegistry {
         if let Some(p) = &previous {
             p.watch.abort();
         }
+        // A new pin or another ConfigMap means the owner no longer trusts the old code: it
+        // stops serving now, and events follow the failure policy until the new one loads.
+        // Other changes (config, limits, policy) keep it serving while the reload runs.
+        let current = previous.and_then(|p| {
+            let same_code =
+                p.spec.config_map_ref == spec.config_map_ref && p.spec.sha256 == spec.sha256;
+            if !same_code && p.current.is_some() {
+                info!(sink = %key, "hook revoked: spec.hook.sha256 or configMapRef changed");
+            }
+            p.current.filter(|_| same_code)
+        });
         entries.insert(
             key.clone(),
             Entry {
                 settings: HookSettings::from_spec(&spec),
                 spec,
-                current: previous.and_then(|p| p.current),
+                current,
                 state: HookState::Loading,
                 tried: None,
                 generation,
@@ -296,16 +367,22 @@ impl HookRegistry {
         if let Some(e) = self.entries().remove(key) {
             e.watch.abort();
         }
+        self.first_load_done(key);
     }
 
     fn retain(&self, keep: &HashSet<SinkId>) {
+        let mut gone = Vec::new();
         self.entries().retain(|k, e| {
             let stay = keep.contains(k);
             if !stay {
                 e.watch.abort();
+                gone.push(k.clone());
             }
             stay
         });
+        for key in &gone {
+            self.first_load_done(key);
+        }
     }
 
     async fn watch_config_map(self, key: SinkId, spec: HookSpec, generation: u64) {
@@ -381,7 +458,10 @@ impl HookRegistry {
         let engine = self.inner.engine.clone();
         let (config, expected) = (spec.config.clone().unwrap_or_default(), spec.sha256.clone());
         let settings = HookSettings::from_spec(spec);
+        // At most `LOAD_SLOTS` loads hold a thread; the others wait here.
+        let queued = engine.queue_load().await;
         let loaded = tokio::task::spawn_blocking(move || {
+            let _queued = queued;
             engine.load(&bytes, &config, expected.as_deref(), &settings)
         })
         .await;
@@ -454,7 +534,17 @@ impl HookRegistry {
             };
             (event, e.sink.clone())
         };
+        self.first_load_done(key);
         let _ = self.inner.changed.send(key.clone());
+        let leading = self
+            .inner
+            .leadership
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_leader();
+        if !leading {
+            return;
+        }
         if let Err(error) = self.inner.recorder.publish(&event, &sink).await {
             warn!(%error, "could not publish a Kubernetes Event");
         }

@@ -18,6 +18,11 @@ use crate::crd::SinkId;
 /// fail (which a Rust guest turns into a panic): hooks should use `log`, and a panic
 /// message fits easily.
 pub const STDIO_CAPTURE_BYTES: usize = 16 * 1024;
+
+/// Largest `get-random-bytes` (and `get-insecure-random-bytes`) request of one call; a larger
+/// one traps. Rust's standard library asks for 16 bytes to seed a `HashMap`; WASI's own
+/// default (64 MiB) would let a guest make the host allocate far more than its memory limit.
+pub const MAX_RANDOM_BYTES: u64 = 64 * 1024;
 /// Log lines one call may write; later lines are dropped and counted (one summary line).
 pub const MAX_LOG_LINES_PER_CALL: u32 = 16;
 /// Elements a table may grow to: far above what a Rust guest's function table needs.
@@ -200,6 +205,7 @@ pub(crate) fn invoke<R>(
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
+        .max_random_size(MAX_RANDOM_BYTES)
         .build();
     let state = HostState {
         wasi,

@@ -8,6 +8,10 @@ use std::time::Duration;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::settings::MAX_MEMORY_LIMIT_BYTES;
+use super::slots::{
+    DEFAULT_MEMORY_BUDGET_MIB, DEFAULT_PER_SINK_CONCURRENCY, DEFAULT_SLOT_WAIT,
+    MIN_MEMORY_BUDGET_MIB,
+};
 
 /// Interval of the epoch ticker. A CPU-bound hook is interrupted within about one tick of
 /// its deadline (the deadline is rounded up to whole ticks, see `runtime.rs`); 10 ms keeps
@@ -22,7 +26,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub const DEFAULT_MAX_CONCURRENCY: usize = 16;
 
 /// Instance slots reserved, beyond the call cap, for loading (`validate-config`) and tooling,
-/// so a reload never fails because every call slot is busy.
+/// so a reload never fails because every call slot is busy. Also the number of loads
+/// (compilation and `validate-config`) that run at once: compiling is CPU-bound, and more
+/// at once would only take the cores from the receiver.
 pub const LOAD_SLOTS: u32 = 2;
 
 /// Core instances one component may create. A Rust `wasm32-wasip2` guest has its own module
@@ -44,6 +50,12 @@ pub const MAX_WASM_STACK_BYTES: usize = 512 * 1024;
 pub struct EngineConfig {
     /// Maximum number of concurrent hook calls (the semaphore size and the pool size).
     pub max_concurrency: usize,
+    /// Maximum number of concurrent calls of one sink (`--hook-concurrency-per-sink`).
+    pub per_sink_concurrency: usize,
+    /// Guest memory of all calls in flight together, in MiB (`--hook-memory-budget-mib`).
+    pub memory_budget_mib: usize,
+    /// Longest wait for a call's slots before the event is refused (`--hook-slot-wait-ms`).
+    pub slot_wait: Duration,
     /// Try the pooling allocator first (falls back to on-demand if the probe fails).
     pub pooling: bool,
 }
@@ -52,8 +64,44 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            per_sink_concurrency: DEFAULT_PER_SINK_CONCURRENCY,
+            memory_budget_mib: DEFAULT_MEMORY_BUDGET_MIB,
+            slot_wait: DEFAULT_SLOT_WAIT,
             pooling: true,
         }
+    }
+}
+
+impl EngineConfig {
+    /// Refuses limits that cannot work: no slots, a per-sink share of zero, a budget too
+    /// small for two calls at the default memory limit, or one that is not below the
+    /// container's memory limit (`container_limit_bytes`, from the cgroup, when known).
+    pub fn check(&self, container_limit_bytes: Option<u64>) -> Result<(), EngineError> {
+        if self.max_concurrency == 0 || self.max_concurrency > MAX_CONCURRENCY {
+            return Err(EngineError::Concurrency {
+                got: self.max_concurrency,
+                max: MAX_CONCURRENCY,
+            });
+        }
+        if self.per_sink_concurrency == 0 {
+            return Err(EngineError::PerSink);
+        }
+        if self.memory_budget_mib < MIN_MEMORY_BUDGET_MIB {
+            return Err(EngineError::BudgetTooSmall {
+                got: self.memory_budget_mib,
+                min: MIN_MEMORY_BUDGET_MIB,
+            });
+        }
+        let budget_bytes = (self.memory_budget_mib as u64).saturating_mul(1 << 20);
+        if let Some(limit) = container_limit_bytes
+            && budget_bytes >= limit
+        {
+            return Err(EngineError::BudgetOverContainer {
+                budget_mib: self.memory_budget_mib,
+                limit_mib: limit >> 20,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -72,8 +120,19 @@ pub enum Allocator {
 pub enum EngineError {
     #[error("creating the wasm engine: {0:#}")]
     Create(#[source] wasmtime::Error),
-    #[error("max_concurrency must be between 1 and {max}, got {got}")]
+    #[error("--hook-concurrency must be between 1 and {max}, got {got}")]
     Concurrency { got: usize, max: usize },
+    #[error("--hook-concurrency-per-sink must be at least 1")]
+    PerSink,
+    #[error(
+        "--hook-memory-budget-mib is {got} MiB; at least {min} MiB (two calls at the default memory limit) are needed"
+    )]
+    BudgetTooSmall { got: usize, min: usize },
+    #[error(
+        "--hook-memory-budget-mib is {budget_mib} MiB, not below the container's memory limit of {limit_mib} MiB; \
+         hooks could use all of the pod's memory"
+    )]
+    BudgetOverContainer { budget_mib: usize, limit_mib: u64 },
 }
 
 /// Upper bound of `max_concurrency`: keeps the pool's address-space reservation sane.
@@ -81,12 +140,7 @@ pub const MAX_CONCURRENCY: usize = 1024;
 
 /// Builds the engine: pooling when asked for and the probe succeeds, else on-demand.
 pub(crate) fn build(cfg: &EngineConfig) -> Result<(Engine, Allocator), EngineError> {
-    if cfg.max_concurrency == 0 || cfg.max_concurrency > MAX_CONCURRENCY {
-        return Err(EngineError::Concurrency {
-            got: cfg.max_concurrency,
-            max: MAX_CONCURRENCY,
-        });
-    }
+    cfg.check(None)?;
     if !cfg.pooling {
         let engine = Engine::new(&base_config()).map_err(EngineError::Create)?;
         return Ok((engine, Allocator::OnDemand { reason: None }));
@@ -188,8 +242,25 @@ mod tests {
     fn zero_concurrency_is_refused() {
         let cfg = EngineConfig {
             max_concurrency: 0,
-            pooling: true,
+            ..EngineConfig::default()
         };
         assert!(matches!(build(&cfg), Err(EngineError::Concurrency { .. })));
+    }
+
+    #[test]
+    fn a_budget_not_below_the_container_limit_is_refused_at_start() {
+        let cfg = EngineConfig::default();
+        assert!(cfg.check(Some(1 << 30)).is_ok());
+        let error = cfg.check(Some(512 << 20)).unwrap_err();
+        assert!(matches!(error, EngineError::BudgetOverContainer { .. }));
+        assert!(error.to_string().contains("--hook-memory-budget-mib"));
+        let small = EngineConfig {
+            memory_budget_mib: 16,
+            ..EngineConfig::default()
+        };
+        assert!(matches!(
+            small.check(None),
+            Err(EngineError::BudgetTooSmall { .. })
+        ));
     }
 }

@@ -37,13 +37,17 @@ use crate::job::{
     EVENT_STORED_ANNOTATION, alternate_job_name, build_secret, job_matches_event, job_name,
     rename_job,
 };
+use crate::jobs::JobIndex;
 use crate::k8s::{self, Failure};
 
 /// Whether this request created the event's objects or found them already there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Created {
     New,
+    /// Found through the API server (create 409, then a GET).
     Duplicate,
+    /// Found in the Job index, with no API call (`crate::jobs`).
+    KnownDuplicate,
 }
 
 /// The API calls of one request: each bounded by `timeout`, their time summed in `spent`
@@ -116,9 +120,11 @@ enum Origin {
     Existing,
 }
 
-/// Creates the event's Job and Secret, or finds them already there.
+/// Creates the event's Job and Secret, or finds them already there. Every pair known to be
+/// whole is confirmed in `index`, so later copies are answered from it.
 pub(super) async fn create_objects(
     client: &Client,
+    index: &JobIndex,
     objects: EventObjects<'_>,
     calls: &mut Calls,
 ) -> Result<Created, ReceiveError> {
@@ -151,6 +157,7 @@ pub(super) async fn create_objects(
         match created {
             Ok(created) => {
                 store.event(&created, Origin::Fresh, calls).await?;
+                index.confirm(sink, name);
                 info!(job = %name, "created Job and Secret for event");
                 return Ok(Created::New);
             }
@@ -164,6 +171,7 @@ pub(super) async fn create_objects(
                 };
                 if job_matches_event(&existing, source, id) {
                     store.event(&existing, Origin::Existing, calls).await?;
+                    index.confirm(sink, name);
                     return Ok(Created::Duplicate);
                 }
                 info!(job = %name, "name taken by a different event; trying the alternate name");

@@ -105,7 +105,9 @@ impl ReceiveError {
             }
             // A failure under `failurePolicy: Fail`: the sender retries.
             Hook(HookRefusal::Failed(_)) | Conflict(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Hook(HookRefusal::NotLoaded(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Hook(HookRefusal::NotLoaded(_) | HookRefusal::Busy(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Api { source, .. } => api_status(source),
         }
     }
@@ -129,6 +131,7 @@ impl ReceiveError {
             BodyTooLarge { .. } | EventTooLarge(_) => "too_large",
             Hook(HookRefusal::Rejected(_)) => "rejected",
             Hook(HookRefusal::Failed(_) | HookRefusal::NotLoaded(_)) => "hook_error",
+            Hook(HookRefusal::Busy(_)) => "hook_busy",
             NoSuchJob => "no_job",
             Api { source, .. } => match k8s::failure(source) {
                 Failure::Invalid(_) | Failure::TooLarge => "refused",
@@ -234,7 +237,7 @@ impl IntoResponse for ReceiveError {
                 ReceiveError::SinkNotReady { .. }
                 | ReceiveError::Starting
                 | ReceiveError::NotLoaded(_)
-                | ReceiveError::Hook(HookRefusal::NotLoaded(_)) => {
+                | ReceiveError::Hook(HookRefusal::NotLoaded(_) | HookRefusal::Busy(_)) => {
                     warn!(error = %self, "event refused for now")
                 }
                 ReceiveError::Overloaded => {}

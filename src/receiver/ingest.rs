@@ -17,7 +17,8 @@ use super::security::{authenticate, authorize};
 use super::{AppState, ReceiveError};
 use crate::cloudevent::{self, CloudEvent};
 use crate::crd::SinkId;
-use crate::job::{self, job_name};
+use crate::job::{self, alternate_job_name, job_name};
+use crate::jobs::Known;
 use crate::location::location;
 use crate::sinks::{CachedSink, Readiness, decoded, readiness};
 
@@ -34,7 +35,14 @@ pub(super) async fn handle(
         Ok((created, loc)) => {
             let outcome = match created {
                 Created::New => "created",
-                Created::Duplicate => "duplicate",
+                Created::Duplicate => {
+                    state.metrics.duplicate("api");
+                    "duplicate"
+                }
+                Created::KnownDuplicate => {
+                    state.metrics.duplicate("cache");
+                    "duplicate"
+                }
             };
             state.metrics.event(label, outcome);
             let mut response = StatusCode::ACCEPTED.into_response();
@@ -82,6 +90,19 @@ async fn ingest(
     // Identity is the event as received, whatever a hook does to it.
     let (source, event_id) = (event.source.clone(), event.id.clone());
     let primary = job_name(&id.name, &source, &event_id);
+    // A copy of an event already accepted: its Job and Secret exist, so the hook ran and
+    // accepted it before; answer without running it again or calling the API server.
+    let names = [
+        primary.clone(),
+        alternate_job_name(&id.name, &source, &event_id),
+    ];
+    let known = names
+        .iter()
+        .any(|name| state.jobs.lookup(id, name, &source, &event_id) == Known::Duplicate);
+    if known {
+        state.metrics.receiver_overhead(started.elapsed());
+        return Ok((Created::KnownDuplicate, location(id, &source, &event_id)));
+    }
     let build = |event: &CloudEvent| job::build_job(sink, &primary, event);
     let (event, job) = state.hooks.run(sink, event, build).await?;
 
@@ -98,7 +119,7 @@ async fn ingest(
     let mut calls = Calls::new(state.config.api_timeout, state.config.orphan_grace);
     // Fetching the issuer's keys (rare: an unknown key id) is an API call too.
     calls.spent += key_fetch_time;
-    let created = create_objects(&state.client, objects, &mut calls).await?;
+    let created = create_objects(&state.client, &state.jobs, objects, &mut calls).await?;
     let own = started.elapsed().saturating_sub(calls.spent);
     state.metrics.receiver_overhead(own);
     Ok((created, location(id, &source, &event_id)))

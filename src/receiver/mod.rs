@@ -35,6 +35,7 @@ pub use security::{Security, Transport, check_transport};
 
 use crate::crd::SinkId;
 use crate::hook::HookRegistry;
+use crate::jobs::JobIndex;
 use crate::metrics::Metrics;
 use crate::sinks::SinkCache;
 
@@ -130,6 +131,8 @@ pub struct AppState {
     pub lifecycle: Lifecycle,
     /// Feature flags, token verification and EventPolicies.
     pub security: Security,
+    /// The Jobs that exist, for answering duplicates without API calls.
+    pub jobs: JobIndex,
 }
 
 impl AppState {
@@ -151,6 +154,7 @@ impl AppState {
             hooks,
             lifecycle,
             security,
+            jobs: JobIndex::unwatched(),
         }
     }
 }
@@ -200,6 +204,8 @@ pub async fn serve_tls(
     server::serve_on(listener, state, Some(acceptor), shutdown).await
 }
 
+/// Ready once the JobSinks are listed and every hook that existed at start has finished
+/// its first load; not ready again once draining.
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.lifecycle.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
@@ -209,10 +215,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
             "feature flags or EventPolicies not loaded yet\n",
         )
             .into_response()
-    } else if state.sinks.is_ready() {
-        (StatusCode::OK, "ok\n").into_response()
-    } else {
+    } else if !state.sinks.is_ready() {
         (StatusCode::SERVICE_UNAVAILABLE, "JobSinks not loaded yet\n").into_response()
+    } else if !state.hooks.is_ready() {
+        (StatusCode::SERVICE_UNAVAILABLE, "hooks still loading\n").into_response()
+    } else {
+        (StatusCode::OK, "ok\n").into_response()
     }
 }
 

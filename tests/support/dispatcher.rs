@@ -12,12 +12,14 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, Response};
 use http_body_util::BodyExt;
+use jobsink::controller::SharedSinks;
 use jobsink::crd::{JobSink, SinkId};
 use jobsink::features::Features;
 use jobsink::hook::{EngineConfig, HookEngine, HookRegistry};
+use jobsink::jobs::JobIndex;
 use jobsink::metrics::Metrics;
 use jobsink::receiver::{AppState, ReceiverConfig, Security};
-use jobsink::sinks::SinkCache;
+use jobsink::sinks::{SinkCache, SinkWatch};
 use kube::Api;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -27,9 +29,12 @@ use super::{CONVERGE, TestNamespace, eventually, install_crd, kubectl};
 struct Shared {
     sinks: SinkCache,
     hooks: HookRegistry,
+    jobs: JobIndex,
 }
 
-/// Installs the CRD and starts the controller and the sink cache once per test binary.
+/// Installs the CRD and starts the controller, the JobSink watch and the Job index once per
+/// test binary. The controller runs without leader election: test binaries run one after
+/// another, each with its own controller (election has its own tests, tests/leader.rs).
 fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
     SHARED.get_or_init(|| {
@@ -48,15 +53,21 @@ fn shared() -> &'static Shared {
             rt.block_on(async move {
                 let client = super::service_account_client().await;
                 let shutdown = CancellationToken::new();
-                let sinks = SinkCache::spawn(client.clone(), shutdown.clone());
                 let engine = HookEngine::new(EngineConfig::default()).expect("hook engine");
                 let hooks = HookRegistry::new(engine, client.clone(), Metrics::default(), None);
-                hooks.spawn(shutdown.clone());
+                let watch = SinkWatch::spawn(client.clone(), hooks.clone(), shutdown.clone());
+                let sinks = watch.cache();
+                let jobs = JobIndex::spawn(client.clone(), shutdown.clone());
                 let cfg = jobsink::controller::ControllerConfig {
                     cluster_domain: "cluster.local".into(),
                     ..Default::default()
                 };
-                let extensions = jobsink::controller_extensions(&hooks, Metrics::default(), None);
+                let mut extensions =
+                    jobsink::controller_extensions(&hooks, Metrics::default(), None);
+                extensions.shared = Some(SharedSinks {
+                    store: sinks.store(),
+                    changes: watch.subscribe(),
+                });
                 tokio::spawn(jobsink::controller::run_with(
                     client,
                     cfg,
@@ -64,7 +75,8 @@ fn shared() -> &'static Shared {
                     shutdown.clone(),
                 ));
                 sinks.wait_until_ready().await;
-                tx.send(Shared { sinks, hooks }).expect("test binary waits");
+                tx.send(Shared { sinks, hooks, jobs })
+                    .expect("test binary waits");
                 std::future::pending::<()>().await;
             });
         });
@@ -99,9 +111,9 @@ impl Dispatcher {
         config: ReceiverConfig,
         security: impl FnOnce(kube::Client, &str) -> Security,
     ) -> Self {
-        let (sinks, hooks) = tokio::task::spawn_blocking(|| {
+        let (sinks, hooks, jobs) = tokio::task::spawn_blocking(|| {
             let s = shared();
-            (s.sinks.clone(), s.hooks.clone())
+            (s.sinks.clone(), s.hooks.clone(), s.jobs.clone())
         })
         .await
         .expect("shared dispatcher");
@@ -109,7 +121,8 @@ impl Dispatcher {
         let client = jobsink::receiver::request_client(super::service_account_config().await)
             .expect("request client");
         let security = security(client.clone(), &ns.name);
-        let state = AppState::new(client, sinks, config, Metrics::default(), hooks, security);
+        let mut state = AppState::new(client, sinks, config, Metrics::default(), hooks, security);
+        state.jobs = jobs;
         Self { ns, state }
     }
 

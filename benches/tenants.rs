@@ -1,0 +1,702 @@
+//! Many tenants, replicas and retries, against the local control plane; every figure is a
+//! ratio to a baseline measured in the same run, in alternating rounds.
+//!
+//! Scenarios (`--scenario`):
+//! - `noisy`: a sink whose hook (`bad_loop`) always runs to its deadline, flooded at C=32,
+//!   beside a sink with the event-phase example hook (`reject_by_source`) at C=8: the second
+//!   sink's events/s, p50 and p99 with and without the flood.
+//! - `overhead`: events/s of a sink with the event-phase example hook over one without, at
+//!   each C, over `--rounds` alternating pairs; the median ratio and its spread, and the
+//!   receiver's own time with the hook (p99).
+//! - `duplicates`: new events/s, then copies of the same events/s, at each C, answered by the
+//!   Job index, and by a second receiver with `--job-index=false` (the API way).
+//! - `scale`: events/s with two receiver processes against the same API server over one.
+//! - `index-memory`: the resident memory of a Job index of 100,000 entries with names and
+//!   namespaces like the receiver's (no cluster needed, but the run creates its namespace).
+//!
+//! Run (the control plane must be up: `export KUBECONFIG=$(hack/up.sh)`; the hooks are built
+//! by `plugins/build.sh` on first use):
+//!   cargo bench --bench tenants -- --scenario noisy|overhead|duplicates|scale
+//!     [--events N] [--rounds R] [--concurrency 1,8,32] [--per-sink N (noisy, overhead)]
+//!
+//! `JOBSINK_BIN=<path>` runs that `jobsink` binary instead of the one cargo built (whose path
+//! other builds sharing the target directory may overwrite).
+
+#[path = "../tests/support/plugins.rs"]
+mod plugins;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use jobsink::crd::JobSink;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+struct Args {
+    scenario: String,
+    events: usize,
+    rounds: usize,
+    concurrency: Option<Vec<usize>>,
+    per_sink: Option<usize>,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        scenario: String::new(),
+        events: 200,
+        rounds: 6,
+        concurrency: None,
+        per_sink: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--scenario" => a.scenario = it.next().context("--scenario NAME")?,
+            "--events" => a.events = it.next().context("--events N")?.parse()?,
+            "--rounds" => a.rounds = it.next().context("--rounds R")?.parse()?,
+            "--per-sink" => a.per_sink = Some(it.next().context("--per-sink N")?.parse()?),
+            "--concurrency" => {
+                a.concurrency = Some(
+                    it.next()
+                        .context("--concurrency 1,8,32")?
+                        .split(',')
+                        .map(str::parse)
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+            "--bench" => {}
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    Ok(a)
+}
+
+#[derive(Clone, Copy, Default)]
+struct Stats {
+    per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: usize,
+}
+
+fn stats(mut lat: Vec<Duration>, elapsed: Duration, errors: usize) -> Stats {
+    lat.sort();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Stats {
+        per_sec: lat.len() as f64 / elapsed.as_secs_f64(),
+        p50: pct(0.50),
+        p99: pct(0.99),
+        errors,
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}ms", d.as_secs_f64() * 1e3)
+}
+
+/// One `jobsink serve` process; killed when dropped.
+struct Dispatcher {
+    child: Child,
+    base: String,
+    metrics: String,
+}
+
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(18080)
+}
+
+async fn start(http: &reqwest::Client, extra: &[&str]) -> anyhow::Result<Dispatcher> {
+    let (port, mport, tport) = (free_port(), free_port(), free_port());
+    let bin = std::env::var_os("JOBSINK_BIN").unwrap_or(env!("CARGO_BIN_EXE_jobsink").into());
+    let child = Command::new(bin)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-listen", &format!("127.0.0.1:{mport}")])
+        .args(["--tls-listen", &format!("127.0.0.1:{tport}")])
+        .args(extra)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting jobsink serve")?;
+    let mut d = Dispatcher {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        metrics: format!("http://127.0.0.1:{mport}/metrics"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = d.child.try_wait()? {
+            bail!("jobsink serve exited ({status}) before it was ready");
+        }
+        let r = http.get(format!("{}/readyz", d.base)).send().await;
+        if r.is_ok_and(|r| r.status().is_success()) {
+            return Ok(d);
+        }
+        if Instant::now() > deadline {
+            bail!("jobsink serve did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The controller's process: no Lease (its namespace need not exist here).
+const SOLO: &[&str] = &["--leader-elect=false"];
+
+async fn namespace(client: &Client, name: &str) -> anyhow::Result<()> {
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await?;
+    Ok(())
+}
+
+/// A JobSink of suspended Jobs (no pods), with the hook `plugin` (a ConfigMap of the same
+/// name) if given; waits until it is Ready with its hook loaded.
+async fn sink(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    plugin: Option<(&str, &str)>,
+) -> anyhow::Result<()> {
+    let mut spec = json!({"job": {"spec": {"suspend": true, "template": {"spec": {
+        "restartPolicy": "Never",
+        "containers": [{"name": "main", "image": "busybox", "command": ["true"]}]}}}}});
+    if let Some((plugin, config)) = plugin {
+        let bytes = std::fs::read(plugins::plugin_path(plugin))?;
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": name},
+            "binaryData": {"hook.wasm": k8s_openapi::ByteString(bytes)}}))?;
+        Api::<ConfigMap>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &cm)
+            .await?;
+        spec["hook"] =
+            json!({"configMapRef": {"name": name, "key": "hook.wasm"}, "config": config});
+    }
+    let api: Api<JobSink> = Api::namespaced(client.clone(), ns);
+    let obj: JobSink = serde_json::from_value(json!({
+        "apiVersion": "sinks.knative.dev/v1alpha1", "kind": "JobSink",
+        "metadata": {"name": name}, "spec": spec}))?;
+    api.create(&PostParams::default(), &obj).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = api.get(name).await?;
+        let conditions: Vec<_> = s.status.iter().flat_map(|st| &st.conditions).collect();
+        let hook_ok = plugin.is_none()
+            || conditions
+                .iter()
+                .any(|c| c.type_ == "HookReady" && c.status == "True");
+        if jobsink::sinks::readiness(&s) == jobsink::sinks::Readiness::Ready && hook_ok {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("JobSink {name} never became Ready: {:?}", s.status);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `d`'s receiver accepts events for `ns/name` (its cache saw the sink Ready).
+async fn accepting(http: &reqwest::Client, d: &Dispatcher, ns: &str, name: &str) {
+    let url = format!("{}/{ns}/{name}", d.base);
+    loop {
+        let r = post(http, &url, "warmup", 0).await;
+        if r.is_ok_and(|code| code != 503) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn post(http: &reqwest::Client, url: &str, source: &str, i: usize) -> anyhow::Result<u16> {
+    let r = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("ce-specversion", "1.0")
+        .header("ce-source", source)
+        .header("ce-type", "bench.event")
+        .header("ce-id", format!("event-{i}"))
+        .body(format!(r#"{{"n":{i}}}"#))
+        .send()
+        .await?;
+    Ok(r.status().as_u16())
+}
+
+/// Sends events `from..from+n` (source `source`) to `url` on `c` workers, expecting 202.
+async fn drive(
+    http: &reqwest::Client,
+    url: &str,
+    source: &str,
+    from: usize,
+    n: usize,
+    c: usize,
+) -> Stats {
+    let next = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..c {
+        let (next, errors) = (next.clone(), errors.clone());
+        let (http, url, source) = (http.clone(), url.to_owned(), source.to_owned());
+        workers.spawn(async move {
+            let mut lat = vec![];
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return lat;
+                }
+                let t = Instant::now();
+                match post(&http, &url, &source, from + i).await {
+                    Ok(202) => lat.push(t.elapsed()),
+                    other => {
+                        if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                            eprintln!("unexpected answer: {other:?}");
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let mut all = vec![];
+    while let Some(l) = workers.join_next().await {
+        all.extend(l.expect("worker"));
+    }
+    stats(all, start.elapsed(), errors.load(Ordering::Relaxed))
+}
+
+/// Waits until the Job controller has handled every Job in `ns`, so that one round's
+/// aftermath does not weigh on the next.
+async fn quiesce(client: &Client, ns: &str) -> anyhow::Result<()> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let list = jobs.list(&Default::default()).await?;
+        let pending = list.items.iter().filter(|j| {
+            !j.status
+                .iter()
+                .flat_map(|s| s.conditions.iter().flatten())
+                .any(|c| c.type_ == "Suspended")
+        });
+        if pending.count() == 0 || Instant::now() > deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn settle(client: &Client, ns: &str) -> anyhow::Result<()> {
+    let nss: Api<Namespace> = Api::all(client.clone());
+    let _ = nss.delete(ns, &DeleteParams::background()).await;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while nss.get_opt(ns).await?.is_some() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
+
+/// The cumulative buckets of the receiver's own time per event.
+async fn overhead_buckets(http: &reqwest::Client, metrics: &str) -> Vec<(f64, f64)> {
+    let Ok(r) = http.get(metrics).send().await else {
+        return vec![];
+    };
+    let text = r.text().await.unwrap_or_default();
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with("jobsink_receiver_overhead_seconds_bucket"))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let v: f64 = l.rsplit(' ').next()?.parse().ok()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, v))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
+}
+
+/// The upper bound of the bucket holding the p99 of the events counted between two
+/// snapshots.
+fn p99_between(before: &[(f64, f64)], after: &[(f64, f64)]) -> Option<f64> {
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, v)| {
+            let b = before.iter().find(|(l, _)| l == le).map_or(0.0, |x| x.1);
+            (*le, v - b)
+        })
+        .collect();
+    let total = delta.last()?.1;
+    delta
+        .iter()
+        .find(|(_, c)| *c >= total * 0.99)
+        .map(|(le, _)| *le)
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(a))
+}
+
+async fn run(a: Args) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("KUBECONFIG: run hack/up.sh first")?;
+    let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crd.yaml");
+    let ok = Command::new("kubectl")
+        .args(["apply", "--server-side", "--force-conflicts", "-f", crd])
+        .stdout(Stdio::null())
+        .status()?
+        .success();
+    if !ok {
+        bail!("could not apply {crd}");
+    }
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(128)
+        .build()?;
+    let ns = format!("bench-{}-{}", a.scenario, std::process::id());
+    namespace(&client, &ns).await?;
+    let result = match a.scenario.as_str() {
+        "noisy" => noisy(&client, &http, &ns, &a).await,
+        "overhead" => overhead(&client, &http, &ns, &a).await,
+        "duplicates" => duplicates(&client, &http, &ns, &a).await,
+        "scale" => scale(&client, &http, &ns, &a).await,
+        "index-memory" => index_memory(),
+        other => Err(anyhow::anyhow!(
+            "--scenario noisy|overhead|duplicates|scale, not {other:?}"
+        )),
+    };
+    settle(&client, &ns).await?;
+    result
+}
+
+async fn noisy(client: &Client, http: &reqwest::Client, ns: &str, a: &Args) -> anyhow::Result<()> {
+    let per_sink = a.per_sink.map(|n| n.to_string());
+    let mut flags = SOLO.to_vec();
+    if let Some(n) = &per_sink {
+        flags.extend(["--hook-concurrency-per-sink", n.as_str()]);
+    }
+    let d = start(http, &flags).await?;
+    sink(client, ns, "noisy", Some(("bad_loop", ""))).await?;
+    sink(client, ns, "quiet", Some(("reject_by_source", "bench/"))).await?;
+    accepting(http, &d, ns, "quiet").await;
+    let quiet_url = format!("{}/{ns}/quiet", d.base);
+    let noisy_url = format!("{}/{ns}/noisy", d.base);
+    println!(
+        "noisy neighbour: 'quiet' (reject_by_source) at C=8, {} events per round; 'noisy' (bad_loop, 100 ms deadline) flooded at C=32; per-sink share {}",
+        a.events,
+        per_sink.as_deref().unwrap_or("default")
+    );
+    let (mut alone, mut beside) = (vec![], vec![]);
+    let mut answers = std::collections::BTreeMap::<u16, usize>::new();
+    let mut from = 0;
+    for round in 0..a.rounds {
+        let flooded = round % 4 == 1 || round % 4 == 2;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut flood = tokio::task::JoinSet::new();
+        if flooded {
+            for w in 0..32 {
+                let (http, url, stop) = (http.clone(), noisy_url.clone(), stop.clone());
+                flood.spawn(async move {
+                    let mut seen = std::collections::BTreeMap::<u16, usize>::new();
+                    let mut i = w * 1_000_000;
+                    while !stop.load(Ordering::Relaxed) {
+                        i += 1;
+                        let code = post(&http, &url, "noise/", i).await.unwrap_or(0);
+                        *seen.entry(code).or_default() += 1;
+                        if code == 503 {
+                            // What a sender does on Retry-After, shortened: the flood stays on.
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                    seen
+                });
+            }
+            // Let the flood fill its share of the slots first.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let s = drive(http, &quiet_url, "bench/quiet", from, a.events, 8).await;
+        from += a.events;
+        stop.store(true, Ordering::Relaxed);
+        while let Some(seen) = flood.join_next().await {
+            for (code, n) in seen? {
+                *answers.entry(code).or_default() += n;
+            }
+        }
+        println!(
+            "round {round} {:>8}: {:>7.1} ev/s  p50 {}  p99 {}  errors {}",
+            if flooded { "flooded" } else { "quiet" },
+            s.per_sec,
+            ms(s.p50),
+            ms(s.p99),
+            s.errors
+        );
+        if flooded {
+            beside.push(s)
+        } else {
+            alone.push(s)
+        }
+        quiesce(client, ns).await?;
+    }
+    let mean = |v: &[Stats], f: fn(&Stats) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
+    let (q_rate, n_rate) = (mean(&alone, |s| s.per_sec), mean(&beside, |s| s.per_sec));
+    let p = |s: &Stats| s.p50.as_secs_f64() * 1e3;
+    let p99 = |s: &Stats| s.p99.as_secs_f64() * 1e3;
+    println!(
+        "quiet sink alone: {q_rate:.1} ev/s, p50 {:.2} ms, p99 {:.2} ms; beside the flood: {n_rate:.1} ev/s, p50 {:.2} ms, p99 {:.2} ms",
+        mean(&alone, p),
+        mean(&alone, p99),
+        mean(&beside, p),
+        mean(&beside, p99)
+    );
+    println!(
+        "ratios (flooded / alone): ev/s {:.2}, p50 {:.2}, p99 {:.2}; the flood's answers: {answers:?}",
+        n_rate / q_rate,
+        mean(&beside, p) / mean(&alone, p),
+        mean(&beside, p99) / mean(&alone, p99)
+    );
+    Ok(())
+}
+
+async fn overhead(
+    client: &Client,
+    http: &reqwest::Client,
+    ns: &str,
+    a: &Args,
+) -> anyhow::Result<()> {
+    let per_sink = a.per_sink.map(|n| n.to_string());
+    let mut flags = SOLO.to_vec();
+    if let Some(n) = &per_sink {
+        flags.extend(["--hook-concurrency-per-sink", n.as_str()]);
+    }
+    let d = start(http, &flags).await?;
+    sink(client, ns, "plain", None).await?;
+    sink(client, ns, "hooked", Some(("reject_by_source", "bench/"))).await?;
+    accepting(http, &d, ns, "plain").await;
+    accepting(http, &d, ns, "hooked").await;
+    println!(
+        "hook overhead: {} events per round, {} rounds per C, alternating (plain, hooked, hooked, plain); per-sink share {}",
+        a.events,
+        a.rounds,
+        per_sink.as_deref().unwrap_or("default")
+    );
+    let mut from = 0;
+    for &c in a.concurrency.as_deref().unwrap_or(&[1, 8, 32]) {
+        let (mut plain, mut hooked, mut ratios) = (vec![], vec![], vec![]);
+        let (mut hooked_before, mut hooked_after) = (vec![], vec![]);
+        let mut pair = (0.0, 0.0);
+        for round in 0..a.rounds * 2 {
+            let with_hook = round % 4 == 1 || round % 4 == 2;
+            let name = if with_hook { "hooked" } else { "plain" };
+            let url = format!("{}/{ns}/{name}", d.base);
+            let before = overhead_buckets(http, &d.metrics).await;
+            let s = drive(http, &url, "bench/x", from, a.events, c).await;
+            from += a.events;
+            if with_hook {
+                let after = overhead_buckets(http, &d.metrics).await;
+                hooked_before.push(before);
+                hooked_after.push(after);
+                hooked.push(s.per_sec);
+                pair.1 = s.per_sec;
+            } else {
+                plain.push(s.per_sec);
+                pair.0 = s.per_sec;
+            }
+            if round % 2 == 1 {
+                ratios.push(pair.1 / pair.0);
+            }
+            quiesce(client, ns).await?;
+        }
+        ratios.sort_by(f64::total_cmp);
+        let median = ratios[ratios.len() / 2];
+        let own: Vec<String> = hooked_before
+            .iter()
+            .zip(&hooked_after)
+            .filter_map(|(b, a)| p99_between(b, a))
+            .map(|s| format!("{:.2}", s * 1e3))
+            .collect();
+        let avg = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        println!(
+            "C={c:>2}: plain {:.1} ev/s, hooked {:.1} ev/s (means); hooked/plain per pair: median {median:.3}, min {:.3}, max {:.3}, all {:?}; own time with hook p99 <= {own:?} ms per round",
+            avg(&plain),
+            avg(&hooked),
+            ratios[0],
+            ratios[ratios.len() - 1],
+            ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>()
+        );
+    }
+    Ok(())
+}
+
+async fn duplicates(
+    client: &Client,
+    http: &reqwest::Client,
+    ns: &str,
+    a: &Args,
+) -> anyhow::Result<()> {
+    let d = start(http, SOLO).await?;
+    let api_way = start(
+        http,
+        &[
+            "--role",
+            "receiver",
+            "--job-index=false",
+            "--leader-elect=false",
+        ],
+    )
+    .await?;
+    sink(client, ns, "dups", None).await?;
+    accepting(http, &d, ns, "dups").await;
+    accepting(http, &api_way, ns, "dups").await;
+    println!(
+        "duplicates: {} new events, then the same events again (index), then again (API way)",
+        a.events
+    );
+    let mut from = 0;
+    for &c in a.concurrency.as_deref().unwrap_or(&[1, 32]) {
+        let url = format!("{}/{ns}/dups", d.base);
+        let new = drive(http, &url, "bench/dup", from, a.events, c).await;
+        quiesce(client, ns).await?;
+        // The index has the pairs once the watch reported the Jobs; quiesce waited longer.
+        let cached = drive(http, &url, "bench/dup", from, a.events, c).await;
+        let api_url = format!("{}/{ns}/dups", api_way.base);
+        let api = drive(http, &api_url, "bench/dup", from, a.events, c).await;
+        from += a.events;
+        println!(
+            "C={c:>2}: new {:.1} ev/s (p50 {}); duplicates from the index {:.1}/s (p50 {}, {:.1}x new); through the API {:.1}/s (p50 {}, {:.2}x new); errors {}+{}+{}",
+            new.per_sec,
+            ms(new.p50),
+            cached.per_sec,
+            ms(cached.p50),
+            cached.per_sec / new.per_sec,
+            api.per_sec,
+            ms(api.p50),
+            api.per_sec / new.per_sec,
+            new.errors,
+            cached.errors,
+            api.errors
+        );
+    }
+    let text = http.get(&d.metrics).send().await?.text().await?;
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("jobsink_duplicates_total"))
+    {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+async fn scale(client: &Client, http: &reqwest::Client, ns: &str, a: &Args) -> anyhow::Result<()> {
+    let one = start(http, SOLO).await?;
+    let two = start(http, &["--role", "receiver", "--leader-elect=false"]).await?;
+    sink(client, ns, "scale", None).await?;
+    accepting(http, &one, ns, "scale").await;
+    accepting(http, &two, ns, "scale").await;
+    let c = a
+        .concurrency
+        .as_deref()
+        .and_then(|c| c.first().copied())
+        .unwrap_or(32);
+    println!(
+        "scale: {} events per round at total C={c}, one receiver vs two (C/2 each), alternating",
+        a.events
+    );
+    let (mut singles, mut pairs) = (vec![], vec![]);
+    let mut from = 0;
+    for round in 0..a.rounds * 2 {
+        let both = round % 4 == 1 || round % 4 == 2;
+        let started = Instant::now();
+        if both {
+            let half = a.events / 2;
+            let u1 = format!("{}/{ns}/scale", one.base);
+            let u2 = format!("{}/{ns}/scale", two.base);
+            let (s1, s2) = tokio::join!(
+                drive(http, &u1, "bench/scale", from, half, c / 2),
+                drive(http, &u2, "bench/scale", from + half, half, c / 2)
+            );
+            let rate = a.events as f64 / started.elapsed().as_secs_f64();
+            println!(
+                "round {round}: two receivers {rate:.1} ev/s (p99 {} / {}), errors {}+{}",
+                ms(s1.p99),
+                ms(s2.p99),
+                s1.errors,
+                s2.errors
+            );
+            pairs.push(rate);
+        } else {
+            let u1 = format!("{}/{ns}/scale", one.base);
+            let s = drive(http, &u1, "bench/scale", from, a.events, c).await;
+            println!(
+                "round {round}: one receiver {:.1} ev/s (p99 {}), errors {}",
+                s.per_sec,
+                ms(s.p99),
+                s.errors
+            );
+            singles.push(s.per_sec);
+        }
+        from += a.events;
+        quiesce(client, ns).await?;
+    }
+    let avg = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    println!(
+        "one receiver {:.1} ev/s, two receivers {:.1} ev/s: ratio {:.2}",
+        avg(&singles),
+        avg(&pairs),
+        avg(&pairs) / avg(&singles)
+    );
+    Ok(())
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn index_memory() -> anyhow::Result<()> {
+    const JOBS: usize = 100_000;
+    let index = jobsink::jobs::JobIndex::unwatched();
+    let before = rss_kib();
+    for i in 0..JOBS {
+        // 20 namespaces; upstream-style names: the sink's name and a 32-digit hash.
+        let sink = jobsink::crd::SinkId::new(format!("team-{:02}", i % 20), "job-sink-logger");
+        let name = jobsink::job::job_name(&sink.name, "bench/source", &format!("event-{i}"));
+        index.confirm(&sink, &name);
+    }
+    let after = rss_kib();
+    println!(
+        "Job index: {} entries, RSS {before} KiB -> {after} KiB: {:.1} MiB, {:.0} bytes per Job",
+        index.len(),
+        (after - before) as f64 / 1024.0,
+        (after - before) as f64 * 1024.0 / JOBS as f64
+    );
+    Ok(())
+}
