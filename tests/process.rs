@@ -229,8 +229,9 @@ async fn a_request_past_the_in_flight_cap_gets_503_with_retry_after() {
     let serve = Serve::start(&["--max-in-flight", "1"]).await;
     let ns = TestNamespace::new("in-flight").await;
     ready_sink(&ns, &serve, LOGGER, "job-sink-logger").await;
-    // One request holds the only slot: its body is still coming.
-    let mut slow = TcpStream::connect(("127.0.0.1", serve.port)).await.unwrap();
+    // One request holds the only slot: its body is still coming. Which of two requests the
+    // server admits first is the scheduler's choice, so the slow one is (re)sent until a
+    // probe that passes the same admission (a status query, which creates nothing) is shed.
     let body = r#"{"details":"slow"}"#;
     let head = format!(
         "POST /{}/job-sink-logger HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
@@ -238,13 +239,34 @@ async fn a_request_past_the_in_flight_cap_gets_503_with_retry_after() {
         ns.name,
         body.len()
     );
-    slow.write_all(head.as_bytes()).await.unwrap();
-    let url = serve.url(&format!("/{}/job-sink-logger", ns.name));
-    let r = eventually("a request to be shed", CONVERGE, || async {
-        let r = event(&url, "other").send().await.ok()?;
-        (r.status() == 503).then_some(r)
+    let probe = serve.url(&format!(
+        "/namespaces/{}/name/job-sink-logger/sources/s/ids/none",
+        ns.name
+    ));
+    let port = serve.port;
+    let mut slow = eventually("the slow request to hold the only slot", CONVERGE, || {
+        let (head, probe) = (head.clone(), probe.clone());
+        async move {
+            let mut slow = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+            slow.write_all(head.as_bytes()).await.ok()?;
+            for _ in 0..20 {
+                if http().get(&probe).send().await.ok()?.status() == 503 {
+                    return Some(slow);
+                }
+                // Answered already: the probe held the slot when its head came. Start over.
+                let mut byte = [0; 1];
+                let peek = tokio::time::timeout(Duration::from_millis(50), slow.peek(&mut byte));
+                if peek.await.is_ok() {
+                    return None;
+                }
+            }
+            None
+        }
     })
     .await;
+    let url = serve.url(&format!("/{}/job-sink-logger", ns.name));
+    let r = event(&url, "other").send().await.unwrap();
+    assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "1");
     assert!(r.text().await.unwrap().contains("retry"));
     // The request in flight finishes normally, and the slot is free again.
