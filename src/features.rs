@@ -19,7 +19,6 @@ use clap::ValueEnum;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -185,51 +184,23 @@ impl FeatureStore {
         let tx = Arc::new(watch::Sender::new(None));
         let store = Self { tx: tx.clone() };
         let api: Api<ConfigMap> = Api::namespaced(client, namespace);
-        let config = watcher::Config::default().fields(&format!("metadata.name={CONFIG_MAP_NAME}"));
         let namespace = namespace.to_owned();
-        tokio::spawn(async move {
-            let stream = watcher(api, config).default_backoff();
-            let mut stream = std::pin::pin!(stream);
-            // The ConfigMap as of the last complete list, and any seen during a relist.
-            let mut listing: Option<ConfigMap> = None;
-            loop {
-                let event = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    event = stream.next() => event,
-                };
-                let current = match event {
-                    None => break,
-                    Some(Err(error)) => {
-                        warn!(%error, namespace, "watching {CONFIG_MAP_NAME} failed; retrying");
-                        continue;
-                    }
-                    Some(Ok(watcher::Event::Init)) => {
-                        listing = None;
-                        continue;
-                    }
-                    Some(Ok(watcher::Event::InitApply(cm))) => {
-                        listing = Some(cm);
-                        continue;
-                    }
-                    Some(Ok(watcher::Event::InitDone)) => listing.take(),
-                    Some(Ok(watcher::Event::Apply(cm))) => Some(cm),
-                    Some(Ok(watcher::Event::Delete(_))) => None,
-                };
-                let data = current.and_then(|cm| cm.data).unwrap_or_default();
-                let (read, warnings) = Features::from_data(&data);
-                for warning in warnings {
-                    warn!(namespace, "{warning}");
-                }
-                let features = read.with(&overrides);
-                tx.send_if_modified(|held| {
-                    let changed = *held != Some(features);
-                    if changed {
-                        info!(?features, "feature flags in force");
-                        *held = Some(features);
-                    }
-                    changed
-                });
+        let what = format!("{CONFIG_MAP_NAME} in {namespace}");
+        crate::k8s::follow_named(api, CONFIG_MAP_NAME, what, shutdown, move |current| {
+            let data = current.and_then(|cm| cm.data).unwrap_or_default();
+            let (read, warnings) = Features::from_data(&data);
+            for warning in warnings {
+                warn!(namespace, "{warning}");
             }
+            let features = read.with(&overrides);
+            tx.send_if_modified(|held| {
+                let changed = *held != Some(features);
+                if changed {
+                    info!(?features, "feature flags in force");
+                    *held = Some(features);
+                }
+                changed
+            });
         });
         store
     }

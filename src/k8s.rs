@@ -160,6 +160,56 @@ where
     .await
 }
 
+/// Follows the one object `name` of `api` until `shutdown` (or the watch ends), calling
+/// `changed` with the object as it now is (`None`: it does not exist) after each change and
+/// after each complete (re)list. Watch errors are logged under `what` and retried with
+/// backoff.
+pub fn follow_named<K>(
+    api: Api<K>,
+    name: &str,
+    what: String,
+    shutdown: tokio_util::sync::CancellationToken,
+    mut changed: impl FnMut(Option<K>) + Send + 'static,
+) where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    tokio::spawn(async move {
+        let stream = watcher(api, config).default_backoff();
+        let mut stream = std::pin::pin!(stream);
+        // The object as of the last complete list, and any seen during a relist.
+        let mut listing: Option<K> = None;
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                event = stream.next() => event,
+            };
+            let current = match event {
+                None => break,
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "watching {what} failed; retrying");
+                    continue;
+                }
+                Some(Ok(watcher::Event::Init)) => {
+                    listing = None;
+                    continue;
+                }
+                Some(Ok(watcher::Event::InitApply(object))) => {
+                    listing = Some(object);
+                    continue;
+                }
+                Some(Ok(watcher::Event::InitDone)) => listing.take(),
+                Some(Ok(watcher::Event::Apply(object))) => Some(object),
+                Some(Ok(watcher::Event::Delete(_))) => None,
+            };
+            changed(current);
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,14 +5,13 @@ use std::sync::Arc;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use super::{CA_CRT, TLS_CRT, TLS_KEY};
 
@@ -53,37 +52,10 @@ impl ServerTls {
             secret: format!("{namespace}/{name}"),
         };
         let api: Api<Secret> = Api::namespaced(client, namespace);
-        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
         let this = tls.clone();
-        tokio::spawn(async move {
-            let stream = watcher(api, config).default_backoff();
-            let mut stream = std::pin::pin!(stream);
-            let mut listing: Option<Secret> = None;
-            loop {
-                let event = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    event = stream.next() => event,
-                };
-                let current = match event {
-                    None => break,
-                    Some(Err(error)) => {
-                        warn!(%error, secret = this.secret, "watching the TLS Secret failed; retrying");
-                        continue;
-                    }
-                    Some(Ok(watcher::Event::Init)) => {
-                        listing = None;
-                        continue;
-                    }
-                    Some(Ok(watcher::Event::InitApply(s))) => {
-                        listing = Some(s);
-                        continue;
-                    }
-                    Some(Ok(watcher::Event::InitDone)) => listing.take(),
-                    Some(Ok(watcher::Event::Apply(s))) => Some(s),
-                    Some(Ok(watcher::Event::Delete(_))) => None,
-                };
-                this.update(current.as_ref());
-            }
+        let what = format!("the TLS Secret {}", tls.secret);
+        crate::k8s::follow_named(api, name, what, shutdown, move |current| {
+            this.update(current.as_ref());
         });
         tls
     }
