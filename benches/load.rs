@@ -25,6 +25,8 @@
 //! `target/release/` (which another checkout sharing the target directory may have rebuilt
 //! since): e.g. the same build's `target/release/deps/jobsink-<hash>`.
 
+mod support;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -316,9 +318,12 @@ async fn start(
     http: &reqwest::Client,
     extra: &[&str],
 ) -> anyhow::Result<(Dispatcher, String, String)> {
-    let (port, mport, tport) = (free_port(), free_port(), free_port());
-    let bin = std::env::var("JOBSINK_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_jobsink").into());
-    let child = Command::new(bin)
+    let (port, mport, tport) = (
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+    );
+    let child = support::jobsink()
         .args([
             "serve",
             "--listen",
@@ -377,41 +382,6 @@ fn sender_token(ns: &str) -> anyhow::Result<String> {
         );
     }
     Ok(String::from_utf8(out.stdout)?.trim().to_owned())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(18080)
-}
-
-/// The p99 of the dispatcher's own time per event (request time minus API calls), from the
-/// upper bounds of its histogram buckets.
-async fn overhead_p99(http: &reqwest::Client, metrics: &str) -> Option<f64> {
-    let text = http.get(metrics).send().await.ok()?.text().await.ok()?;
-    let mut buckets: Vec<(f64, f64)> = text
-        .lines()
-        .filter(|l| l.starts_with("jobsink_receiver_overhead_seconds_bucket"))
-        .filter_map(|l| {
-            let le = l.split("le=\"").nth(1)?.split('"').next()?;
-            let v: f64 = l.rsplit(' ').next()?.parse().ok()?;
-            Some((
-                if le == "+Inf" {
-                    f64::INFINITY
-                } else {
-                    le.parse().ok()?
-                },
-                v,
-            ))
-        })
-        .collect();
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let total = buckets.last()?.1;
-    buckets
-        .iter()
-        .find(|(_, c)| *c >= total * 0.99)
-        .map(|(le, _)| *le)
 }
 
 /// Deletes the benchmark's namespaces and waits until they are gone, so that the API server
@@ -554,6 +524,17 @@ async fn run(a: Args) -> anyhow::Result<()> {
             None => None,
         };
         peak.store(0, Ordering::Relaxed);
+        let ours_before = [
+            support::buckets(&http, &metrics_url, support::OWN).await,
+            support::buckets(&http, &metrics_url, support::CPU).await,
+        ];
+        let oidc_before = match &oidc {
+            Some((_, _, oidc_metrics)) => [
+                support::buckets(&http, oidc_metrics, support::OWN).await,
+                support::buckets(&http, oidc_metrics, support::CPU).await,
+            ],
+            None => [Vec::new(), Vec::new()],
+        };
         // Alternating rounds (raw, ours[, oidc, oidc], ours, raw), each on a quiet control
         // plane, so that drift and one side's aftermath weigh on every side alike. Ours and
         // oidc send to the same sink, oidc with event ids of its own (from N on).
@@ -600,38 +581,68 @@ async fn run(a: Args) -> anyhow::Result<()> {
             r.errors,
             o.errors
         );
-        if oidc.is_some() {
+        let ours_p99 = [
+            support::p99_between(
+                &ours_before[0],
+                &support::buckets(&http, &metrics_url, support::OWN).await,
+            ),
+            support::p99_between(
+                &ours_before[1],
+                &support::buckets(&http, &metrics_url, support::CPU).await,
+            ),
+        ];
+        println!(
+            "{:>4} | ours: own wall-clock time per event (excluding API calls) p99 {}, CPU time p99 {}",
+            c,
+            support::show_p99(ours_p99[0]),
+            support::show_p99(ours_p99[1])
+        );
+        if let Some((_, _, oidc_metrics)) = &oidc {
             let s = merge(&oidcs);
+            let oidc_p99 = [
+                support::p99_between(
+                    &oidc_before[0],
+                    &support::buckets(&http, oidc_metrics, support::OWN).await,
+                ),
+                support::p99_between(
+                    &oidc_before[1],
+                    &support::buckets(&http, oidc_metrics, support::CPU).await,
+                ),
+            ];
             println!(
-                "{:>4} | oidc {:>9.1} ev/s, oidc/ours {:>6.3}, p50 {:>8} p99 {:>8}, errors {}",
+                "{:>4} | oidc {:>9.1} ev/s, oidc/ours {:>6.3}, p50 {:>8} p99 {:>8}, errors {}; own wall-clock time p99 {}, CPU time p99 {}",
                 c,
                 s.per_sec,
                 s.per_sec / o.per_sec,
                 ms(s.p50),
                 ms(s.p99),
-                s.errors
+                s.errors,
+                support::show_p99(oidc_p99[0]),
+                support::show_p99(oidc_p99[1])
             );
         }
         settle(&client, &[raw_ns, our_ns]).await?;
     }
     sampler.abort();
-    let overhead = overhead_p99(&http, &metrics_url).await;
+    let overhead = support::p99_between(
+        &[],
+        &support::buckets(&http, &metrics_url, support::OWN).await,
+    );
     if let Some((_, _, oidc_metrics)) = &oidc {
-        let oidc_overhead = overhead_p99(&http, oidc_metrics).await;
+        let oidc_overhead = support::p99_between(
+            &[],
+            &support::buckets(&http, oidc_metrics, support::OWN).await,
+        );
         println!(
-            "OIDC receiver: own time per event (token verification included, API calls excluded) p99 <= {}",
-            oidc_overhead
-                .map(|s| format!("{:.3} ms", s * 1e3))
-                .unwrap_or_else(|| "n/a".into())
+            "OIDC receiver: own time per event (token verification included, API calls excluded) p99 {} over the whole run",
+            support::show_p99(oidc_overhead)
         );
     }
     println!(
-        "dispatcher RSS: idle {:.1} MiB, high-water mark {:.1} MiB; own time per event (excluding API calls) p99 <= {}",
+        "dispatcher RSS: idle {:.1} MiB, high-water mark {:.1} MiB; own time per event (excluding API calls) p99 {} over the whole run",
         idle_rss as f64 / 1024.0,
         rss_kib(pid, "VmHWM:") as f64 / 1024.0,
-        overhead
-            .map(|s| format!("{:.3} ms", s * 1e3))
-            .unwrap_or_else(|| "n/a".into())
+        support::show_p99(overhead)
     );
     Ok(())
 }

@@ -24,6 +24,7 @@
 
 #[path = "../tests/support/plugins.rs"]
 mod plugins;
+mod support;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -118,17 +119,13 @@ impl Drop for Dispatcher {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(18080)
-}
-
 async fn start(http: &reqwest::Client, extra: &[&str]) -> anyhow::Result<Dispatcher> {
-    let (port, mport, tport) = (free_port(), free_port(), free_port());
-    let bin = std::env::var_os("JOBSINK_BIN").unwrap_or(env!("CARGO_BIN_EXE_jobsink").into());
-    let child = Command::new(bin)
+    let (port, mport, tport) = (
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+    );
+    let child = support::jobsink()
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--metrics-listen", &format!("127.0.0.1:{mport}")])
         .args(["--tls-listen", &format!("127.0.0.1:{tport}")])
@@ -311,47 +308,6 @@ async fn settle(client: &Client, ns: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The cumulative buckets of the receiver's own time per event.
-async fn overhead_buckets(http: &reqwest::Client, metrics: &str) -> Vec<(f64, f64)> {
-    let Ok(r) = http.get(metrics).send().await else {
-        return vec![];
-    };
-    let text = r.text().await.unwrap_or_default();
-    let mut buckets: Vec<(f64, f64)> = text
-        .lines()
-        .filter(|l| l.starts_with("jobsink_receiver_overhead_seconds_bucket"))
-        .filter_map(|l| {
-            let le = l.split("le=\"").nth(1)?.split('"').next()?;
-            let v: f64 = l.rsplit(' ').next()?.parse().ok()?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, v))
-        })
-        .collect();
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    buckets
-}
-
-/// The upper bound of the bucket holding the p99 of the events counted between two
-/// snapshots.
-fn p99_between(before: &[(f64, f64)], after: &[(f64, f64)]) -> Option<f64> {
-    let delta: Vec<(f64, f64)> = after
-        .iter()
-        .map(|(le, v)| {
-            let b = before.iter().find(|(l, _)| l == le).map_or(0.0, |x| x.1);
-            (*le, v - b)
-        })
-        .collect();
-    let total = delta.last()?.1;
-    delta
-        .iter()
-        .find(|(_, c)| *c >= total * 0.99)
-        .map(|(le, _)| *le)
-}
-
 fn main() -> anyhow::Result<()> {
     let a = args()?;
     tokio::runtime::Builder::new_multi_thread()
@@ -511,11 +467,17 @@ async fn overhead(
             let with_hook = round % 4 == 1 || round % 4 == 2;
             let name = if with_hook { "hooked" } else { "plain" };
             let url = format!("{}/{ns}/{name}", d.base);
-            let before = overhead_buckets(http, &d.metrics).await;
+            let before = [
+                support::buckets(http, &d.metrics, support::OWN).await,
+                support::buckets(http, &d.metrics, support::CPU).await,
+            ];
             let s = drive(http, &url, "bench/x", from, a.events, c).await;
             from += a.events;
             if with_hook {
-                let after = overhead_buckets(http, &d.metrics).await;
+                let after = [
+                    support::buckets(http, &d.metrics, support::OWN).await,
+                    support::buckets(http, &d.metrics, support::CPU).await,
+                ];
                 hooked_before.push(before);
                 hooked_after.push(after);
                 hooked.push(s.per_sec);
@@ -531,15 +493,19 @@ async fn overhead(
         }
         ratios.sort_by(f64::total_cmp);
         let median = ratios[ratios.len() / 2];
-        let own: Vec<String> = hooked_before
-            .iter()
-            .zip(&hooked_after)
-            .filter_map(|(b, a)| p99_between(b, a))
-            .map(|s| format!("{:.2}", s * 1e3))
-            .collect();
+        let p99s = |which: usize| -> Vec<String> {
+            hooked_before
+                .iter()
+                .zip(&hooked_after)
+                .map(|(b, a): (&[_; 2], &[_; 2])| {
+                    support::show_p99(support::p99_between(&b[which], &a[which]))
+                })
+                .collect()
+        };
+        let (own, cpu) = (p99s(0), p99s(1));
         let avg = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         println!(
-            "C={c:>2}: plain {:.1} ev/s, hooked {:.1} ev/s (means); hooked/plain per pair: median {median:.3}, min {:.3}, max {:.3}, all {:?}; own time with hook p99 <= {own:?} ms per round",
+            "C={c:>2}: plain {:.1} ev/s, hooked {:.1} ev/s (means); hooked/plain per pair: median {median:.3}, min {:.3}, max {:.3}, all {:?}; with the hook, per round: own wall-clock time p99 {own:?}, CPU time p99 {cpu:?}",
             avg(&plain),
             avg(&hooked),
             ratios[0],

@@ -20,6 +20,7 @@ pub mod auth;
 pub mod cloudevent;
 pub mod config;
 pub mod controller;
+mod cputime;
 pub mod crd;
 pub mod features;
 pub mod hook;

@@ -91,11 +91,13 @@ pub struct Metrics {
     api_errors: Family<ApiErrorLabels, Counter>,
     hook_outcomes: Family<HookLabels, Counter>,
     receiver_overhead: Histogram,
+    receiver_cpu: Histogram,
     reconciles: Counter,
     reconcile_errors: Family<ReconcileErrorLabels, Counter>,
     orphans_removed: Counter,
     leader: Gauge,
     hook_slot_timeouts: Family<SinkLabels, Counter>,
+    hook_low_priority: Family<SinkLabels, Gauge>,
     duplicates: Family<DuplicateLabels, Counter>,
 }
 
@@ -122,11 +124,13 @@ impl Metrics {
             api_errors: Family::default(),
             hook_outcomes: Family::default(),
             receiver_overhead: Histogram::new(OVERHEAD_BUCKETS),
+            receiver_cpu: Histogram::new(OVERHEAD_BUCKETS),
             reconciles: Counter::default(),
             reconcile_errors: Family::default(),
             orphans_removed: Counter::default(),
             leader: Gauge::default(),
             hook_slot_timeouts: Family::default(),
+            hook_low_priority: Family::default(),
             duplicates: Family::default(),
         };
         registry.register(
@@ -155,6 +159,12 @@ impl Metrics {
             m.receiver_overhead.clone(),
         );
         registry.register(
+            "receiver_cpu_seconds",
+            "Receiver's CPU time per accepted event (hook included; Kubernetes API calls and \
+             waiting excluded)",
+            m.receiver_cpu.clone(),
+        );
+        registry.register(
             "controller_reconciles",
             "JobSink reconciliations started",
             m.reconciles.clone(),
@@ -178,6 +188,11 @@ impl Metrics {
             "hook_slot_timeouts",
             "Events refused with 503 because no hook slot freed up in time, by sink",
             m.hook_slot_timeouts.clone(),
+        );
+        registry.register(
+            "hook_low_priority",
+            "1 while a sink's hook calls run at low CPU priority because its last call was slow",
+            m.hook_low_priority.clone(),
         );
         registry.register(
             "duplicates",
@@ -216,6 +231,11 @@ impl Metrics {
         self.receiver_overhead.observe(own.as_secs_f64());
     }
 
+    /// Records the CPU time one accepted event took on the receiver's threads.
+    pub fn receiver_cpu(&self, cpu: Duration) {
+        self.receiver_cpu.observe(cpu.as_secs_f64());
+    }
+
     /// Counts one failed Kubernetes API call of the receiver.
     pub fn api_error(&self, operation: &'static str) {
         self.api_errors
@@ -247,6 +267,16 @@ impl Metrics {
     /// Whether this process leads (runs the controller).
     pub fn leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// Whether `sink`'s hook calls run at low priority now (its last call was slow).
+    pub fn hook_low_priority(&self, sink: &SinkId, low: bool) {
+        self.hook_low_priority
+            .get_or_create(&SinkLabels {
+                namespace: sink.namespace.clone(),
+                sink: sink.name.clone(),
+            })
+            .set(i64::from(low));
     }
 
     /// Counts one event of `sink` refused because its hook call waited too long for a slot.
@@ -294,6 +324,7 @@ mod tests {
         metrics.event(None, "unknown_sink");
         metrics.request("POST", 202, Duration::from_millis(3));
         metrics.receiver_overhead(Duration::from_micros(200));
+        metrics.receiver_cpu(Duration::from_micros(80));
         metrics.api_error("create_job");
         metrics.hook(&sink, "rejected");
         metrics.reconciled();
@@ -301,6 +332,7 @@ mod tests {
         metrics.orphan_removed();
         metrics.leader(true);
         metrics.hook_slot_timeout(&sink);
+        metrics.hook_low_priority(&sink, true);
         metrics.duplicate("cache");
         let text = encode(&registry);
         for expected in [
@@ -308,6 +340,7 @@ mod tests {
             "jobsink_events_total{namespace=\"(unknown)\",sink=\"(unknown)\",outcome=\"unknown_sink\"} 1",
             "jobsink_request_duration_seconds_count{method=\"POST\",code=\"202\"} 1",
             "jobsink_receiver_overhead_seconds_count 1",
+            "jobsink_receiver_cpu_seconds_count 1",
             "jobsink_kube_api_errors_total{operation=\"create_job\"} 1",
             "jobsink_hook_outcomes_total{namespace=\"ns\",sink=\"s\",outcome=\"rejected\"} 1",
             "jobsink_controller_reconciles_total 1",
@@ -315,6 +348,7 @@ mod tests {
             "jobsink_orphan_jobs_removed_total 1",
             "jobsink_leader 1",
             "jobsink_hook_slot_timeouts_total{namespace=\"ns\",sink=\"s\"} 1",
+            "jobsink_hook_low_priority{namespace=\"ns\",sink=\"s\"} 1",
             "jobsink_duplicates_total{answered_by=\"cache\"} 1",
         ] {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");

@@ -151,13 +151,24 @@ async fn a_panic_under_ignore_policy_lets_the_unmodified_event_through_with_a_no
 async fn an_oversized_job_is_an_error_and_ignore_keeps_the_built_job() {
     let engine = engine();
     let hook = load(&engine, "bad_oversized", "");
-    let (result, _) = run(&engine, &hook, &HookSettings::default(), event()).await;
-    assert!(matches!(
-        failed(result),
-        HookError::OutputTooLarge { what: "Job", .. }
-    ));
+    // Building a Job this large takes a while when other tests' loops hold the cores; the
+    // size is what is tested here, not the deadline.
+    let patient = HookSettings {
+        timeout: jobsink::hook::MAX_TIMEOUT,
+        ..HookSettings::default()
+    };
+    let (result, _) = run(&engine, &hook, &patient, event()).await;
+    let error = failed(result);
+    assert!(
+        matches!(error, HookError::OutputTooLarge { what: "Job", .. }),
+        "{error:?}"
+    );
 
-    let (result, _) = run(&engine, &hook, &ignoring(), event()).await;
+    let ignoring = HookSettings {
+        failure_policy: FailurePolicy::Ignore,
+        ..patient
+    };
+    let (result, _) = run(&engine, &hook, &ignoring, event()).await;
     let output = result.expect("ignored failure goes on");
     assert_eq!(output.job, build_job(&event()));
     assert_eq!(output.notes.len(), 1);
@@ -475,6 +486,85 @@ fn bytes_that_are_not_a_component_are_refused() {
 }
 
 /// An engine where each sink may run one call at a time and waits at most `wait` for it.
+/// The nice values of this process's threads named `name` (field 19 of their `stat`).
+fn nice_of_threads(name: &str) -> Vec<i32> {
+    let mut found = vec![];
+    for task in std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the command's closing parenthesis start at field 3 (the state).
+        let nice: Option<i32> = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(19 - 3)?.parse().ok());
+        found.extend(nice);
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_that_ran_to_its_deadline_runs_at_low_priority_and_a_fast_one_stays_inline() {
+    let engine = engine();
+    let looping = load(&engine, "bad_loop", "");
+    let settings = HookSettings {
+        timeout: Duration::from_millis(300),
+        ..HookSettings::default()
+    };
+    assert!(!looping.in_background(), "a new hook starts inline");
+    let (first, _) = run(&engine, &looping, &settings, event()).await;
+    assert!(matches!(failed(first), HookError::DeadlineExceeded(_)));
+    assert!(
+        looping.in_background(),
+        "a call that ran to its deadline is slow"
+    );
+
+    // Its next call runs on a thread of its own at the low priority, and its deadline holds.
+    let second = {
+        let (engine, looping, settings) = (engine.clone(), looping.clone(), settings.clone());
+        tokio::spawn(async move { run(&engine, &looping, &settings, event()).await })
+    };
+    let mut seen = vec![];
+    let patience = Instant::now() + Duration::from_secs(5);
+    while seen.is_empty() && Instant::now() < patience && !second.is_finished() {
+        seen = nice_of_threads(jobsink::hook::LOW_PRIORITY_THREAD);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // (Other tests of this process may have slow calls running at the same time.)
+    assert!(
+        !seen.is_empty(),
+        "no {} thread",
+        jobsink::hook::LOW_PRIORITY_THREAD
+    );
+    assert!(
+        seen.iter()
+            .all(|&nice| nice == jobsink::hook::LOW_PRIORITY_NICE),
+        "{seen:?}"
+    );
+    let (second, built) = second.await.expect("second call");
+    assert!(matches!(failed(second), HookError::DeadlineExceeded(_)));
+    assert!(!built);
+    assert!(looping.in_background());
+
+    // A fast hook's calls stay on the receiver's threads.
+    let fast = load(&engine, "route_by_type", "my.demo.event=example.com/demo:2");
+    for _ in 0..3 {
+        let (result, _) = run(&engine, &fast, &HookSettings::default(), event()).await;
+        assert_eq!(
+            first_container(&result.expect("fast hook").job)
+                .image
+                .as_deref(),
+            Some("example.com/demo:2")
+        );
+        assert!(!fast.in_background());
+    }
+    assert_eq!(engine.available_permits(), engine.max_concurrency());
+}
+
 fn one_call_per_sink(wait: Duration) -> HookEngine {
     HookEngine::new(EngineConfig {
         per_sink_concurrency: 1,

@@ -2,6 +2,7 @@
 //! linker, the compiled-component cache, the call slots and memory budget (`slots.rs`) and
 //! the bounded load pool, and runs each call off the async reactor.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use super::runtime::{CallLimits, CallReport, HostState, invoke, linker};
 use super::settings::HookSettings;
 use super::slots::{OverBudget, Reservation, Slots};
 use super::wasm_config::{self, Allocator, EngineConfig, EngineError, LOAD_SLOTS};
+use crate::cputime::thread_cpu;
 use crate::crd::SinkId;
 
 /// The hook runtime shared by the receiver, the controller and the tooling. Cheap to
@@ -156,7 +158,7 @@ impl HookEngine {
         event: wit::CloudEvent,
     ) -> (Result<wit::EventDecision, HookError>, CallReport) {
         let hook_for_call = Arc::clone(hook);
-        self.run_blocking(sink, settings, slots, move |sink, limits| {
+        self.run_blocking(hook, sink, settings, slots, move |sink, limits| {
             call_event_blocking(&hook_for_call, sink, limits, &event)
         })
         .await
@@ -173,14 +175,20 @@ impl HookEngine {
         job_json: String,
     ) -> (Result<wit::JobDecision, HookError>, CallReport) {
         let hook_for_call = Arc::clone(hook);
-        self.run_blocking(sink, settings, slots, move |sink, limits| {
+        self.run_blocking(hook, sink, settings, slots, move |sink, limits| {
             call_job_blocking(&hook_for_call, sink, limits, &event, &job_json)
         })
         .await
     }
 
+    /// Runs one call of `hook` off the reactor, holding `slots` until it ends. A fast hook's
+    /// call runs inline on this worker; a slow hook's (its last call ran to its deadline or
+    /// used [`SLOW_CALL_CPU`]) on a low-priority thread of its own, so that a hook that burns
+    /// CPU on every event takes only what the API server, the receiver and other sinks' hooks
+    /// leave (docs/hooks.md#slow-hooks-run-at-low-priority).
     async fn run_blocking<R: Send + 'static>(
         &self,
+        hook: &LoadedHook,
         sink: &SinkId,
         settings: &HookSettings,
         slots: &Arc<Reservation>,
@@ -192,10 +200,22 @@ impl HookEngine {
             timeout: settings.timeout,
             memory_limit_bytes: settings.memory_limit_bytes,
         };
+        let slow = Arc::clone(&hook.in_background);
         let run = move || {
             let _permit = permit;
-            call(&sink, limits)
+            let before = thread_cpu();
+            let outcome = call(&sink, limits);
+            let used = thread_cpu().saturating_sub(before);
+            let timed_out = matches!(outcome.0, Err(HookError::DeadlineExceeded(_)));
+            slow.store(timed_out || used >= SLOW_CALL_CPU, Ordering::Relaxed);
+            outcome
         };
+        let internal = |why: &str| (Err(HookError::Internal(why.into())), CallReport::default());
+        if hook.in_background.load(Ordering::Relaxed) {
+            return run_at_low_priority(run)
+                .await
+                .unwrap_or_else(|| internal("the hook call panicked in the host"));
+        }
         // On the dispatcher's multi-threaded runtime the call runs right here, after handing
         // this worker's other tasks to another thread (`block_in_place`): a call takes tens of
         // microseconds, and waiting for a blocking-pool thread to be scheduled cost
@@ -206,24 +226,51 @@ impl HookEngine {
             let inline = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 tokio::task::block_in_place(run)
             }));
-            return inline.unwrap_or_else(|_| {
-                (
-                    Err(HookError::Internal(
-                        "the hook call panicked in the host".into(),
-                    )),
-                    CallReport::default(),
-                )
-            });
+            return inline.unwrap_or_else(|_| internal("the hook call panicked in the host"));
         }
         let task = tokio::task::spawn_blocking(run);
         match task.await {
             Ok(outcome) => outcome,
-            Err(join) => (
-                Err(HookError::Internal(join.to_string())),
-                CallReport::default(),
-            ),
+            Err(join) => internal(&join.to_string()),
         }
     }
+}
+
+/// A call that uses this much CPU is slow: the hook's next call runs at low priority. The
+/// example hooks take tens of microseconds; a millisecond is already a heavy transformation.
+pub const SLOW_CALL_CPU: Duration = Duration::from_millis(5);
+
+/// The nice value of the threads slow hooks' calls run on. The kernel then gives them about a
+/// tenth of the CPU that a default-priority thread (the API server on the same node, the
+/// receiver, other sinks' hooks) asks for at the same time, and all of it when nothing else
+/// wants it. Raising one's own nice value needs no privilege.
+pub const LOW_PRIORITY_NICE: i32 = 10;
+
+/// Name of the threads slow hooks' calls run on.
+pub const LOW_PRIORITY_THREAD: &str = "hook-background";
+
+/// Runs `run` on a new thread at [`LOW_PRIORITY_NICE`] and waits for it without holding a
+/// worker. A thread per call is fine here: only slow calls come this way, each at least
+/// [`SLOW_CALL_CPU`] long against a thread start of tens of microseconds, and the slots bound
+/// how many run at once. `None` when the call panicked or no thread could be started.
+async fn run_at_low_priority<R: Send + 'static>(
+    run: impl FnOnce() -> R + Send + 'static,
+) -> Option<R> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(LOW_PRIORITY_THREAD.into())
+        .spawn(move || {
+            // On Linux the nice value is the calling thread's own (who = 0).
+            if let Err(error) = rustix::process::setpriority_process(None, LOW_PRIORITY_NICE) {
+                tracing::warn!(%error, "could not lower a hook thread's priority");
+            }
+            let _ = tx.send(run());
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "could not start a thread for a slow hook's call");
+        return None;
+    }
+    rx.await.ok()
 }
 
 /// `on-event` on the current thread (tooling and the blocking task above).

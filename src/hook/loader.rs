@@ -2,6 +2,7 @@
 //! a shared cache, pre-instantiating it, finding its phases and running `validate-config`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use sha2::{Digest, Sha256};
@@ -133,6 +134,9 @@ pub struct LoadedHook {
     pub(crate) share: Arc<tokio::sync::Semaphore>,
     /// Memory each call reserves from the budget (the sink's `memoryLimitMiB`).
     pub(crate) memory_limit_bytes: usize,
+    /// Set while this hook's calls run on low-priority threads: its last call ran to its
+    /// deadline or used at least `engine::SLOW_CALL_CPU` of CPU (`engine::run_blocking`).
+    pub(crate) in_background: Arc<AtomicBool>,
 }
 
 impl LoadedHook {
@@ -147,6 +151,12 @@ impl LoadedHook {
             event: self.compiled.event.is_some(),
             job: self.compiled.job.is_some(),
         }
+    }
+
+    /// Whether this hook's calls run on low-priority threads now, because its last call was
+    /// slow (see `docs/hooks.md#slow-hooks-run-at-low-priority`).
+    pub fn in_background(&self) -> bool {
+        self.in_background.load(Ordering::Relaxed)
     }
 
     /// The config `validate-config` accepted, handed to every call.
@@ -211,6 +221,7 @@ impl HookEngine {
             config: config.to_owned(),
             share: Arc::new(tokio::sync::Semaphore::new(share)),
             memory_limit_bytes: settings.memory_limit_bytes,
+            in_background: Arc::new(AtomicBool::new(false)),
         };
         self.validate(&hook, settings)?;
         Ok(Arc::new(hook))

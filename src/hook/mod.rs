@@ -32,7 +32,7 @@ pub use convert::{
     ALLOWED_REJECTION_CODES, DEFAULT_REJECTION_CODE, MAX_EVENT_OUTPUT_BYTES, MAX_JOB_OUTPUT_BYTES,
     Rejection,
 };
-pub use engine::HookEngine;
+pub use engine::{HookEngine, LOW_PRIORITY_NICE, LOW_PRIORITY_THREAD, SLOW_CALL_CPU};
 pub use error::{HookError, MAX_GUEST_TEXT_BYTES};
 pub use loader::{LoadError, LoadedHook, MAX_COMPONENT_BYTES, Phases};
 pub use pipeline::{HookNote, HookOutput, HookRefusal, Phase, run_hooks};

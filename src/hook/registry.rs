@@ -188,6 +188,11 @@ impl HookRegistry {
         };
         let hook = hook.as_ref().map_err(String::as_str);
         let result = run_hooks(&self.inner.engine, hook, &settings, &id, event, build_job).await;
+        if let Ok(hook) = hook {
+            self.inner
+                .metrics
+                .hook_low_priority(&id, hook.in_background());
+        }
         match result {
             Ok(output) => {
                 for note in &output.notes {

@@ -32,6 +32,7 @@ use kube::{Api, Client, Error as KubeError};
 use tracing::{info, warn};
 
 use super::ReceiveError;
+use crate::cputime::cpu_timed;
 use crate::crd::SinkId;
 use crate::job::{
     EVENT_STORED_ANNOTATION, alternate_job_name, build_secret, job_matches_event, job_name,
@@ -50,13 +51,15 @@ pub(super) enum Created {
     KnownDuplicate,
 }
 
-/// The API calls of one request: each bounded by `timeout`, their time summed in `spent`
-/// (so the receiver can tell its own time per event from the API server's).
+/// The API calls of one request: each bounded by `timeout`, their wall-clock time summed in
+/// `spent` and the CPU time of their polls in `cpu` (so the receiver can tell its own time
+/// per event from the API server's, and its own CPU time from the API client's).
 pub(super) struct Calls {
     timeout: Duration,
     /// Age past which an accepted Job is marked (half the controller's orphan grace).
     mark_after: Duration,
     pub spent: Duration,
+    pub cpu: Duration,
 }
 
 impl Calls {
@@ -65,6 +68,7 @@ impl Calls {
             timeout,
             mark_after: orphan_grace / 2,
             spent: Duration::ZERO,
+            cpu: Duration::ZERO,
         }
     }
 
@@ -76,8 +80,9 @@ impl Calls {
         call: impl Future<Output = Result<T, KubeError>>,
     ) -> Result<Result<T, KubeError>, ReceiveError> {
         let started = Instant::now();
-        let out = tokio::time::timeout(self.timeout, call).await;
+        let (out, cpu) = cpu_timed(tokio::time::timeout(self.timeout, call)).await;
         self.spent += started.elapsed();
+        self.cpu += cpu;
         out.map_err(|_| ReceiveError::ApiTimeout { operation })
     }
 

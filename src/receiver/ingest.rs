@@ -5,7 +5,7 @@
 //! `on-job`; just the build without a hook) -> size check -> create Job and Secret. Nothing
 //! is created unless every step before passed. See `docs/architecture.md`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -16,6 +16,7 @@ use super::create::{Calls, Created, EventObjects, create_objects};
 use super::security::{authenticate, authorize};
 use super::{AppState, ReceiveError};
 use crate::cloudevent::{self, CloudEvent};
+use crate::cputime::cpu_timed;
 use crate::crd::SinkId;
 use crate::job::{self, alternate_job_name, job_name};
 use crate::jobs::Known;
@@ -28,11 +29,16 @@ pub(super) async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
-    let result = ingest(state, sink, headers, body).await;
+    let (result, cpu) = cpu_timed(ingest(state, sink, headers, body)).await;
     // Per-sink series only for sinks that exist: the path is the sender's to choose.
     let label = state.sinks.get(sink).map(|_| sink);
     match result {
-        Ok((created, loc)) => {
+        Ok(Accepted {
+            created,
+            location: loc,
+            api_cpu,
+        }) => {
+            state.metrics.receiver_cpu(cpu.saturating_sub(api_cpu));
             let outcome = match created {
                 Created::New => "created",
                 Created::Duplicate => {
@@ -61,12 +67,20 @@ pub(super) async fn handle(
     }
 }
 
+/// An event accepted: how, its Location, and the CPU time its API calls took (which is the
+/// API client's, not the receiver's own).
+struct Accepted {
+    created: Created,
+    location: String,
+    api_cpu: Duration,
+}
+
 async fn ingest(
     state: &AppState,
     id: &SinkId,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(Created, String), ReceiveError> {
+) -> Result<Accepted, ReceiveError> {
     let started = Instant::now();
     let features = state.security.features()?;
     let cached = lookup(state, id)?;
@@ -101,7 +115,11 @@ async fn ingest(
         .any(|name| state.jobs.lookup(id, name, &source, &event_id) == Known::Duplicate);
     if known {
         state.metrics.receiver_overhead(started.elapsed());
-        return Ok((Created::KnownDuplicate, location(id, &source, &event_id)));
+        return Ok(Accepted {
+            created: Created::KnownDuplicate,
+            location: location(id, &source, &event_id),
+            api_cpu: Duration::ZERO,
+        });
     }
     let build = |event: &CloudEvent| job::build_job(sink, &primary, event);
     let (event, job) = state.hooks.run(sink, event, build).await?;
@@ -122,7 +140,11 @@ async fn ingest(
     let created = create_objects(&state.client, &state.jobs, objects, &mut calls).await?;
     let own = started.elapsed().saturating_sub(calls.spent);
     state.metrics.receiver_overhead(own);
-    Ok((created, location(id, &source, &event_id)))
+    Ok(Accepted {
+        created,
+        location: location(id, &source, &event_id),
+        api_cpu: calls.cpu,
+    })
 }
 
 fn not_ready(sink: &SinkId, why: String) -> ReceiveError {

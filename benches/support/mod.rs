@@ -1,0 +1,86 @@
+//! What the load and tenants benchmarks share: starting the `jobsink` binary, and reading the
+//! receiver's per-event histograms from its metrics.
+
+use std::process::Command;
+
+/// The receiver's own wall-clock time per accepted event (request time minus API calls).
+pub const OWN: &str = "jobsink_receiver_overhead_seconds_bucket";
+/// The receiver's CPU time per accepted event on its threads (`src/receiver/cpu.rs`).
+pub const CPU: &str = "jobsink_receiver_cpu_seconds_bucket";
+
+/// A command running the `jobsink` binary under test: `JOBSINK_BIN` if set (another checkout
+/// sharing the target directory may have rebuilt the one cargo uplifted), else this build's.
+/// With `JOBSINK_RECEIVER_CPUS` set (a `taskset` CPU list, e.g. `1`), the process runs on
+/// those CPUs only: `hack/bench-isolated.sh` moves everything else off them, so that the
+/// receiver's wall-clock figures are not the kernel's preemptions by the API server.
+pub fn jobsink() -> Command {
+    let bin = std::env::var_os("JOBSINK_BIN").unwrap_or(env!("CARGO_BIN_EXE_jobsink").into());
+    match std::env::var("JOBSINK_RECEIVER_CPUS") {
+        Ok(cpus) if !cpus.is_empty() => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpus).arg(bin);
+            c
+        }
+        _ => Command::new(bin),
+    }
+}
+
+/// A free local TCP port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(18080)
+}
+
+/// One histogram of the receiver ([`OWN`], [`CPU`]) from its metrics URL: the cumulative count
+/// under each bucket's upper bound, in bound order (empty when the metrics cannot be read).
+pub async fn buckets(http: &reqwest::Client, metrics: &str, name: &str) -> Vec<(f64, f64)> {
+    let Ok(r) = http.get(metrics).send().await else {
+        return vec![];
+    };
+    let text = r.text().await.unwrap_or_default();
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let v: f64 = l.rsplit(' ').next()?.parse().ok()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, v))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
+}
+
+/// The upper bound of the bucket holding the p99 of the events counted between two snapshots
+/// of [`buckets`] (an empty `before` counts from the process's start); `None` when no event
+/// was counted.
+pub fn p99_between(before: &[(f64, f64)], after: &[(f64, f64)]) -> Option<f64> {
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, v)| {
+            let b = before.iter().find(|(l, _)| l == le).map_or(0.0, |x| x.1);
+            (*le, v - b)
+        })
+        .collect();
+    let total = delta.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    delta
+        .iter()
+        .find(|(_, c)| *c >= total * 0.99)
+        .map(|(le, _)| *le)
+}
+
+/// A p99 from [`p99_between`] for a report: `<= x.xxx ms`, or `n/a`.
+pub fn show_p99(p99: Option<f64>) -> String {
+    p99.map(|s| format!("<= {:.3} ms", s * 1e3))
+        .unwrap_or_else(|| "n/a".into())
+}
