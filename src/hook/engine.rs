@@ -108,11 +108,12 @@ impl HookEngine {
         self.inner.slots.share(memory_limit_bytes)
     }
 
-    /// Waits for the sink's share, a call slot and the call's memory (see `slots.rs`).
+    /// Waits for the sink's share (all of it for a slow hook), a call slot and the call's
+    /// memory (see `slots.rs`).
     pub(crate) async fn reserve(&self, hook: &LoadedHook) -> Result<Reservation, Duration> {
         self.inner
             .slots
-            .reserve(&hook.share, hook.memory_limit_bytes)
+            .reserve(&hook.share, share_needed(hook), hook.memory_limit_bytes)
             .await
     }
 
@@ -233,6 +234,16 @@ impl HookEngine {
             Ok(outcome) => outcome,
             Err(join) => internal(&join.to_string()),
         }
+    }
+}
+
+/// How much of its share one call of `hook` takes: one place, or the whole share while the
+/// hook is slow, so that a slow hook runs one call at a time.
+fn share_needed(hook: &LoadedHook) -> u32 {
+    if hook.in_background.load(Ordering::Relaxed) {
+        hook.share_size.max(1)
+    } else {
+        1
     }
 }
 

@@ -132,10 +132,14 @@ pub struct LoadedHook {
     /// The sink's share of the call slots ([`super::slots`]), sized at load from its memory
     /// limit. A reload brings a new share; calls in flight keep the old one.
     pub(crate) share: Arc<tokio::sync::Semaphore>,
+    /// The share's size: a slow hook (`in_background`) takes all of it per call, so it runs
+    /// one call at a time.
+    pub(crate) share_size: u32,
     /// Memory each call reserves from the budget (the sink's `memoryLimitMiB`).
     pub(crate) memory_limit_bytes: usize,
-    /// Set while this hook's calls run on low-priority threads: its last call ran to its
-    /// deadline or used at least `engine::SLOW_CALL_CPU` of CPU (`engine::run_blocking`).
+    /// Set while this hook's calls run on low-priority threads, one at a time: its last call
+    /// ran to its deadline or used at least `engine::SLOW_CALL_CPU` of CPU
+    /// (`engine::run_blocking`).
     pub(crate) in_background: Arc<AtomicBool>,
 }
 
@@ -220,6 +224,7 @@ impl HookEngine {
             compiled,
             config: config.to_owned(),
             share: Arc::new(tokio::sync::Semaphore::new(share)),
+            share_size: u32::try_from(share).unwrap_or(u32::MAX),
             memory_limit_bytes: settings.memory_limit_bytes,
             in_background: Arc::new(AtomicBool::new(false)),
         };

@@ -1,9 +1,10 @@
 //! Who may run a hook call now. Three limits, all taken before a call starts and held until
 //! it ends, however it ends:
 //!
-//! - the sink's **share**: at most [`Slots::share`] calls of one sink at once, so a sink
-//!   whose hook runs to its deadline on every event (or is flooded) holds only its share of
-//!   the call slots and of the CPU, and other sinks' calls find free slots;
+//! - the sink's **share**: at most [`Slots::share`] calls of one sink at once (one while its
+//!   hook is slow, `engine::share_needed`), so a sink whose hook runs to its deadline on
+//!   every event (or is flooded) holds only its share of the call slots and of the CPU, and
+//!   other sinks' calls find free slots;
 //! - a **call slot**: at most `--hook-concurrency` calls in the process (the instance pool);
 //! - the sink's `memoryLimitMiB` out of the process-wide **guest-memory budget**
 //!   (`--hook-memory-budget-mib`), so that calls in flight times their memory limits never
@@ -100,17 +101,18 @@ impl Slots {
         Ok(self.per_sink.min(allowed_mib / asked_mib.max(1)).max(1))
     }
 
-    /// Waits (at most the slot wait) for the sink's share, a call slot and the call's memory.
-    /// `Err` carries how long it waited.
+    /// Waits (at most the slot wait) for `places` of the sink's share, a call slot and the
+    /// call's memory. `Err` carries how long it waited.
     pub(crate) async fn reserve(
         &self,
         share: &Arc<Semaphore>,
+        places: u32,
         memory_limit_bytes: usize,
     ) -> Result<Reservation, Duration> {
         let started = Instant::now();
         let memory = u32::try_from(mib(memory_limit_bytes)).unwrap_or(u32::MAX);
         let take = async {
-            let share = Arc::clone(share).acquire_owned().await.ok()?;
+            let share = Arc::clone(share).acquire_many_owned(places).await.ok()?;
             let call = Arc::clone(&self.calls).acquire_owned().await.ok()?;
             let memory = Arc::clone(&self.memory_mib)
                 .acquire_many_owned(memory)
@@ -153,21 +155,40 @@ mod tests {
     async fn a_sink_over_its_share_waits_and_gives_up_while_another_sink_runs() {
         let slots = Slots::new(4, 1, 512, Duration::from_millis(50));
         let (a, b) = (Arc::new(Semaphore::new(1)), Arc::new(Semaphore::new(1)));
-        let held = slots.reserve(&a, 32 << 20).await.expect("first call of a");
-        assert!(slots.reserve(&a, 32 << 20).await.is_err());
-        assert!(slots.reserve(&b, 32 << 20).await.is_ok());
+        let held = slots
+            .reserve(&a, 1, 32 << 20)
+            .await
+            .expect("first call of a");
+        assert!(slots.reserve(&a, 1, 32 << 20).await.is_err());
+        assert!(slots.reserve(&b, 1, 32 << 20).await.is_ok());
         drop(held);
-        assert!(slots.reserve(&a, 32 << 20).await.is_ok());
+        assert!(slots.reserve(&a, 1, 32 << 20).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_call_taking_the_whole_share_runs_alone() {
+        let slots = Slots::new(16, 2, 512, Duration::from_millis(50));
+        let share = Arc::new(Semaphore::new(2));
+        let whole = slots
+            .reserve(&share, 2, 32 << 20)
+            .await
+            .expect("the whole share");
+        assert!(slots.reserve(&share, 1, 32 << 20).await.is_err());
+        drop(whole);
+        let one = slots.reserve(&share, 1, 32 << 20).await.expect("one place");
+        assert!(slots.reserve(&share, 2, 32 << 20).await.is_err());
+        assert!(slots.reserve(&share, 1, 32 << 20).await.is_ok());
+        drop(one);
     }
 
     #[tokio::test]
     async fn calls_in_flight_never_hold_more_memory_than_the_budget() {
         let slots = Slots::new(16, 16, 64, Duration::from_millis(50));
         let (a, b) = (Arc::new(Semaphore::new(4)), Arc::new(Semaphore::new(4)));
-        let first = slots.reserve(&a, 32 << 20).await.expect("32 of 64 MiB");
-        let _second = slots.reserve(&b, 32 << 20).await.expect("64 of 64 MiB");
-        assert!(slots.reserve(&a, 1 << 20).await.is_err());
+        let first = slots.reserve(&a, 1, 32 << 20).await.expect("32 of 64 MiB");
+        let _second = slots.reserve(&b, 1, 32 << 20).await.expect("64 of 64 MiB");
+        assert!(slots.reserve(&a, 1, 1 << 20).await.is_err());
         drop(first);
-        assert!(slots.reserve(&a, 1 << 20).await.is_ok());
+        assert!(slots.reserve(&a, 1, 1 << 20).await.is_ok());
     }
 }
