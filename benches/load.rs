@@ -41,6 +41,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
+use support::{Stats, stats};
 
 struct Args {
     events: usize,
@@ -78,29 +79,6 @@ fn args() -> anyhow::Result<Args> {
         }
     }
     Ok(a)
-}
-
-#[derive(Default)]
-struct Stats {
-    per_sec: f64,
-    p50: Duration,
-    p99: Duration,
-    errors: usize,
-}
-
-fn stats(mut lat: Vec<Duration>, elapsed: Duration, errors: usize) -> Stats {
-    lat.sort();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    Stats {
-        per_sec: lat.len() as f64 / elapsed.as_secs_f64(),
-        p50: pct(0.50),
-        p99: pct(0.99),
-        errors,
-    }
 }
 
 fn template(hook: Option<(&str, &str)>) -> serde_json::Value {

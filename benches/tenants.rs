@@ -38,6 +38,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
+use support::{Stats, stats};
 
 struct Args {
     scenario: String,
@@ -76,29 +77,6 @@ fn args() -> anyhow::Result<Args> {
         }
     }
     Ok(a)
-}
-
-#[derive(Clone, Copy, Default)]
-struct Stats {
-    per_sec: f64,
-    p50: Duration,
-    p99: Duration,
-    errors: usize,
-}
-
-fn stats(mut lat: Vec<Duration>, elapsed: Duration, errors: usize) -> Stats {
-    lat.sort();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    Stats {
-        per_sec: lat.len() as f64 / elapsed.as_secs_f64(),
-        p50: pct(0.50),
-        p99: pct(0.99),
-        errors,
-    }
 }
 
 fn ms(d: Duration) -> String {

@@ -1,7 +1,8 @@
-//! What the load and tenants benchmarks share: starting the `jobsink` binary, and reading the
-//! receiver's per-event histograms from its metrics.
+//! What the load and tenants benchmarks share: starting the `jobsink` binary, summarising a
+//! round's latencies, and reading the receiver's per-event histograms from its metrics.
 
 use std::process::Command;
+use std::time::Duration;
 
 /// The receiver's own wall-clock time per accepted event (request time minus API calls).
 pub const OWN: &str = "jobsink_receiver_overhead_seconds_bucket";
@@ -22,6 +23,32 @@ pub fn jobsink() -> Command {
             c
         }
         _ => Command::new(bin),
+    }
+}
+
+/// One round seen from the sender: events answered per second, latency p50 and p99, and how
+/// many requests failed.
+#[derive(Clone, Copy, Default)]
+pub struct Stats {
+    pub per_sec: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub errors: usize,
+}
+
+/// [`Stats`] of a round from its latencies (one per answered event) and its duration.
+pub fn stats(mut lat: Vec<Duration>, elapsed: Duration, errors: usize) -> Stats {
+    lat.sort();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Stats {
+        per_sec: lat.len() as f64 / elapsed.as_secs_f64(),
+        p50: pct(0.50),
+        p99: pct(0.99),
+        errors,
     }
 }
 
