@@ -12,6 +12,10 @@
 //! Run (the local cluster must be up: `export KUBECONFIG=$(hack/up.sh)`):
 //!   cargo bench --bench chaos -- [--kills 3] [--up-seconds 8] [--concurrency 16]
 
+// Only the CRD helper of the shared benchmark code is used here.
+#[allow(dead_code)]
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -110,15 +114,7 @@ async fn run(a: Args) -> anyhow::Result<()> {
         .await
         .context("KUBECONFIG: run hack/up.sh first")?;
     let dir = cluster_dir()?;
-    let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crd.yaml");
-    let ok = Command::new("kubectl")
-        .args(["apply", "--server-side", "--force-conflicts", "-f", crd])
-        .stdout(Stdio::null())
-        .status()?
-        .success();
-    if !ok {
-        bail!("could not apply {crd}");
-    }
+    support::apply_deploy_files(&["crd.yaml"])?;
     let ns = format!("chaos-{}", std::process::id());
     let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
     Api::<Namespace>::all(client.clone())

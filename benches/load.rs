@@ -393,17 +393,7 @@ async fn run(a: Args) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("KUBECONFIG: run hack/up.sh first")?;
-    for file in ["crd.yaml", "eventpolicy-crd.yaml"] {
-        let crd = format!("{}/deploy/{file}", env!("CARGO_MANIFEST_DIR"));
-        let ok = Command::new("kubectl")
-            .args(["apply", "--server-side", "--force-conflicts", "-f", &crd])
-            .stdout(Stdio::null())
-            .status()?
-            .success();
-        if !ok {
-            bail!("could not apply {crd}");
-        }
-    }
+    support::apply_deploy_files(&["crd.yaml", "eventpolicy-crd.yaml"])?;
     let hook = a
         .hook
         .as_ref()

@@ -26,7 +26,7 @@
 mod plugins;
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -298,15 +298,7 @@ async fn run(a: Args) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("KUBECONFIG: run hack/up.sh first")?;
-    let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crd.yaml");
-    let ok = Command::new("kubectl")
-        .args(["apply", "--server-side", "--force-conflicts", "-f", crd])
-        .stdout(Stdio::null())
-        .status()?
-        .success();
-    if !ok {
-        bail!("could not apply {crd}");
-    }
+    support::apply_deploy_files(&["crd.yaml"])?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(128)
         .build()?;

@@ -1,7 +1,8 @@
-//! What the load and tenants benchmarks share: starting the `jobsink` binary, summarising a
-//! round's latencies, and reading the receiver's per-event histograms from its metrics.
+//! What the benchmarks share: applying the CRDs, starting the `jobsink` binary, summarising a
+//! round's latencies, and reading the receiver's per-event histograms from its metrics. Each
+//! benchmark uses only part of it.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// The receiver's own wall-clock time per accepted event (request time minus API calls).
@@ -50,6 +51,23 @@ pub fn stats(mut lat: Vec<Duration>, elapsed: Duration, errors: usize) -> Stats 
         p99: pct(0.99),
         errors,
     }
+}
+
+/// Applies the named manifests of `deploy/` (server-side, taking over conflicting fields), so
+/// that a benchmark's cluster has the CRDs it needs.
+pub fn apply_deploy_files(files: &[&str]) -> anyhow::Result<()> {
+    for file in files {
+        let path = format!("{}/deploy/{file}", env!("CARGO_MANIFEST_DIR"));
+        let ok = Command::new("kubectl")
+            .args(["apply", "--server-side", "--force-conflicts", "-f", &path])
+            .stdout(Stdio::null())
+            .status()?
+            .success();
+        if !ok {
+            anyhow::bail!("could not apply {path}");
+        }
+    }
+    Ok(())
 }
 
 /// A free local TCP port.
