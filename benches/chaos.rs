@@ -12,7 +12,7 @@
 //! Run (the local cluster must be up: `export KUBECONFIG=$(hack/up.sh)`):
 //!   cargo bench --bench chaos -- [--kills 3] [--up-seconds 8] [--concurrency 16]
 
-// Only the CRD helper of the shared benchmark code is used here.
+// Only part of the shared benchmark code is used here.
 #[allow(dead_code)]
 mod support;
 
@@ -65,13 +65,6 @@ impl Drop for Dispatcher {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(18081)
 }
 
 fn cluster_dir() -> anyhow::Result<String> {
@@ -129,16 +122,16 @@ async fn run(a: Args) -> anyhow::Result<()> {
         .create(&PostParams::default(), &serde_json::from_value(sink)?)
         .await?;
 
-    let port = free_port();
+    let port = support::free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_jobsink"))
         .args([
             "serve",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--metrics-listen",
-            &format!("127.0.0.1:{}", free_port()),
+            &format!("127.0.0.1:{}", support::free_port()),
             "--tls-listen",
-            &format!("127.0.0.1:{}", free_port()),
+            &format!("127.0.0.1:{}", support::free_port()),
             "--orphan-grace-seconds",
             &ORPHAN_GRACE_SECONDS.to_string(),
         ])

@@ -14,6 +14,7 @@ use jobsink::crd::JobSink;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::ListParams;
+use support::process::free_port;
 use support::{CONVERGE, TestNamespace, eventually, install_crd, kubectl};
 
 const LEASE: &str = "jobsink-leader-test";
@@ -112,13 +113,6 @@ impl Drop for Process {
         let _ = child.kill();
         let _ = child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn sink_yaml(name: &str) -> String {

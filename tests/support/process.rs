@@ -21,7 +21,8 @@ fn binary() -> String {
     std::env::var("JOBSINK_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_jobsink").to_owned())
 }
 
-fn free_port() -> u16 {
+/// A free local TCP port.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
