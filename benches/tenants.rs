@@ -431,7 +431,8 @@ async fn overhead(
     let mut from = 0;
     for &c in a.concurrency.as_deref().unwrap_or(&[1, 8, 32]) {
         let (mut plain, mut hooked, mut ratios) = (vec![], vec![], vec![]);
-        let (mut hooked_before, mut hooked_after) = (vec![], vec![]);
+        // Histogram snapshots around each round: [own time, CPU time], plain and hooked.
+        let (mut plain_spans, mut hooked_spans) = (vec![], vec![]);
         let mut pair = (0.0, 0.0);
         for round in 0..a.rounds * 2 {
             let with_hook = round % 4 == 1 || round % 4 == 2;
@@ -443,16 +444,16 @@ async fn overhead(
             ];
             let s = drive(http, &url, "bench/x", from, a.events, c).await;
             from += a.events;
+            let after = [
+                support::buckets(http, &d.metrics, support::OWN).await,
+                support::buckets(http, &d.metrics, support::CPU).await,
+            ];
             if with_hook {
-                let after = [
-                    support::buckets(http, &d.metrics, support::OWN).await,
-                    support::buckets(http, &d.metrics, support::CPU).await,
-                ];
-                hooked_before.push(before);
-                hooked_after.push(after);
+                hooked_spans.push((before, after));
                 hooked.push(s.per_sec);
                 pair.1 = s.per_sec;
             } else {
+                plain_spans.push((before, after));
                 plain.push(s.per_sec);
                 pair.0 = s.per_sec;
             }
@@ -463,19 +464,18 @@ async fn overhead(
         }
         ratios.sort_by(f64::total_cmp);
         let median = ratios[ratios.len() / 2];
-        let p99s = |which: usize| -> Vec<String> {
-            hooked_before
+        type Span = ([Vec<(f64, f64)>; 2], [Vec<(f64, f64)>; 2]);
+        let p99s = |spans: &[Span], which: usize| -> Vec<String> {
+            spans
                 .iter()
-                .zip(&hooked_after)
-                .map(|(b, a): (&[_; 2], &[_; 2])| {
-                    support::show_p99(support::p99_between(&b[which], &a[which]))
-                })
+                .map(|(b, a)| support::show_p99(support::p99_between(&b[which], &a[which])))
                 .collect()
         };
-        let (own, cpu) = (p99s(0), p99s(1));
+        let (own, cpu) = (p99s(&hooked_spans, 0), p99s(&hooked_spans, 1));
+        let (plain_own, plain_cpu) = (p99s(&plain_spans, 0), p99s(&plain_spans, 1));
         let avg = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         println!(
-            "C={c:>2}: plain {:.1} ev/s, hooked {:.1} ev/s (means); hooked/plain per pair: median {median:.3}, min {:.3}, max {:.3}, all {:?}; with the hook, per round: own wall-clock time p99 {own:?}, CPU time p99 {cpu:?}",
+            "C={c:>2}: plain {:.1} ev/s, hooked {:.1} ev/s (means); hooked/plain per pair: median {median:.3}, min {:.3}, max {:.3}, all {:?}; with the hook, per round: own wall-clock time p99 {own:?}, CPU time p99 {cpu:?}; without: own wall-clock time p99 {plain_own:?}, CPU time p99 {plain_cpu:?}",
             avg(&plain),
             avg(&hooked),
             ratios[0],

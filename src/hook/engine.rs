@@ -1,10 +1,9 @@
 //! [`HookEngine`]: the one per-process hook runtime. It owns the Wasmtime engine and
 //! linker, the compiled-component cache, the call slots and memory budget (`slots.rs`) and
-//! the bounded load pool, and runs each call off the async reactor.
+//! the bounded load pool, and runs each call where its hook's pace says (`pace.rs`).
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Engine;
@@ -13,6 +12,7 @@ use wasmtime::component::Linker;
 use super::bindings::jobsink::hook::types as wit;
 use super::error::HookError;
 use super::loader::{Cache, LoadedHook};
+use super::pace::{INLINE_TICKS, Pace, Place};
 use super::runtime::{CallLimits, CallReport, HostState, invoke, linker};
 use super::settings::HookSettings;
 use super::slots::{OverBudget, Reservation, Slots};
@@ -149,7 +149,7 @@ impl HookEngine {
         LoadSlot(&self.inner.loading)
     }
 
-    /// Runs `on-event` off the reactor under the sink's limits, holding `slots`.
+    /// Runs `on-event` under the sink's limits, holding `slots` (see [`Self::run_call`]).
     pub(crate) async fn call_event(
         &self,
         hook: &Arc<LoadedHook>,
@@ -159,13 +159,13 @@ impl HookEngine {
         event: wit::CloudEvent,
     ) -> (Result<wit::EventDecision, HookError>, CallReport) {
         let hook_for_call = Arc::clone(hook);
-        self.run_blocking(hook, sink, settings, slots, move |sink, limits| {
+        self.run_call(hook, sink, settings, slots, move |sink, limits| {
             call_event_blocking(&hook_for_call, sink, limits, &event)
         })
         .await
     }
 
-    /// Runs `on-job` off the reactor under the sink's limits, holding `slots`.
+    /// Runs `on-job` under the sink's limits, holding `slots` (see [`Self::run_call`]).
     pub(crate) async fn call_job(
         &self,
         hook: &Arc<LoadedHook>,
@@ -176,71 +176,124 @@ impl HookEngine {
         job_json: String,
     ) -> (Result<wit::JobDecision, HookError>, CallReport) {
         let hook_for_call = Arc::clone(hook);
-        self.run_blocking(hook, sink, settings, slots, move |sink, limits| {
+        self.run_call(hook, sink, settings, slots, move |sink, limits| {
             call_job_blocking(&hook_for_call, sink, limits, &event, &job_json)
         })
         .await
     }
 
-    /// Runs one call of `hook` off the reactor, holding `slots` until it ends. A fast hook's
-    /// call runs inline on this worker; a slow hook's (its last call ran to its deadline or
-    /// used [`SLOW_CALL_CPU`]) on a low-priority thread of its own, so that a hook that burns
-    /// CPU on every event takes only what the API server, the receiver and other sinks' hooks
-    /// leave (docs/hooks.md#slow-hooks-run-at-low-priority).
-    async fn run_blocking<R: Send + 'static>(
+    /// Runs one call of `hook`, holding `slots` until it ends, where its pace says
+    /// (`pace.rs`, docs/hooks.md#where-a-call-runs):
+    /// - inline on this worker, for a hook whose recent calls were all fast: no hand-off, the
+    ///   call costs what it costs. Stopped after `INLINE_TICKS` epoch ticks when its deadline
+    ///   is later, and then made again from the start off the worker with what is left of
+    ///   its deadline (a call is a pure function of its input: a fresh instance, no I/O);
+    /// - handed off (`block_in_place`) while the hook is on probation;
+    /// - on a low-priority thread of its own while its last call was slow (ran to its
+    ///   deadline or used [`SLOW_CALL_CPU`]), so that a hook that burns CPU on every event
+    ///   takes only what the API server, the receiver and other sinks' hooks leave.
+    ///
+    /// On a single-threaded runtime (tests, tooling) fast calls go to the blocking pool.
+    async fn run_call<R: Send + 'static>(
         &self,
         hook: &LoadedHook,
         sink: &SinkId,
         settings: &HookSettings,
         slots: &Arc<Reservation>,
-        call: impl FnOnce(&SinkId, CallLimits) -> (Result<R, HookError>, CallReport) + Send + 'static,
+        call: impl Fn(&SinkId, CallLimits) -> (Result<R, HookError>, CallReport) + Send + Sync + 'static,
     ) -> (Result<R, HookError>, CallReport) {
+        let internal = |why: &str| (Err(HookError::Internal(why.into())), CallReport::default());
+        let pace = Arc::clone(&hook.pace);
+        let mut limits = CallLimits::new(settings.timeout, settings.memory_limit_bytes);
+        let multi_threaded = tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread;
+        let mut place = pace.place();
+        if place == Place::Inline && multi_threaded {
+            let started = Instant::now();
+            let inline = CallLimits {
+                inline_ticks: Some(INLINE_TICKS),
+                ..limits
+            };
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                paced(&pace, Place::Inline, || call(sink, inline))
+            }));
+            let Ok(outcome) = ran else {
+                return internal("the hook call panicked in the host");
+            };
+            if !outcome.1.cut_inline {
+                return outcome;
+            }
+            // Cut: the rest of its deadline, off the worker (it is slow now).
+            limits.timeout = limits.timeout.saturating_sub(started.elapsed());
+            if limits.timeout.is_zero() {
+                return (
+                    Err(HookError::DeadlineExceeded(settings.timeout)),
+                    outcome.1,
+                );
+            }
+            place = Place::Background;
+        } else if place == Place::Inline {
+            place = Place::HandedOff;
+        }
+
         let permit = Arc::clone(slots);
         let sink = sink.clone();
-        let limits = CallLimits {
-            timeout: settings.timeout,
-            memory_limit_bytes: settings.memory_limit_bytes,
-        };
-        let slow = Arc::clone(&hook.in_background);
         let run = move || {
             let _permit = permit;
-            let before = thread_cpu();
-            let outcome = call(&sink, limits);
-            let used = thread_cpu().saturating_sub(before);
-            let timed_out = matches!(outcome.0, Err(HookError::DeadlineExceeded(_)));
-            slow.store(timed_out || used >= SLOW_CALL_CPU, Ordering::Relaxed);
-            outcome
+            paced(&pace, place, || call(&sink, limits))
         };
-        let internal = |why: &str| (Err(HookError::Internal(why.into())), CallReport::default());
-        if hook.in_background.load(Ordering::Relaxed) {
-            return run_at_low_priority(run)
-                .await
-                .unwrap_or_else(|| internal("the hook call panicked in the host"));
-        }
-        // On the dispatcher's multi-threaded runtime the call runs right here, after handing
-        // this worker's other tasks to another thread (`block_in_place`): a call takes tens of
-        // microseconds, and waiting for a blocking-pool thread to be scheduled cost
-        // milliseconds per event on a loaded machine. Elsewhere (single-threaded runtimes,
-        // e.g. tests and tooling) it goes to the blocking pool.
-        let flavor = tokio::runtime::Handle::current().runtime_flavor();
-        if flavor == tokio::runtime::RuntimeFlavor::MultiThread {
-            let inline = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                tokio::task::block_in_place(run)
-            }));
-            return inline.unwrap_or_else(|_| internal("the hook call panicked in the host"));
-        }
-        let task = tokio::task::spawn_blocking(run);
-        match task.await {
-            Ok(outcome) => outcome,
-            Err(join) => internal(&join.to_string()),
-        }
+        let (result, report) = match place {
+            Place::Background => match run_at_low_priority(run).await {
+                Some(outcome) => outcome,
+                None => return internal("the hook call panicked in the host"),
+            },
+            // On the dispatcher's multi-threaded runtime a call on probation runs right here,
+            // after handing this worker's other tasks to another thread: waiting for a
+            // blocking-pool thread to be scheduled cost milliseconds per event on a loaded
+            // machine.
+            _ if multi_threaded => {
+                let handed_off = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    tokio::task::block_in_place(run)
+                }));
+                match handed_off {
+                    Ok(outcome) => outcome,
+                    Err(_) => return internal("the hook call panicked in the host"),
+                }
+            }
+            _ => match tokio::task::spawn_blocking(run).await {
+                Ok(outcome) => outcome,
+                Err(join) => return internal(&join.to_string()),
+            },
+        };
+        // The deadline a sender and the sink's owner know is the configured one, also when
+        // a call cut inline ran out of the rest of it.
+        let result = result.map_err(|error| match error {
+            HookError::DeadlineExceeded(_) => HookError::DeadlineExceeded(settings.timeout),
+            other => other,
+        });
+        (result, report)
     }
+}
+
+/// Runs `call` at `place` and records in `pace` whether it was slow: cut inline, ran to its
+/// deadline, or used [`SLOW_CALL_CPU`] of this thread's CPU.
+fn paced<R>(
+    pace: &Pace,
+    place: Place,
+    call: impl FnOnce() -> (Result<R, HookError>, CallReport),
+) -> (Result<R, HookError>, CallReport) {
+    let before = thread_cpu();
+    let outcome = call();
+    let used = thread_cpu().saturating_sub(before);
+    let timed_out = matches!(outcome.0, Err(HookError::DeadlineExceeded(_)));
+    pace.record(place, timed_out || used >= SLOW_CALL_CPU);
+    outcome
 }
 
 /// How much of its share one call of `hook` takes: one place, or the whole share while the
 /// hook is slow, so that a slow hook runs one call at a time.
 fn share_needed(hook: &LoadedHook) -> u32 {
-    if hook.in_background.load(Ordering::Relaxed) {
+    if hook.pace.is_slow() {
         hook.share_size.max(1)
     } else {
         1
@@ -345,11 +398,11 @@ mod tests {
             .load(&wasm, "", None, &HookSettings::default())
             .expect("loads");
         let sink = SinkId::new("ns", "s");
-        let limits = CallLimits {
-            // Generous: an unoptimised host makes 2,000 host calls slow.
-            timeout: crate::hook::MAX_TIMEOUT,
-            memory_limit_bytes: crate::hook::DEFAULT_MEMORY_LIMIT_BYTES,
-        };
+        // Generous: an unoptimised host makes 2,000 host calls slow.
+        let limits = CallLimits::new(
+            crate::hook::MAX_TIMEOUT,
+            crate::hook::DEFAULT_MEMORY_LIMIT_BYTES,
+        );
         let event = event_to_wit(&CloudEvent::new("1", "s", "t"));
         let (result, report) = call_event_blocking(&hook, &sink, limits, &event);
         assert!(matches!(result, Ok(wit::EventDecision::Pass)));

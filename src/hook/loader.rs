@@ -2,7 +2,6 @@
 //! a shared cache, pre-instantiating it, finding its phases and running `validate-config`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use sha2::{Digest, Sha256};
@@ -12,6 +11,7 @@ use wasmtime::component::{Component, InstancePre};
 use super::bindings::exports::jobsink::hook::{config, event_phase, job_phase};
 use super::engine::HookEngine;
 use super::error::{HookError, guest_text};
+use super::pace::Pace;
 use super::runtime::{CallLimits, HostState, invoke};
 use super::settings::HookSettings;
 use super::slots::OverBudget;
@@ -132,15 +132,14 @@ pub struct LoadedHook {
     /// The sink's share of the call slots ([`super::slots`]), sized at load from its memory
     /// limit. A reload brings a new share; calls in flight keep the old one.
     pub(crate) share: Arc<tokio::sync::Semaphore>,
-    /// The share's size: a slow hook (`in_background`) takes all of it per call, so it runs
+    /// The share's size: a slow hook (`Pace::is_slow`) takes all of it per call, so it runs
     /// one call at a time.
     pub(crate) share_size: u32,
     /// Memory each call reserves from the budget (the sink's `memoryLimitMiB`).
     pub(crate) memory_limit_bytes: usize,
-    /// Set while this hook's calls run on low-priority threads, one at a time: its last call
-    /// ran to its deadline or used at least `engine::SLOW_CALL_CPU` of CPU
-    /// (`engine::run_blocking`).
-    pub(crate) in_background: Arc<AtomicBool>,
+    /// How its calls have been running, which decides where the next one runs: inline,
+    /// handed off, or on a low-priority thread while its last call was slow (`pace.rs`).
+    pub(crate) pace: Arc<Pace>,
 }
 
 impl LoadedHook {
@@ -160,7 +159,13 @@ impl LoadedHook {
     /// Whether this hook's calls run on low-priority threads now, because its last call was
     /// slow (see `docs/hooks.md#slow-hooks-run-at-low-priority`).
     pub fn in_background(&self) -> bool {
-        self.in_background.load(Ordering::Relaxed)
+        self.pace.is_slow()
+    }
+
+    /// Whether its next call runs inline on the receiver's worker thread: it has made
+    /// enough fast calls in a row (see `docs/hooks.md#where-a-call-runs`).
+    pub fn runs_inline(&self) -> bool {
+        self.pace.place() == super::pace::Place::Inline
     }
 
     /// The config `validate-config` accepted, handed to every call.
@@ -226,7 +231,7 @@ impl HookEngine {
             share: Arc::new(tokio::sync::Semaphore::new(share)),
             share_size: u32::try_from(share).unwrap_or(u32::MAX),
             memory_limit_bytes: settings.memory_limit_bytes,
-            in_background: Arc::new(AtomicBool::new(false)),
+            pace: Arc::default(),
         };
         self.validate(&hook, settings)?;
         Ok(Arc::new(hook))
@@ -286,10 +291,7 @@ impl HookEngine {
         let compiled = &hook.compiled;
         // Not a sink's call: log lines name the component being loaded instead.
         let label = SinkId::new("", format!("load:{}", &compiled.sha256[..12]));
-        let limits = CallLimits {
-            timeout: settings.timeout,
-            memory_limit_bytes: settings.memory_limit_bytes,
-        };
+        let limits = CallLimits::new(settings.timeout, settings.memory_limit_bytes);
         let mut mismatch = None;
         let (result, _) = invoke(&compiled.pre, &label, limits, |store, instance| {
             if let Some(event) = &compiled.event

@@ -16,6 +16,7 @@ mod convert;
 mod engine;
 mod error;
 mod loader;
+mod pace;
 mod pipeline;
 mod registry;
 mod runtime;
@@ -35,6 +36,7 @@ pub use convert::{
 pub use engine::{HookEngine, LOW_PRIORITY_NICE, LOW_PRIORITY_THREAD, SLOW_CALL_CPU};
 pub use error::{HookError, MAX_GUEST_TEXT_BYTES};
 pub use loader::{LoadError, LoadedHook, MAX_COMPONENT_BYTES, Phases};
+pub use pace::INLINE_PROBATION;
 pub use pipeline::{HookNote, HookOutput, HookRefusal, Phase, run_hooks};
 pub use registry::{HOOK_READY, HookRegistry, HookState};
 pub use settings::{

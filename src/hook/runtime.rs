@@ -1,6 +1,7 @@
 //! One hook call: a fresh store and instance from the pre-instantiated template, an empty
 //! WASI context, a memory limiter, an epoch deadline, and a classification of what went
-//! wrong. Everything here is synchronous; callers run it on a blocking thread.
+//! wrong. Everything here is synchronous; `engine.rs` decides on which thread it runs
+//! (`pace.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,20 @@ const STDERR_TAIL_BYTES: usize = 512;
 pub(crate) struct CallLimits {
     pub timeout: Duration,
     pub memory_limit_bytes: usize,
+    /// Set for a call running inline on a receiver worker: stop it after this many epoch
+    /// ticks if its deadline is later, and report it as cut (`CallReport::cut_inline`) so
+    /// that it runs again off the worker.
+    pub inline_ticks: Option<u64>,
+}
+
+impl CallLimits {
+    pub(crate) fn new(timeout: Duration, memory_limit_bytes: usize) -> Self {
+        Self {
+            timeout,
+            memory_limit_bytes,
+            inline_ticks: None,
+        }
+    }
 }
 
 /// Per-store host state: the WASI context and our own `log` budget and memory limiter.
@@ -46,6 +61,9 @@ pub(crate) struct HostState {
     sink: SinkId,
     log_lines_left: u32,
     log_lines_dropped: u32,
+    /// The call's log lines, written out when it ends: none of a call cut inline (it runs
+    /// again and writes its own).
+    log_lines: Vec<(Level, String)>,
 }
 
 impl WasiView for HostState {
@@ -64,24 +82,36 @@ impl host::Host for HostState {
             return;
         }
         self.log_lines_left -= 1;
-        let message = guest_text(&message, MAX_GUEST_TEXT_BYTES);
+        self.log_lines
+            .push((level, guest_text(&message, MAX_GUEST_TEXT_BYTES)));
+    }
+}
+
+impl HostState {
+    fn write_log(&self) {
         let (namespace, sink) = (&self.sink.namespace, &self.sink.name);
-        match level {
-            Level::Trace => {
-                tracing::trace!(target: "jobsink::hook::guest", %namespace, %sink, "{message}")
-            }
-            Level::Debug => {
-                tracing::debug!(target: "jobsink::hook::guest", %namespace, %sink, "{message}")
-            }
-            Level::Info => {
-                tracing::info!(target: "jobsink::hook::guest", %namespace, %sink, "{message}")
-            }
-            Level::Warn => {
-                tracing::warn!(target: "jobsink::hook::guest", %namespace, %sink, "{message}")
-            }
-            Level::Error => {
-                tracing::error!(target: "jobsink::hook::guest", %namespace, %sink, "{message}")
-            }
+        for (level, message) in &self.log_lines {
+            write_log_line(*level, namespace, sink, message);
+        }
+    }
+}
+
+fn write_log_line(level: Level, namespace: &str, sink: &str, message: &str) {
+    match level {
+        Level::Trace => {
+            tracing::trace!(target: "jobsink::hook::guest", %namespace, %sink, "{message}")
+        }
+        Level::Debug => {
+            tracing::debug!(target: "jobsink::hook::guest", %namespace, %sink, "{message}")
+        }
+        Level::Info => {
+            tracing::info!(target: "jobsink::hook::guest", %namespace, %sink, "{message}")
+        }
+        Level::Warn => {
+            tracing::warn!(target: "jobsink::hook::guest", %namespace, %sink, "{message}")
+        }
+        Level::Error => {
+            tracing::error!(target: "jobsink::hook::guest", %namespace, %sink, "{message}")
         }
     }
 }
@@ -186,6 +216,9 @@ pub(crate) struct CallReport {
     pub stderr: Vec<u8>,
     /// Log lines over the per-call budget.
     pub log_lines_dropped: u32,
+    /// The call ran inline past `CallLimits::inline_ticks` and was stopped before its
+    /// deadline; its result is to be thrown away and the call made again.
+    pub cut_inline: bool,
 }
 
 /// Runs `f` on a fresh instance of `pre` under `limits`. `f` returns the guest's own
@@ -217,10 +250,15 @@ pub(crate) fn invoke<R>(
         sink: sink.clone(),
         log_lines_left: MAX_LOG_LINES_PER_CALL,
         log_lines_dropped: 0,
+        log_lines: Vec::new(),
     };
     let mut store = Store::new(pre.engine(), state);
     store.limiter(|state| &mut state.limiter);
-    store.set_epoch_deadline(deadline_ticks(limits.timeout));
+    let deadline = deadline_ticks(limits.timeout);
+    let stop_at = limits
+        .inline_ticks
+        .map_or(deadline, |ticks| ticks.min(deadline));
+    store.set_epoch_deadline(stop_at);
     store.epoch_deadline_trap();
 
     let mut report = CallReport::default();
@@ -235,6 +273,16 @@ pub(crate) fn invoke<R>(
         Err(error) => Err(CallFailure::Instantiate(error)),
     };
     let memory_hit = store.data().limiter.hit;
+    let interrupted = |failure: &CallFailure| {
+        let (CallFailure::Instantiate(error) | CallFailure::Call(error)) = failure;
+        matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt))
+    };
+    if stop_at < deadline && outcome.as_ref().is_err_and(interrupted) {
+        report.cut_inline = true;
+        report.total = start.elapsed();
+        return (Err(HookError::DeadlineExceeded(limits.timeout)), report);
+    }
+    store.data().write_log();
     report.log_lines_dropped = store.data().log_lines_dropped;
     drop(store);
     report.total = start.elapsed();

@@ -293,10 +293,7 @@ pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Res
     let job_json = job_to_json(&input.build_job(&input.event))?;
     let wit_event = event_to_wit(&input.event);
     let sink = input.id.clone();
-    let limits = CallLimits {
-        timeout: input.settings.timeout,
-        memory_limit_bytes: input.settings.memory_limit_bytes,
-    };
+    let limits = CallLimits::new(input.settings.timeout, input.settings.memory_limit_bytes);
     let mut out = String::new();
     writeln!(
         out,
