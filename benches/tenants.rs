@@ -406,6 +406,61 @@ async fn noisy(client: &Client, http: &reqwest::Client, ns: &str, a: &Args) -> a
     Ok(())
 }
 
+/// CPU time the whole machine has spent busy (every CPU, all but idle and iowait), from
+/// `/proc/stat`: the receiver, the API server, etcd and the client together.
+pub fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return Duration::ZERO;
+    };
+    let ticks: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...: leave out idle and iowait.
+    let busy: u64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(busy * 10)
+}
+
+/// The series of counter `name` on the receiver's metrics page, as `labels=value` text.
+pub async fn counters(http: &reqwest::Client, metrics: &str, name: &str) -> String {
+    let Ok(r) = http.get(metrics).send().await else {
+        return String::new();
+    };
+    let text = r.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .map(|l| l.trim_start_matches(name).to_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `_sum` and `_count` of histogram `base` (e.g. `jobsink_receiver_cpu_seconds`), for means
+/// between two readings.
+pub async fn sum_count(http: &reqwest::Client, metrics: &str, base: &str) -> (f64, f64) {
+    let Ok(r) = http.get(metrics).send().await else {
+        return (0.0, 0.0);
+    };
+    let text = r.text().await.unwrap_or_default();
+    let value = |suffix: &str| {
+        let name = format!("{base}_{suffix} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (value("sum"), value("count"))
+}
+
+/// The receiver's CPU time histogram, for its `_sum` and `_count`.
+const CPU_BASE: &str = "jobsink_receiver_cpu_seconds";
+
 async fn overhead(
     client: &Client,
     http: &reqwest::Client,
@@ -431,8 +486,16 @@ async fn overhead(
     let mut from = 0;
     for &c in a.concurrency.as_deref().unwrap_or(&[1, 8, 32]) {
         let (mut plain, mut hooked, mut ratios) = (vec![], vec![], vec![]);
+        // The noise floor: the same path against itself, per block of four rounds (the
+        // second plain round over the first, the second hooked over the first).
+        let mut same: Vec<f64> = vec![];
         // Histogram snapshots around each round: [own time, CPU time], plain and hooked.
         let (mut plain_spans, mut hooked_spans) = (vec![], vec![]);
+        // Mean CPU time per event of each round, in microseconds.
+        let (mut plain_cpu_mean, mut hooked_cpu_mean) = (vec![], vec![]);
+        // The whole machine's CPU per event of each round, in microseconds: at saturation
+        // events/s goes as its inverse, and it is far less noisy than events/s.
+        let (mut plain_machine, mut hooked_machine) = (vec![], vec![]);
         let mut pair = (0.0, 0.0);
         for round in 0..a.rounds * 2 {
             let with_hook = round % 4 == 1 || round % 4 == 2;
@@ -442,8 +505,25 @@ async fn overhead(
                 support::buckets(http, &d.metrics, support::OWN).await,
                 support::buckets(http, &d.metrics, support::CPU).await,
             ];
+            let cpu_before = sum_count(http, &d.metrics, CPU_BASE).await;
+            let busy_before = machine_busy();
             let s = drive(http, &url, "bench/x", from, a.events, c).await;
+            let machine_us =
+                machine_busy().saturating_sub(busy_before).as_secs_f64() / a.events as f64 * 1e6;
             from += a.events;
+            let cpu_after = sum_count(http, &d.metrics, CPU_BASE).await;
+            if with_hook {
+                hooked_machine.push(machine_us);
+            } else {
+                plain_machine.push(machine_us);
+            }
+            let cpu_mean_us =
+                (cpu_after.0 - cpu_before.0) / (cpu_after.1 - cpu_before.1).max(1.0) * 1e6;
+            if with_hook {
+                hooked_cpu_mean.push(format!("{cpu_mean_us:.0}"));
+            } else {
+                plain_cpu_mean.push(format!("{cpu_mean_us:.0}"));
+            }
             let after = [
                 support::buckets(http, &d.metrics, support::OWN).await,
                 support::buckets(http, &d.metrics, support::CPU).await,
@@ -460,10 +540,39 @@ async fn overhead(
             if round % 2 == 1 {
                 ratios.push(pair.1 / pair.0);
             }
+            if round % 4 == 2 {
+                same.push(hooked[hooked.len() - 1] / hooked[hooked.len() - 2]);
+            } else if round % 4 == 3 {
+                same.push(plain[plain.len() - 1] / plain[plain.len() - 2]);
+            }
             quiesce(client, ns).await?;
         }
+        println!(
+            "  hook calls by place so far: {}",
+            counters(http, &d.metrics, "jobsink_hook_calls_total").await
+        );
         ratios.sort_by(f64::total_cmp);
-        let median = ratios[ratios.len() / 2];
+        same.sort_by(f64::total_cmp);
+        let median = median_of(&ratios);
+        let machine = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            median_of(&v)
+        };
+        println!(
+            "  machine CPU per event (all processes, median of rounds): plain {:.0} us, hooked {:.0} us; plain/hooked {:.3} (events/s at saturation goes as this); per round plain {:?}, hooked {:?}",
+            machine(&plain_machine),
+            machine(&hooked_machine),
+            machine(&plain_machine) / machine(&hooked_machine),
+            plain_machine
+                .iter()
+                .map(|v| format!("{v:.0}"))
+                .collect::<Vec<_>>(),
+            hooked_machine
+                .iter()
+                .map(|v| format!("{v:.0}"))
+                .collect::<Vec<_>>(),
+        );
         type Span = ([Vec<(f64, f64)>; 2], [Vec<(f64, f64)>; 2]);
         let p99s = |spans: &[Span], which: usize| -> Vec<String> {
             spans
@@ -475,15 +584,28 @@ async fn overhead(
         let (plain_own, plain_cpu) = (p99s(&plain_spans, 0), p99s(&plain_spans, 1));
         let avg = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         println!(
-            "C={c:>2}: plain {:.1} ev/s, hooked {:.1} ev/s (means); hooked/plain per pair: median {median:.3}, min {:.3}, max {:.3}, all {:?}; with the hook, per round: own wall-clock time p99 {own:?}, CPU time p99 {cpu:?}; without: own wall-clock time p99 {plain_own:?}, CPU time p99 {plain_cpu:?}",
+            "C={c:>2}: plain {:.1} ev/s, hooked {:.1} ev/s (means, ratio {:.3}); hooked/plain per pair: median {median:.3}, min {:.3}, max {:.3}, all {:?}; noise floor (a path against itself): median {:.3}, min {:.3}, max {:.3}; with the hook, per round: own wall-clock time p99 {own:?}, CPU time p99 {cpu:?}, CPU time mean (us) {hooked_cpu_mean:?}; without: own wall-clock time p99 {plain_own:?}, CPU time p99 {plain_cpu:?}, CPU time mean (us) {plain_cpu_mean:?}",
             avg(&plain),
             avg(&hooked),
+            avg(&hooked) / avg(&plain),
             ratios[0],
             ratios[ratios.len() - 1],
-            ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>()
+            ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>(),
+            median_of(&same),
+            same.first().copied().unwrap_or(f64::NAN),
+            same.last().copied().unwrap_or(f64::NAN),
         );
     }
     Ok(())
+}
+
+/// The median of sorted values (the mean of the middle two for an even count).
+fn median_of(sorted: &[f64]) -> f64 {
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
 }
 
 async fn duplicates(

@@ -72,6 +72,13 @@ struct SinkLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PlaceLabels {
+    /// `inline`, `handed_off`, `background`, `blocking_pool`, or `cut_inline` for an inline
+    /// attempt stopped and made again in the background (`src/hook/pace.rs`).
+    place: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DuplicateLabels {
     /// `cache` (the Job index answered, no API call) or `api` (create 409, then a GET).
     answered_by: &'static str,
@@ -98,6 +105,7 @@ pub struct Metrics {
     leader: Gauge,
     hook_slot_timeouts: Family<SinkLabels, Counter>,
     hook_low_priority: Family<SinkLabels, Gauge>,
+    hook_calls: Family<PlaceLabels, Counter>,
     duplicates: Family<DuplicateLabels, Counter>,
 }
 
@@ -131,6 +139,7 @@ impl Metrics {
             leader: Gauge::default(),
             hook_slot_timeouts: Family::default(),
             hook_low_priority: Family::default(),
+            hook_calls: Family::default(),
             duplicates: Family::default(),
         };
         registry.register(
@@ -193,6 +202,12 @@ impl Metrics {
             "hook_low_priority",
             "1 while a sink's hook calls run at low CPU priority because its last call was slow",
             m.hook_low_priority.clone(),
+        );
+        registry.register(
+            "hook_calls",
+            "Hook calls, by where they ran: inline on a receiver thread, handed_off, background \
+             (low priority), blocking_pool; cut_inline counts inline attempts made again",
+            m.hook_calls.clone(),
         );
         registry.register(
             "duplicates",
@@ -289,6 +304,11 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one hook call by where it ran (`HookEngine::run_call`).
+    pub fn hook_call(&self, place: &'static str) {
+        self.hook_calls.get_or_create(&PlaceLabels { place }).inc();
+    }
+
     /// Counts one duplicate answered by the Job index (`cache`) or the API server (`api`).
     pub fn duplicate(&self, answered_by: &'static str) {
         self.duplicates
@@ -333,6 +353,7 @@ mod tests {
         metrics.leader(true);
         metrics.hook_slot_timeout(&sink);
         metrics.hook_low_priority(&sink, true);
+        metrics.hook_call("inline");
         metrics.duplicate("cache");
         let text = encode(&registry);
         for expected in [
@@ -349,6 +370,7 @@ mod tests {
             "jobsink_leader 1",
             "jobsink_hook_slot_timeouts_total{namespace=\"ns\",sink=\"s\"} 1",
             "jobsink_hook_low_priority{namespace=\"ns\",sink=\"s\"} 1",
+            "jobsink_hook_calls_total{place=\"inline\"} 1",
             "jobsink_duplicates_total{answered_by=\"cache\"} 1",
         ] {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");

@@ -208,6 +208,7 @@ impl HookEngine {
         let multi_threaded = tokio::runtime::Handle::current().runtime_flavor()
             == tokio::runtime::RuntimeFlavor::MultiThread;
         let mut place = pace.place();
+        let mut cut = false;
         if place == Place::Inline && multi_threaded {
             let started = Instant::now();
             let inline = CallLimits {
@@ -217,13 +218,16 @@ impl HookEngine {
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 paced(&pace, Place::Inline, || call(sink, inline))
             }));
-            let Ok(outcome) = ran else {
+            let Ok(mut outcome) = ran else {
                 return internal("the hook call panicked in the host");
             };
             if !outcome.1.cut_inline {
+                outcome.1.place = "inline";
                 return outcome;
             }
-            // Cut: the rest of its deadline, off the worker (it is slow now).
+            cut = true;
+            // Cut: the rest of its deadline, off the worker; in the background when it used
+            // the CPU of a slow call, handed off when it was only descheduled meanwhile.
             limits.timeout = limits.timeout.saturating_sub(started.elapsed());
             if limits.timeout.is_zero() {
                 return (
@@ -231,7 +235,11 @@ impl HookEngine {
                     outcome.1,
                 );
             }
-            place = Place::Background;
+            place = if pace.is_slow() {
+                Place::Background
+            } else {
+                Place::HandedOff
+            };
         } else if place == Place::Inline {
             place = Place::HandedOff;
         }
@@ -242,7 +250,7 @@ impl HookEngine {
             let _permit = permit;
             paced(&pace, place, || call(&sink, limits))
         };
-        let (result, report) = match place {
+        let (result, mut report) = match place {
             Place::Background => match run_at_low_priority(run).await {
                 Some(outcome) => outcome,
                 None => return internal("the hook call panicked in the host"),
@@ -265,6 +273,12 @@ impl HookEngine {
                 Err(join) => return internal(&join.to_string()),
             },
         };
+        report.place = match place {
+            Place::Background => "background",
+            _ if multi_threaded => "handed_off",
+            _ => "blocking_pool",
+        };
+        report.cut_inline = cut;
         // The deadline a sender and the sink's owner know is the configured one, also when
         // a call cut inline ran out of the rest of it.
         let result = result.map_err(|error| match error {
@@ -275,8 +289,9 @@ impl HookEngine {
     }
 }
 
-/// Runs `call` at `place` and records in `pace` whether it was slow: cut inline, ran to its
-/// deadline, or used [`SLOW_CALL_CPU`] of this thread's CPU.
+/// Runs `call` at `place` and records in `pace` whether it was slow: it ran to its deadline
+/// or used [`SLOW_CALL_CPU`] of this thread's CPU. A call cut inline counts as slow only by
+/// its CPU: cut by the wall clock after little CPU, it was descheduled, not slow.
 fn paced<R>(
     pace: &Pace,
     place: Place,
@@ -285,7 +300,8 @@ fn paced<R>(
     let before = thread_cpu();
     let outcome = call();
     let used = thread_cpu().saturating_sub(before);
-    let timed_out = matches!(outcome.0, Err(HookError::DeadlineExceeded(_)));
+    let timed_out =
+        matches!(outcome.0, Err(HookError::DeadlineExceeded(_))) && !outcome.1.cut_inline;
     pace.record(place, timed_out || used >= SLOW_CALL_CPU);
     outcome
 }
@@ -389,6 +405,32 @@ mod tests {
     use crate::hook::convert::event_to_wit;
     use crate::hook::runtime::MAX_LOG_LINES_PER_CALL;
     use crate::hook::test_plugins::plugin_path;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_fast_hook_is_handed_off_during_its_probation_then_runs_inline() {
+        let engine = HookEngine::new(EngineConfig::default()).expect("engine");
+        let wasm = std::fs::read(plugin_path("reject_by_source")).expect("the test hook");
+        let settings = HookSettings::default();
+        let hook = engine.load(&wasm, "my/", None, &settings).expect("loads");
+        let sink = SinkId::new("ns", "s");
+        let mut places = vec![];
+        for n in 0..crate::hook::INLINE_PROBATION + 2 {
+            let slots = Arc::new(engine.reserve(&hook).await.expect("a slot"));
+            let event = event_to_wit(&CloudEvent::new(n.to_string(), "my/src", "t"));
+            let (result, report) = engine
+                .call_event(&hook, &settings, &sink, &slots, event)
+                .await;
+            assert!(matches!(result, Ok(wit::EventDecision::Modify(_))));
+            assert!(!report.cut_inline);
+            places.push(report.place);
+        }
+        let probation = crate::hook::INLINE_PROBATION as usize;
+        assert!(
+            places[..probation].iter().all(|p| *p == "handed_off"),
+            "{places:?}"
+        );
+        assert_eq!(places[probation..], ["inline", "inline"]);
+    }
 
     #[test]
     fn log_lines_past_the_per_call_budget_are_dropped_and_counted() {

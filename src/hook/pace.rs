@@ -5,7 +5,8 @@
 //!   fast call costs what the call costs. Only a hook that earned it: its last
 //!   [`Pace::probation`] calls were fast. An inline call is stopped after [`INLINE_TICKS`]
 //!   epoch ticks (10 to 20 ms) and run again from the start elsewhere, so a hook that turns
-//!   slow holds a worker for at most that long;
+//!   slow holds a worker for at most that long (a cut call that used little CPU was only
+//!   descheduled: it is not counted as slow);
 //! - **handed off** (`block_in_place`): the worker's other tasks move to another thread while
 //!   the call runs on this one. A new hook, and one on probation after a slow call, runs
 //!   here;
@@ -14,7 +15,10 @@
 //!
 //! Each time a hook running inline turns out slow, the number of fast calls it needs before
 //! running inline again doubles (16, 32, ... up to 65,536), so a hook that alternates fast
-//! and slow calls to hold workers gets ever fewer chances.
+//! and slow calls to hold workers gets ever fewer chances. It halves again after as many
+//! fast inline calls in a row as the probation asks, so that a hook that was slow once (or
+//! seemed so: on a busy VM a thread's CPU clock also counts time the host took) is not
+//! handed off for ever.
 //! See docs/hooks.md#where-a-call-runs.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -86,9 +90,21 @@ impl Pace {
         } else {
             self.slow.store(false, Ordering::Relaxed);
             // Saturating: a streak past the longest probation need not count further.
-            let _ = self
+            let streak = self
                 .fast_streak
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
+                .map_or(u32::MAX, |n| n + 1);
+            let probation = self.probation();
+            if place == Place::Inline
+                && probation > INLINE_PROBATION
+                && streak >= probation.saturating_mul(2)
+            {
+                let _ = self
+                    .inline_slow
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+                // Earned again from here: another probation's worth halves it once more.
+                self.fast_streak.store(self.probation(), Ordering::Relaxed);
+            }
         }
     }
 }
@@ -133,5 +149,33 @@ mod tests {
             INLINE_PROBATION << MAX_PROBATION_DOUBLINGS
         );
         assert_eq!(pace.probation(), 65_536);
+    }
+
+    #[test]
+    fn a_long_run_of_fast_inline_calls_halves_the_probation_again() {
+        let pace = Pace::default();
+        pace.record(Place::Inline, true);
+        pace.record(Place::Inline, true);
+        assert_eq!(pace.probation(), 4 * INLINE_PROBATION);
+        let mut calls = 0;
+        while pace.probation() == 4 * INLINE_PROBATION {
+            let place = pace.place();
+            pace.record(place, false);
+            calls += 1;
+        }
+        // The probation (handed off), then as many calls again inline.
+        assert_eq!(calls, 8 * INLINE_PROBATION);
+        assert_eq!(pace.probation(), 2 * INLINE_PROBATION);
+        assert_eq!(pace.place(), Place::Inline);
+        for _ in 0..2 * INLINE_PROBATION {
+            pace.record(Place::Inline, false);
+        }
+        // Never below the first probation, and still inline.
+        assert_eq!(pace.probation(), INLINE_PROBATION);
+        for _ in 0..10 * INLINE_PROBATION {
+            pace.record(Place::Inline, false);
+        }
+        assert_eq!(pace.probation(), INLINE_PROBATION);
+        assert_eq!(pace.place(), Place::Inline);
     }
 }

@@ -22,7 +22,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
-use super::{HookEngine, HookNote, HookRefusal, HookSettings, LoadedHook, run_hooks};
+use super::pipeline::run_traced;
+use super::{HookEngine, HookNote, HookRefusal, HookSettings, LoadedHook};
 use crate::cloudevent::CloudEvent;
 use crate::crd::{Condition, HookSpec, JobSink, SinkId};
 use crate::leader::Leadership;
@@ -187,7 +188,16 @@ impl HookRegistry {
             ),
         };
         let hook = hook.as_ref().map_err(String::as_str);
-        let result = run_hooks(&self.inner.engine, hook, &settings, &id, event, build_job).await;
+        let (result, runs) =
+            run_traced(&self.inner.engine, hook, &settings, &id, event, build_job).await;
+        for run in &runs {
+            if run.report.cut_inline {
+                self.inner.metrics.hook_call("cut_inline");
+            }
+            if !run.report.place.is_empty() {
+                self.inner.metrics.hook_call(run.report.place);
+            }
+        }
         if let Ok(hook) = hook {
             self.inner
                 .metrics

@@ -219,6 +219,9 @@ pub(crate) struct CallReport {
     /// The call ran inline past `CallLimits::inline_ticks` and was stopped before its
     /// deadline; its result is to be thrown away and the call made again.
     pub cut_inline: bool,
+    /// Where the call ran (`pace.rs`): `inline`, `handed_off`, `background` or
+    /// `blocking_pool`; empty when no call was made.
+    pub place: &'static str,
 }
 
 /// Runs `f` on a fresh instance of `pre` under `limits`. `f` returns the guest's own
