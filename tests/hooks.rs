@@ -592,16 +592,27 @@ async fn earn_inline(engine: &HookEngine, hook: &Arc<LoadedHook>, needed: u32) {
     assert!(hook.runs_inline(), "not inline after {needed} fast calls");
 }
 
+/// `bad_sometimes_slow` spinning `spin_ms` on `slow` events under a `timeout` deadline,
+/// after the fast calls that make it run inline.
+async fn trusted_spinner(
+    engine: &HookEngine,
+    spin_ms: u64,
+    timeout: Duration,
+) -> (Arc<LoadedHook>, HookSettings) {
+    let hook = load(engine, "bad_sometimes_slow", &spin_ms.to_string());
+    let settings = HookSettings {
+        timeout,
+        ..HookSettings::default()
+    };
+    earn_inline(engine, &hook, jobsink::hook::INLINE_PROBATION).await;
+    (hook, settings)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn a_trusted_hook_that_turns_slow_is_taken_off_the_worker_and_its_call_completes() {
     let engine = engine();
     // Spins 400 ms on `slow` events, well inside its 2 s deadline.
-    let hook = load(&engine, "bad_sometimes_slow", "400");
-    let settings = HookSettings {
-        timeout: Duration::from_secs(2),
-        ..HookSettings::default()
-    };
-    earn_inline(&engine, &hook, jobsink::hook::INLINE_PROBATION).await;
+    let (hook, settings) = trusted_spinner(&engine, 400, Duration::from_secs(2)).await;
 
     // The slow call starts inline on the runtime's only worker. A ticker task on the same
     // worker counts the ticks it makes while the call is in progress: none if the call held
@@ -672,12 +683,7 @@ async fn a_trusted_hook_that_turns_slow_is_taken_off_the_worker_and_its_call_com
 async fn a_call_cut_inline_still_ends_at_the_configured_deadline() {
     let engine = engine();
     // Spins far past its 300 ms deadline.
-    let hook = load(&engine, "bad_sometimes_slow", "60000");
-    let settings = HookSettings {
-        timeout: Duration::from_millis(300),
-        ..HookSettings::default()
-    };
-    earn_inline(&engine, &hook, jobsink::hook::INLINE_PROBATION).await;
+    let (hook, settings) = trusted_spinner(&engine, 60_000, Duration::from_millis(300)).await;
     let started = Instant::now();
     let (result, built) = run(&engine, &hook, &settings, paced_event(true, 1)).await;
     let took = started.elapsed();

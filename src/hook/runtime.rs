@@ -216,8 +216,10 @@ pub(crate) struct CallReport {
     pub stderr: Vec<u8>,
     /// Log lines over the per-call budget.
     pub log_lines_dropped: u32,
-    /// The call ran inline past `CallLimits::inline_ticks` and was stopped before its
-    /// deadline; its result is to be thrown away and the call made again.
+    /// From `invoke`: the call ran inline past `CallLimits::inline_ticks` and was stopped
+    /// before its deadline; its result is to be thrown away and the call made again. On the
+    /// report `HookEngine::run_call` returns (the restarted call's): an inline attempt was
+    /// cut before it, for `jobsink_hook_calls_total{place="cut_inline"}`.
     pub cut_inline: bool,
     /// Where the call ran (`pace.rs`): `inline`, `handed_off`, `background` or
     /// `blocking_pool`; empty when no call was made.
