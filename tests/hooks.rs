@@ -791,3 +791,47 @@ fn a_budget_too_small_for_two_default_calls_is_refused_at_start() {
         "{error}"
     );
 }
+
+/// The `leftover` extensions `bad_remembers` adds.
+fn leftovers(output: &HookOutput) -> (Option<&str>, Option<&str>) {
+    let get = |name: &str| output.event.extensions.get(name).map(String::as_str);
+    (get("leftover"), get("leftoverwithin"))
+}
+
+/// Every call gets the component's memory as it first was, whichever call used the instance
+/// slot before: the slot's pages a call wrote are reset by writing (only those, found by the
+/// kernel's page scan where it has one), the rest returned to the kernel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_call_sees_what_an_earlier_call_left_in_its_memory() {
+    let engine = engine();
+    let settings = HookSettings::default();
+    // The looking works: within one call, a second look finds the first one's markers.
+    let twice = load(&engine, "bad_remembers", "twice");
+    let (result, _) = run(&engine, &twice, &settings, event()).await;
+    let output = result.expect("bad_remembers passes");
+    assert_eq!(leftovers(&output), (Some("none"), Some("data,bss")));
+
+    // The same component (the same slots) without the second look, past its probation so
+    // that calls run both handed off and inline.
+    let hook = load(&engine, "bad_remembers", "");
+    for n in 0..jobsink::hook::INLINE_PROBATION as usize + 16 {
+        let (result, _) = run(&engine, &hook, &settings, paced_event(false, n)).await;
+        let output = result.expect("bad_remembers passes");
+        assert_eq!(leftovers(&output), (Some("none"), None), "call {n}");
+    }
+    assert!(hook.runs_inline(), "the later calls ran inline");
+    // And many at once, each in a slot another call used before.
+    let mut calls = tokio::task::JoinSet::new();
+    for n in 0..32 {
+        let (engine, hook) = (engine.clone(), Arc::clone(&hook));
+        calls.spawn(async move {
+            let settings = HookSettings::default();
+            let (result, _) = run(&engine, &hook, &settings, paced_event(false, n)).await;
+            let output = result.expect("bad_remembers passes");
+            leftovers(&output).0.map(str::to_string)
+        });
+    }
+    while let Some(found) = calls.join_next().await {
+        assert_eq!(found.expect("call task").as_deref(), Some("none"));
+    }
+}

@@ -5,7 +5,7 @@
 use std::thread;
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::settings::MAX_MEMORY_LIMIT_BYTES;
 use super::slots::{
@@ -169,13 +169,21 @@ fn base_config() -> Config {
     config
 }
 
-/// Memory of a slot reset by zeroing instead of `madvise` when an instance is dropped. A
-/// Rust guest touches about 1 MiB (stack and data) per call; returning those pages to the
-/// kernel on every call made the kernel flush the TLBs of every dispatcher thread, which
-/// cost milliseconds per event in a busy VM, while zeroing 2 MiB costs tens of
-/// microseconds. Pages beyond this are still returned to the kernel, so a memory bomb's
-/// pages do not stay resident.
+/// Memory of a slot reset by writing instead of `madvise` when an instance is dropped.
+/// Returning a call's pages to the kernel on every call made the kernel flush the TLBs of
+/// every dispatcher thread, which cost milliseconds per event in a busy VM. Pages beyond
+/// this are still returned to the kernel, so a memory bomb's pages do not stay resident.
+///
+/// Which pages are written back is decided by [`RESET_ONLY_DIRTY_PAGES`]: without it the
+/// whole low part of the memory (a Rust guest's 1 MiB stack and its data, over 1 MiB) is
+/// reset on every call although a call dirties a few dozen pages of it.
 const KEEP_RESIDENT_BYTES: usize = 2 << 20;
+/// Reset only the pages a call wrote, found with Linux's `PAGEMAP_SCAN` (6.7 and later;
+/// `Auto` falls back to resetting the whole kept range elsewhere). Resetting 1-2 MiB per
+/// call took a few microseconds in a loop with warm caches, but in the dispatcher, between
+/// requests, it ran with cold caches and evicted the receiver's own data from them, costing
+/// hundreds of microseconds per hooked event (BENCHMARKS.md, hook overhead).
+const RESET_ONLY_DIRTY_PAGES: Enabled = Enabled::Auto;
 /// The same for tables (function references), which are small.
 const KEEP_RESIDENT_TABLE_BYTES: usize = 64 << 10;
 
@@ -191,7 +199,8 @@ fn pooling_engine(max_concurrency: usize) -> Result<Engine, String> {
         .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
         .max_memory_size(MAX_MEMORY_LIMIT_BYTES)
         .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-        .table_keep_resident(KEEP_RESIDENT_TABLE_BYTES);
+        .table_keep_resident(KEEP_RESIDENT_TABLE_BYTES)
+        .pagemap_scan(RESET_ONLY_DIRTY_PAGES);
     let mut config = base_config();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     let engine = Engine::new(&config).map_err(|e| e.to_string())?;

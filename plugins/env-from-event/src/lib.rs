@@ -19,12 +19,16 @@ fn prefix(config: &str) -> Result<&str, String> {
     if prefix.is_empty() {
         return Ok("CE_");
     }
-    if prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    if prefix
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !prefix.starts_with(|c: char| c.is_ascii_digit())
     {
         Ok(prefix)
     } else {
-        Err(format!("the prefix {prefix:?} is not a valid start of an environment variable name"))
+        Err(format!(
+            "the prefix {prefix:?} is not a valid start of an environment variable name"
+        ))
     }
 }
 
