@@ -6,8 +6,9 @@
 //!   beside a sink with the event-phase example hook (`reject_by_source`) at C=8: the second
 //!   sink's events/s, p50 and p99 with and without the flood.
 //! - `overhead`: events/s of a sink with the event-phase example hook over one without, at
-//!   each C, over `--rounds` alternating pairs; the median ratio and its spread, and the
-//!   receiver's own time with the hook (p99).
+//!   each C, over `--rounds` alternating pairs; the median ratio and its spread, the
+//!   geometric mean with its 95% confidence interval (and the same for the noise floor, each
+//!   path against itself), and the receiver's own time with the hook (p99).
 //! - `duplicates`: new events/s, then copies of the same events/s, at each C, answered by the
 //!   Job index, and by a second receiver with `--job-index=false` (the API way).
 //! - `scale`: events/s with two receiver processes against the same API server over one.
@@ -584,19 +585,58 @@ async fn overhead(
         let (plain_own, plain_cpu) = (p99s(&plain_spans, 0), p99s(&plain_spans, 1));
         let avg = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         println!(
-            "C={c:>2}: plain {:.1} ev/s, hooked {:.1} ev/s (means, ratio {:.3}); hooked/plain per pair: median {median:.3}, min {:.3}, max {:.3}, all {:?}; noise floor (a path against itself): median {:.3}, min {:.3}, max {:.3}; with the hook, per round: own wall-clock time p99 {own:?}, CPU time p99 {cpu:?}, CPU time mean (us) {hooked_cpu_mean:?}; without: own wall-clock time p99 {plain_own:?}, CPU time p99 {plain_cpu:?}, CPU time mean (us) {plain_cpu_mean:?}",
+            "C={c:>2}: plain {:.1} ev/s, hooked {:.1} ev/s (means, ratio {:.3}); hooked/plain per pair: median {median:.3}, min {:.3}, max {:.3}, geometric mean {} (95% confidence), all {:?}; noise floor (a path against itself): median {:.3}, min {:.3}, max {:.3}, geometric mean {}; with the hook, per round: own wall-clock time p99 {own:?}, CPU time p99 {cpu:?}, CPU time mean (us) {hooked_cpu_mean:?}; without: own wall-clock time p99 {plain_own:?}, CPU time p99 {plain_cpu:?}, CPU time mean (us) {plain_cpu_mean:?}",
             avg(&plain),
             avg(&hooked),
             avg(&hooked) / avg(&plain),
             ratios[0],
             ratios[ratios.len() - 1],
+            geometric_mean_ci(&ratios),
             ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>(),
             median_of(&same),
             same.first().copied().unwrap_or(f64::NAN),
             same.last().copied().unwrap_or(f64::NAN),
+            geometric_mean_ci(&same),
         );
     }
     Ok(())
+}
+
+/// The geometric mean of ratios with its 95% confidence interval, from Student's t on the
+/// logarithms (pairs of rounds are independent samples of the same ratio): `g (lo-hi)`.
+/// Unlike the min-max spread, the interval narrows as pairs are added, so it says whether a
+/// run had enough of them to resolve a given difference.
+fn geometric_mean_ci(ratios: &[f64]) -> String {
+    let logs: Vec<f64> = ratios.iter().map(|r| r.ln()).collect();
+    let n = logs.len();
+    if n < 2 {
+        return "n/a (one pair)".into();
+    }
+    let mean = logs.iter().sum::<f64>() / n as f64;
+    let var = logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let half = t95(n - 1) * (var / n as f64).sqrt();
+    format!(
+        "{:.3} ({:.3}-{:.3})",
+        mean.exp(),
+        (mean - half).exp(),
+        (mean + half).exp()
+    )
+}
+
+/// Two-sided 95% critical value of Student's t with `df` degrees of freedom.
+fn t95(df: usize) -> f64 {
+    const TABLE: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    match df {
+        0 => f64::INFINITY,
+        1..=30 => TABLE[df - 1],
+        31..=60 => 2.000,
+        61..=120 => 1.980,
+        _ => 1.960,
+    }
 }
 
 /// The median of sorted values (the mean of the middle two for an even count).

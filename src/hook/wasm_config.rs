@@ -180,9 +180,10 @@ fn base_config() -> Config {
 const KEEP_RESIDENT_BYTES: usize = 2 << 20;
 /// Reset only the pages a call wrote, found with Linux's `PAGEMAP_SCAN` (6.7 and later;
 /// `Auto` falls back to resetting the whole kept range elsewhere). Resetting 1-2 MiB per
-/// call took a few microseconds in a loop with warm caches, but in the dispatcher, between
-/// requests, it ran with cold caches and evicted the receiver's own data from them, costing
-/// hundreds of microseconds per hooked event (BENCHMARKS.md, hook overhead).
+/// call is cheap in a loop with warm caches, but in the dispatcher, between requests, it
+/// ran with cold caches and evicted the receiver's own data from them: the receiver's mean
+/// CPU per hooked event went from 199-239 us to 157-178 us with this (BENCHMARKS.md, hook
+/// overhead under concurrency).
 const RESET_ONLY_DIRTY_PAGES: Enabled = Enabled::Auto;
 /// The same for tables (function references), which are small.
 const KEEP_RESIDENT_TABLE_BYTES: usize = 64 << 10;
