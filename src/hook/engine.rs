@@ -16,7 +16,7 @@ use super::pace::{INLINE_TICKS, Pace, Place};
 use super::runtime::{CallLimits, CallReport, HostState, invoke, linker};
 use super::settings::HookSettings;
 use super::slots::{OverBudget, Reservation, Slots};
-use super::wasm_config::{self, Allocator, EngineConfig, EngineError, LOAD_SLOTS};
+use super::wasm_config::{self, Allocator, EngineConfig, EngineError, LOAD_SLOTS, Ticker};
 use crate::cputime::thread_cpu;
 use crate::crd::SinkId;
 
@@ -30,6 +30,8 @@ pub struct HookEngine {
 struct Inner {
     engine: Engine,
     linker: Linker<HostState>,
+    /// Advances the epoch while calls run (`wasm_config::Ticker`).
+    ticker: Arc<Ticker>,
     allocator: Allocator,
     cache: Mutex<Cache>,
     /// Call slots, per-sink shares and the memory budget. A call's reservation is owned by
@@ -62,7 +64,7 @@ impl HookEngine {
     pub fn new(cfg: EngineConfig) -> Result<Self, EngineError> {
         let (engine, allocator) = wasm_config::build(&cfg)?;
         let linker = linker(&engine).map_err(EngineError::Create)?;
-        wasm_config::start_epoch_ticker(&engine);
+        let ticker = Ticker::start(&engine);
         tracing::info!(
             ?allocator,
             max_concurrency = cfg.max_concurrency,
@@ -72,6 +74,7 @@ impl HookEngine {
             inner: Arc::new(Inner {
                 engine,
                 linker,
+                ticker,
                 allocator,
                 cache: Mutex::new(Cache::new()),
                 slots: Slots::new(
@@ -132,6 +135,10 @@ impl HookEngine {
 
     pub(crate) fn linker(&self) -> &Linker<HostState> {
         &self.inner.linker
+    }
+
+    pub(crate) fn ticker(&self) -> Arc<Ticker> {
+        Arc::clone(&self.inner.ticker)
     }
 
     pub(crate) fn cache(&self) -> &Mutex<Cache> {
@@ -365,7 +372,7 @@ pub(crate) fn call_event_blocking(
         return (Ok(wit::EventDecision::Pass), CallReport::default());
     };
     let ctx = wit_context(hook, sink);
-    invoke(&compiled.pre, sink, limits, |store, instance| {
+    invoke(compiled, sink, limits, |store, instance| {
         let guest = indices.load(&mut *store, instance)?;
         guest.call_on_event(&mut *store, &ctx, event)
     })
@@ -384,7 +391,7 @@ pub(crate) fn call_job_blocking(
         return (Ok(wit::JobDecision::Pass), CallReport::default());
     };
     let ctx = wit_context(hook, sink);
-    invoke(&compiled.pre, sink, limits, |store, instance| {
+    invoke(compiled, sink, limits, |store, instance| {
         let guest = indices.load(&mut *store, instance)?;
         guest.call_on_job(&mut *store, &ctx, event, job_json)
     })

@@ -15,6 +15,7 @@ use super::pace::Pace;
 use super::runtime::{CallLimits, HostState, invoke};
 use super::settings::HookSettings;
 use super::slots::OverBudget;
+use super::wasm_config::Ticker;
 use crate::crd::SinkId;
 
 /// Largest component accepted. A ConfigMap holds at most 1 MiB; the extra room is for
@@ -123,6 +124,8 @@ pub(crate) struct CompiledHook {
     pub config: config::GuestIndices,
     pub event: Option<event_phase::GuestIndices>,
     pub job: Option<job_phase::GuestIndices>,
+    /// The engine's epoch ticker, kept ticking while a call of this component runs.
+    pub ticker: Arc<Ticker>,
 }
 
 /// A hook ready to serve one sink: the compiled component and the config it accepted.
@@ -283,6 +286,7 @@ impl HookEngine {
             config,
             event,
             job,
+            ticker: self.ticker(),
         })
     }
 
@@ -293,7 +297,7 @@ impl HookEngine {
         let label = SinkId::new("", format!("load:{}", &compiled.sha256[..12]));
         let limits = CallLimits::new(settings.timeout, settings.memory_limit_bytes);
         let mut mismatch = None;
-        let (result, _) = invoke(&compiled.pre, &label, limits, |store, instance| {
+        let (result, _) = invoke(compiled, &label, limits, |store, instance| {
             if let Some(event) = &compiled.event
                 && let Err(source) = event.load(&mut *store, instance)
             {

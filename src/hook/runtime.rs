@@ -5,13 +5,14 @@
 
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{HasData, HasSelf, Instance, InstancePre, Linker, ResourceTable};
+use wasmtime::component::{HasData, HasSelf, Instance, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::jobsink::hook::host::{self, Level};
 use super::error::{HookError, MAX_GUEST_TEXT_BYTES, guest_text};
+use super::loader::CompiledHook;
 use super::wasm_config::{EPOCH_TICK, MAX_MEMORIES_PER_COMPONENT, MAX_TABLES_PER_COMPONENT};
 use crate::crd::SinkId;
 
@@ -226,14 +227,17 @@ pub(crate) struct CallReport {
     pub place: &'static str,
 }
 
-/// Runs `f` on a fresh instance of `pre` under `limits`. `f` returns the guest's own
+/// Runs `f` on a fresh instance of `hook` under `limits`. `f` returns the guest's own
 /// `result` (an `Err(String)` is the hook's returned error) inside Wasmtime's result (traps).
 pub(crate) fn invoke<R>(
-    pre: &InstancePre<HostState>,
+    hook: &CompiledHook,
     sink: &SinkId,
     limits: CallLimits,
     f: impl FnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<Result<R, String>>,
 ) -> (Result<R, HookError>, CallReport) {
+    let pre = &hook.pre;
+    // Before the deadline is set: the epoch advances from now until the store is dropped.
+    let _ticking = hook.ticker.enter();
     let start = Instant::now();
     let stdout = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
     let stderr = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);

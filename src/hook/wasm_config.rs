@@ -2,7 +2,9 @@
 //! thread, and a pooling allocator sized from the concurrency cap (with a start-up probe and
 //! a fallback to on-demand allocation when the pool cannot be reserved).
 
-use std::thread;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::{self, Thread};
 use std::time::Duration;
 
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -15,7 +17,8 @@ use super::slots::{
 
 /// Interval of the epoch ticker. A CPU-bound hook is interrupted within about one tick of
 /// its deadline (the deadline is rounded up to whole ticks, see `runtime.rs`); 10 ms keeps
-/// the overshoot well under the 20 ms goal at a negligible cost (100 wake-ups a second).
+/// the overshoot well under the 20 ms goal at a negligible cost (100 wake-ups a second while
+/// calls run, none while no call runs: [`Ticker`]).
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Default number of hook calls that may run at the same time (`--hook-concurrency`). Each
@@ -224,29 +227,116 @@ fn probe(engine: &Engine) -> Result<(), String> {
     Ok(())
 }
 
-/// Starts the thread that advances the engine's epoch every [`EPOCH_TICK`]. It holds only a
-/// weak reference and stops once the engine is gone.
-pub(crate) fn start_epoch_ticker(engine: &Engine) {
-    let weak = engine.weak();
-    let spawned = thread::Builder::new()
-        .name("hook-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                thread::sleep(EPOCH_TICK);
-            }
+/// How often an idle ticker looks whether its engine is gone.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// The thread that advances the engine's epoch every [`EPOCH_TICK`] while a call runs, and
+/// sleeps while none does: an idle dispatcher does not wake up 100 times a second. A call
+/// holds a [`Ticking`] for as long as its store lives.
+pub(crate) struct Ticker {
+    running: AtomicUsize,
+    thread: OnceLock<Thread>,
+    /// Epochs advanced so far.
+    ticks: AtomicU64,
+}
+
+/// A call in progress: keeps the ticker ticking until dropped.
+pub(crate) struct Ticking(Arc<Ticker>);
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Ticker {
+    /// Starts the ticker thread. It holds only a weak reference to the engine and stops once
+    /// the engine is gone.
+    pub(crate) fn start(engine: &Engine) -> Arc<Ticker> {
+        let ticker = Arc::new(Ticker {
+            running: AtomicUsize::new(0),
+            thread: OnceLock::new(),
+            ticks: AtomicU64::new(0),
         });
-    if let Err(error) = spawned {
-        // Without a ticker no deadline fires; refusing to run hooks would be safer, but the
-        // thread spawn failing means the process is already out of resources.
-        tracing::error!(%error, "could not start the hook epoch ticker");
+        let weak = engine.weak();
+        let own = Arc::clone(&ticker);
+        let spawned = thread::Builder::new()
+            .name("hook-epoch".into())
+            .spawn(move || {
+                while weak.upgrade().is_some() {
+                    if own.running.load(Ordering::Acquire) == 0 {
+                        // `enter` unparks; an unpark that came first makes this return at once.
+                        thread::park_timeout(IDLE_CHECK);
+                        continue;
+                    }
+                    // A whole tick after the first call started: a deadline of n ticks (the
+                    // timeout rounded up, plus one, `runtime.rs`) still ends between the
+                    // timeout and one tick after it.
+                    thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => {
+                            engine.increment_epoch();
+                            own.ticks.fetch_add(1, Ordering::Relaxed);
+                        }
+                        None => break,
+                    }
+                }
+            });
+        match spawned {
+            Ok(handle) => {
+                let _ = ticker.thread.set(handle.thread().clone());
+            }
+            // Without a ticker no deadline fires; refusing to run hooks would be safer, but
+            // the thread spawn failing means the process is already out of resources.
+            Err(error) => tracing::error!(%error, "could not start the hook epoch ticker"),
+        }
+        ticker
+    }
+
+    /// Marks a call as running (until the returned guard is dropped), waking the ticker if
+    /// it slept.
+    pub(crate) fn enter(self: &Arc<Self>) -> Ticking {
+        if self.running.fetch_add(1, Ordering::AcqRel) == 0
+            && let Some(thread) = self.thread.get()
+        {
+            thread.unpark();
+        }
+        Ticking(Arc::clone(self))
+    }
+
+    /// Epochs advanced since the start.
+    #[cfg(test)]
+    fn ticks(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ticker_ticks_only_while_a_call_runs() {
+        let engine = Engine::new(&base_config()).unwrap();
+        let ticker = Ticker::start(&engine);
+        thread::sleep(Duration::from_millis(200));
+        assert_eq!(ticker.ticks(), 0, "ticked with no call running");
+        let call = ticker.enter();
+        let started = std::time::Instant::now();
+        while ticker.ticks() < 3 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no ticks while a call runs"
+            );
+            thread::sleep(EPOCH_TICK);
+        }
+        drop(call);
+        // A tick already under way may still land.
+        thread::sleep(Duration::from_millis(50));
+        let idle = ticker.ticks();
+        thread::sleep(Duration::from_millis(200));
+        assert!(ticker.ticks() <= idle + 1, "went on ticking after the call");
+    }
 
     #[test]
     fn zero_concurrency_is_refused() {
