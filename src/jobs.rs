@@ -1,6 +1,7 @@
-//! [`JobIndex`]: which events' Jobs exist, from one metadata-only watch of the Jobs the
-//! receiver creates (label `sinks.knative.dev/job-sink-name`, all namespaces), so that a copy
-//! of an event already accepted is answered without any API call.
+//! [`JobIndex`]: which events' Jobs exist, from the process's one metadata-only watch of the
+//! Jobs the receiver creates ([`JobWatch`]: label `sinks.knative.dev/job-sink-name`, all
+//! namespaces; the orphan sweep reads the same watch), so that a copy of an event already
+//! accepted is answered without any API call.
 //!
 //! An entry answers a duplicate only when both hold:
 //! - the watch has reported the Job and not its deletion (nor a deletion in progress), and
@@ -26,6 +27,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -82,31 +84,16 @@ impl JobIndex {
         }
     }
 
-    /// Starts the watch; it runs until `shutdown` fires.
+    /// Starts the process's Job watch ([`JobWatch`]) feeding a new index; it runs until
+    /// `shutdown` fires.
     pub fn spawn(client: Client, shutdown: CancellationToken) -> Self {
-        let state: Arc<Mutex<State>> = Arc::default();
-        // `PartialObjectMeta`: the API server sends metadata only.
-        let api: Api<PartialObjectMeta<Job>> = Api::all(client);
-        let config = watcher::Config::default().labels(JOB_SINK_NAME_LABEL);
-        let stream = watcher(api, config).default_backoff();
-        let index = Self {
-            state: Some(Arc::clone(&state)),
-        };
-        let this = index.clone();
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    item = stream.next() => match item {
-                        Some(Ok(event)) => this.apply(event),
-                        Some(Err(error)) => warn!(%error, "Job watch error (index); retrying"),
-                        None => break,
-                    },
-                }
-            }
-        });
+        let index = Self::unwatched();
+        JobWatch::spawn(client, index.clone(), shutdown);
         index
+    }
+
+    fn enabled(&self) -> bool {
+        self.state.is_some()
     }
 
     fn lock(&self) -> Option<MutexGuard<'_, State>> {
@@ -115,7 +102,7 @@ impl JobIndex {
             .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    fn apply(&self, event: watcher::Event<PartialObjectMeta<Job>>) {
+    fn apply(&self, event: JobEvent) {
         let Some(mut state) = self.lock() else {
             return;
         };
@@ -185,6 +172,109 @@ impl JobIndex {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// An event of the Job watch.
+pub type JobEvent = watcher::Event<PartialObjectMeta<Job>>;
+
+/// Most events a subscriber may have waiting. One that falls further behind is dropped (its
+/// receiver ends) and subscribes again, from a fresh list: a stalled consumer costs bounded
+/// memory and never holds up the index.
+const SUBSCRIBER_BACKLOG: usize = 4096;
+
+/// The process's one watch of the Jobs it creates (metadata only, label
+/// `sinks.knative.dev/job-sink-name`, all namespaces). It feeds the [`JobIndex`] and hands
+/// every event to its subscribers: the orphan sweep of the controller on the leader
+/// (`controller::orphans`). Without an index it watches only while someone subscribes.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct JobWatch {
+    hub: Arc<Hub>,
+}
+
+#[derive(Default)]
+struct Hub {
+    subscribers: Mutex<Vec<mpsc::Sender<JobEvent>>>,
+    /// A new subscriber: start again from a list, so that it sees every Job.
+    relist: Notify,
+}
+
+impl Hub {
+    fn subscribers(&self) -> MutexGuard<'_, Vec<mpsc::Sender<JobEvent>>> {
+        self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl JobWatch {
+    /// Starts the watch feeding `index` ([`JobIndex::disabled`]: subscribers only) until
+    /// `shutdown` fires.
+    pub fn spawn(client: Client, index: JobIndex, shutdown: CancellationToken) -> Self {
+        let hub: Arc<Hub> = Arc::default();
+        // `PartialObjectMeta`: the API server sends metadata only.
+        let api: Api<PartialObjectMeta<Job>> = Api::all(client);
+        let config = watcher::Config::default().labels(JOB_SINK_NAME_LABEL);
+        let feed = Arc::clone(&hub);
+        tokio::spawn(async move {
+            loop {
+                if !index.enabled() && feed.subscribers().is_empty() {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        () = feed.relist.notified() => continue,
+                    }
+                }
+                let mut stream =
+                    std::pin::pin!(watcher(api.clone(), config.clone()).default_backoff());
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        () = feed.relist.notified() => break,
+                        item = stream.next() => match item {
+                            Some(Ok(event)) => {
+                                if !feed.hand_out(&event) && !index.enabled() {
+                                    break;
+                                }
+                                index.apply(event);
+                            }
+                            Some(Err(error)) => warn!(%error, "Job watch error; retrying"),
+                            None => return,
+                        },
+                    }
+                }
+            }
+        });
+        JobWatch { hub }
+    }
+
+    /// The Job events from a fresh list on (`Init`, the Jobs that exist, `InitDone`, then
+    /// changes; a few changes may come before the `Init`). Every other consumer, the index
+    /// too, goes through the list again. The receiver ends when this subscriber fell more
+    /// than [`SUBSCRIBER_BACKLOG`] events behind (subscribe again) or the watch stopped.
+    pub fn subscribe(&self) -> mpsc::Receiver<JobEvent> {
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_BACKLOG);
+        self.hub.subscribers().push(tx);
+        self.hub.relist.notify_one();
+        rx
+    }
+}
+
+impl Hub {
+    /// Gives `event` to every subscriber, dropping those gone or too far behind. Whether any
+    /// subscriber is left.
+    fn hand_out(&self, event: &JobEvent) -> bool {
+        let mut subscribers = self.subscribers();
+        subscribers.retain(|tx| match tx.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!(
+                    backlog = SUBSCRIBER_BACKLOG,
+                    "a Job watch subscriber fell behind; it starts again from a list"
+                );
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+        !subscribers.is_empty()
     }
 }
 

@@ -19,7 +19,7 @@ use crate::controller::{self, ControllerConfig, Extensions, SharedSinks, detect_
 use crate::crd::{JobSink, SinkId};
 use crate::features::FeatureStore;
 use crate::hook::{EngineConfig, HookEngine, HookRegistry};
-use crate::jobs::JobIndex;
+use crate::jobs::{JobIndex, JobWatch};
 use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::policy::PolicyCache;
@@ -69,6 +69,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The one JobSink watch: the receiver's cache, the hook registry and the controller.
     let watch = SinkWatch::spawn(client.clone(), hooks.clone(), finished.clone());
     let orphan_grace = Duration::from_secs(args.orphan_grace_seconds);
+    // The one Job watch: the receiver's Job index and the controller's orphan sweep.
+    let job_index = if args.role.runs_receiver() && args.job_index {
+        JobIndex::unwatched()
+    } else {
+        JobIndex::disabled()
+    };
+    let job_watch = JobWatch::spawn(client.clone(), job_index.clone(), finished.clone());
 
     // Who may send, over what: both roles follow the same flags, policies and certificate,
     // until requests in flight are done.
@@ -108,11 +115,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tls: tls.clone(),
         };
         let controller = {
-            let (client, hooks, metrics, watch) = (
+            let (client, hooks, metrics, watch, job_watch) = (
                 client.clone(),
                 hooks.clone(),
                 metrics.clone(),
                 watch.clone(),
+                job_watch.clone(),
             );
             let instance = args.pod_name.clone();
             move |stop: CancellationToken| {
@@ -122,6 +130,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     store: watch.cache().store(),
                     changes: watch.subscribe(),
                 });
+                extensions.jobs = Some(job_watch.clone());
                 extensions.instance = instance.clone();
                 controller::run_with(client.clone(), cfg.clone(), extensions, stop)
             }
@@ -148,11 +157,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     if args.role.runs_receiver() {
-        let jobs = if args.job_index {
-            JobIndex::spawn(client.clone(), finished.clone())
-        } else {
-            JobIndex::disabled()
-        };
+        let jobs = job_index.clone();
         let seconds = Duration::from_secs;
         let config = ReceiverConfig {
             max_event_bytes: args.max_event_bytes,

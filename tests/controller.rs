@@ -386,3 +386,102 @@ async fn a_spec_job_that_is_not_a_job_is_reported_and_other_sinks_still_become_r
     );
     wait_ready(&api, "fine", "True").await;
 }
+
+/// A suspended Job with the label the process's Job watch selects.
+fn labelled_job(name: &str) -> k8s_openapi::api::batch::v1::Job {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {jobsink::crd::JOB_SINK_NAME_LABEL: "watch-test"}},
+        "spec": {"suspend": true, "template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "busybox"}]}}}
+    }))
+    .expect("a Job")
+}
+
+/// The next event of `rx` about a Job of `ns`, or the next `Init`/`InitDone`.
+async fn next_job_event(
+    rx: &mut tokio::sync::mpsc::Receiver<jobsink::jobs::JobEvent>,
+    ns: &str,
+) -> (&'static str, Option<String>) {
+    use kube::runtime::watcher::Event;
+    loop {
+        let event = tokio::time::timeout(CONVERGE, rx.recv())
+            .await
+            .expect("a Job watch event in time")
+            .expect("the subscription stays open");
+        let (kind, job) = match event {
+            Event::Init => return ("Init", None),
+            Event::InitDone => return ("InitDone", None),
+            Event::InitApply(job) => ("InitApply", job),
+            Event::Apply(job) => ("Apply", job),
+            Event::Delete(job) => ("Delete", job),
+        };
+        if job.metadata.namespace.as_deref() == Some(ns) {
+            return (kind, job.metadata.name);
+        }
+    }
+}
+
+/// The process's one Job watch (`jobs::JobWatch`): a consumer that subscribes late, as the
+/// orphan sweep does when its replica becomes the leader, gets every Job from a fresh list
+/// and then the changes; a second subscriber relists everyone, and the first goes on.
+#[tokio::test]
+async fn a_late_subscriber_of_the_job_watch_gets_every_job_from_a_list_then_changes() {
+    use jobsink::jobs::{JobIndex, JobWatch};
+    use kube::api::PostParams;
+    let ns = TestNamespace::new("jobwatch").await;
+    let jobs = ns.api::<k8s_openapi::api::batch::v1::Job>();
+    jobs.create(&PostParams::default(), &labelled_job("before"))
+        .await
+        .expect("create a Job");
+    let shutdown = CancellationToken::new();
+    let watch = JobWatch::spawn(ns.client.clone(), JobIndex::unwatched(), shutdown.clone());
+
+    let mut first = watch.subscribe();
+    let mut listed = Vec::new();
+    let mut seen_init = false;
+    loop {
+        match next_job_event(&mut first, &ns.name).await {
+            ("Init", _) => seen_init = true,
+            ("InitApply", Some(name)) if seen_init => listed.push(name),
+            ("InitDone", _) if seen_init => break,
+            _ => {}
+        }
+    }
+    assert_eq!(listed, ["before"]);
+
+    jobs.create(&PostParams::default(), &labelled_job("after"))
+        .await
+        .expect("create a Job");
+    loop {
+        if next_job_event(&mut first, &ns.name).await == ("Apply", Some("after".into())) {
+            break;
+        }
+    }
+
+    let mut second = watch.subscribe();
+    let mut relisted = Vec::new();
+    let mut seen_init = false;
+    loop {
+        match next_job_event(&mut second, &ns.name).await {
+            ("Init", _) => seen_init = true,
+            ("InitApply", Some(name)) if seen_init => relisted.push(name),
+            ("InitDone", _) if seen_init => break,
+            _ => {}
+        }
+    }
+    relisted.sort();
+    assert_eq!(relisted, ["after", "before"]);
+    jobs.delete("before", &Default::default())
+        .await
+        .expect("delete a Job");
+    for rx in [&mut first, &mut second] {
+        loop {
+            let (kind, name) = next_job_event(rx, &ns.name).await;
+            if kind == "Delete" && name.as_deref() == Some("before") {
+                break;
+            }
+        }
+    }
+    shutdown.cancel();
+}

@@ -88,6 +88,9 @@ pub struct Extensions {
     /// The process's JobSink watch to reconcile from ([`crate::sinks::SinkWatch`]); without
     /// it the controller runs its own watch.
     pub shared: Option<SharedSinks>,
+    /// The process's Job watch for the orphan sweep ([`crate::jobs::JobWatch`]); without it
+    /// the sweep runs its own watch.
+    pub jobs: Option<crate::jobs::JobWatch>,
     /// Who writes the controller's Kubernetes Events (`reportingInstance`: the pod name).
     pub instance: Option<String>,
 }
@@ -137,12 +140,14 @@ pub async fn run_with(
         metrics,
         security,
         shared,
+        jobs,
         instance,
     } = extensions;
     let sweep = orphans::run(
         client.clone(),
         cfg.orphan_grace,
         metrics.clone(),
+        jobs,
         shutdown.clone(),
     );
     let reporter = Reporter {

@@ -3,8 +3,9 @@
 //! The sender of such an event got no 202; it retries and gets a fresh Job, or the Job
 //! repaired (`receiver::create`).
 //!
-//! One metadata-only watch of the Jobs that carry the `sinks.knative.dev/job-sink-name`
-//! label. A Job is checked once, when it is older than the grace: its Secret is read (a GET
+//! The process's metadata-only watch of the Jobs that carry the
+//! `sinks.knative.dev/job-sink-name` label (`jobs::JobWatch`, shared with the Job index; a
+//! watch of its own when run without it). A Job is checked once, when it is older than the grace: its Secret is read (a GET
 //! by name; the dispatcher never lists Secrets); present and owned by the Job, the Job is
 //! remembered as confirmed (only its uid, until it is deleted); absent, the Job is deleted
 //! with its uid and the resourceVersion seen *before* the Secret was read as preconditions.
@@ -17,6 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, PartialObjectMeta, Preconditions};
@@ -26,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::crd::JOB_SINK_NAME_LABEL;
+use crate::jobs::{JobEvent, JobWatch};
 use crate::k8s::{self, Failure};
 use crate::metrics::Metrics;
 
@@ -55,11 +58,19 @@ pub fn sweep_period(grace: Duration) -> Duration {
 }
 
 /// Watches Jobs and removes those without their Secret past `grace`, until `shutdown`.
-pub async fn run(client: Client, grace: Duration, metrics: Metrics, shutdown: CancellationToken) {
-    // Metadata only: a Job's spec and status are of no use here.
-    let api: Api<PartialObjectMeta<Job>> = Api::all(client.clone());
-    let config = watcher::Config::default().labels(JOB_SINK_NAME_LABEL);
-    let mut stream = std::pin::pin!(watcher(api, config).default_backoff());
+/// With `jobs` (the process's Job watch, [`JobWatch`]) it reads that instead of a watch of
+/// its own.
+pub async fn run(
+    client: Client,
+    grace: Duration,
+    metrics: Metrics,
+    jobs: Option<JobWatch>,
+    shutdown: CancellationToken,
+) {
+    let mut events = match jobs {
+        Some(jobs) => shared(jobs),
+        None => own(client.clone()),
+    };
     let mut sweep = Sweep {
         client,
         grace,
@@ -74,7 +85,7 @@ pub async fn run(client: Client, grace: Duration, metrics: Metrics, shutdown: Ca
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
-            event = stream.next() => match event {
+            event = events.next() => match event {
                 Some(Ok(event)) => sweep.observe(event),
                 Some(Err(error)) => warn!(%error, "Job watch error (orphan sweep); retrying"),
                 None => break,
@@ -82,6 +93,35 @@ pub async fn run(client: Client, grace: Duration, metrics: Metrics, shutdown: Ca
             _ = rounds.tick() => sweep.round().await,
         }
     }
+}
+
+type Events = BoxStream<'static, Result<JobEvent, String>>;
+
+/// A watch of its own (metadata only: a Job's spec and status are of no use here).
+fn own(client: Client) -> Events {
+    let api: Api<PartialObjectMeta<Job>> = Api::all(client);
+    let config = watcher::Config::default().labels(JOB_SINK_NAME_LABEL);
+    watcher(api, config)
+        .default_backoff()
+        .map(|item| item.map_err(|error| error.to_string()))
+        .boxed()
+}
+
+/// The process's Job watch; subscribed again (from a fresh list) when it dropped this
+/// subscriber for falling behind.
+fn shared(jobs: JobWatch) -> Events {
+    let rx = jobs.subscribe();
+    futures::stream::unfold((jobs, rx), |(jobs, mut rx)| async move {
+        match rx.recv().await {
+            Some(event) => Some((Ok(event), (jobs, rx))),
+            None => {
+                let rx = jobs.subscribe();
+                let behind = "fell behind the Job watch; listing again".to_string();
+                Some((Err(behind), (jobs, rx)))
+            }
+        }
+    })
+    .boxed()
 }
 
 struct Sweep {
@@ -97,7 +137,7 @@ struct Sweep {
 }
 
 impl Sweep {
-    fn observe(&mut self, event: watcher::Event<PartialObjectMeta<Job>>) {
+    fn observe(&mut self, event: JobEvent) {
         match event {
             watcher::Event::Init => self.listed.clear(),
             watcher::Event::InitApply(job) => {

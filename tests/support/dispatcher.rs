@@ -16,7 +16,7 @@ use jobsink::controller::SharedSinks;
 use jobsink::crd::{JobSink, SinkId};
 use jobsink::features::Features;
 use jobsink::hook::{EngineConfig, HookEngine, HookRegistry};
-use jobsink::jobs::JobIndex;
+use jobsink::jobs::{JobIndex, JobWatch};
 use jobsink::metrics::Metrics;
 use jobsink::receiver::{AppState, ReceiverConfig, Security};
 use jobsink::sinks::{SinkCache, SinkWatch};
@@ -57,7 +57,9 @@ fn shared() -> &'static Shared {
                 let hooks = HookRegistry::new(engine, client.clone(), Metrics::default(), None);
                 let watch = SinkWatch::spawn(client.clone(), hooks.clone(), shutdown.clone());
                 let sinks = watch.cache();
-                let jobs = JobIndex::spawn(client.clone(), shutdown.clone());
+                // As `jobsink serve` wires it: one Job watch for the index and the sweep.
+                let jobs = JobIndex::unwatched();
+                let job_watch = JobWatch::spawn(client.clone(), jobs.clone(), shutdown.clone());
                 let cfg = jobsink::controller::ControllerConfig {
                     cluster_domain: "cluster.local".into(),
                     ..Default::default()
@@ -68,6 +70,7 @@ fn shared() -> &'static Shared {
                     store: sinks.store(),
                     changes: watch.subscribe(),
                 });
+                extensions.jobs = Some(job_watch);
                 tokio::spawn(jobsink::controller::run_with(
                     client,
                     cfg,
