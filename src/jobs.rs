@@ -76,20 +76,13 @@ impl JobIndex {
         Self { state: None }
     }
 
-    /// An index fed by no watch, which only records confirmations: for measuring the memory
-    /// of its entries (`benches/tenants.rs --scenario index-memory`).
+    /// A new index, to be fed by [`JobWatch::spawn`]. Fed by nothing it only records
+    /// confirmations, as the memory benchmark uses it (`benches/tenants.rs --scenario
+    /// index-memory`).
     pub fn unwatched() -> Self {
         Self {
             state: Some(Arc::default()),
         }
-    }
-
-    /// Starts the process's Job watch ([`JobWatch`]) feeding a new index; it runs until
-    /// `shutdown` fires.
-    pub fn spawn(client: Client, shutdown: CancellationToken) -> Self {
-        let index = Self::unwatched();
-        JobWatch::spawn(client, index.clone(), shutdown);
-        index
     }
 
     fn enabled(&self) -> bool {

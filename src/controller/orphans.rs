@@ -5,10 +5,11 @@
 //!
 //! The process's metadata-only watch of the Jobs that carry the
 //! `sinks.knative.dev/job-sink-name` label (`jobs::JobWatch`, shared with the Job index; a
-//! watch of its own when run without it). A Job is checked once, when it is older than the grace: its Secret is read (a GET
-//! by name; the dispatcher never lists Secrets); present and owned by the Job, the Job is
-//! remembered as confirmed (only its uid, until it is deleted); absent, the Job is deleted
-//! with its uid and the resourceVersion seen *before* the Secret was read as preconditions.
+//! watch of its own when run without it). A Job is checked once, when it is older than the
+//! grace: its Secret is read (a GET by name; the dispatcher never lists Secrets); present and
+//! owned by the Job, the Job is remembered as confirmed (only its uid, until it is deleted);
+//! absent, the Job is deleted with its uid and the resourceVersion seen *before* the Secret
+//! was read as preconditions.
 //! A receiver that accepts an event for a Job this old first changes that resourceVersion
 //! (`sinks.knative.dev/event-stored`), so a removal racing with an acceptance fails and is
 //! tried again later, when the Secret is there. The bound and its reasoning are in
