@@ -422,6 +422,25 @@ async fn next_job_event(
     }
 }
 
+/// The Jobs of `ns` in the next list of `rx` (from its `Init` to its `InitDone`), sorted.
+async fn listed_jobs(
+    rx: &mut tokio::sync::mpsc::Receiver<jobsink::jobs::JobEvent>,
+    ns: &str,
+) -> Vec<String> {
+    let mut listed = Vec::new();
+    let mut seen_init = false;
+    loop {
+        match next_job_event(rx, ns).await {
+            ("Init", _) => seen_init = true,
+            ("InitApply", Some(name)) if seen_init => listed.push(name),
+            ("InitDone", _) if seen_init => break,
+            _ => {}
+        }
+    }
+    listed.sort();
+    listed
+}
+
 /// The process's one Job watch (`jobs::JobWatch`): a consumer that subscribes late, as the
 /// orphan sweep does when its replica becomes the leader, gets every Job from a fresh list
 /// and then the changes; a second subscriber relists everyone, and the first goes on.
@@ -438,17 +457,7 @@ async fn a_late_subscriber_of_the_job_watch_gets_every_job_from_a_list_then_chan
     let watch = JobWatch::spawn(ns.client.clone(), JobIndex::unwatched(), shutdown.clone());
 
     let mut first = watch.subscribe();
-    let mut listed = Vec::new();
-    let mut seen_init = false;
-    loop {
-        match next_job_event(&mut first, &ns.name).await {
-            ("Init", _) => seen_init = true,
-            ("InitApply", Some(name)) if seen_init => listed.push(name),
-            ("InitDone", _) if seen_init => break,
-            _ => {}
-        }
-    }
-    assert_eq!(listed, ["before"]);
+    assert_eq!(listed_jobs(&mut first, &ns.name).await, ["before"]);
 
     jobs.create(&PostParams::default(), &labelled_job("after"))
         .await
@@ -460,18 +469,10 @@ async fn a_late_subscriber_of_the_job_watch_gets_every_job_from_a_list_then_chan
     }
 
     let mut second = watch.subscribe();
-    let mut relisted = Vec::new();
-    let mut seen_init = false;
-    loop {
-        match next_job_event(&mut second, &ns.name).await {
-            ("Init", _) => seen_init = true,
-            ("InitApply", Some(name)) if seen_init => relisted.push(name),
-            ("InitDone", _) if seen_init => break,
-            _ => {}
-        }
-    }
-    relisted.sort();
-    assert_eq!(relisted, ["after", "before"]);
+    assert_eq!(
+        listed_jobs(&mut second, &ns.name).await,
+        ["after", "before"]
+    );
     jobs.delete("before", &Default::default())
         .await
         .expect("delete a Job");

@@ -63,18 +63,24 @@ async fn jobs(ns: &TestNamespace) -> Vec<Job> {
     ns.api::<Job>().list(&lp).await.expect("list jobs").items
 }
 
-/// The receiver's metric series of a `/metrics` text (events and requests): every sample
-/// line without its value. (The controller's series change with what other tests do.)
-async fn series(serve: &Serve) -> BTreeSet<String> {
-    let text = http()
+/// The dispatcher's `/metrics` page.
+async fn metrics_text(serve: &Serve) -> String {
+    http()
         .get(serve.metrics_url())
         .send()
         .await
         .expect("GET /metrics")
         .text()
         .await
-        .expect("metrics text");
-    text.lines()
+        .expect("metrics text")
+}
+
+/// The receiver's metric series of a `/metrics` text (events and requests): every sample
+/// line without its value. (The controller's series change with what other tests do.)
+async fn series(serve: &Serve) -> BTreeSet<String> {
+    metrics_text(serve)
+        .await
+        .lines()
         .filter(|l| l.starts_with("jobsink_events") || l.starts_with("jobsink_request"))
         .filter_map(|l| l.rsplit_once(' ').map(|(series, _)| series.to_owned()))
         .collect()
@@ -278,10 +284,13 @@ async fn a_request_past_the_in_flight_cap_gets_503_with_retry_after() {
     assert_eq!(event(&url, "other").send().await.unwrap().status(), 202);
 }
 
+/// The seed's logger with `reject_by_source` as its hook, under the longest deadline: these
+/// tests are about where and when calls run, and this file's other tests load the 2 cores
+/// enough that a call of microseconds was once descheduled past the default 100 ms.
 fn hooked_logger() -> String {
     LOGGER.replace(
         "spec:\n  job:",
-        "spec:\n  hook:\n    configMapRef: {name: hook, key: hook.wasm}\n    config: \"my/\"\n  job:",
+        "spec:\n  hook:\n    configMapRef: {name: hook, key: hook.wasm}\n    config: \"my/\"\n    timeoutMs: 1000\n  job:",
     )
 }
 
@@ -312,15 +321,9 @@ async fn hooked_sink(ns: &TestNamespace, serve: &Serve) -> String {
 
 /// `jobsink_hook_calls_total` by place, from the dispatcher's `/metrics`.
 async fn hook_calls(serve: &Serve) -> std::collections::BTreeMap<String, u64> {
-    let text = http()
-        .get(serve.metrics_url())
-        .send()
+    metrics_text(serve)
         .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
+        .lines()
         .filter_map(|l| l.strip_prefix("jobsink_hook_calls_total{place=\""))
         .filter_map(|rest| {
             let (place, value) = rest.split_once("\"} ")?;
