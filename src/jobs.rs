@@ -193,12 +193,6 @@ struct Hub {
     relist: Notify,
 }
 
-impl Hub {
-    fn subscribers(&self) -> MutexGuard<'_, Vec<mpsc::Sender<JobEvent>>> {
-        self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 impl JobWatch {
     /// Starts the watch feeding `index` ([`JobIndex::disabled`]: subscribers only) until
     /// `shutdown` fires.
@@ -252,6 +246,10 @@ impl JobWatch {
 }
 
 impl Hub {
+    fn subscribers(&self) -> MutexGuard<'_, Vec<mpsc::Sender<JobEvent>>> {
+        self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Gives `event` to every subscriber, dropping those gone or too far behind. Whether any
     /// subscriber is left.
     fn hand_out(&self, event: &JobEvent) -> bool {

@@ -74,7 +74,7 @@ struct SinkLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PlaceLabels {
     /// `inline`, `handed_off`, `background`, `blocking_pool`, or `cut_inline` for an inline
-    /// attempt stopped and made again in the background (`src/hook/pace.rs`).
+    /// attempt stopped and made again off the worker (`src/hook/pace.rs`).
     place: &'static str,
 }
 
