@@ -461,6 +461,7 @@ pub async fn sum_count(http: &reqwest::Client, metrics: &str, base: &str) -> (f6
 
 /// The receiver's CPU time histogram, for its `_sum` and `_count`.
 const CPU_BASE: &str = "jobsink_receiver_cpu_seconds";
+const OWN_BASE: &str = "jobsink_receiver_overhead_seconds";
 
 async fn overhead(
     client: &Client,
@@ -494,6 +495,10 @@ async fn overhead(
         let (mut plain_spans, mut hooked_spans) = (vec![], vec![]);
         // Mean CPU time per event of each round, in microseconds.
         let (mut plain_cpu_mean, mut hooked_cpu_mean) = (vec![], vec![]);
+        // Mean own wall-clock time per event and the sender's median latency of each round,
+        // in microseconds: where a hooked event's extra time goes.
+        let (mut plain_own_mean, mut hooked_own_mean) = (vec![], vec![]);
+        let (mut plain_p50, mut hooked_p50) = (vec![], vec![]);
         // The whole machine's CPU per event of each round, in microseconds: at saturation
         // events/s goes as its inverse, and it is far less noisy than events/s.
         let (mut plain_machine, mut hooked_machine) = (vec![], vec![]);
@@ -507,12 +512,24 @@ async fn overhead(
                 support::buckets(http, &d.metrics, support::CPU).await,
             ];
             let cpu_before = sum_count(http, &d.metrics, CPU_BASE).await;
+            let own_before = sum_count(http, &d.metrics, OWN_BASE).await;
             let busy_before = machine_busy();
             let s = drive(http, &url, "bench/x", from, a.events, c).await;
             let machine_us =
                 machine_busy().saturating_sub(busy_before).as_secs_f64() / a.events as f64 * 1e6;
             from += a.events;
             let cpu_after = sum_count(http, &d.metrics, CPU_BASE).await;
+            let own_after = sum_count(http, &d.metrics, OWN_BASE).await;
+            let own_mean_us =
+                (own_after.0 - own_before.0) / (own_after.1 - own_before.1).max(1.0) * 1e6;
+            let p50_us = s.p50.as_secs_f64() * 1e6;
+            if with_hook {
+                hooked_own_mean.push(own_mean_us);
+                hooked_p50.push(p50_us);
+            } else {
+                plain_own_mean.push(own_mean_us);
+                plain_p50.push(p50_us);
+            }
             if with_hook {
                 hooked_machine.push(machine_us);
             } else {
@@ -573,6 +590,14 @@ async fn overhead(
                 .iter()
                 .map(|v| format!("{v:.0}"))
                 .collect::<Vec<_>>(),
+        );
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        println!(
+            "  means of rounds: own wall-clock time per event plain {:.0} us, hooked {:.0} us; sender's median latency plain {:.0} us, hooked {:.0} us",
+            mean(&plain_own_mean),
+            mean(&hooked_own_mean),
+            mean(&plain_p50),
+            mean(&hooked_p50),
         );
         type Span = ([Vec<(f64, f64)>; 2], [Vec<(f64, f64)>; 2]);
         let p99s = |spans: &[Span], which: usize| -> Vec<String> {
