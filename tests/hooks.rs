@@ -239,7 +239,7 @@ async fn a_thousand_trapping_calls_leave_every_permit_free_and_the_next_call_wor
             assert!(matches!(failed(result), HookError::Trapped(_)));
         }
     }
-    assert_eq!(engine.available_permits(), engine.max_concurrency());
+    all_permits_back(&engine).await;
 
     let good = load(&engine, "route_by_type", "my.demo.event=example.com/demo:2");
     let (result, _) = run(&engine, &good, &HookSettings::default(), event()).await;
@@ -248,7 +248,7 @@ async fn a_thousand_trapping_calls_leave_every_permit_free_and_the_next_call_wor
         first_container(&output.job).image.as_deref(),
         Some("example.com/demo:2")
     );
-    assert_eq!(engine.available_permits(), engine.max_concurrency());
+    all_permits_back(&engine).await;
 }
 
 #[tokio::test]
@@ -563,10 +563,33 @@ async fn a_hook_that_ran_to_its_deadline_runs_at_low_priority_and_a_fast_one_sta
         assert!(!fast.in_background());
     }
     assert!(fast.runs_inline());
-    assert_eq!(engine.available_permits(), engine.max_concurrency());
+    all_permits_back(&engine).await;
 }
 
 /// An event the `bad_sometimes_slow` hook spins on (type `slow`), or passes at once.
+/// Asserts that every call slot is free again. An inline call's slots are given back when a
+/// worker has dropped its store, right after the call (the next time the worker is free),
+/// so this waits for that, at most 10 s.
+async fn all_permits_back(engine: &HookEngine) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine.available_permits() != engine.max_concurrency() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(engine.available_permits(), engine.max_concurrency());
+}
+
+/// Waits (at most 10 s) until a spare instance waits for `hook`'s next inline call.
+async fn spare_made(hook: &LoadedHook) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !hook.has_spare() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    true
+}
+
 fn paced_event(slow: bool, n: usize) -> CloudEvent {
     let ty = if slow { "slow" } else { "quick" };
     CloudEvent::new(format!("{ty}-{n}"), "my/curl/command", ty)
@@ -676,7 +699,7 @@ async fn a_trusted_hook_that_turns_slow_is_taken_off_the_worker_and_its_call_com
     result.expect("fast call");
     assert!(!hook.in_background());
     earn_inline(&engine, &hook, 2 * jobsink::hook::INLINE_PROBATION - 1).await;
-    assert_eq!(engine.available_permits(), engine.max_concurrency());
+    all_permits_back(&engine).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -744,7 +767,7 @@ async fn a_sink_past_its_share_gets_503_with_retry_after_while_another_sink_runs
     );
     let (first, _) = running.await.expect("first call");
     assert!(matches!(failed(first), HookError::DeadlineExceeded(_)));
-    assert_eq!(engine.available_permits(), engine.max_concurrency());
+    all_permits_back(&engine).await;
 }
 
 #[test]
@@ -813,13 +836,26 @@ async fn no_call_sees_what_an_earlier_call_left_in_its_memory() {
 
     // The same component (the same slots) without the second look, past its probation so
     // that calls run both handed off and inline.
+    // After the first inline call, each inline call runs on a spare: an instance made (in
+    // a slot an earlier call used) after the call before it; the loop waits for it.
     let hook = load(&engine, "bad_remembers", "");
+    let (mut inline, mut on_spares) = (0, 0);
     for n in 0..jobsink::hook::INLINE_PROBATION as usize + 16 {
+        if hook.runs_inline() {
+            if inline > 0 && spare_made(&hook).await {
+                on_spares += 1;
+            }
+            inline += 1;
+        }
         let (result, _) = run(&engine, &hook, &settings, paced_event(false, n)).await;
         let output = result.expect("bad_remembers passes");
         assert_eq!(leftovers(&output), (Some("none"), None), "call {n}");
     }
     assert!(hook.runs_inline(), "the later calls ran inline");
+    assert_eq!(
+        on_spares, 15,
+        "every inline call after the first ran on a spare"
+    );
     // And many at once, each in a slot another call used before.
     let mut calls = tokio::task::JoinSet::new();
     for n in 0..32 {

@@ -13,10 +13,12 @@ use super::bindings::jobsink::hook::types as wit;
 use super::error::HookError;
 use super::loader::{Cache, LoadedHook};
 use super::pace::{INLINE_TICKS, Pace, Place};
-use super::runtime::{CallLimits, CallReport, HostState, invoke, linker};
+use super::runtime::{CallLimits, CallReport, HostState, invoke, linker, prepare_spare};
 use super::settings::HookSettings;
 use super::slots::{OverBudget, Reservation, Slots};
-use super::wasm_config::{self, Allocator, EngineConfig, EngineError, LOAD_SLOTS, Ticker};
+use super::wasm_config::{
+    self, Allocator, EngineConfig, EngineError, LOAD_SLOTS, SpareSlots, Ticker,
+};
 use crate::cputime::thread_cpu;
 use crate::crd::SinkId;
 
@@ -32,6 +34,8 @@ struct Inner {
     linker: Linker<HostState>,
     /// Advances the epoch while calls run (`wasm_config::Ticker`).
     ticker: Arc<Ticker>,
+    /// Places for instances made ahead of their call (`runtime::prepare_spare`).
+    spares: Arc<SpareSlots>,
     allocator: Allocator,
     cache: Mutex<Cache>,
     /// Call slots, per-sink shares and the memory budget. A call's reservation is owned by
@@ -75,6 +79,7 @@ impl HookEngine {
                 engine,
                 linker,
                 ticker,
+                spares: SpareSlots::new(),
                 allocator,
                 cache: Mutex::new(Cache::new()),
                 slots: Slots::new(
@@ -139,6 +144,11 @@ impl HookEngine {
 
     pub(crate) fn ticker(&self) -> Arc<Ticker> {
         Arc::clone(&self.inner.ticker)
+    }
+
+    /// The process's places for spare instances, shared by every compiled component.
+    pub(crate) fn spares(&self) -> Arc<SpareSlots> {
+        Arc::clone(&self.inner.spares)
     }
 
     pub(crate) fn cache(&self) -> &Mutex<Cache> {
@@ -228,6 +238,18 @@ impl HookEngine {
             let Ok(mut outcome) = ran else {
                 return internal("the hook call panicked in the host");
             };
+            if let Some(spent) = outcome.1.spent.take() {
+                // After this request's next await, while it waits for the API server: drop
+                // the call's store (its memory reset) with the call's slots held until
+                // then, and make the next call's instance.
+                let slots = Arc::clone(slots);
+                let compiled = Arc::clone(&hook.compiled);
+                tokio::spawn(async move {
+                    drop(spent);
+                    drop(slots);
+                    prepare_spare(&compiled);
+                });
+            }
             if !outcome.1.cut_inline {
                 outcome.1.place = "inline";
                 return outcome;
@@ -372,8 +394,15 @@ pub(crate) fn call_event_blocking(
         return (Ok(wit::EventDecision::Pass), CallReport::default());
     };
     let ctx = wit_context(hook, sink);
-    invoke(compiled, sink, limits, |store, instance| {
-        let guest = indices.load(&mut *store, instance)?;
+    invoke(compiled, sink, limits, |store, instance, exports| {
+        let loaded;
+        let guest = match &exports.event {
+            Some(guest) => guest,
+            None => {
+                loaded = indices.load(&mut *store, instance)?;
+                &loaded
+            }
+        };
         guest.call_on_event(&mut *store, &ctx, event)
     })
 }
@@ -391,8 +420,15 @@ pub(crate) fn call_job_blocking(
         return (Ok(wit::JobDecision::Pass), CallReport::default());
     };
     let ctx = wit_context(hook, sink);
-    invoke(compiled, sink, limits, |store, instance| {
-        let guest = indices.load(&mut *store, instance)?;
+    invoke(compiled, sink, limits, |store, instance, exports| {
+        let loaded;
+        let guest = match &exports.job {
+            Some(guest) => guest,
+            None => {
+                loaded = indices.load(&mut *store, instance)?;
+                &loaded
+            }
+        };
         guest.call_on_job(&mut *store, &ctx, event, job_json)
     })
 }
@@ -437,6 +473,65 @@ mod tests {
             "{places:?}"
         );
         assert_eq!(places[probation..], ["inline", "inline"]);
+    }
+
+    /// After an inline call the worker, once the request awaits, drops the call's store and
+    /// makes the next call's instance; the next inline call runs on it. Spares hold places
+    /// of their own, given back when their component goes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn an_inline_call_runs_on_a_spare_made_after_the_one_before() {
+        use crate::hook::wasm_config::MAX_SPARES;
+        let engine = HookEngine::new(EngineConfig::default()).expect("engine");
+        let wasm = std::fs::read(plugin_path("reject_by_source")).expect("the test hook");
+        let settings = HookSettings::default();
+        let hook = engine.load(&wasm, "my/", None, &settings).expect("loads");
+        // On the runtime's one worker, as the receiver's requests are.
+        let (for_calls, hook_for_calls) = (engine.clone(), Arc::clone(&hook));
+        let calls = tokio::spawn(async move {
+            let (engine, hook) = (for_calls, hook_for_calls);
+            let sink = SinkId::new("ns", "s");
+            let mut calls = vec![];
+            for n in 0..crate::hook::INLINE_PROBATION + 3 {
+                let slots = Arc::new(engine.reserve(&hook).await.expect("a slot"));
+                let event = event_to_wit(&CloudEvent::new(n.to_string(), "my/src", "t"));
+                let spare_before = hook.has_spare();
+                let (result, report) = engine
+                    .call_event(&hook, &settings, &sink, &slots, event)
+                    .await;
+                assert!(matches!(result, Ok(wit::EventDecision::Modify(_))));
+                assert!(report.spent.is_none(), "the store is dropped by the worker");
+                // A spare waiting before the call and none after it: the call took it.
+                let took_spare = spare_before && !hook.has_spare();
+                calls.push((report.place, took_spare));
+                drop(slots);
+                // As a request does while it waits for the API server: the worker runs
+                // the task the call left (its store dropped, the next instance made).
+                tokio::task::yield_now().await;
+            }
+            calls
+        })
+        .await
+        .expect("the calls");
+        let probation = crate::hook::INLINE_PROBATION as usize;
+        assert!(
+            calls[..probation]
+                .iter()
+                .all(|c| *c == ("handed_off", false))
+        );
+        // No spare before the first inline call; one for each inline call after it.
+        assert_eq!(
+            calls[probation..],
+            [("inline", false), ("inline", true), ("inline", true)]
+        );
+        assert!(hook.has_spare());
+        assert_eq!(engine.spares().free(), MAX_SPARES as usize - 1);
+        // Every call slot is free again (the dropped stores gave theirs back).
+        assert_eq!(
+            engine.inner.slots.available_calls(),
+            engine.max_concurrency()
+        );
+        drop(hook);
+        assert_eq!(engine.spares().free(), MAX_SPARES as usize);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! a shared cache, pre-instantiating it, finding its phases and running `validate-config`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex, Weak};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::types::ComponentItem;
@@ -12,10 +13,10 @@ use super::bindings::exports::jobsink::hook::{config, event_phase, job_phase};
 use super::engine::HookEngine;
 use super::error::{HookError, guest_text};
 use super::pace::Pace;
-use super::runtime::{CallLimits, HostState, invoke};
+use super::runtime::{CallLimits, HostState, Spare, invoke};
 use super::settings::HookSettings;
 use super::slots::OverBudget;
-use super::wasm_config::Ticker;
+use super::wasm_config::{SpareSlots, Ticker};
 use crate::crd::SinkId;
 
 /// Largest component accepted. A ConfigMap holds at most 1 MiB; the extra room is for
@@ -126,6 +127,13 @@ pub(crate) struct CompiledHook {
     pub job: Option<job_phase::GuestIndices>,
     /// The engine's epoch ticker, kept ticking while a call of this component runs.
     pub ticker: Arc<Ticker>,
+    /// A fresh instance made after an inline call, for the next one (`runtime::prepare_spare`).
+    pub spare: Mutex<Option<Spare>>,
+    /// The process's places for spares.
+    pub spares: Arc<SpareSlots>,
+    /// Failed attempts at making a spare (a start function that traps, loops or asks for
+    /// more than a spare may hold); past a few, this component's calls always instantiate.
+    pub spare_failures: AtomicU32,
 }
 
 /// A hook ready to serve one sink: the compiled component and the config it accepted.
@@ -169,6 +177,16 @@ impl LoadedHook {
     /// enough fast calls in a row (see `docs/hooks.md#where-a-call-runs`).
     pub fn runs_inline(&self) -> bool {
         self.pace.place() == super::pace::Place::Inline
+    }
+
+    /// Whether a fresh instance is waiting for this component's next inline call
+    /// (`docs/hooks.md#instances`).
+    pub fn has_spare(&self) -> bool {
+        self.compiled
+            .spare
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_some()
     }
 
     /// The config `validate-config` accepted, handed to every call.
@@ -287,6 +305,9 @@ impl HookEngine {
             event,
             job,
             ticker: self.ticker(),
+            spare: Mutex::new(None),
+            spares: self.spares(),
+            spare_failures: AtomicU32::new(0),
         })
     }
 
@@ -297,7 +318,7 @@ impl HookEngine {
         let label = SinkId::new("", format!("load:{}", &compiled.sha256[..12]));
         let limits = CallLimits::new(settings.timeout, settings.memory_limit_bytes);
         let mut mismatch = None;
-        let (result, _) = invoke(compiled, &label, limits, |store, instance| {
+        let (result, _) = invoke(compiled, &label, limits, |store, instance, _| {
             if let Some(event) = &compiled.event
                 && let Err(source) = event.load(&mut *store, instance)
             {

@@ -2,7 +2,15 @@
 //! WASI context, a memory limiter, an epoch deadline, and a classification of what went
 //! wrong. Everything here is synchronous; `engine.rs` decides on which thread it runs
 //! (`pace.rs`).
+//!
+//! An inline call (the fast path, on the receiver's worker) may run on a **spare**: a fresh
+//! instance, never called, made after the previous inline call of the same component while
+//! the receiver waited for the API server ([`prepare_spare`]); and it leaves its store to be
+//! dropped (its memory reset) after the request moves on ([`Spent`]). Both take work off
+//! the request's path, not off the process: with the caches cold between events,
+//! instantiating and resetting were two thirds of an inline call's time.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasData, HasSelf, Instance, Linker, ResourceTable};
@@ -10,10 +18,13 @@ use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::bindings::exports::jobsink::hook::{event_phase, job_phase};
 use super::bindings::jobsink::hook::host::{self, Level};
 use super::error::{HookError, MAX_GUEST_TEXT_BYTES, guest_text};
 use super::loader::CompiledHook;
-use super::wasm_config::{EPOCH_TICK, MAX_MEMORIES_PER_COMPONENT, MAX_TABLES_PER_COMPONENT};
+use super::wasm_config::{
+    EPOCH_TICK, MAX_MEMORIES_PER_COMPONENT, MAX_TABLES_PER_COMPONENT, SPARE_MEMORY_BYTES, SpareSlot,
+};
 use crate::crd::SinkId;
 
 /// Capacity of the captured stdout and of stderr of one call. Writing more makes the write
@@ -124,6 +135,8 @@ impl super::bindings::jobsink::hook::types::Host for HostState {}
 struct MemoryLimiter {
     limit: usize,
     hit: bool,
+    /// The largest size any memory was allowed to grow to (a spare's, at instantiation).
+    peak: usize,
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -137,6 +150,7 @@ impl ResourceLimiter for MemoryLimiter {
             self.hit = true;
             wasmtime::bail!("memory limit of {} bytes exceeded", self.limit);
         }
+        self.peak = self.peak.max(desired);
         Ok(true)
     }
 
@@ -205,13 +219,14 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
 }
 
 /// What one call produced besides its result: timings and captured output.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct CallReport {
     /// Store creation and instantiation.
     pub instantiate: Duration,
     /// The exported function itself.
     pub call: Duration,
-    /// From store creation to store drop.
+    /// From store creation (or taking a spare) to the store's drop (for an inline call, to
+    /// the end of the call: its store is dropped later, [`Spent`]).
     pub total: Duration,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
@@ -225,20 +240,48 @@ pub(crate) struct CallReport {
     /// Where the call ran (`pace.rs`): `inline`, `handed_off`, `background` or
     /// `blocking_pool`; empty when no call was made.
     pub place: &'static str,
+    /// An inline call's store, not dropped yet: the caller drops it after the request moves
+    /// on, holding the call's slots until then ([`Spent`]).
+    pub spent: Option<Spent>,
 }
 
-/// Runs `f` on a fresh instance of `hook` under `limits`. `f` returns the guest's own
-/// `result` (an `Err(String)` is the hook's returned error) inside Wasmtime's result (traps).
-pub(crate) fn invoke<R>(
+/// The phases' exports of one instance, looked up and type-checked once.
+#[derive(Default)]
+pub(crate) struct Exports {
+    pub event: Option<event_phase::Guest>,
+    pub job: Option<job_phase::Guest>,
+}
+
+/// A fresh instance made ahead of its call, waiting in its component's `spare` place.
+pub(crate) struct Spare {
+    store: Store<HostState>,
+    instance: Instance,
+    exports: Exports,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+    // After the store: its pool slot is free before the place is given back.
+    _slot: SpareSlot,
+}
+
+/// The store of a finished call, dropped (and its instance's memory reset) when this is.
+pub(crate) struct Spent {
+    _store: Store<HostState>,
+    // After the store, as in `Spare`.
+    _slot: Option<SpareSlot>,
+}
+
+impl std::fmt::Debug for Spent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Spent")
+    }
+}
+
+/// A new store for one call of `hook` (or a spare), with its captured stdout and stderr.
+fn new_store(
     hook: &CompiledHook,
     sink: &SinkId,
-    limits: CallLimits,
-    f: impl FnOnce(&mut Store<HostState>, &Instance) -> wasmtime::Result<Result<R, String>>,
-) -> (Result<R, HookError>, CallReport) {
-    let pre = &hook.pre;
-    // Before the deadline is set: the epoch advances from now until the store is dropped.
-    let _ticking = hook.ticker.enter();
-    let start = Instant::now();
+    memory_limit_bytes: usize,
+) -> (Store<HostState>, MemoryOutputPipe, MemoryOutputPipe) {
     let stdout = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
     let stderr = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
     let wasi = WasiCtx::builder()
@@ -253,16 +296,127 @@ pub(crate) fn invoke<R>(
         wasi,
         table: ResourceTable::new(),
         limiter: MemoryLimiter {
-            limit: limits.memory_limit_bytes,
+            limit: memory_limit_bytes,
             hit: false,
+            peak: 0,
         },
         sink: sink.clone(),
         log_lines_left: MAX_LOG_LINES_PER_CALL,
         log_lines_dropped: 0,
         log_lines: Vec::new(),
     };
-    let mut store = Store::new(pre.engine(), state);
+    let mut store = Store::new(hook.pre.engine(), state);
     store.limiter(|state| &mut state.limiter);
+    (store, stdout, stderr)
+}
+
+/// Attempts at making a spare that may fail before a component gets no more spares.
+const MAX_SPARE_FAILURES: u32 = 4;
+
+/// Makes a spare for `hook` if it has none, a place for one is free and earlier attempts
+/// did not keep failing. Instantiating runs the component's start functions, under the
+/// inline cut (a few epoch ticks) and a memory limit of [`SPARE_MEMORY_BYTES`]; after
+/// [`MAX_SPARE_FAILURES`] failures the component's calls always instantiate.
+pub(crate) fn prepare_spare(hook: &CompiledHook) {
+    if hook.spare_failures.load(Ordering::Acquire) >= MAX_SPARE_FAILURES
+        || lock(&hook.spare).is_some()
+    {
+        return;
+    }
+    let Some(slot) = hook.spares.try_take() else {
+        return;
+    };
+    let _ticking = hook.ticker.enter();
+    let (mut store, stdout, stderr) = new_store(hook, &SinkId::new("", ""), SPARE_MEMORY_BYTES);
+    store.set_epoch_deadline(super::pace::INLINE_TICKS);
+    store.epoch_deadline_trap();
+    let made = hook.pre.instantiate(&mut store).and_then(|instance| {
+        let exports = Exports {
+            event: (hook.event.as_ref())
+                .map(|e| e.load(&mut store, &instance))
+                .transpose()?,
+            job: (hook.job.as_ref())
+                .map(|j| j.load(&mut store, &instance))
+                .transpose()?,
+        };
+        Ok((instance, exports))
+    });
+    match made {
+        Ok((instance, exports)) => {
+            let mut place = lock(&hook.spare);
+            if place.is_none() {
+                *place = Some(Spare {
+                    store,
+                    instance,
+                    exports,
+                    stdout,
+                    stderr,
+                    _slot: slot,
+                });
+            }
+        }
+        Err(error) => {
+            hook.spare_failures.fetch_add(1, Ordering::AcqRel);
+            tracing::debug!(sha256 = %hook.sha256, error = %format!("{error:#}"),
+                "no spare instance for this hook; its calls instantiate as they come");
+        }
+    }
+}
+
+/// `hook`'s spare, if it has one that fits a call limited to `memory_limit_bytes`.
+fn take_spare(hook: &CompiledHook, memory_limit_bytes: usize) -> Option<Spare> {
+    let spare = lock(&hook.spare).take()?;
+    // Made under the spare limit: a call whose own limit is lower instantiates afresh
+    // (and fails as it would without spares).
+    (spare.store.data().limiter.peak <= memory_limit_bytes).then_some(spare)
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Runs `f` on a fresh instance of `hook` under `limits`. `f` returns the guest's own
+/// `result` (an `Err(String)` is the hook's returned error) inside Wasmtime's result (traps).
+/// `f` gets the phases' exports when they were looked up ahead (a spare's), else it looks
+/// them up itself.
+pub(crate) fn invoke<R>(
+    hook: &CompiledHook,
+    sink: &SinkId,
+    limits: CallLimits,
+    f: impl FnOnce(&mut Store<HostState>, &Instance, &Exports) -> wasmtime::Result<Result<R, String>>,
+) -> (Result<R, HookError>, CallReport) {
+    // Before the deadline is set: the epoch advances from now until the store is dropped.
+    let _ticking = hook.ticker.enter();
+    let start = Instant::now();
+    let inline = limits.inline_ticks.is_some();
+    let spare = if inline {
+        take_spare(hook, limits.memory_limit_bytes)
+    } else {
+        None
+    };
+    // The spare's place is declared before the store, so it is given back after the store
+    // (and the pool slot it holds) is dropped, however this function ends.
+    let (slot, (mut store, stdout, stderr, ready)) = match spare {
+        Some(spare) => {
+            let mut store = spare.store;
+            let state = store.data_mut();
+            state.sink = sink.clone();
+            state.limiter.limit = limits.memory_limit_bytes;
+            (
+                Some(spare._slot),
+                (
+                    store,
+                    spare.stdout,
+                    spare.stderr,
+                    Some((spare.instance, spare.exports)),
+                ),
+            )
+        }
+        None => {
+            let (store, stdout, stderr) = new_store(hook, sink, limits.memory_limit_bytes);
+            (None, (store, stdout, stderr, None))
+        }
+    };
     let deadline = deadline_ticks(limits.timeout);
     let stop_at = limits
         .inline_ticks
@@ -271,11 +425,17 @@ pub(crate) fn invoke<R>(
     store.epoch_deadline_trap();
 
     let mut report = CallReport::default();
-    let instantiated = pre.instantiate(&mut store);
+    let instantiated = match ready {
+        Some(ready) => Ok(ready),
+        None => hook
+            .pre
+            .instantiate(&mut store)
+            .map(|instance| (instance, Exports::default())),
+    };
     report.instantiate = start.elapsed();
     let outcome = match instantiated {
-        Ok(instance) => {
-            let result = f(&mut store, &instance);
+        Ok((instance, exports)) => {
+            let result = f(&mut store, &instance, &exports);
             report.call = start.elapsed() - report.instantiate;
             result.map_err(CallFailure::Call)
         }
@@ -287,13 +447,23 @@ pub(crate) fn invoke<R>(
         matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt))
     };
     if stop_at < deadline && outcome.as_ref().is_err_and(interrupted) {
+        drop(store);
+        drop(slot);
         report.cut_inline = true;
         report.total = start.elapsed();
         return (Err(HookError::DeadlineExceeded(limits.timeout)), report);
     }
     store.data().write_log();
     report.log_lines_dropped = store.data().log_lines_dropped;
-    drop(store);
+    let spent = Spent {
+        _store: store,
+        _slot: slot,
+    };
+    if inline {
+        report.spent = Some(spent);
+    } else {
+        drop(spent);
+    }
     report.total = start.elapsed();
     report.stdout = stdout.contents().to_vec();
     report.stderr = stderr.contents().to_vec();
