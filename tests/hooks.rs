@@ -239,7 +239,7 @@ async fn a_thousand_trapping_calls_leave_every_permit_free_and_the_next_call_wor
             assert!(matches!(failed(result), HookError::Trapped(_)));
         }
     }
-    all_permits_back(&engine).await;
+    assert_eq!(engine.available_permits(), engine.max_concurrency());
 
     let good = load(&engine, "route_by_type", "my.demo.event=example.com/demo:2");
     let (result, _) = run(&engine, &good, &HookSettings::default(), event()).await;
@@ -248,7 +248,7 @@ async fn a_thousand_trapping_calls_leave_every_permit_free_and_the_next_call_wor
         first_container(&output.job).image.as_deref(),
         Some("example.com/demo:2")
     );
-    all_permits_back(&engine).await;
+    assert_eq!(engine.available_permits(), engine.max_concurrency());
 }
 
 #[tokio::test]
@@ -563,21 +563,10 @@ async fn a_hook_that_ran_to_its_deadline_runs_at_low_priority_and_a_fast_one_sta
         assert!(!fast.in_background());
     }
     assert!(fast.runs_inline());
-    all_permits_back(&engine).await;
-}
-
-/// An event the `bad_sometimes_slow` hook spins on (type `slow`), or passes at once.
-/// Asserts that every call slot is free again. An inline call's slots are given back when a
-/// worker has dropped its store, right after the call (the next time the worker is free),
-/// so this waits for that, at most 10 s.
-async fn all_permits_back(engine: &HookEngine) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while engine.available_permits() != engine.max_concurrency() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
     assert_eq!(engine.available_permits(), engine.max_concurrency());
 }
 
+/// An event the `bad_sometimes_slow` hook spins on (type `slow`), or passes at once.
 /// Waits (at most 10 s) until a spare instance waits for `hook`'s next inline call.
 async fn spare_made(hook: &LoadedHook) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -699,7 +688,7 @@ async fn a_trusted_hook_that_turns_slow_is_taken_off_the_worker_and_its_call_com
     result.expect("fast call");
     assert!(!hook.in_background());
     earn_inline(&engine, &hook, 2 * jobsink::hook::INLINE_PROBATION - 1).await;
-    all_permits_back(&engine).await;
+    assert_eq!(engine.available_permits(), engine.max_concurrency());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -767,7 +756,7 @@ async fn a_sink_past_its_share_gets_503_with_retry_after_while_another_sink_runs
     );
     let (first, _) = running.await.expect("first call");
     assert!(matches!(failed(first), HookError::DeadlineExceeded(_)));
-    all_permits_back(&engine).await;
+    assert_eq!(engine.available_permits(), engine.max_concurrency());
 }
 
 #[test]

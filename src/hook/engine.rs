@@ -238,19 +238,11 @@ impl HookEngine {
             let Ok(mut outcome) = ran else {
                 return internal("the hook call panicked in the host");
             };
-            if let Some(spent) = outcome.1.spent.take() {
-                // After this request's next await, while it waits for the API server: drop
-                // the call's store (its memory reset) with the call's slots held until
-                // then, and make the next call's instance.
-                let slots = Arc::clone(slots);
-                let compiled = Arc::clone(&hook.compiled);
-                tokio::spawn(async move {
-                    drop(spent);
-                    drop(slots);
-                    prepare_spare(&compiled);
-                });
-            }
             if !outcome.1.cut_inline {
+                // After this request's next await, while it waits for the API server: the
+                // next inline call's instance.
+                let compiled = Arc::clone(&hook.compiled);
+                tokio::spawn(async move { prepare_spare(&compiled) });
                 outcome.1.place = "inline";
                 return outcome;
             }
@@ -499,7 +491,6 @@ mod tests {
                     .call_event(&hook, &settings, &sink, &slots, event)
                     .await;
                 assert!(matches!(result, Ok(wit::EventDecision::Modify(_))));
-                assert!(report.spent.is_none(), "the store is dropped by the worker");
                 // A spare waiting before the call and none after it: the call took it.
                 let took_spare = spare_before && !hook.has_spare();
                 calls.push((report.place, took_spare));
@@ -525,7 +516,7 @@ mod tests {
         );
         assert!(hook.has_spare());
         assert_eq!(engine.spares().free(), MAX_SPARES as usize - 1);
-        // Every call slot is free again (the dropped stores gave theirs back).
+        // Every call slot is free again.
         assert_eq!(
             engine.inner.slots.available_calls(),
             engine.max_concurrency()

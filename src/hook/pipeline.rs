@@ -140,7 +140,7 @@ impl HookRefusal {
 }
 
 /// One phase as it ran, for `jobsink hook run`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct PhaseRun {
     pub phase: Phase,
     /// `pass`, `modify`, `reject` or `error`.

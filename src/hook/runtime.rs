@@ -4,11 +4,10 @@
 //! (`pace.rs`).
 //!
 //! An inline call (the fast path, on the receiver's worker) may run on a **spare**: a fresh
-//! instance, never called, made after the previous inline call of the same component while
-//! the receiver waited for the API server ([`prepare_spare`]); and it leaves its store to be
-//! dropped (its memory reset) after the request moves on ([`Spent`]). Both take work off
-//! the request's path, not off the process: with the caches cold between events,
-//! instantiating and resetting were two thirds of an inline call's time.
+//! instance, never called, its exports already looked up, made after the previous inline
+//! call of the same component while the receiver waited for the API server
+//! ([`prepare_spare`]). That takes work off the request's path, not off the process: with
+//! the caches cold between events, instantiating was half of an inline call's time.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -219,14 +218,13 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
 }
 
 /// What one call produced besides its result: timings and captured output.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct CallReport {
     /// Store creation and instantiation.
     pub instantiate: Duration,
     /// The exported function itself.
     pub call: Duration,
-    /// From store creation (or taking a spare) to the store's drop (for an inline call, to
-    /// the end of the call: its store is dropped later, [`Spent`]).
+    /// From store creation (or taking a spare) to store drop.
     pub total: Duration,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
@@ -240,9 +238,6 @@ pub(crate) struct CallReport {
     /// Where the call ran (`pace.rs`): `inline`, `handed_off`, `background` or
     /// `blocking_pool`; empty when no call was made.
     pub place: &'static str,
-    /// An inline call's store, not dropped yet: the caller drops it after the request moves
-    /// on, holding the call's slots until then ([`Spent`]).
-    pub spent: Option<Spent>,
 }
 
 /// The phases' exports of one instance, looked up and type-checked once.
@@ -261,19 +256,6 @@ pub(crate) struct Spare {
     stderr: MemoryOutputPipe,
     // After the store: its pool slot is free before the place is given back.
     _slot: SpareSlot,
-}
-
-/// The store of a finished call, dropped (and its instance's memory reset) when this is.
-pub(crate) struct Spent {
-    _store: Store<HostState>,
-    // After the store, as in `Spare`.
-    _slot: Option<SpareSlot>,
-}
-
-impl std::fmt::Debug for Spent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Spent")
-    }
 }
 
 /// A new store for one call of `hook` (or a spare), with its captured stdout and stderr.
@@ -455,15 +437,8 @@ pub(crate) fn invoke<R>(
     }
     store.data().write_log();
     report.log_lines_dropped = store.data().log_lines_dropped;
-    let spent = Spent {
-        _store: store,
-        _slot: slot,
-    };
-    if inline {
-        report.spent = Some(spent);
-    } else {
-        drop(spent);
-    }
+    drop(store);
+    drop(slot);
     report.total = start.elapsed();
     report.stdout = stdout.contents().to_vec();
     report.stderr = stderr.contents().to_vec();
