@@ -13,7 +13,9 @@ use super::bindings::jobsink::hook::types as wit;
 use super::error::HookError;
 use super::loader::{Cache, LoadedHook};
 use super::pace::{INLINE_TICKS, Pace, Place};
-use super::runtime::{CallLimits, CallReport, HostState, invoke, linker, prepare_spare};
+use super::runtime::{
+    CallLimits, CallReport, HostState, invoke, linker, prepare_spare, wants_spare,
+};
 use super::settings::HookSettings;
 use super::slots::{OverBudget, Reservation, Slots};
 use super::wasm_config::{
@@ -241,8 +243,10 @@ impl HookEngine {
             if !outcome.1.cut_inline {
                 // After this request's next await, while it waits for the API server: the
                 // next inline call's instance.
-                let compiled = Arc::clone(&hook.compiled);
-                tokio::spawn(async move { prepare_spare(&compiled) });
+                if wants_spare(&hook.compiled) {
+                    let compiled = Arc::clone(&hook.compiled);
+                    tokio::spawn(async move { prepare_spare(&compiled) });
+                }
                 outcome.1.place = "inline";
                 return outcome;
             }
@@ -387,13 +391,9 @@ pub(crate) fn call_event_blocking(
     };
     let ctx = wit_context(hook, sink);
     invoke(compiled, sink, limits, |store, instance, exports| {
-        let loaded;
         let guest = match &exports.event {
-            Some(guest) => guest,
-            None => {
-                loaded = indices.load(&mut *store, instance)?;
-                &loaded
-            }
+            Some(guest) => guest.clone(),
+            None => indices.load(&mut *store, instance)?,
         };
         guest.call_on_event(&mut *store, &ctx, event)
     })
@@ -413,13 +413,9 @@ pub(crate) fn call_job_blocking(
     };
     let ctx = wit_context(hook, sink);
     invoke(compiled, sink, limits, |store, instance, exports| {
-        let loaded;
         let guest = match &exports.job {
-            Some(guest) => guest,
-            None => {
-                loaded = indices.load(&mut *store, instance)?;
-                &loaded
-            }
+            Some(guest) => guest.clone(),
+            None => indices.load(&mut *store, instance)?,
         };
         guest.call_on_job(&mut *store, &ctx, event, job_json)
     })

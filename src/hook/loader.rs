@@ -182,16 +182,21 @@ impl LoadedHook {
     /// Whether a fresh instance is waiting for this component's next inline call
     /// (`docs/hooks.md#instances`).
     pub fn has_spare(&self) -> bool {
-        self.compiled
-            .spare
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .is_some()
+        self.compiled.spare_place().is_some()
     }
 
     /// The config `validate-config` accepted, handed to every call.
     pub fn config(&self) -> &str {
         &self.config
+    }
+}
+
+impl CompiledHook {
+    /// The place of this component's spare (`runtime::prepare_spare`).
+    pub(crate) fn spare_place(&self) -> std::sync::MutexGuard<'_, Option<Spare>> {
+        self.spare
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -300,9 +300,7 @@ const MAX_SPARE_FAILURES: u32 = 4;
 /// inline cut (a few epoch ticks) and a memory limit of [`SPARE_MEMORY_BYTES`]; after
 /// [`MAX_SPARE_FAILURES`] failures the component's calls always instantiate.
 pub(crate) fn prepare_spare(hook: &CompiledHook) {
-    if hook.spare_failures.load(Ordering::Acquire) >= MAX_SPARE_FAILURES
-        || lock(&hook.spare).is_some()
-    {
+    if !wants_spare(hook) {
         return;
     }
     let Some(slot) = hook.spares.try_take() else {
@@ -325,7 +323,7 @@ pub(crate) fn prepare_spare(hook: &CompiledHook) {
     });
     match made {
         Ok((instance, exports)) => {
-            let mut place = lock(&hook.spare);
+            let mut place = hook.spare_place();
             if place.is_none() {
                 *place = Some(Spare {
                     store,
@@ -345,16 +343,18 @@ pub(crate) fn prepare_spare(hook: &CompiledHook) {
     }
 }
 
+/// Whether [`prepare_spare`] would make a spare for `hook` now: it has none, and earlier
+/// attempts did not keep failing (a free place is checked when one is made).
+pub(crate) fn wants_spare(hook: &CompiledHook) -> bool {
+    hook.spare_failures.load(Ordering::Acquire) < MAX_SPARE_FAILURES && hook.spare_place().is_none()
+}
+
 /// `hook`'s spare, if it has one that fits a call limited to `memory_limit_bytes`.
 fn take_spare(hook: &CompiledHook, memory_limit_bytes: usize) -> Option<Spare> {
-    let spare = lock(&hook.spare).take()?;
+    let spare = hook.spare_place().take()?;
     // Made under the spare limit: a call whose own limit is lower instantiates afresh
     // (and fails as it would without spares).
     (spare.store.data().limiter.peak <= memory_limit_bytes).then_some(spare)
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Runs `f` on a fresh instance of `hook` under `limits`. `f` returns the guest's own
