@@ -566,8 +566,9 @@ async fn overhead(
             quiesce(client, ns).await?;
         }
         println!(
-            "  hook calls by place so far: {}",
-            counters(http, &d.metrics, "jobsink_hook_calls_total").await
+            "  hook calls by place so far: {}; on spares {}",
+            counters(http, &d.metrics, "jobsink_hook_calls_total").await,
+            counters(http, &d.metrics, "jobsink_hook_calls_on_spares_total").await
         );
         ratios.sort_by(f64::total_cmp);
         same.sort_by(f64::total_cmp);

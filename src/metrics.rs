@@ -106,6 +106,7 @@ pub struct Metrics {
     hook_slot_timeouts: Family<SinkLabels, Counter>,
     hook_low_priority: Family<SinkLabels, Gauge>,
     hook_calls: Family<PlaceLabels, Counter>,
+    hook_calls_on_spares: Counter,
     duplicates: Family<DuplicateLabels, Counter>,
 }
 
@@ -140,6 +141,7 @@ impl Metrics {
             hook_slot_timeouts: Family::default(),
             hook_low_priority: Family::default(),
             hook_calls: Family::default(),
+            hook_calls_on_spares: Counter::default(),
             duplicates: Family::default(),
         };
         registry.register(
@@ -208,6 +210,11 @@ impl Metrics {
             "Hook calls, by where they ran: inline on a receiver thread, handed_off, background \
              (low priority), blocking_pool; cut_inline counts inline attempts made again",
             m.hook_calls.clone(),
+        );
+        registry.register(
+            "hook_calls_on_spares",
+            "Inline hook calls that ran on a spare instance made ahead of them",
+            m.hook_calls_on_spares.clone(),
         );
         registry.register(
             "duplicates",
@@ -309,6 +316,11 @@ impl Metrics {
         self.hook_calls.get_or_create(&PlaceLabels { place }).inc();
     }
 
+    /// Counts one inline call that ran on a spare instance (docs/hooks.md, Spares).
+    pub fn hook_call_on_spare(&self) {
+        self.hook_calls_on_spares.inc();
+    }
+
     /// Counts one duplicate answered by the Job index (`cache`) or the API server (`api`).
     pub fn duplicate(&self, answered_by: &'static str) {
         self.duplicates
@@ -354,6 +366,7 @@ mod tests {
         metrics.hook_slot_timeout(&sink);
         metrics.hook_low_priority(&sink, true);
         metrics.hook_call("inline");
+        metrics.hook_call_on_spare();
         metrics.duplicate("cache");
         let text = encode(&registry);
         for expected in [
@@ -371,6 +384,7 @@ mod tests {
             "jobsink_hook_slot_timeouts_total{namespace=\"ns\",sink=\"s\"} 1",
             "jobsink_hook_low_priority{namespace=\"ns\",sink=\"s\"} 1",
             "jobsink_hook_calls_total{place=\"inline\"} 1",
+            "jobsink_hook_calls_on_spares_total 1",
             "jobsink_duplicates_total{answered_by=\"cache\"} 1",
         ] {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");

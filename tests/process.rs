@@ -355,6 +355,18 @@ async fn a_fast_hook_runs_inline_in_the_running_dispatcher_after_its_probation()
     // One call per accepted event: the warm-up's and ours.
     assert_eq!(made, EVENTS + 1, "{calls:?}");
     assert!(inline > 0, "no call ran inline: {calls:?}");
+    // Inline calls after the first find a spare instance, made on the spares' thread while
+    // the request before waited for the API server.
+    let text = metrics_text(&serve).await;
+    let on_spares: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("jobsink_hook_calls_on_spares_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no jobsink_hook_calls_on_spares_total in:\n{text}"));
+    assert!(
+        on_spares > 0 && on_spares < inline,
+        "{on_spares} calls on spares, {inline} inline"
+    );
     // What an inline call returned is what was stored: the hook's extension is in the
     // event file of the last event.
     let name = jobsink::job::job_name(

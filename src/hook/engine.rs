@@ -13,9 +13,7 @@ use super::bindings::jobsink::hook::types as wit;
 use super::error::HookError;
 use super::loader::{Cache, LoadedHook};
 use super::pace::{INLINE_TICKS, Pace, Place};
-use super::runtime::{
-    CallLimits, CallReport, HostState, invoke, linker, prepare_spare, wants_spare,
-};
+use super::runtime::{CallLimits, CallReport, HostState, SpareMaker, invoke, linker};
 use super::settings::HookSettings;
 use super::slots::{OverBudget, Reservation, Slots};
 use super::wasm_config::{
@@ -38,6 +36,8 @@ struct Inner {
     ticker: Arc<Ticker>,
     /// Places for instances made ahead of their call (`runtime::prepare_spare`).
     spares: Arc<SpareSlots>,
+    /// Makes them, on a thread of its own.
+    spare_maker: SpareMaker,
     allocator: Allocator,
     cache: Mutex<Cache>,
     /// Call slots, per-sink shares and the memory budget. A call's reservation is owned by
@@ -82,6 +82,7 @@ impl HookEngine {
                 linker,
                 ticker,
                 spares: SpareSlots::new(),
+                spare_maker: SpareMaker::start(),
                 allocator,
                 cache: Mutex::new(Cache::new()),
                 slots: Slots::new(
@@ -241,12 +242,9 @@ impl HookEngine {
                 return internal("the hook call panicked in the host");
             };
             if !outcome.1.cut_inline {
-                // After this request's next await, while it waits for the API server: the
-                // next inline call's instance.
-                if wants_spare(&hook.compiled) {
-                    let compiled = Arc::clone(&hook.compiled);
-                    tokio::spawn(async move { prepare_spare(&compiled) });
-                }
+                // The next inline call's instance, made on the spares' thread while this
+                // request waits for the API server.
+                self.inner.spare_maker.ask(&hook.compiled);
                 outcome.1.place = "inline";
                 return outcome;
             }
@@ -463,8 +461,8 @@ mod tests {
         assert_eq!(places[probation..], ["inline", "inline"]);
     }
 
-    /// After an inline call the worker, once the request awaits, drops the call's store and
-    /// makes the next call's instance; the next inline call runs on it. Spares hold places
+    /// After an inline call the spares' thread makes the next call's instance; the next
+    /// inline call runs on it. Spares hold places
     /// of their own, given back when their component goes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn an_inline_call_runs_on_a_spare_made_after_the_one_before() {
@@ -482,18 +480,17 @@ mod tests {
             for n in 0..crate::hook::INLINE_PROBATION + 3 {
                 let slots = Arc::new(engine.reserve(&hook).await.expect("a slot"));
                 let event = event_to_wit(&CloudEvent::new(n.to_string(), "my/src", "t"));
-                let spare_before = hook.has_spare();
                 let (result, report) = engine
                     .call_event(&hook, &settings, &sink, &slots, event)
                     .await;
                 assert!(matches!(result, Ok(wit::EventDecision::Modify(_))));
-                // A spare waiting before the call and none after it: the call took it.
-                let took_spare = spare_before && !hook.has_spare();
-                calls.push((report.place, took_spare));
+                calls.push((report.place, report.on_spare));
                 drop(slots);
-                // As a request does while it waits for the API server: the worker runs
-                // the task the call left (its store dropped, the next instance made).
-                tokio::task::yield_now().await;
+                // As a request does while it waits for the API server: meanwhile the
+                // spares' thread makes the next instance.
+                if report.place == "inline" {
+                    wait_for(|| hook.has_spare()).await;
+                }
             }
             calls
         })
@@ -518,7 +515,17 @@ mod tests {
             engine.max_concurrency()
         );
         drop(hook);
-        assert_eq!(engine.spares().free(), MAX_SPARES as usize);
+        // Once the spares' thread has let go of the component too.
+        wait_for(|| engine.spares().free() == MAX_SPARES as usize).await;
+    }
+
+    /// Waits up to 10 s for `done`, failing the test past that.
+    async fn wait_for(done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "not done within 10 s");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     #[test]

@@ -197,6 +197,9 @@ impl HookRegistry {
             if !run.report.place.is_empty() {
                 self.inner.metrics.hook_call(run.report.place);
             }
+            if run.report.on_spare {
+                self.inner.metrics.hook_call_on_spare();
+            }
         }
         if let Ok(hook) = hook {
             self.inner

@@ -10,6 +10,7 @@
 //! the caches cold between events, instantiating was half of an inline call's time.
 
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasData, HasSelf, Instance, Linker, ResourceTable};
@@ -238,6 +239,8 @@ pub(crate) struct CallReport {
     /// Where the call ran (`pace.rs`): `inline`, `handed_off`, `background` or
     /// `blocking_pool`; empty when no call was made.
     pub place: &'static str,
+    /// The call ran on its component's spare (made ahead, see [`SpareMaker`]).
+    pub on_spare: bool,
 }
 
 /// The phases' exports of one instance, looked up and type-checked once.
@@ -343,6 +346,42 @@ pub(crate) fn prepare_spare(hook: &CompiledHook) {
     }
 }
 
+/// Makes spares on a thread of its own, one at a time, in the order they were asked for.
+///
+/// Not a task on the receiver's worker: asked for right after an inline call, a task would
+/// run as soon as the request awaits its API call, on the same worker and before the tasks
+/// that send that call, so the request would wait for the instantiation after all. On this
+/// thread it overlaps the API server's work instead. The thread ends with the engine.
+pub(crate) struct SpareMaker {
+    queue: mpsc::Sender<Arc<CompiledHook>>,
+}
+
+impl SpareMaker {
+    pub(crate) fn start() -> SpareMaker {
+        let (queue, asked) = mpsc::channel::<Arc<CompiledHook>>();
+        let made = std::thread::Builder::new()
+            .name("jobsink-hook-spares".into())
+            .spawn(move || {
+                for hook in asked {
+                    prepare_spare(&hook);
+                }
+            });
+        if let Err(error) = made {
+            // Without the thread every send fails: calls instantiate as they come.
+            tracing::warn!(%error, "no thread for spare instances; hook calls instantiate as they come");
+        }
+        SpareMaker { queue }
+    }
+
+    /// Asks for a spare for `hook` if [`wants_spare`] says it would get one.
+    pub(crate) fn ask(&self, hook: &Arc<CompiledHook>) {
+        if wants_spare(hook) {
+            // Fails only when the thread is gone; the next call then instantiates.
+            let _ = self.queue.send(Arc::clone(hook));
+        }
+    }
+}
+
 /// Whether [`prepare_spare`] would make a spare for `hook` now: it has none, and earlier
 /// attempts did not keep failing (a free place is checked when one is made).
 pub(crate) fn wants_spare(hook: &CompiledHook) -> bool {
@@ -406,7 +445,10 @@ pub(crate) fn invoke<R>(
     store.set_epoch_deadline(stop_at);
     store.epoch_deadline_trap();
 
-    let mut report = CallReport::default();
+    let mut report = CallReport {
+        on_spare: ready.is_some(),
+        ..CallReport::default()
+    };
     let instantiated = match ready {
         Some(ready) => Ok(ready),
         None => hook
