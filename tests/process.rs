@@ -355,8 +355,8 @@ async fn a_fast_hook_runs_inline_in_the_running_dispatcher_after_its_probation()
     // One call per accepted event: the warm-up's and ours.
     assert_eq!(made, EVENTS + 1, "{calls:?}");
     assert!(inline > 0, "no call ran inline: {calls:?}");
-    // Inline calls after the first find a spare instance, made on the spares' thread while
-    // the request before waited for the API server.
+    // Inline calls after the first find a spare instance, made while the request before
+    // waited for the API server.
     let text = metrics_text(&serve).await;
     let on_spares: u64 = text
         .lines()

@@ -13,7 +13,9 @@ use super::bindings::jobsink::hook::types as wit;
 use super::error::HookError;
 use super::loader::{Cache, LoadedHook};
 use super::pace::{INLINE_TICKS, Pace, Place};
-use super::runtime::{CallLimits, CallReport, HostState, SpareMaker, invoke, linker};
+use super::runtime::{
+    CallLimits, CallReport, HostState, invoke, linker, prepare_spare, wants_spare,
+};
 use super::settings::HookSettings;
 use super::slots::{OverBudget, Reservation, Slots};
 use super::wasm_config::{
@@ -36,8 +38,6 @@ struct Inner {
     ticker: Arc<Ticker>,
     /// Places for instances made ahead of their call (`runtime::prepare_spare`).
     spares: Arc<SpareSlots>,
-    /// Makes them, on a thread of its own.
-    spare_maker: SpareMaker,
     allocator: Allocator,
     cache: Mutex<Cache>,
     /// Call slots, per-sink shares and the memory budget. A call's reservation is owned by
@@ -82,7 +82,6 @@ impl HookEngine {
                 linker,
                 ticker,
                 spares: SpareSlots::new(),
-                spare_maker: SpareMaker::start(),
                 allocator,
                 cache: Mutex::new(Cache::new()),
                 slots: Slots::new(
@@ -242,9 +241,14 @@ impl HookEngine {
                 return internal("the hook call panicked in the host");
             };
             if !outcome.1.cut_inline {
-                // The next inline call's instance, made on the spares' thread while this
-                // request waits for the API server.
-                self.inner.spare_maker.ask(&hook.compiled);
+                // After this request's next await, while it waits for the API server: the
+                // next inline call's instance, on this worker (a thread of its own for spares
+                // was tried: the sender's latency did not fall and the calls on the request's
+                // path took more CPU; BENCHMARKS.md, hook overhead under concurrency).
+                if wants_spare(&hook.compiled) {
+                    let compiled = Arc::clone(&hook.compiled);
+                    tokio::spawn(async move { prepare_spare(&compiled) });
+                }
                 outcome.1.place = "inline";
                 return outcome;
             }
@@ -461,8 +465,8 @@ mod tests {
         assert_eq!(places[probation..], ["inline", "inline"]);
     }
 
-    /// After an inline call the spares' thread makes the next call's instance; the next
-    /// inline call runs on it. Spares hold places
+    /// After an inline call the worker, once the request awaits, makes the next call's
+    /// instance; the next inline call runs on it. Spares hold places
     /// of their own, given back when their component goes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn an_inline_call_runs_on_a_spare_made_after_the_one_before() {
@@ -487,7 +491,7 @@ mod tests {
                 calls.push((report.place, report.on_spare));
                 drop(slots);
                 // As a request does while it waits for the API server: meanwhile the
-                // spares' thread makes the next instance.
+                // worker makes the next instance.
                 if report.place == "inline" {
                     wait_for(|| hook.has_spare()).await;
                 }
@@ -515,7 +519,6 @@ mod tests {
             engine.max_concurrency()
         );
         drop(hook);
-        // Once the spares' thread has let go of the component too.
         wait_for(|| engine.spares().free() == MAX_SPARES as usize).await;
     }
 

@@ -10,7 +10,6 @@
 //! the caches cold between events, instantiating was half of an inline call's time.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasData, HasSelf, Instance, Linker, ResourceTable};
@@ -239,7 +238,7 @@ pub(crate) struct CallReport {
     /// Where the call ran (`pace.rs`): `inline`, `handed_off`, `background` or
     /// `blocking_pool`; empty when no call was made.
     pub place: &'static str,
-    /// The call ran on its component's spare (made ahead, see [`SpareMaker`]).
+    /// The call ran on its component's spare (made ahead, see [`prepare_spare`]).
     pub on_spare: bool,
 }
 
@@ -342,42 +341,6 @@ pub(crate) fn prepare_spare(hook: &CompiledHook) {
             hook.spare_failures.fetch_add(1, Ordering::AcqRel);
             tracing::debug!(sha256 = %hook.sha256, error = %format!("{error:#}"),
                 "no spare instance for this hook; its calls instantiate as they come");
-        }
-    }
-}
-
-/// Makes spares on a thread of its own, one at a time, in the order they were asked for.
-///
-/// Not a task on the receiver's worker: asked for right after an inline call, a task would
-/// run as soon as the request awaits its API call, on the same worker and before the tasks
-/// that send that call, so the request would wait for the instantiation after all. On this
-/// thread it overlaps the API server's work instead. The thread ends with the engine.
-pub(crate) struct SpareMaker {
-    queue: mpsc::Sender<Arc<CompiledHook>>,
-}
-
-impl SpareMaker {
-    pub(crate) fn start() -> SpareMaker {
-        let (queue, asked) = mpsc::channel::<Arc<CompiledHook>>();
-        let made = std::thread::Builder::new()
-            .name("jobsink-hook-spares".into())
-            .spawn(move || {
-                for hook in asked {
-                    prepare_spare(&hook);
-                }
-            });
-        if let Err(error) = made {
-            // Without the thread every send fails: calls instantiate as they come.
-            tracing::warn!(%error, "no thread for spare instances; hook calls instantiate as they come");
-        }
-        SpareMaker { queue }
-    }
-
-    /// Asks for a spare for `hook` if [`wants_spare`] says it would get one.
-    pub(crate) fn ask(&self, hook: &Arc<CompiledHook>) {
-        if wants_spare(hook) {
-            // Fails only when the thread is gone; the next call then instantiates.
-            let _ = self.queue.send(Arc::clone(hook));
         }
     }
 }
