@@ -243,8 +243,8 @@ impl HookEngine {
             if !outcome.1.cut_inline {
                 // After this request's next await, while it waits for the API server: the
                 // next inline call's instance, on this worker (a thread of its own for spares
-                // was tried: the sender's latency did not fall and the calls on the request's
-                // path took more CPU; BENCHMARKS.md, hook overhead under concurrency).
+                // was tried: the sender's latency did not fall and the hooked events' own
+                // time rose at C=8 and C=32; BENCHMARKS.md, hook overhead under concurrency).
                 if wants_spare(&hook.compiled) {
                     let compiled = Arc::clone(&hook.compiled);
                     tokio::spawn(async move { prepare_spare(&compiled) });
@@ -466,8 +466,8 @@ mod tests {
     }
 
     /// After an inline call the worker, once the request awaits, makes the next call's
-    /// instance; the next inline call runs on it. Spares hold places
-    /// of their own, given back when their component goes.
+    /// instance; the next inline call runs on it. Spares hold places of their own, given
+    /// back when their component goes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn an_inline_call_runs_on_a_spare_made_after_the_one_before() {
         use crate::hook::wasm_config::MAX_SPARES;
