@@ -566,7 +566,6 @@ async fn a_hook_that_ran_to_its_deadline_runs_at_low_priority_and_a_fast_one_sta
     assert_eq!(engine.available_permits(), engine.max_concurrency());
 }
 
-/// An event the `bad_sometimes_slow` hook spins on (type `slow`), or passes at once.
 /// Waits (at most 10 s) until a spare instance waits for `hook`'s next inline call.
 async fn spare_made(hook: &LoadedHook) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -579,6 +578,7 @@ async fn spare_made(hook: &LoadedHook) -> bool {
     true
 }
 
+/// An event the `bad_sometimes_slow` hook spins on (type `slow`), or passes at once.
 fn paced_event(slow: bool, n: usize) -> CloudEvent {
     let ty = if slow { "slow" } else { "quick" };
     CloudEvent::new(format!("{ty}-{n}"), "my/curl/command", ty)

@@ -319,10 +319,9 @@ async fn hooked_sink(ns: &TestNamespace, serve: &Serve) -> String {
     url
 }
 
-/// `jobsink_hook_calls_total` by place, from the dispatcher's `/metrics`.
-async fn hook_calls(serve: &Serve) -> std::collections::BTreeMap<String, u64> {
-    metrics_text(serve)
-        .await
+/// `jobsink_hook_calls_total` by place, from a `/metrics` text.
+fn hook_calls(metrics: &str) -> std::collections::BTreeMap<String, u64> {
+    metrics
         .lines()
         .filter_map(|l| l.strip_prefix("jobsink_hook_calls_total{place=\""))
         .filter_map(|rest| {
@@ -346,7 +345,8 @@ async fn a_fast_hook_runs_inline_in_the_running_dispatcher_after_its_probation()
         let r = event(&url, &format!("inline-{n}")).send().await.unwrap();
         assert_eq!(r.status(), 202, "event {n}: {}", r.text().await.unwrap());
     }
-    let calls = hook_calls(&serve).await;
+    let text = metrics_text(&serve).await;
+    let calls = hook_calls(&text);
     let inline = calls.get("inline").copied().unwrap_or(0);
     let made: u64 = ["inline", "handed_off", "background", "blocking_pool"]
         .iter()
@@ -357,7 +357,6 @@ async fn a_fast_hook_runs_inline_in_the_running_dispatcher_after_its_probation()
     assert!(inline > 0, "no call ran inline: {calls:?}");
     // Inline calls after the first find a spare instance, made while the request before
     // waited for the API server.
-    let text = metrics_text(&serve).await;
     let on_spares: u64 = text
         .lines()
         .find_map(|l| l.strip_prefix("jobsink_hook_calls_on_spares_total "))
