@@ -7,24 +7,34 @@ use std::time::Duration;
 
 /// The receiver's own wall-clock time per accepted event (request time minus API calls).
 pub const OWN: &str = "jobsink_receiver_overhead_seconds_bucket";
-/// The receiver's CPU time per accepted event on its threads (`src/receiver/cpu.rs`).
+/// The receiver's CPU time per accepted event on its threads (`src/cputime.rs`).
 pub const CPU: &str = "jobsink_receiver_cpu_seconds_bucket";
 
 /// A command running the `jobsink` binary under test: `JOBSINK_BIN` if set (another checkout
 /// sharing the target directory may have rebuilt the one cargo uplifted), else this build's.
 /// With `JOBSINK_RECEIVER_CPUS` set (a `taskset` CPU list, e.g. `1`), the process runs on
 /// those CPUs only: `hack/bench-isolated.sh` moves everything else off them, so that the
-/// receiver's wall-clock figures are not the kernel's preemptions by the API server.
+/// receiver's wall-clock figures are not the kernel's preemptions by the API server. With
+/// `JOBSINK_RECEIVER_NICE` set (e.g. `-10`, root only), it runs at that nice value: it keeps
+/// sharing both cores with the control plane, but the kernel hands it a core first, as a pod
+/// with a CPU request of its own would get its share on a busy node.
 pub fn jobsink() -> Command {
     let bin = std::env::var_os("JOBSINK_BIN").unwrap_or(env!("CARGO_BIN_EXE_jobsink").into());
-    match std::env::var("JOBSINK_RECEIVER_CPUS") {
-        Ok(cpus) if !cpus.is_empty() => {
-            let mut c = Command::new("taskset");
-            c.arg("-c").arg(cpus).arg(bin);
-            c
-        }
-        _ => Command::new(bin),
+    let mut argv: Vec<std::ffi::OsString> = vec![];
+    if let Ok(nice) = std::env::var("JOBSINK_RECEIVER_NICE")
+        && !nice.is_empty()
+    {
+        argv.extend(["nice".into(), "-n".into(), nice.into()]);
     }
+    if let Ok(cpus) = std::env::var("JOBSINK_RECEIVER_CPUS")
+        && !cpus.is_empty()
+    {
+        argv.extend(["taskset".into(), "-c".into(), cpus.into()]);
+    }
+    argv.push(bin);
+    let mut c = Command::new(&argv[0]);
+    c.args(&argv[1..]);
+    c
 }
 
 /// One round seen from the sender: events answered per second, latency p50 and p99, and how
