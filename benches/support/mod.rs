@@ -16,8 +16,8 @@ pub const CPU: &str = "jobsink_receiver_cpu_seconds_bucket";
 /// those CPUs only: `hack/bench-isolated.sh` moves everything else off them, so that the
 /// receiver's wall-clock figures are not the kernel's preemptions by the API server. With
 /// `JOBSINK_RECEIVER_NICE` set (e.g. `-10`, root only), it runs at that nice value: it keeps
-/// sharing both cores with the control plane, but the kernel hands it a core first, as a pod
-/// with a CPU request of its own would get its share on a busy node.
+/// sharing both cores with the control plane, but the kernel hands it a core first (a
+/// stronger preference than a pod's CPU request gives; it shows what is the receiver's own).
 pub fn jobsink() -> Command {
     let bin = std::env::var_os("JOBSINK_BIN").unwrap_or(env!("CARGO_BIN_EXE_jobsink").into());
     let mut argv: Vec<std::ffi::OsString> = vec![];
