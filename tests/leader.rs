@@ -62,13 +62,11 @@ impl Process {
         assert!(status.is_none(), "{} exited: {status:?}", self.name);
     }
 
-    /// A metric's value (the first sample line starting with `name`), if it is exposed.
+    /// The value of the sample `name`, if it is exposed.
     async fn metric(&self, name: &str) -> Option<f64> {
         self.alive();
         let text = reqwest::get(&self.metrics).await.ok()?.text().await.ok()?;
-        text.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        support::sample(&text, name)
     }
 
     async fn leads(&self) -> bool {

@@ -357,11 +357,9 @@ async fn a_fast_hook_runs_inline_in_the_running_dispatcher_after_its_probation()
     assert!(inline > 0, "no call ran inline: {calls:?}");
     // Inline calls after the first find a spare instance, made while the request before
     // waited for the API server.
-    let on_spares: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("jobsink_hook_calls_on_spares_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no jobsink_hook_calls_on_spares_total in:\n{text}"));
+    let on_spares = support::sample(&text, "jobsink_hook_calls_on_spares_total")
+        .unwrap_or_else(|| panic!("no jobsink_hook_calls_on_spares_total in:\n{text}"))
+        as u64;
     assert!(
         on_spares > 0 && on_spares < inline,
         "{on_spares} calls on spares, {inline} inline"

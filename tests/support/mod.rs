@@ -16,6 +16,15 @@ use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec};
 use kube::api::PostParams;
 use kube::{Api, Client};
 
+/// The value of the sample `series` (a metric name with its labels, as exposed, e.g.
+/// `jobsink_duplicates_total{answered_by="cache"}`) in a Prometheus `/metrics` text.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// How long waits for the cluster to converge may take before a test fails. Generous: the
 /// control plane shares two cores with the compiler and other tests.
 pub const CONVERGE: Duration = Duration::from_secs(90);
