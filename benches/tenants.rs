@@ -434,6 +434,21 @@ pub fn machine_busy() -> Duration {
     Duration::from_millis(busy * 10)
 }
 
+/// The CPU time the process `pid` has used so far: the sum over its threads of the time on a
+/// CPU from `/proc/<pid>/task/*/schedstat` (nanoseconds, unlike `/proc/<pid>/stat`'s 10 ms
+/// ticks). Threads that exited meanwhile drop out, which only the blocking pool's do.
+pub fn process_cpu(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(ns)
+}
+
 /// The series of counter `name` on the receiver's metrics page, as `labels=value` text.
 pub async fn counters(http: &reqwest::Client, metrics: &str, name: &str) -> String {
     let Ok(r) = http.get(metrics).send().await else {
@@ -514,6 +529,10 @@ async fn overhead(
         // The whole machine's CPU per event of each round, in microseconds: at saturation
         // events/s goes as its inverse, and it is far less noisy than events/s.
         let (mut plain_machine, mut hooked_machine) = (vec![], vec![]);
+        // The receiver process's CPU per event of each round, in microseconds: everything it
+        // does for the event, also off the request's polls (a spare's making, the epoch
+        // ticker, the Job watch's share).
+        let (mut plain_process, mut hooked_process) = (vec![], vec![]);
         let mut pair = (0.0, 0.0);
         for round in 0..a.rounds * 2 {
             let with_hook = round % 4 == 1 || round % 4 == 2;
@@ -526,9 +545,15 @@ async fn overhead(
             let cpu_before = sum_count(http, &d.metrics, CPU_BASE).await;
             let own_before = sum_count(http, &d.metrics, OWN_BASE).await;
             let busy_before = machine_busy();
+            let process_before = process_cpu(d.child.id());
             let s = drive(http, &url, "bench/x", from, a.events, c).await;
             let machine_us =
                 machine_busy().saturating_sub(busy_before).as_secs_f64() / a.events as f64 * 1e6;
+            let process_us = process_cpu(d.child.id())
+                .saturating_sub(process_before)
+                .as_secs_f64()
+                / a.events as f64
+                * 1e6;
             from += a.events;
             let cpu_after = sum_count(http, &d.metrics, CPU_BASE).await;
             let own_after = sum_count(http, &d.metrics, OWN_BASE).await;
@@ -544,8 +569,10 @@ async fn overhead(
             }
             if with_hook {
                 hooked_machine.push(machine_us);
+                hooked_process.push(process_us);
             } else {
                 plain_machine.push(machine_us);
+                plain_process.push(process_us);
             }
             let cpu_mean_us =
                 (cpu_after.0 - cpu_before.0) / (cpu_after.1 - cpu_before.1).max(1.0) * 1e6;
@@ -603,6 +630,14 @@ async fn overhead(
                 .iter()
                 .map(|v| format!("{v:.0}"))
                 .collect::<Vec<_>>(),
+        );
+        let rounded = |v: &[f64]| v.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>();
+        println!(
+            "  receiver process CPU per event (all its threads, median of rounds): plain {:.0} us, hooked {:.0} us; per round plain {:?}, hooked {:?}",
+            machine(&plain_process),
+            machine(&hooked_process),
+            rounded(&plain_process),
+            rounded(&hooked_process),
         );
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         println!(
