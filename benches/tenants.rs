@@ -8,7 +8,8 @@
 //! - `overhead`: events/s of a sink with the event-phase example hook over one without, at
 //!   each C, over `--rounds` alternating pairs; the median ratio and its spread, the
 //!   geometric mean with its 95% confidence interval (and the same for the noise floor, each
-//!   path against itself), and the receiver's own time with the hook (p99). Both sinks get
+//!   path against itself), the receiver's own time with the hook (p99), and the CPU per event
+//!   of the receiver's requests, of its whole process and of the machine. Both sinks get
 //!   `INLINE_PROBATION + 4` warm-up events first, so the hook's probation is not measured.
 //! - `duplicates`: new events/s, then copies of the same events/s, at each C, answered by the
 //!   Job index, and by a second receiver with `--job-index=false` (the API way).
