@@ -613,30 +613,24 @@ async fn overhead(
         ratios.sort_by(f64::total_cmp);
         same.sort_by(f64::total_cmp);
         let median = median_of(&ratios);
-        let machine = |v: &[f64]| {
+        let median_of_rounds = |v: &[f64]| {
             let mut v = v.to_vec();
             v.sort_by(f64::total_cmp);
             median_of(&v)
         };
-        println!(
-            "  machine CPU per event (all processes, median of rounds): plain {:.0} us, hooked {:.0} us; plain/hooked {:.3} (events/s at saturation goes as this); per round plain {:?}, hooked {:?}",
-            machine(&plain_machine),
-            machine(&hooked_machine),
-            machine(&plain_machine) / machine(&hooked_machine),
-            plain_machine
-                .iter()
-                .map(|v| format!("{v:.0}"))
-                .collect::<Vec<_>>(),
-            hooked_machine
-                .iter()
-                .map(|v| format!("{v:.0}"))
-                .collect::<Vec<_>>(),
-        );
         let rounded = |v: &[f64]| v.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>();
         println!(
+            "  machine CPU per event (all processes, median of rounds): plain {:.0} us, hooked {:.0} us; plain/hooked {:.3} (events/s at saturation goes as this); per round plain {:?}, hooked {:?}",
+            median_of_rounds(&plain_machine),
+            median_of_rounds(&hooked_machine),
+            median_of_rounds(&plain_machine) / median_of_rounds(&hooked_machine),
+            rounded(&plain_machine),
+            rounded(&hooked_machine),
+        );
+        println!(
             "  receiver process CPU per event (all its threads, median of rounds): plain {:.0} us, hooked {:.0} us; per round plain {:?}, hooked {:?}",
-            machine(&plain_process),
-            machine(&hooked_process),
+            median_of_rounds(&plain_process),
+            median_of_rounds(&hooked_process),
             rounded(&plain_process),
             rounded(&hooked_process),
         );

@@ -5,8 +5,8 @@ use jobsink::config::{Cli, Command, CrdKind, HookCommand, LogFormat};
 
 /// mimalloc instead of glibc's malloc, for the binary only (the library's tests keep the
 /// system allocator): the receiver allocates and frees many small buffers per event, and
-/// glibc's malloc and free (consolidating freed chunks) took about 30 % of its CPU under load
-/// (BENCHMARKS.md, "The allocator").
+/// glibc's malloc and free (consolidating freed chunks) were about 30 % of its CPU samples
+/// under load (BENCHMARKS.md, "The allocator").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
