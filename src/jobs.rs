@@ -18,14 +18,17 @@
 //! bytes, typically 40-60) and 17 bytes of value, about 120-200 bytes with the map's own
 //! overhead, so 12-20 MiB at 100,000 Jobs. See `docs/architecture.md#watches-and-caches`.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use kube::core::PartialObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::{NamespaceResourceScope, Resource as _};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, Resource};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -168,8 +171,75 @@ impl JobIndex {
     }
 }
 
+/// A Job as the Job watch sees it: the metadata the index and the orphan sweep read, from the
+/// API server's metadata-only answers (`metadata_api`). `managedFields` (a tree of field
+/// names per writer, most of a Job's metadata) is skipped while decoding, not built and then
+/// dropped, nor copied to every subscriber; so are the fields nobody reads.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct JobMeta {
+    #[serde(deserialize_with = "lean_metadata")]
+    pub metadata: ObjectMeta,
+}
+
+/// The fields of a Job's metadata that the watch keeps (see [`JobMeta`]).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LeanMetadata {
+    name: Option<String>,
+    namespace: Option<String>,
+    uid: Option<String>,
+    resource_version: Option<String>,
+    creation_timestamp: Option<Time>,
+    deletion_timestamp: Option<Time>,
+    annotations: Option<BTreeMap<String, String>>,
+    labels: Option<BTreeMap<String, String>>,
+}
+
+fn lean_metadata<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
+    let m = LeanMetadata::deserialize(d)?;
+    Ok(ObjectMeta {
+        name: m.name,
+        namespace: m.namespace,
+        uid: m.uid,
+        resource_version: m.resource_version,
+        creation_timestamp: m.creation_timestamp,
+        deletion_timestamp: m.deletion_timestamp,
+        annotations: m.annotations,
+        labels: m.labels,
+        ..ObjectMeta::default()
+    })
+}
+
+impl Resource for JobMeta {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(Job::KIND)
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(Job::GROUP)
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(Job::VERSION)
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed(Job::URL_PATH_SEGMENT)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+    /// Requests ask for `PartialObjectMetadata`: the API server leaves out spec and status.
+    fn metadata_api() -> bool {
+        true
+    }
+}
+
 /// An event of the Job watch.
-pub type JobEvent = watcher::Event<PartialObjectMeta<Job>>;
+pub type JobEvent = watcher::Event<JobMeta>;
 
 /// Most events a subscriber may have waiting. One that falls further behind is dropped (its
 /// receiver ends) and subscribes again, from a fresh list: a stalled consumer costs bounded
@@ -198,8 +268,8 @@ impl JobWatch {
     /// `shutdown` fires.
     pub fn spawn(client: Client, index: JobIndex, shutdown: CancellationToken) -> Self {
         let hub: Arc<Hub> = Arc::default();
-        // `PartialObjectMeta`: the API server sends metadata only.
-        let api: Api<PartialObjectMeta<Job>> = Api::all(client);
+        // `JobMeta`: the API server sends metadata only.
+        let api: Api<JobMeta> = Api::all(client);
         let config = watcher::Config::default().labels(JOB_SINK_NAME_LABEL);
         let feed = Arc::clone(&hub);
         tokio::spawn(async move {
@@ -273,7 +343,7 @@ fn key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
-fn key_of(job: &PartialObjectMeta<Job>) -> String {
+fn key_of(job: &JobMeta) -> String {
     let meta = &job.metadata;
     key(
         meta.namespace.as_deref().unwrap_or_default(),
@@ -283,7 +353,7 @@ fn key_of(job: &PartialObjectMeta<Job>) -> String {
 
 /// What the watch tells of a Job: `None` when it is being deleted (it is as good as gone),
 /// else its event identity if its annotations carry one.
-fn seen(job: &PartialObjectMeta<Job>) -> Option<Option<Identity>> {
+fn seen(job: &JobMeta) -> Option<Option<Identity>> {
     let meta = &job.metadata;
     if meta.deletion_timestamp.is_some() {
         return None;
@@ -310,8 +380,58 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn job(name: &str, source: &str, id: &str, deleting: bool) -> PartialObjectMeta<Job> {
-        let mut meta = PartialObjectMeta::<Job>::default();
+    #[test]
+    fn a_watched_job_keeps_the_fields_its_consumers_read_and_not_its_managed_fields() {
+        // A Job's metadata as the API server answers a metadata-only watch.
+        let answer = serde_json::json!({
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": {
+                "name": "job-sink-logger-abc",
+                "namespace": "ns",
+                "uid": "5f0c7d1e-0000-4000-8000-000000000001",
+                "resourceVersion": "4711",
+                "generation": 1,
+                "creationTimestamp": "2026-11-30T12:00:00Z",
+                "deletionTimestamp": "2026-11-30T12:05:00Z",
+                "labels": {(JOB_SINK_NAME_LABEL): "job-sink-logger"},
+                "annotations": {(EVENT_SOURCE_ANNOTATION): "s", (EVENT_ID_ANNOTATION): "i"},
+                "ownerReferences": [{"apiVersion": "sinks.knative.dev/v1alpha1",
+                    "kind": "JobSink", "name": "job-sink-logger", "uid": "u"}],
+                "managedFields": [{"manager": "jobsink", "operation": "Update",
+                    "apiVersion": "batch/v1", "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": {}}}}}}]
+            }
+        });
+        let job: JobMeta = serde_json::from_value(answer).expect("decodes");
+        let m = &job.metadata;
+        assert_eq!(m.name.as_deref(), Some("job-sink-logger-abc"));
+        assert_eq!(m.namespace.as_deref(), Some("ns"));
+        assert_eq!(
+            m.uid.as_deref(),
+            Some("5f0c7d1e-0000-4000-8000-000000000001")
+        );
+        assert_eq!(m.resource_version.as_deref(), Some("4711"));
+        assert_eq!(
+            m.creation_timestamp.as_ref().map(|t| t.0.to_string()),
+            Some("2026-11-30T12:00:00Z".to_owned())
+        );
+        assert!(m.deletion_timestamp.is_some());
+        assert_eq!(
+            m.labels
+                .as_ref()
+                .and_then(|l| l.get(JOB_SINK_NAME_LABEL))
+                .map(String::as_str),
+            Some("job-sink-logger")
+        );
+        assert_eq!(seen(&job), None, "being deleted");
+        assert_eq!(m.managed_fields, None);
+        assert_eq!(m.owner_references, None);
+        assert_eq!(m.generation, None);
+    }
+
+    fn job(name: &str, source: &str, id: &str, deleting: bool) -> JobMeta {
+        let mut meta = JobMeta::default();
         meta.metadata.namespace = Some("ns".into());
         meta.metadata.name = Some(name.into());
         meta.metadata.annotations = Some(BTreeMap::from([

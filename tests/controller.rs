@@ -417,6 +417,13 @@ async fn next_job_event(
             Event::Delete(job) => ("Delete", job),
         };
         if job.metadata.namespace.as_deref() == Some(ns) {
+            // The watch hands out no `managedFields`: nobody reads them, and every subscriber
+            // would get a deep copy of them per change.
+            assert_eq!(
+                job.metadata.managed_fields, None,
+                "{kind} {:?}",
+                job.metadata.name
+            );
             return (kind, job.metadata.name);
         }
     }
@@ -443,16 +450,22 @@ async fn listed_jobs(
 
 /// The process's one Job watch (`jobs::JobWatch`): a consumer that subscribes late, as the
 /// orphan sweep does when its replica becomes the leader, gets every Job from a fresh list
-/// and then the changes; a second subscriber relists everyone, and the first goes on.
+/// and then the changes; a second subscriber relists everyone, and the first goes on. Its
+/// events carry no `managedFields`, which the API server keeps on every Job.
 #[tokio::test]
 async fn a_late_subscriber_of_the_job_watch_gets_every_job_from_a_list_then_changes() {
     use jobsink::jobs::{JobIndex, JobWatch};
     use kube::api::PostParams;
     let ns = TestNamespace::new("jobwatch").await;
     let jobs = ns.api::<k8s_openapi::api::batch::v1::Job>();
-    jobs.create(&PostParams::default(), &labelled_job("before"))
+    let created = jobs
+        .create(&PostParams::default(), &labelled_job("before"))
         .await
         .expect("create a Job");
+    assert!(
+        created.metadata.managed_fields.is_some(),
+        "the API server keeps managedFields"
+    );
     let shutdown = CancellationToken::new();
     let watch = JobWatch::spawn(ns.client.clone(), JobIndex::unwatched(), shutdown.clone());
 

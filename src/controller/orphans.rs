@@ -22,14 +22,14 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, PartialObjectMeta, Preconditions};
+use kube::api::{DeleteParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::crd::JOB_SINK_NAME_LABEL;
-use crate::jobs::{JobEvent, JobWatch};
+use crate::jobs::{JobEvent, JobMeta, JobWatch};
 use crate::k8s::{self, Failure};
 use crate::metrics::Metrics;
 
@@ -100,7 +100,7 @@ type Events = BoxStream<'static, Result<JobEvent, String>>;
 
 /// A watch of its own (metadata only: a Job's spec and status are of no use here).
 fn own(client: Client) -> Events {
-    let api: Api<PartialObjectMeta<Job>> = Api::all(client);
+    let api: Api<JobMeta> = Api::all(client);
     let config = watcher::Config::default().labels(JOB_SINK_NAME_LABEL);
     watcher(api, config)
         .default_backoff()
@@ -162,7 +162,7 @@ impl Sweep {
         }
     }
 
-    fn seen(&mut self, job: PartialObjectMeta<Job>) {
+    fn seen(&mut self, job: JobMeta) {
         let meta = job.metadata;
         let Some(uid) = meta.uid else { return };
         if self.confirmed.contains(&uid) || meta.deletion_timestamp.is_some() {
