@@ -174,7 +174,8 @@ impl JobIndex {
 /// A Job as the Job watch sees it: the metadata the index and the orphan sweep read, from the
 /// API server's metadata-only answers (`metadata_api`). `managedFields` (a tree of field
 /// names per writer, most of a Job's metadata) is skipped while decoding, not built and then
-/// dropped, nor copied to every subscriber; so are the fields nobody reads.
+/// dropped, nor copied to every subscriber; so are owner references, finalizers and the
+/// other fields nobody here reads (the labels are kept: small, and what selects the Job).
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct JobMeta {
     #[serde(deserialize_with = "lean_metadata")]
