@@ -483,6 +483,38 @@ pub async fn sum_count(http: &reqwest::Client, metrics: &str, base: &str) -> (f6
 const CPU_BASE: &str = "jobsink_receiver_cpu_seconds";
 const OWN_BASE: &str = "jobsink_receiver_overhead_seconds";
 
+/// Histogram snapshots around a round: [own time, CPU time], before and after.
+type Span = ([Vec<(f64, f64)>; 2], [Vec<(f64, f64)>; 2]);
+
+/// One path's rounds in the overhead scenario, each figure per round.
+#[derive(Default)]
+struct Rounds {
+    /// Events/s.
+    per_sec: Vec<f64>,
+    spans: Vec<Span>,
+    /// Mean CPU time per event, in microseconds (formatted).
+    cpu_mean: Vec<String>,
+    /// Mean own wall-clock time per event and the sender's median latency, in microseconds:
+    /// where a hooked event's extra time goes.
+    own_mean: Vec<f64>,
+    p50: Vec<f64>,
+    /// The whole machine's CPU per event, in microseconds: at saturation events/s goes as
+    /// its inverse, and it is far less noisy than events/s.
+    machine: Vec<f64>,
+    /// The receiver process's CPU per event, in microseconds: everything it does for the
+    /// event, also off the request's polls (a spare's making, the epoch ticker, the Job
+    /// watch's share).
+    process: Vec<f64>,
+}
+
+impl Rounds {
+    /// The last round's events/s over the one before it (the noise floor).
+    fn last_over_previous(&self) -> f64 {
+        let n = self.per_sec.len();
+        self.per_sec[n - 1] / self.per_sec[n - 2]
+    }
+}
+
 async fn overhead(
     client: &Client,
     http: &reqwest::Client,
@@ -515,26 +547,11 @@ async fn overhead(
     );
     let mut from = 0;
     for &c in a.concurrency.as_deref().unwrap_or(&[1, 8, 32]) {
-        let (mut plain, mut hooked, mut ratios) = (vec![], vec![], vec![]);
+        // Each path's rounds (plain, hooked) and the per-pair ratios.
+        let (mut plain, mut hooked, mut ratios) = (Rounds::default(), Rounds::default(), vec![]);
         // The noise floor: the same path against itself, per block of four rounds (the
         // second plain round over the first, the second hooked over the first).
         let mut same: Vec<f64> = vec![];
-        // Histogram snapshots around each round: [own time, CPU time], plain and hooked.
-        let (mut plain_spans, mut hooked_spans) = (vec![], vec![]);
-        // Mean CPU time per event of each round, in microseconds.
-        let (mut plain_cpu_mean, mut hooked_cpu_mean) = (vec![], vec![]);
-        // Mean own wall-clock time per event and the sender's median latency of each round,
-        // in microseconds: where a hooked event's extra time goes.
-        let (mut plain_own_mean, mut hooked_own_mean) = (vec![], vec![]);
-        let (mut plain_p50, mut hooked_p50) = (vec![], vec![]);
-        // The whole machine's CPU per event of each round, in microseconds: at saturation
-        // events/s goes as its inverse, and it is far less noisy than events/s.
-        let (mut plain_machine, mut hooked_machine) = (vec![], vec![]);
-        // The receiver process's CPU per event of each round, in microseconds: everything it
-        // does for the event, also off the request's polls (a spare's making, the epoch
-        // ticker, the Job watch's share).
-        let (mut plain_process, mut hooked_process) = (vec![], vec![]);
-        let mut pair = (0.0, 0.0);
         for round in 0..a.rounds * 2 {
             let with_hook = round % 4 == 1 || round % 4 == 2;
             let name = if with_hook { "hooked" } else { "plain" };
@@ -548,60 +565,40 @@ async fn overhead(
             let busy_before = machine_busy();
             let process_before = process_cpu(d.child.id());
             let s = drive(http, &url, "bench/x", from, a.events, c).await;
-            let machine_us =
-                machine_busy().saturating_sub(busy_before).as_secs_f64() / a.events as f64 * 1e6;
-            let process_us = process_cpu(d.child.id())
-                .saturating_sub(process_before)
-                .as_secs_f64()
-                / a.events as f64
-                * 1e6;
+            let per_event_us = |d: Duration| d.as_secs_f64() / a.events as f64 * 1e6;
+            let machine_us = per_event_us(machine_busy().saturating_sub(busy_before));
+            let process_us = per_event_us(process_cpu(d.child.id()).saturating_sub(process_before));
             from += a.events;
             let cpu_after = sum_count(http, &d.metrics, CPU_BASE).await;
             let own_after = sum_count(http, &d.metrics, OWN_BASE).await;
-            let own_mean_us =
-                (own_after.0 - own_before.0) / (own_after.1 - own_before.1).max(1.0) * 1e6;
-            let p50_us = s.p50.as_secs_f64() * 1e6;
-            if with_hook {
-                hooked_own_mean.push(own_mean_us);
-                hooked_p50.push(p50_us);
-            } else {
-                plain_own_mean.push(own_mean_us);
-                plain_p50.push(p50_us);
-            }
-            if with_hook {
-                hooked_machine.push(machine_us);
-                hooked_process.push(process_us);
-            } else {
-                plain_machine.push(machine_us);
-                plain_process.push(process_us);
-            }
-            let cpu_mean_us =
-                (cpu_after.0 - cpu_before.0) / (cpu_after.1 - cpu_before.1).max(1.0) * 1e6;
-            if with_hook {
-                hooked_cpu_mean.push(format!("{cpu_mean_us:.0}"));
-            } else {
-                plain_cpu_mean.push(format!("{cpu_mean_us:.0}"));
-            }
             let after = [
                 support::buckets(http, &d.metrics, support::OWN).await,
                 support::buckets(http, &d.metrics, support::CPU).await,
             ];
-            if with_hook {
-                hooked_spans.push((before, after));
-                hooked.push(s.per_sec);
-                pair.1 = s.per_sec;
-            } else {
-                plain_spans.push((before, after));
-                plain.push(s.per_sec);
-                pair.0 = s.per_sec;
-            }
+            let path = if with_hook { &mut hooked } else { &mut plain };
+            path.per_sec.push(s.per_sec);
+            path.spans.push((before, after));
+            path.cpu_mean.push(format!(
+                "{:.0}",
+                (cpu_after.0 - cpu_before.0) / (cpu_after.1 - cpu_before.1).max(1.0) * 1e6
+            ));
+            path.own_mean
+                .push((own_after.0 - own_before.0) / (own_after.1 - own_before.1).max(1.0) * 1e6);
+            path.p50.push(s.p50.as_secs_f64() * 1e6);
+            path.machine.push(machine_us);
+            path.process.push(process_us);
+            // Rounds go plain, hooked, hooked, plain: after each odd round both paths' last
+            // rounds are neighbours.
             if round % 2 == 1 {
-                ratios.push(pair.1 / pair.0);
+                ratios.push(
+                    hooked.per_sec[hooked.per_sec.len() - 1]
+                        / plain.per_sec[plain.per_sec.len() - 1],
+                );
             }
             if round % 4 == 2 {
-                same.push(hooked[hooked.len() - 1] / hooked[hooked.len() - 2]);
+                same.push(hooked.last_over_previous());
             } else if round % 4 == 3 {
-                same.push(plain[plain.len() - 1] / plain[plain.len() - 2]);
+                same.push(plain.last_over_previous());
             }
             quiesce(client, ns).await?;
         }
@@ -621,42 +618,41 @@ async fn overhead(
         let rounded = |v: &[f64]| v.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>();
         println!(
             "  machine CPU per event (all processes, median of rounds): plain {:.0} us, hooked {:.0} us; plain/hooked {:.3} (events/s at saturation goes as this); per round plain {:?}, hooked {:?}",
-            median_of_rounds(&plain_machine),
-            median_of_rounds(&hooked_machine),
-            median_of_rounds(&plain_machine) / median_of_rounds(&hooked_machine),
-            rounded(&plain_machine),
-            rounded(&hooked_machine),
+            median_of_rounds(&plain.machine),
+            median_of_rounds(&hooked.machine),
+            median_of_rounds(&plain.machine) / median_of_rounds(&hooked.machine),
+            rounded(&plain.machine),
+            rounded(&hooked.machine),
         );
         println!(
             "  receiver process CPU per event (all its threads, median of rounds): plain {:.0} us, hooked {:.0} us; per round plain {:?}, hooked {:?}",
-            median_of_rounds(&plain_process),
-            median_of_rounds(&hooked_process),
-            rounded(&plain_process),
-            rounded(&hooked_process),
+            median_of_rounds(&plain.process),
+            median_of_rounds(&hooked.process),
+            rounded(&plain.process),
+            rounded(&hooked.process),
         );
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         println!(
             "  means of rounds: own wall-clock time per event plain {:.0} us, hooked {:.0} us; sender's median latency plain {:.0} us, hooked {:.0} us",
-            mean(&plain_own_mean),
-            mean(&hooked_own_mean),
-            mean(&plain_p50),
-            mean(&hooked_p50),
+            mean(&plain.own_mean),
+            mean(&hooked.own_mean),
+            mean(&plain.p50),
+            mean(&hooked.p50),
         );
-        type Span = ([Vec<(f64, f64)>; 2], [Vec<(f64, f64)>; 2]);
         let p99s = |spans: &[Span], which: usize| -> Vec<String> {
             spans
                 .iter()
                 .map(|(b, a)| support::show_p99(support::p99_between(&b[which], &a[which])))
                 .collect()
         };
-        let (own, cpu) = (p99s(&hooked_spans, 0), p99s(&hooked_spans, 1));
-        let (plain_own, plain_cpu) = (p99s(&plain_spans, 0), p99s(&plain_spans, 1));
+        let (own, cpu) = (p99s(&hooked.spans, 0), p99s(&hooked.spans, 1));
+        let (plain_own, plain_cpu) = (p99s(&plain.spans, 0), p99s(&plain.spans, 1));
         let avg = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         println!(
-            "C={c:>2}: plain {:.1} ev/s, hooked {:.1} ev/s (means, ratio {:.3}); hooked/plain per pair: median {median:.3}, min {:.3}, max {:.3}, geometric mean {} (95% confidence), all {:?}; noise floor (a path against itself): median {:.3}, min {:.3}, max {:.3}, geometric mean {}; with the hook, per round: own wall-clock time p99 {own:?}, CPU time p99 {cpu:?}, CPU time mean (us) {hooked_cpu_mean:?}; without: own wall-clock time p99 {plain_own:?}, CPU time p99 {plain_cpu:?}, CPU time mean (us) {plain_cpu_mean:?}",
-            avg(&plain),
-            avg(&hooked),
-            avg(&hooked) / avg(&plain),
+            "C={c:>2}: plain {:.1} ev/s, hooked {:.1} ev/s (means, ratio {:.3}); hooked/plain per pair: median {median:.3}, min {:.3}, max {:.3}, geometric mean {} (95% confidence), all {:?}; noise floor (a path against itself): median {:.3}, min {:.3}, max {:.3}, geometric mean {}; with the hook, per round: own wall-clock time p99 {own:?}, CPU time p99 {cpu:?}, CPU time mean (us) {:?}; without: own wall-clock time p99 {plain_own:?}, CPU time p99 {plain_cpu:?}, CPU time mean (us) {:?}",
+            avg(&plain.per_sec),
+            avg(&hooked.per_sec),
+            avg(&hooked.per_sec) / avg(&plain.per_sec),
             ratios[0],
             ratios[ratios.len() - 1],
             geometric_mean_ci(&ratios),
@@ -665,6 +661,8 @@ async fn overhead(
             same.first().copied().unwrap_or(f64::NAN),
             same.last().copied().unwrap_or(f64::NAN),
             geometric_mean_ci(&same),
+            hooked.cpu_mean,
+            plain.cpu_mean,
         );
     }
     Ok(())
