@@ -10,7 +10,8 @@
 //!   geometric mean with its 95% confidence interval (and the same for the noise floor, each
 //!   path against itself), the receiver's own time with the hook (p99), and the CPU per event
 //!   of the receiver's requests, of its whole process and of the machine. Both sinks get
-//!   `INLINE_PROBATION + 4` warm-up events first, so the hook's probation is not measured.
+//!   `INLINE_PROBATION + 4` warm-up events first, so the hook's probation is not measured;
+//!   every round starts from a namespace emptied of Jobs and event Secrets.
 //! - `duplicates`: new events/s, then copies of the same events/s, at each C, answered by the
 //!   Job index, and by a second receiver with `--job-index=false` (the API way).
 //! - `scale`: events/s with two receiver processes against the same API server over one.
@@ -40,8 +41,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use jobsink::crd::JobSink;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use kube::api::{DeleteParams, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 use support::{Stats, stats};
@@ -280,6 +281,48 @@ async fn quiesce(client: &Client, ns: &str) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Deletes every event Secret and Job in `ns`, waits until they are gone and a second has
+/// passed, so that each round starts from the same empty namespace: Jobs left behind would
+/// make every later round's lists and watches slower, and a deletion still under way would
+/// land in the next round. The Secrets go first: deleted after their Jobs, each would be
+/// looked up by the garbage collector, whose client kube-controller-manager rate-limits, so
+/// its lookups would go on into the next rounds.
+async fn clear(client: &Client, ns: &str) -> anyhow::Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let stored = ListParams::default().labels(jobsink::crd::JOB_SINK_NAME_LABEL);
+    secrets
+        .delete_collection(&DeleteParams::background(), &stored)
+        .await?;
+    gone(&secrets, &stored).await?;
+    let all = ListParams::default();
+    jobs.delete_collection(&DeleteParams::background(), &all)
+        .await?;
+    gone(&jobs, &all).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(())
+}
+
+/// Waits until `api` lists nothing that `selected` selects (at most 300 s).
+async fn gone<K>(api: &Api<K>, selected: &ListParams) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !api
+        .list_metadata(&selected.clone().limit(1))
+        .await?
+        .items
+        .is_empty()
+    {
+        if Instant::now() > deadline {
+            bail!("{selected:?} still listed something after 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
 }
 
 async fn settle(client: &Client, ns: &str) -> anyhow::Result<()> {
@@ -539,8 +582,9 @@ async fn overhead(
         let url = format!("{}/{ns}/{name}", d.base);
         drive(http, &url, "bench/warmup", 0, warmup, 1).await;
     }
+    clear(client, ns).await?;
     println!(
-        "hook overhead: {} events per round, {} rounds per C, alternating (plain, hooked, hooked, plain), after {warmup} warm-up events to each sink (the hook's probation); per-sink share {}",
+        "hook overhead: {} events per round, {} rounds per C, alternating (plain, hooked, hooked, plain), after {warmup} warm-up events to each sink (the hook's probation); per-sink share {}; each round starts from a namespace without Jobs or event Secrets",
         a.events,
         a.rounds,
         per_sink.as_deref().unwrap_or("default")
@@ -600,7 +644,7 @@ async fn overhead(
             } else if round % 4 == 3 {
                 same.push(plain.last_over_previous());
             }
-            quiesce(client, ns).await?;
+            clear(client, ns).await?;
         }
         println!(
             "  hook calls by place so far: {}; on spares {}",
@@ -632,6 +676,11 @@ async fn overhead(
             rounded(&hooked.process),
         );
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        println!(
+            "  events/s per round: plain {:?}, hooked {:?}",
+            rounded(&plain.per_sec),
+            rounded(&hooked.per_sec),
+        );
         println!(
             "  means of rounds: own wall-clock time per event plain {:.0} us, hooked {:.0} us; sender's median latency plain {:.0} us, hooked {:.0} us",
             mean(&plain.own_mean),
