@@ -492,15 +492,11 @@ async fn run(a: Args) -> anyhow::Result<()> {
             None => None,
         };
         peak.store(0, Ordering::Relaxed);
-        let ours_before = [
-            support::buckets(&http, &metrics_url, support::OWN).await,
-            support::buckets(&http, &metrics_url, support::CPU).await,
-        ];
+        let ours_before = support::histograms(&support::scrape(&http, &metrics_url).await);
         let oidc_before = match &oidc {
-            Some((_, _, oidc_metrics)) => [
-                support::buckets(&http, oidc_metrics, support::OWN).await,
-                support::buckets(&http, oidc_metrics, support::CPU).await,
-            ],
+            Some((_, _, oidc_metrics)) => {
+                support::histograms(&support::scrape(&http, oidc_metrics).await)
+            }
             None => [Vec::new(), Vec::new()],
         };
         // Alternating rounds (raw, ours[, oidc, oidc], ours, raw), each on a quiet control
@@ -549,15 +545,10 @@ async fn run(a: Args) -> anyhow::Result<()> {
             r.errors,
             o.errors
         );
+        let ours_after = support::histograms(&support::scrape(&http, &metrics_url).await);
         let ours_p99 = [
-            support::p99_between(
-                &ours_before[0],
-                &support::buckets(&http, &metrics_url, support::OWN).await,
-            ),
-            support::p99_between(
-                &ours_before[1],
-                &support::buckets(&http, &metrics_url, support::CPU).await,
-            ),
+            support::p99_between(&ours_before[0], &ours_after[0]),
+            support::p99_between(&ours_before[1], &ours_after[1]),
         ];
         println!(
             "{:>4} | ours: own wall-clock time per event (excluding API calls) p99 {}, CPU time p99 {}",
@@ -567,15 +558,10 @@ async fn run(a: Args) -> anyhow::Result<()> {
         );
         if let Some((_, _, oidc_metrics)) = &oidc {
             let s = merge(&oidcs);
+            let oidc_after = support::histograms(&support::scrape(&http, oidc_metrics).await);
             let oidc_p99 = [
-                support::p99_between(
-                    &oidc_before[0],
-                    &support::buckets(&http, oidc_metrics, support::OWN).await,
-                ),
-                support::p99_between(
-                    &oidc_before[1],
-                    &support::buckets(&http, oidc_metrics, support::CPU).await,
-                ),
+                support::p99_between(&oidc_before[0], &oidc_after[0]),
+                support::p99_between(&oidc_before[1], &oidc_after[1]),
             ];
             println!(
                 "{:>4} | oidc {:>9.1} ev/s, oidc/ours {:>6.3}, p50 {:>8} p99 {:>8}, errors {}; own wall-clock time p99 {}, CPU time p99 {}",
@@ -594,12 +580,12 @@ async fn run(a: Args) -> anyhow::Result<()> {
     sampler.abort();
     let overhead = support::p99_between(
         &[],
-        &support::buckets(&http, &metrics_url, support::OWN).await,
+        &support::histograms(&support::scrape(&http, &metrics_url).await)[0],
     );
     if let Some((_, _, oidc_metrics)) = &oidc {
         let oidc_overhead = support::p99_between(
             &[],
-            &support::buckets(&http, oidc_metrics, support::OWN).await,
+            &support::histograms(&support::scrape(&http, oidc_metrics).await)[0],
         );
         println!(
             "OIDC receiver: own time per event (token verification included, API calls excluded) p99 {} over the whole run",

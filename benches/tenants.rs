@@ -494,11 +494,7 @@ pub fn process_cpu(pid: u32) -> Duration {
 }
 
 /// The series of counter `name` on the receiver's metrics page, as `labels=value` text.
-pub async fn counters(http: &reqwest::Client, metrics: &str, name: &str) -> String {
-    let Ok(r) = http.get(metrics).send().await else {
-        return String::new();
-    };
-    let text = r.text().await.unwrap_or_default();
+pub fn counters(text: &str, name: &str) -> String {
     text.lines()
         .filter(|l| l.starts_with(name))
         .map(|l| l.trim_start_matches(name).to_owned())
@@ -506,13 +502,9 @@ pub async fn counters(http: &reqwest::Client, metrics: &str, name: &str) -> Stri
         .join(" ")
 }
 
-/// `_sum` and `_count` of histogram `base` (e.g. `jobsink_receiver_cpu_seconds`), for means
-/// between two readings.
-pub async fn sum_count(http: &reqwest::Client, metrics: &str, base: &str) -> (f64, f64) {
-    let Ok(r) = http.get(metrics).send().await else {
-        return (0.0, 0.0);
-    };
-    let text = r.text().await.unwrap_or_default();
+/// `_sum` and `_count` of histogram `base` (e.g. `jobsink_receiver_cpu_seconds`) in a
+/// metrics text, for means between two readings.
+pub fn sum_count(text: &str, base: &str) -> (f64, f64) {
     let value = |suffix: &str| {
         let name = format!("{base}_{suffix} ");
         text.lines()
@@ -528,6 +520,31 @@ const OWN_BASE: &str = "jobsink_receiver_overhead_seconds";
 
 /// Histogram snapshots around a round: [own time, CPU time], before and after.
 type Span = ([Vec<(f64, f64)>; 2], [Vec<(f64, f64)>; 2]);
+
+/// What the overhead scenario reads of the receiver's metrics at one moment, from one scrape.
+struct Reading {
+    /// [own time, CPU time] buckets.
+    histograms: [Vec<(f64, f64)>; 2],
+    /// `_sum` and `_count` of the CPU time and own time histograms.
+    cpu: (f64, f64),
+    own: (f64, f64),
+}
+
+impl Reading {
+    async fn take(http: &reqwest::Client, metrics: &str) -> Self {
+        let text = support::scrape(http, metrics).await;
+        Reading {
+            histograms: support::histograms(&text),
+            cpu: sum_count(&text, CPU_BASE),
+            own: sum_count(&text, OWN_BASE),
+        }
+    }
+}
+
+/// The mean per event between two `(sum, count)` readings, in microseconds.
+fn mean_us(before: (f64, f64), after: (f64, f64)) -> f64 {
+    (after.0 - before.0) / (after.1 - before.1).max(1.0) * 1e6
+}
 
 /// One path's rounds in the overhead scenario, each figure per round.
 #[derive(Default)]
@@ -600,12 +617,7 @@ async fn overhead(
             let with_hook = round % 4 == 1 || round % 4 == 2;
             let name = if with_hook { "hooked" } else { "plain" };
             let url = format!("{}/{ns}/{name}", d.base);
-            let before = [
-                support::buckets(http, &d.metrics, support::OWN).await,
-                support::buckets(http, &d.metrics, support::CPU).await,
-            ];
-            let cpu_before = sum_count(http, &d.metrics, CPU_BASE).await;
-            let own_before = sum_count(http, &d.metrics, OWN_BASE).await;
+            let before = Reading::take(http, &d.metrics).await;
             let busy_before = machine_busy();
             let process_before = process_cpu(d.child.id());
             let s = drive(http, &url, "bench/x", from, a.events, c).await;
@@ -613,21 +625,13 @@ async fn overhead(
             let machine_us = per_event_us(machine_busy().saturating_sub(busy_before));
             let process_us = per_event_us(process_cpu(d.child.id()).saturating_sub(process_before));
             from += a.events;
-            let cpu_after = sum_count(http, &d.metrics, CPU_BASE).await;
-            let own_after = sum_count(http, &d.metrics, OWN_BASE).await;
-            let after = [
-                support::buckets(http, &d.metrics, support::OWN).await,
-                support::buckets(http, &d.metrics, support::CPU).await,
-            ];
+            let after = Reading::take(http, &d.metrics).await;
             let path = if with_hook { &mut hooked } else { &mut plain };
             path.per_sec.push(s.per_sec);
-            path.spans.push((before, after));
-            path.cpu_mean.push(format!(
-                "{:.0}",
-                (cpu_after.0 - cpu_before.0) / (cpu_after.1 - cpu_before.1).max(1.0) * 1e6
-            ));
-            path.own_mean
-                .push((own_after.0 - own_before.0) / (own_after.1 - own_before.1).max(1.0) * 1e6);
+            path.cpu_mean
+                .push(format!("{:.0}", mean_us(before.cpu, after.cpu)));
+            path.own_mean.push(mean_us(before.own, after.own));
+            path.spans.push((before.histograms, after.histograms));
             path.p50.push(s.p50.as_secs_f64() * 1e6);
             path.machine.push(machine_us);
             path.process.push(process_us);
@@ -646,36 +650,31 @@ async fn overhead(
             }
             clear(client, ns).await?;
         }
+        let text = support::scrape(http, &d.metrics).await;
         println!(
             "  hook calls by place so far: {}; on spares {}",
-            counters(http, &d.metrics, "jobsink_hook_calls_total").await,
-            counters(http, &d.metrics, "jobsink_hook_calls_on_spares_total").await
+            counters(&text, "jobsink_hook_calls_total"),
+            counters(&text, "jobsink_hook_calls_on_spares_total")
         );
         ratios.sort_by(f64::total_cmp);
         same.sort_by(f64::total_cmp);
         let median = median_of(&ratios);
-        let median_of_rounds = |v: &[f64]| {
-            let mut v = v.to_vec();
-            v.sort_by(f64::total_cmp);
-            median_of(&v)
-        };
         let rounded = |v: &[f64]| v.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>();
         println!(
             "  machine CPU per event (all processes, median of rounds): plain {:.0} us, hooked {:.0} us; plain/hooked {:.3} (events/s at saturation goes as this); per round plain {:?}, hooked {:?}",
-            median_of_rounds(&plain.machine),
-            median_of_rounds(&hooked.machine),
-            median_of_rounds(&plain.machine) / median_of_rounds(&hooked.machine),
+            median_of(&plain.machine),
+            median_of(&hooked.machine),
+            median_of(&plain.machine) / median_of(&hooked.machine),
             rounded(&plain.machine),
             rounded(&hooked.machine),
         );
         println!(
             "  receiver process CPU per event (all its threads, median of rounds): plain {:.0} us, hooked {:.0} us; per round plain {:?}, hooked {:?}",
-            median_of_rounds(&plain.process),
-            median_of_rounds(&hooked.process),
+            median_of(&plain.process),
+            median_of(&hooked.process),
             rounded(&plain.process),
             rounded(&hooked.process),
         );
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         println!(
             "  events/s per round: plain {:?}, hooked {:?}",
             rounded(&plain.per_sec),
@@ -683,10 +682,10 @@ async fn overhead(
         );
         println!(
             "  means of rounds: own wall-clock time per event plain {:.0} us, hooked {:.0} us; sender's median latency plain {:.0} us, hooked {:.0} us",
-            mean(&plain.own_mean),
-            mean(&hooked.own_mean),
-            mean(&plain.p50),
-            mean(&hooked.p50),
+            mean_of(&plain.own_mean),
+            mean_of(&hooked.own_mean),
+            mean_of(&plain.p50),
+            mean_of(&hooked.p50),
         );
         let p99s = |spans: &[Span], which: usize| -> Vec<String> {
             spans
@@ -696,12 +695,11 @@ async fn overhead(
         };
         let (own, cpu) = (p99s(&hooked.spans, 0), p99s(&hooked.spans, 1));
         let (plain_own, plain_cpu) = (p99s(&plain.spans, 0), p99s(&plain.spans, 1));
-        let avg = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         println!(
             "C={c:>2}: plain {:.1} ev/s, hooked {:.1} ev/s (means, ratio {:.3}); hooked/plain per pair: median {median:.3}, min {:.3}, max {:.3}, geometric mean {} (95% confidence), all {:?}; noise floor (a path against itself): median {:.3}, min {:.3}, max {:.3}, geometric mean {}; with the hook, per round: own wall-clock time p99 {own:?}, CPU time p99 {cpu:?}, CPU time mean (us) {:?}; without: own wall-clock time p99 {plain_own:?}, CPU time p99 {plain_cpu:?}, CPU time mean (us) {:?}",
-            avg(&plain.per_sec),
-            avg(&hooked.per_sec),
-            avg(&hooked.per_sec) / avg(&plain.per_sec),
+            mean_of(&plain.per_sec),
+            mean_of(&hooked.per_sec),
+            mean_of(&hooked.per_sec) / mean_of(&plain.per_sec),
             ratios[0],
             ratios[ratios.len() - 1],
             geometric_mean_ci(&ratios),
@@ -754,13 +752,20 @@ fn t95(df: usize) -> f64 {
     }
 }
 
-/// The median of sorted values (the mean of the middle two for an even count).
-fn median_of(sorted: &[f64]) -> f64 {
+/// The median of values in any order (the mean of the middle two for an even count).
+fn median_of(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
     match sorted.len() {
         0 => f64::NAN,
         n if n % 2 == 1 => sorted[n / 2],
         n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
     }
+}
+
+/// The mean of values (NaN for none).
+fn mean_of(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
 }
 
 async fn duplicates(
@@ -873,12 +878,11 @@ async fn scale(client: &Client, http: &reqwest::Client, ns: &str, a: &Args) -> a
         from += a.events;
         quiesce(client, ns).await?;
     }
-    let avg = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     println!(
         "one receiver {:.1} ev/s, two receivers {:.1} ev/s: ratio {:.2}",
-        avg(&singles),
-        avg(&pairs),
-        avg(&pairs) / avg(&singles)
+        mean_of(&singles),
+        mean_of(&pairs),
+        mean_of(&pairs) / mean_of(&singles)
     );
     Ok(())
 }

@@ -242,6 +242,15 @@ impl Resource for JobMeta {
 /// An event of the Job watch.
 pub type JobEvent = watcher::Event<JobMeta>;
 
+/// The Jobs every consumer of Jobs reads: those labelled by a JobSink, cluster-wide, as
+/// [`JobMeta`] (the API server sends metadata only), from a list on, retried with backoff.
+pub(crate) fn job_events(
+    client: Client,
+) -> impl futures::Stream<Item = Result<JobEvent, watcher::Error>> + Send {
+    let api: Api<JobMeta> = Api::all(client);
+    watcher(api, watcher::Config::default().labels(JOB_SINK_NAME_LABEL)).default_backoff()
+}
+
 /// Most events a subscriber may have waiting. One that falls further behind is dropped (its
 /// receiver ends) and subscribes again, from a fresh list: a stalled consumer costs bounded
 /// memory and never holds up the index.
@@ -269,9 +278,6 @@ impl JobWatch {
     /// `shutdown` fires.
     pub fn spawn(client: Client, index: JobIndex, shutdown: CancellationToken) -> Self {
         let hub: Arc<Hub> = Arc::default();
-        // `JobMeta`: the API server sends metadata only.
-        let api: Api<JobMeta> = Api::all(client);
-        let config = watcher::Config::default().labels(JOB_SINK_NAME_LABEL);
         let feed = Arc::clone(&hub);
         tokio::spawn(async move {
             loop {
@@ -281,8 +287,7 @@ impl JobWatch {
                         () = feed.relist.notified() => continue,
                     }
                 }
-                let mut stream =
-                    std::pin::pin!(watcher(api.clone(), config.clone()).default_backoff());
+                let mut stream = std::pin::pin!(job_events(client.clone()));
                 loop {
                     tokio::select! {
                         _ = shutdown.cancelled() => return,

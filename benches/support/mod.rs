@@ -88,13 +88,22 @@ pub fn free_port() -> u16 {
         .unwrap_or(18080)
 }
 
-/// One histogram of the receiver ([`OWN`], [`CPU`]) from its metrics URL: the cumulative count
-/// under each bucket's upper bound, in bound order (empty when the metrics cannot be read).
-pub async fn buckets(http: &reqwest::Client, metrics: &str, name: &str) -> Vec<(f64, f64)> {
-    let Ok(r) = http.get(metrics).send().await else {
-        return vec![];
-    };
-    let text = r.text().await.unwrap_or_default();
+/// The receiver's metrics text from its metrics URL (empty when it cannot be read).
+pub async fn scrape(http: &reqwest::Client, metrics: &str) -> String {
+    match http.get(metrics).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The receiver's two histograms [[`OWN`], [`CPU`]] in one metrics text ([`scrape`]).
+pub fn histograms(text: &str) -> [Vec<(f64, f64)>; 2] {
+    [buckets(text, OWN), buckets(text, CPU)]
+}
+
+/// One histogram ([`OWN`], [`CPU`]) in a metrics text: the cumulative count under each
+/// bucket's upper bound, in bound order (empty when the text has none).
+fn buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
     let mut buckets: Vec<(f64, f64)> = text
         .lines()
         .filter(|l| l.starts_with(name))

@@ -23,13 +23,12 @@ use futures::stream::BoxStream;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Preconditions};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::crd::JOB_SINK_NAME_LABEL;
-use crate::jobs::{JobEvent, JobMeta, JobWatch};
+use crate::jobs::{JobEvent, JobMeta, JobWatch, job_events};
 use crate::k8s::{self, Failure};
 use crate::metrics::Metrics;
 
@@ -98,12 +97,10 @@ pub async fn run(
 
 type Events = BoxStream<'static, Result<JobEvent, String>>;
 
-/// A watch of its own (metadata only: a Job's spec and status are of no use here).
+/// A watch of its own, of the same Jobs as the process's Job watch (metadata only: a Job's
+/// spec and status are of no use here).
 fn own(client: Client) -> Events {
-    let api: Api<JobMeta> = Api::all(client);
-    let config = watcher::Config::default().labels(JOB_SINK_NAME_LABEL);
-    watcher(api, config)
-        .default_backoff()
+    job_events(client)
         .map(|item| item.map_err(|error| error.to_string()))
         .boxed()
 }
