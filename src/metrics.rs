@@ -30,8 +30,8 @@ const LATENCY_BUCKETS: [f64; 12] = [
 
 /// Buckets of the receiver's own time per event (excluding API calls), in seconds: fine
 /// around the 1 ms target.
-const OVERHEAD_BUCKETS: [f64; 10] = [
-    0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01,
+const OVERHEAD_BUCKETS: [f64; 12] = [
+    0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.0025, 0.005, 0.01,
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -18,7 +18,7 @@ use super::slots::{
 /// Interval of the epoch ticker. A CPU-bound hook is interrupted within about one tick of
 /// its deadline (the deadline is rounded up to whole ticks, see `runtime.rs`); 10 ms keeps
 /// the overshoot well under the 20 ms goal at a negligible cost (100 wake-ups a second while
-/// calls run, none while no call runs: [`Ticker`]).
+/// calls come, none once none has come for [`LINGER_TICKS`] ticks: [`Ticker`]).
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Default number of hook calls that may run at the same time (`--hook-concurrency`). Each
@@ -293,11 +293,23 @@ impl SpareSlots {
 /// How often an idle ticker looks whether its engine is gone.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
-/// The thread that advances the engine's epoch every [`EPOCH_TICK`] while a call runs, and
-/// sleeps while none does: an idle dispatcher does not wake up 100 times a second. A call
-/// holds a [`Ticking`] for as long as its store lives.
+/// Ticks the ticker goes on ticking after the last call started and none runs (100 ms),
+/// before it sleeps until the next call wakes it. While calls keep coming it never sleeps,
+/// so a call does not wake it: waking it was a futex wake-up on the receiver's worker in the
+/// middle of the request, and the woken thread then often took that worker's core (at about
+/// 150 hooked events a second one event in one at a time, the receiver's threads were
+/// switched 1.1 times more per hooked event than per plain one, against 0.3 with a ticker that no call wakes;
+/// BENCHMARKS.md, hook overhead under concurrency). A trickle of events (under 10 a second)
+/// costs up to 10 wake-ups each, none of them on the request's path.
+pub(crate) const LINGER_TICKS: u32 = 10;
+
+/// The thread that advances the engine's epoch every [`EPOCH_TICK`] while calls run or
+/// keep coming, and sleeps once none has come for [`LINGER_TICKS`]: an idle dispatcher does
+/// not wake up 100 times a second. A call holds a [`Ticking`] for as long as its store lives.
 pub(crate) struct Ticker {
     running: AtomicUsize,
+    /// Calls started so far: the ticker sees from it whether calls keep coming.
+    started: AtomicU64,
     thread: OnceLock<Thread>,
     /// Epochs advanced so far.
     ticks: AtomicU64,
@@ -318,6 +330,7 @@ impl Ticker {
     pub(crate) fn start(engine: &Engine) -> Arc<Ticker> {
         let ticker = Arc::new(Ticker {
             running: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
             thread: OnceLock::new(),
             ticks: AtomicU64::new(0),
         });
@@ -326,11 +339,20 @@ impl Ticker {
         let spawned = thread::Builder::new()
             .name("hook-epoch".into())
             .spawn(move || {
+                // Calls started as of the last look, and ticks since one started or ran (none
+                // yet: it starts asleep).
+                let (mut seen, mut quiet) = (0, LINGER_TICKS);
                 while weak.upgrade().is_some() {
-                    if own.running.load(Ordering::Acquire) == 0 {
-                        // `enter` unparks; an unpark that came first makes this return at once.
+                    let started = own.started.load(Ordering::Acquire);
+                    if own.running.load(Ordering::Acquire) > 0 || started != seen {
+                        (seen, quiet) = (started, 0);
+                    } else if quiet >= LINGER_TICKS {
+                        // `enter` unparks; an unpark that came first makes this return at once
+                        // (also one that came while the ticker still ticked: harmless).
                         thread::park_timeout(IDLE_CHECK);
                         continue;
+                    } else {
+                        quiet += 1;
                     }
                     // A whole tick after the first call started: a deadline of n ticks (the
                     // timeout rounded up, plus one, `runtime.rs`) still ends between the
@@ -357,8 +379,9 @@ impl Ticker {
     }
 
     /// Marks a call as running (until the returned guard is dropped), waking the ticker if
-    /// it slept.
+    /// it slept (only a sleeping ticker costs a system call to wake).
     pub(crate) fn enter(self: &Arc<Self>) -> Ticking {
+        self.started.fetch_add(1, Ordering::AcqRel);
         if self.running.fetch_add(1, Ordering::AcqRel) == 0
             && let Some(thread) = self.thread.get()
         {
@@ -379,7 +402,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_ticker_ticks_only_while_a_call_runs() {
+    fn the_ticker_ticks_while_calls_come_and_sleeps_once_they_stop() {
         let engine = Engine::new(&base_config()).unwrap();
         let ticker = Ticker::start(&engine);
         thread::sleep(Duration::from_millis(200));
@@ -394,11 +417,34 @@ mod tests {
             thread::sleep(EPOCH_TICK);
         }
         drop(call);
-        // A tick already under way may still land.
-        thread::sleep(Duration::from_millis(50));
-        let idle = ticker.ticks();
-        thread::sleep(Duration::from_millis(200));
-        assert!(ticker.ticks() <= idle + 1, "went on ticking after the call");
+        // It lingers for LINGER_TICKS ticks, then sleeps: no tick in 300 ms, soon.
+        let linger = EPOCH_TICK * LINGER_TICKS;
+        let stopped = std::time::Instant::now();
+        loop {
+            let idle = ticker.ticks();
+            thread::sleep(Duration::from_millis(300));
+            if ticker.ticks() == idle {
+                break;
+            }
+            assert!(
+                stopped.elapsed() < Duration::from_secs(10),
+                "went on ticking long after the last call"
+            );
+        }
+        assert!(stopped.elapsed() >= linger, "did not linger");
+        // Calls that keep coming, none of them running when it looks, keep it ticking.
+        let before = ticker.ticks();
+        let started = std::time::Instant::now();
+        while started.elapsed() < linger * 3 {
+            drop(ticker.enter());
+            thread::sleep(EPOCH_TICK * 2);
+        }
+        let ticked = ticker.ticks() - before;
+        assert!(
+            ticked >= u64::from(LINGER_TICKS),
+            "ticked {ticked} times in {:?} of calls 20 ms apart",
+            started.elapsed()
+        );
     }
 
     #[test]
