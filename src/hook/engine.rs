@@ -14,7 +14,8 @@ use super::error::HookError;
 use super::loader::{Cache, LoadedHook};
 use super::pace::{INLINE_TICKS, Pace, Place};
 use super::runtime::{
-    CallLimits, CallReport, HostState, invoke, linker, prepare_spare, wants_spare,
+    CallLimits, CallReport, HostState, drop_retired, has_retired, invoke, linker, prepare_spare,
+    wants_spare,
 };
 use super::settings::HookSettings;
 use super::slots::{OverBudget, Reservation, Slots};
@@ -241,13 +242,17 @@ impl HookEngine {
                 return internal("the hook call panicked in the host");
             };
             if !outcome.1.cut_inline {
-                // After this request's next await, while it waits for the API server: the
-                // next inline call's instance, on this worker (a thread of its own for spares
-                // was tried: the sender's latency did not fall and the hooked events' own
-                // time rose at C=8 and C=32; BENCHMARKS.md, hook overhead under concurrency).
-                if wants_spare(&hook.compiled) {
+                // After this request's next await, while it waits for the API server: this
+                // call's store dropped, then the next inline call's instance made, on this
+                // worker (a thread of its own for spares was tried: the sender's latency did
+                // not fall and the hooked events' own time rose at C=8 and C=32; BENCHMARKS.md,
+                // hook overhead under concurrency).
+                if has_retired(&hook.compiled) || wants_spare(&hook.compiled) {
                     let compiled = Arc::clone(&hook.compiled);
-                    tokio::spawn(async move { prepare_spare(&compiled) });
+                    tokio::spawn(async move {
+                        drop_retired(&compiled);
+                        prepare_spare(&compiled);
+                    });
                 }
                 outcome.1.place = "inline";
                 return outcome;
@@ -465,9 +470,9 @@ mod tests {
         assert_eq!(places[probation..], ["inline", "inline"]);
     }
 
-    /// After an inline call the worker, once the request awaits, makes the next call's
-    /// instance; the next inline call runs on it. Spares hold places of their own, given
-    /// back when their component goes.
+    /// After an inline call the worker, once the request awaits, drops the call's retired
+    /// store and makes the next call's instance; the next inline call runs on it. Spares and
+    /// retired stores hold places of their own, given back when their component goes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn an_inline_call_runs_on_a_spare_made_after_the_one_before() {
         use crate::hook::wasm_config::MAX_SPARES;
@@ -490,10 +495,20 @@ mod tests {
                 assert!(matches!(result, Ok(wit::EventDecision::Modify(_))));
                 calls.push((report.place, report.on_spare));
                 drop(slots);
-                // As a request does while it waits for the API server: meanwhile the
-                // worker makes the next instance.
                 if report.place == "inline" {
+                    // Its store waits, retired in an idle instance's place, until the request
+                    // awaits; it holds none of the call's slots.
+                    assert!(has_retired(&hook.compiled));
+                    assert_eq!(
+                        engine.inner.slots.available_calls(),
+                        engine.max_concurrency()
+                    );
+                    // As a request does while it waits for the API server: meanwhile the
+                    // worker drops the retired store and makes the next instance.
                     wait_for(|| hook.has_spare()).await;
+                    assert!(!has_retired(&hook.compiled));
+                } else {
+                    assert!(!has_retired(&hook.compiled));
                 }
             }
             calls

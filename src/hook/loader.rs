@@ -13,7 +13,7 @@ use super::bindings::exports::jobsink::hook::{config, event_phase, job_phase};
 use super::engine::HookEngine;
 use super::error::{HookError, guest_text};
 use super::pace::Pace;
-use super::runtime::{CallLimits, HostState, Spare, invoke};
+use super::runtime::{CallLimits, HostState, Retired, Spare, invoke};
 use super::settings::HookSettings;
 use super::slots::OverBudget;
 use super::wasm_config::{SpareSlots, Ticker};
@@ -129,7 +129,11 @@ pub(crate) struct CompiledHook {
     pub ticker: Arc<Ticker>,
     /// A fresh instance made after an inline call, for the next one (`runtime::prepare_spare`).
     pub spare: Mutex<Option<Spare>>,
-    /// The process's places for spares.
+    /// The store of this component's last inline call, waiting to be dropped (its pool slot
+    /// reset) after the request's next await instead of on its path
+    /// (`runtime::drop_retired`).
+    pub retired: Mutex<Option<Retired>>,
+    /// The process's places for idle instances: spares and retired stores.
     pub spares: Arc<SpareSlots>,
     /// Failed attempts at making a spare (a start function that traps, loops or asks for
     /// more than a spare may hold); past a few, this component's calls always instantiate.
@@ -195,6 +199,13 @@ impl CompiledHook {
     /// The place of this component's spare (`runtime::prepare_spare`).
     pub(crate) fn spare_place(&self) -> std::sync::MutexGuard<'_, Option<Spare>> {
         self.spare
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The place of this component's retired store (`runtime::retire`).
+    pub(crate) fn retired_place(&self) -> std::sync::MutexGuard<'_, Option<Retired>> {
+        self.retired
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -311,6 +322,7 @@ impl HookEngine {
             job,
             ticker: self.ticker(),
             spare: Mutex::new(None),
+            retired: Mutex::new(None),
             spares: self.spares(),
             spare_failures: AtomicU32::new(0),
         })

@@ -34,12 +34,14 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 16;
 /// at once would only take the cores from the receiver.
 pub const LOAD_SLOTS: u32 = 2;
 
-/// Instances made ahead of their call (spares, `runtime::prepare_spare`), beyond the call
-/// cap and the load slots: at most one per compiled component, this many in the process.
-/// An idle spare holds its pool slot and the memory its instantiation touched, at most
-/// [`SPARE_MEMORY_BYTES`] per linear memory: 8 x 2 x 4 MiB = 64 MiB in all, outside the
-/// guest-memory budget (which bounds calls in flight, each up to its `memoryLimitMiB`), and
-/// counted with it when the budget is checked against the container's limit.
+/// Idle instances, beyond the call cap and the load slots: instances made ahead of their
+/// call (spares, `runtime::prepare_spare`) and stores of inline calls that are over, waiting
+/// to be dropped off the request's path (`runtime::Retired`); at most one of each per
+/// compiled component, this many in the process. An idle instance holds its pool slot and
+/// the memory it touched, at most [`SPARE_MEMORY_BYTES`] per linear memory: 8 x 2 x 4 MiB =
+/// 64 MiB in all, outside the guest-memory budget (which bounds calls in flight, each up to
+/// its `memoryLimitMiB`), and counted with it when the budget is checked against the
+/// container's limit.
 pub const MAX_SPARES: u32 = 8;
 
 /// Largest linear memory a spare may have while it waits (a Rust guest starts with about
@@ -295,12 +297,10 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// Ticks the ticker goes on ticking after the last call started and none runs (100 ms),
 /// before it sleeps until the next call wakes it. While calls keep coming it never sleeps,
-/// so a call does not wake it: waking it was a futex wake-up on the receiver's worker in the
-/// middle of the request, and the woken thread then often took that worker's core (at about
-/// 150 hooked events a second one event in one at a time, the receiver's threads were
-/// switched 1.1 times more per hooked event than per plain one, against 0.3 with a ticker that no call wakes;
-/// BENCHMARKS.md, hook overhead under concurrency). A trickle of events (under 10 a second)
-/// costs up to 10 wake-ups each, none of them on the request's path.
+/// so no call has to wake it: waking it was a system call on the receiver's worker in the
+/// middle of the request, and the woken thread often took that worker's core (BENCHMARKS.md,
+/// hook overhead under concurrency). A trickle of events (fewer than 10 a second) costs up
+/// to 10 wake-ups each, none of them on a request's path.
 pub(crate) const LINGER_TICKS: u32 = 10;
 
 /// The thread that advances the engine's epoch every [`EPOCH_TICK`] while calls run or
