@@ -48,7 +48,7 @@ pub const MAX_SPARES: u32 = 8;
 /// 1 MiB); a component that starts bigger gets no spare and is instantiated per call.
 pub const SPARE_MEMORY_BYTES: usize = 4 << 20;
 
-/// Memory all idle spares together may hold at most, in MiB.
+/// Memory all idle instances (spares and retired stores) together may hold at most, in MiB.
 pub const SPARE_MEMORY_MIB: u64 =
     (MAX_SPARES as u64) * (MAX_MEMORIES_PER_COMPONENT as u64) * ((SPARE_MEMORY_BYTES >> 20) as u64);
 
@@ -154,7 +154,7 @@ pub enum EngineError {
     )]
     BudgetTooSmall { got: usize, min: usize },
     #[error(
-        "--hook-memory-budget-mib is {budget_mib} MiB, which with the {spares_mib} MiB idle spare instances may hold \
+        "--hook-memory-budget-mib is {budget_mib} MiB, which with the {spares_mib} MiB idle hook instances may hold \
          is not below the container's memory limit of {limit_mib} MiB; hooks could use all of the pod's memory"
     )]
     BudgetOverContainer {
