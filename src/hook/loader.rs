@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU32;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::types::ComponentItem;
@@ -197,18 +197,22 @@ impl LoadedHook {
 
 impl CompiledHook {
     /// The place of this component's spare (`runtime::prepare_spare`).
-    pub(crate) fn spare_place(&self) -> std::sync::MutexGuard<'_, Option<Spare>> {
-        self.spare
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    pub(crate) fn spare_place(&self) -> MutexGuard<'_, Option<Spare>> {
+        unpoisoned(&self.spare)
     }
 
     /// The place of this component's retired store (`runtime::retire`).
-    pub(crate) fn retired_place(&self) -> std::sync::MutexGuard<'_, Option<Retired>> {
-        self.retired
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    pub(crate) fn retired_place(&self) -> MutexGuard<'_, Option<Retired>> {
+        unpoisoned(&self.retired)
     }
+}
+
+/// Locks `mutex`, also after a thread panicked holding it: what these locks guard (a place,
+/// the cache) stays consistent at every step.
+fn unpoisoned<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl std::fmt::Debug for LoadedHook {
@@ -275,20 +279,14 @@ impl HookEngine {
     }
 
     fn cached(&self, sha256: &str) -> Option<Arc<CompiledHook>> {
-        let cache = self
-            .cache()
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let cache = unpoisoned(self.cache());
         cache.get(sha256).and_then(Weak::upgrade)
     }
 
     /// Stores `compiled` unless another load of the same bytes won the race (then theirs is
     /// returned), and forgets components nobody uses any more.
     fn remember(&self, compiled: &Arc<CompiledHook>) -> Arc<CompiledHook> {
-        let mut cache = self
-            .cache()
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cache = unpoisoned(self.cache());
         cache.retain(|_, weak| weak.strong_count() > 0);
         if let Some(existing) = cache.get(&compiled.sha256).and_then(Weak::upgrade) {
             return existing;
