@@ -6,6 +6,8 @@
 #![allow(dead_code)]
 
 use std::future::Future;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -100,9 +102,23 @@ pub fn service_account_kubeconfig() -> std::path::PathBuf {
         assert!(ok, "kubectl config view failed: {err}");
         let mut config: serde_json::Value = serde_json::from_str(&out).expect("kubeconfig JSON");
         config["users"][0]["user"] = serde_json::json!({ "token": token });
-        let path =
-            std::env::temp_dir().join(format!("jobsink-sa-{}.kubeconfig", std::process::id()));
-        std::fs::write(&path, config.to_string()).expect("write the service account kubeconfig");
+        // Beside the cluster's own kubeconfig (its state directory, removed with it), and
+        // readable by its owner only: it holds a token.
+        let dir = std::env::var_os("KUBECONFIG")
+            .and_then(|paths| std::env::split_paths(&paths).next())
+            .and_then(|first| first.parent().map(std::path::Path::to_path_buf))
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or_else(std::env::temp_dir);
+        let path = dir.join(format!("jobsink-sa-{}.kubeconfig", std::process::id()));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .expect("create the service account kubeconfig");
+        file.write_all(config.to_string().as_bytes())
+            .expect("write the service account kubeconfig");
         path
     })
     .clone()
