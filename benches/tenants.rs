@@ -230,6 +230,18 @@ async fn drive(
     n: usize,
     c: usize,
 ) -> Stats {
+    drive_timed(http, url, source, from, n, c).await.0
+}
+
+/// [`drive`], also returning the mean latency of the answered events.
+async fn drive_timed(
+    http: &reqwest::Client,
+    url: &str,
+    source: &str,
+    from: usize,
+    n: usize,
+    c: usize,
+) -> (Stats, Duration) {
     let next = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
@@ -260,7 +272,11 @@ async fn drive(
     while let Some(l) = workers.join_next().await {
         all.extend(l.expect("worker"));
     }
-    stats(all, start.elapsed(), errors.load(Ordering::Relaxed))
+    let mean = all.iter().sum::<Duration>() / u32::try_from(all.len().max(1)).unwrap_or(u32::MAX);
+    (
+        stats(all, start.elapsed(), errors.load(Ordering::Relaxed)),
+        mean,
+    )
 }
 
 /// Waits until the Job controller has handled every Job in `ns`, so that one round's
@@ -505,8 +521,13 @@ pub fn counters(text: &str, name: &str) -> String {
 /// `_sum` and `_count` of histogram `base` (e.g. `jobsink_receiver_cpu_seconds`) in a
 /// metrics text, for means between two readings.
 pub fn sum_count(text: &str, base: &str) -> (f64, f64) {
+    labelled_sum_count(text, base, "")
+}
+
+/// [`sum_count`] of one labelled series (`labels` as exposed: `{name="value",...}`).
+fn labelled_sum_count(text: &str, base: &str, labels: &str) -> (f64, f64) {
     let value = |suffix: &str| {
-        let name = format!("{base}_{suffix} ");
+        let name = format!("{base}_{suffix}{labels} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&name)?.trim().parse::<f64>().ok())
             .unwrap_or(0.0)
@@ -517,6 +538,9 @@ pub fn sum_count(text: &str, base: &str) -> (f64, f64) {
 /// The receiver's CPU time histogram, for its `_sum` and `_count`.
 const CPU_BASE: &str = "jobsink_receiver_cpu_seconds";
 const OWN_BASE: &str = "jobsink_receiver_overhead_seconds";
+/// The receiver's latency of accepted events (202): its own time plus its API calls.
+const ACCEPTED_BASE: &str = "jobsink_request_duration_seconds";
+const ACCEPTED_LABELS: &str = "{method=\"POST\",code=\"202\"}";
 
 /// Histogram snapshots around a round: [own time, CPU time], before and after.
 type Span = ([Vec<(f64, f64)>; 2], [Vec<(f64, f64)>; 2]);
@@ -528,6 +552,8 @@ struct Reading {
     /// `_sum` and `_count` of the CPU time and own time histograms.
     cpu: (f64, f64),
     own: (f64, f64),
+    /// `_sum` and `_count` of the receiver's latency of accepted events.
+    accepted: (f64, f64),
 }
 
 impl Reading {
@@ -537,6 +563,7 @@ impl Reading {
             histograms: support::histograms(&text),
             cpu: sum_count(&text, CPU_BASE),
             own: sum_count(&text, OWN_BASE),
+            accepted: labelled_sum_count(&text, ACCEPTED_BASE, ACCEPTED_LABELS),
         }
     }
 }
@@ -558,6 +585,11 @@ struct Rounds {
     /// where a hooked event's extra time goes.
     own_mean: Vec<f64>,
     p50: Vec<f64>,
+    /// Mean latency per event in microseconds, seen by the sender and by the receiver (its
+    /// own time plus its API calls): with `own_mean`, what the API calls took and what the
+    /// way between the two took.
+    sender_mean: Vec<f64>,
+    receiver_mean: Vec<f64>,
     /// The whole machine's CPU per event, in microseconds: at saturation events/s goes as
     /// its inverse, and it is far less noisy than events/s.
     machine: Vec<f64>,
@@ -620,7 +652,7 @@ async fn overhead(
             let before = Reading::take(http, &d.metrics).await;
             let busy_before = machine_busy();
             let process_before = process_cpu(d.child.id());
-            let s = drive(http, &url, "bench/x", from, a.events, c).await;
+            let (s, sender_mean) = drive_timed(http, &url, "bench/x", from, a.events, c).await;
             let per_event_us = |d: Duration| d.as_secs_f64() / a.events as f64 * 1e6;
             let machine_us = per_event_us(machine_busy().saturating_sub(busy_before));
             let process_us = per_event_us(process_cpu(d.child.id()).saturating_sub(process_before));
@@ -633,6 +665,9 @@ async fn overhead(
             path.own_mean.push(mean_us(before.own, after.own));
             path.spans.push((before.histograms, after.histograms));
             path.p50.push(s.p50.as_secs_f64() * 1e6);
+            path.sender_mean.push(sender_mean.as_secs_f64() * 1e6);
+            path.receiver_mean
+                .push(mean_us(before.accepted, after.accepted));
             path.machine.push(machine_us);
             path.process.push(process_us);
             // Rounds go plain, hooked, hooked, plain: after each odd round both paths' last
@@ -686,6 +721,23 @@ async fn overhead(
             mean_of(&hooked.own_mean),
             mean_of(&plain.p50),
             mean_of(&hooked.p50),
+        );
+        let api = |r: &Rounds| mean_of(&r.receiver_mean) - mean_of(&r.own_mean);
+        let between = |r: &Rounds| mean_of(&r.sender_mean) - mean_of(&r.receiver_mean);
+        println!(
+            "  mean latency per event (means of rounds), plain / hooked / hooked - plain: sender {:.0} / {:.0} / {:+.0} us = the receiver's own time {:.0} / {:.0} / {:+.0} us + its API calls {:.0} / {:.0} / {:+.0} us + between sender and receiver (connection, HTTP, queueing before the handler) {:.0} / {:.0} / {:+.0} us",
+            mean_of(&plain.sender_mean),
+            mean_of(&hooked.sender_mean),
+            mean_of(&hooked.sender_mean) - mean_of(&plain.sender_mean),
+            mean_of(&plain.own_mean),
+            mean_of(&hooked.own_mean),
+            mean_of(&hooked.own_mean) - mean_of(&plain.own_mean),
+            api(&plain),
+            api(&hooked),
+            api(&hooked) - api(&plain),
+            between(&plain),
+            between(&hooked),
+            between(&hooked) - between(&plain),
         );
         let p99s = |spans: &[Span], which: usize| -> Vec<String> {
             spans
