@@ -222,19 +222,8 @@ async fn post(http: &reqwest::Client, url: &str, source: &str, i: usize) -> anyh
 }
 
 /// Sends events `from..from+n` (source `source`) to `url` on `c` workers, expecting 202.
+/// Returns the round's [`Stats`] and the mean latency of the answered events.
 async fn drive(
-    http: &reqwest::Client,
-    url: &str,
-    source: &str,
-    from: usize,
-    n: usize,
-    c: usize,
-) -> Stats {
-    drive_timed(http, url, source, from, n, c).await.0
-}
-
-/// [`drive`], also returning the mean latency of the answered events.
-async fn drive_timed(
     http: &reqwest::Client,
     url: &str,
     source: &str,
@@ -428,7 +417,7 @@ async fn noisy(client: &Client, http: &reqwest::Client, ns: &str, a: &Args) -> a
             // Let the flood fill its share of the slots first.
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        let s = drive(http, &quiet_url, "bench/quiet", from, a.events, 8).await;
+        let (s, _) = drive(http, &quiet_url, "bench/quiet", from, a.events, 8).await;
         from += a.events;
         stop.store(true, Ordering::Relaxed);
         while let Some(seen) = flood.join_next().await {
@@ -652,7 +641,7 @@ async fn overhead(
             let before = Reading::take(http, &d.metrics).await;
             let busy_before = machine_busy();
             let process_before = process_cpu(d.child.id());
-            let (s, sender_mean) = drive_timed(http, &url, "bench/x", from, a.events, c).await;
+            let (s, sender_mean) = drive(http, &url, "bench/x", from, a.events, c).await;
             let per_event_us = |d: Duration| d.as_secs_f64() / a.events as f64 * 1e6;
             let machine_us = per_event_us(machine_busy().saturating_sub(busy_before));
             let process_us = per_event_us(process_cpu(d.child.id()).saturating_sub(process_before));
@@ -847,12 +836,12 @@ async fn duplicates(
     let mut from = 0;
     for &c in a.concurrency.as_deref().unwrap_or(&[1, 32]) {
         let url = format!("{}/{ns}/dups", d.base);
-        let new = drive(http, &url, "bench/dup", from, a.events, c).await;
+        let (new, _) = drive(http, &url, "bench/dup", from, a.events, c).await;
         quiesce(client, ns).await?;
         // The index has the pairs once the watch reported the Jobs; quiesce waited longer.
-        let cached = drive(http, &url, "bench/dup", from, a.events, c).await;
+        let (cached, _) = drive(http, &url, "bench/dup", from, a.events, c).await;
         let api_url = format!("{}/{ns}/dups", api_way.base);
-        let api = drive(http, &api_url, "bench/dup", from, a.events, c).await;
+        let (api, _) = drive(http, &api_url, "bench/dup", from, a.events, c).await;
         from += a.events;
         println!(
             "C={c:>2}: new {:.1} ev/s (p50 {}); duplicates from the index {:.1}/s (p50 {}, {:.1}x new); through the API {:.1}/s (p50 {}, {:.2}x new); errors {}+{}+{}",
@@ -903,7 +892,7 @@ async fn scale(client: &Client, http: &reqwest::Client, ns: &str, a: &Args) -> a
             let half = a.events / 2;
             let u1 = format!("{}/{ns}/scale", one.base);
             let u2 = format!("{}/{ns}/scale", two.base);
-            let (s1, s2) = tokio::join!(
+            let ((s1, _), (s2, _)) = tokio::join!(
                 drive(http, &u1, "bench/scale", from, half, c / 2),
                 drive(http, &u2, "bench/scale", from + half, half, c / 2)
             );
@@ -918,7 +907,7 @@ async fn scale(client: &Client, http: &reqwest::Client, ns: &str, a: &Args) -> a
             pairs.push(rate);
         } else {
             let u1 = format!("{}/{ns}/scale", one.base);
-            let s = drive(http, &u1, "bench/scale", from, a.events, c).await;
+            let (s, _) = drive(http, &u1, "bench/scale", from, a.events, c).await;
             println!(
                 "round {round}: one receiver {:.1} ev/s (p99 {}), errors {}",
                 s.per_sec,
