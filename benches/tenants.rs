@@ -508,13 +508,9 @@ pub fn counters(text: &str, name: &str) -> String {
 }
 
 /// `_sum` and `_count` of histogram `base` (e.g. `jobsink_receiver_cpu_seconds`) in a
-/// metrics text, for means between two readings.
-pub fn sum_count(text: &str, base: &str) -> (f64, f64) {
-    labelled_sum_count(text, base, "")
-}
-
-/// [`sum_count`] of one labelled series (`labels` as exposed: `{name="value",...}`).
-fn labelled_sum_count(text: &str, base: &str, labels: &str) -> (f64, f64) {
+/// metrics text, for means between two readings; `labels` picks one series of a labelled
+/// histogram as exposed (`{name="value",...}`), or is empty.
+pub fn sum_count(text: &str, base: &str, labels: &str) -> (f64, f64) {
     let value = |suffix: &str| {
         let name = format!("{base}_{suffix}{labels} ");
         text.lines()
@@ -550,9 +546,9 @@ impl Reading {
         let text = support::scrape(http, metrics).await;
         Reading {
             histograms: support::histograms(&text),
-            cpu: sum_count(&text, CPU_BASE),
-            own: sum_count(&text, OWN_BASE),
-            accepted: labelled_sum_count(&text, ACCEPTED_BASE, ACCEPTED_LABELS),
+            cpu: sum_count(&text, CPU_BASE, ""),
+            own: sum_count(&text, OWN_BASE, ""),
+            accepted: sum_count(&text, ACCEPTED_BASE, ACCEPTED_LABELS),
         }
     }
 }

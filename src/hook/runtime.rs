@@ -276,24 +276,27 @@ pub(crate) struct Retired {
 /// a new one). Else drops it here, before the place it held.
 fn retire(hook: &CompiledHook, store: Store<HostState>, slot: Option<SpareSlot>) {
     let mut place = hook.retired_place();
-    if place.is_none() && store.data().limiter.peak <= SPARE_MEMORY_BYTES {
-        match slot.or_else(|| hook.spares.try_take()) {
-            Some(slot) => {
-                *place = Some(Retired {
-                    _store: store,
-                    _slot: slot,
-                });
-            }
-            None => {
-                drop(place);
-                drop(store);
-            }
+    let fits = place.is_none() && store.data().limiter.peak <= SPARE_MEMORY_BYTES;
+    // A new place is taken only for a store that fits.
+    let slot = if fits {
+        slot.or_else(|| hook.spares.try_take())
+    } else {
+        slot
+    };
+    match slot {
+        Some(slot) if fits => {
+            *place = Some(Retired {
+                _store: store,
+                _slot: slot,
+            });
         }
-        return;
+        slot => {
+            // The lock is not held while the pool slot is reset.
+            drop(place);
+            drop(store);
+            drop(slot);
+        }
     }
-    drop(place);
-    drop(store);
-    drop(slot);
 }
 
 /// Drops `hook`'s retired store, if it has one: its pool slot is reset and its place given
