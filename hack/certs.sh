@@ -3,7 +3,10 @@
 # a CA; the kube-apiserver serving certificate (the node address, 127.0.0.1, the `kubernetes`
 # Service IP and names); an admin client certificate (O=system:masters) used by the control
 # plane components, kube-proxy and CoreDNS; the kubelet's client certificate
-# (system:node:<node>, so the Node authorizer applies); the service-account signing key pair.
+# (system:node:<node>, so the Node authorizer applies); the service-account signing key pair;
+# and the front proxy's own CA and client certificate, with which kube-apiserver forwards
+# requests to aggregated APIs (an APIService backed by a Service, e.g. Kueue's visibility
+# API) and which those servers trust to tell them who asked.
 # Writes $1/admin.kubeconfig and $1/kubelet.kubeconfig.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -36,6 +39,16 @@ EOT
   client_cert kubelet "/O=system:nodes/CN=system:node:$NODE_NAME"
   openssl genrsa -out sa.key 2048 2>/dev/null
   openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+fi
+# Made separately, so that a state directory from before gets them too.
+if [ ! -f front-proxy-client.crt ]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=jobsink-front-proxy-ca" \
+    -keyout front-proxy-ca.key -out front-proxy-ca.crt 2>/dev/null
+  printf 'extendedKeyUsage=clientAuth\n' >client.ext
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=front-proxy-client" \
+    -keyout front-proxy-client.key -out front-proxy-client.csr 2>/dev/null
+  openssl x509 -req -in front-proxy-client.csr -CA front-proxy-ca.crt -CAkey front-proxy-ca.key \
+    -CAcreateserial -days 3650 -extfile client.ext -out front-proxy-client.crt 2>/dev/null
 fi
 # kubeconfig <file> <user cert stem>
 kubeconfig() {

@@ -59,7 +59,10 @@ wait_for etcd 30 "${IN_NETNS[@]}" curl -fsS "http://127.0.0.1:$ETCD_CLIENT_PORT/
 # job-sink ServiceAccount prove that deploy/rbac.yaml grants it.
 # Pods reach the API server through the `kubernetes` Service, whose endpoint is the
 # advertised node address; the kubelet is reached on its InternalIP (its hostname does not
-# resolve) with the admin certificate.
+# resolve) with the admin certificate. Aggregated APIs (an APIService backed by a Service, such
+# as Kueue's visibility API) are reached at their pods' addresses, as the front proxy with its
+# own client certificate (the request-header flags, as kubeadm sets them): without that, the
+# API server's discovery of such a group fails, and with it namespace deletion.
 start kube-apiserver "${IN_NETNS[@]}" "$bin/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$ETCD_CLIENT_PORT" \
   --bind-address "$NODE_IP" \
@@ -77,6 +80,14 @@ start kube-apiserver "${IN_NETNS[@]}" "$bin/kube-apiserver" \
   --kubelet-client-certificate "$pki/admin.crt" \
   --kubelet-client-key "$pki/admin.key" \
   --kubelet-preferred-address-types InternalIP \
+  --requestheader-client-ca-file "$pki/front-proxy-ca.crt" \
+  --requestheader-allowed-names front-proxy-client \
+  --requestheader-username-headers X-Remote-User \
+  --requestheader-group-headers X-Remote-Group \
+  --requestheader-extra-headers-prefix X-Remote-Extra- \
+  --proxy-client-cert-file "$pki/front-proxy-client.crt" \
+  --proxy-client-key-file "$pki/front-proxy-client.key" \
+  --enable-aggregator-routing \
   --profiling=false
 apiserver_ready() {
   curl -fsS --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
