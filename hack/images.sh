@@ -11,6 +11,9 @@
 #                            binary, with the `Containerfile` at the top of the repository
 #   hack/images.sh knative   one image per Knative Eventing component built by
 #                            `hack/knative.sh build` (localhost/knative/<component>:<version>)
+#   hack/images.sh kueue     Kueue's manager built by `hack/kueue.sh build`
+#                            (localhost/kueue/kueue:<version>), also pushed to the node's
+#                            registry: Kueue's manifests pull it with `imagePullPolicy: Always`
 #
 # Images are FROM scratch: static binaries, or dynamic ones with exactly the libraries they
 # link (found with ldd). Needs a running node (hack/up.sh) for the import.
@@ -137,12 +140,33 @@ knative() {
   done
 }
 
+kueue() {
+  local bin version name ctx
+  bin=$("$here/cache-dir.sh" --kueue)/bin
+  version=$(. "$here/versions.env" && echo "$KUEUE_VERSION")
+  name=localhost/kueue/kueue:$version
+  [ -x "$bin/kueue" ] || { echo "no Kueue binary in $bin: run hack/kueue.sh build" >&2; exit 1; }
+  # Keyed by version: an image already in the node (and its registry) is the same build.
+  if ctr images ls -q | grep -qxF "$name" &&
+    "${IN_NETNS[@]}" curl -fsS -o /dev/null \
+      "http://127.0.0.1:$REGISTRY_PORT/v2/kueue/kueue/manifests/$version"; then
+    return
+  fi
+  ctx=$work/kueue
+  mkdir -p "$ctx/rootfs"
+  cp "$bin/kueue" "$ctx/rootfs/manager"
+  build "$name" "$here/images/kueue/Containerfile" "$ctx"
+  push "$name" "kueue/kueue:$version"
+  podman rmi --force "$name" >/dev/null
+}
+
 case "${1:-}" in
 base) base ;;
 jobsink) jobsink ;;
 knative) knative ;;
+kueue) kueue ;;
 *)
-  echo "usage: $0 base|jobsink|knative" >&2
+  echo "usage: $0 base|jobsink|knative|kueue" >&2
   exit 2
   ;;
 esac
