@@ -17,7 +17,9 @@ pub enum Failure {
     /// The object (or its namespace) does not exist.
     NotFound,
     /// 400 or 422: the API server refused the object itself, for the reason given (its own
-    /// words, e.g. `spec.template.spec.restartPolicy: Required value`).
+    /// words, e.g. `spec.template.spec.restartPolicy: Required value`); or a validating
+    /// admission webhook denied it (403 `admission webhook "..." denied the request: ...`,
+    /// e.g. Kueue's for a queue name it does not accept): the same object is refused again.
     Invalid(String),
     /// 413: the request was larger than the API server takes.
     TooLarge,
@@ -50,6 +52,11 @@ pub fn failure(error: &kube::Error) -> Failure {
             message: status.message.clone(),
             retry_can_help: quota_may_admit_later(&status.message),
         },
+        403 if status.message.starts_with("admission webhook \"")
+            && status.message.contains("\" denied the request") =>
+        {
+            Failure::Invalid(status.message.clone())
+        }
         429 | 503 | 504 => Failure::Transient,
         _ => Failure::Other,
     }
@@ -245,6 +252,12 @@ mod tests {
             assert_eq!(failure(&api_error(code, "", "later")), Failure::Transient);
         }
         assert_eq!(failure(&api_error(403, "Forbidden", "no")), Failure::Other);
+        // Kueue's validating webhook, as the API server passes its denial on.
+        let denied = r#"admission webhook "vjob.kb.io" denied the request: metadata.labels[kueue.x-k8s.io/queue-name]: Invalid value: "Team_A""#;
+        assert_eq!(
+            failure(&api_error(403, "Forbidden", denied)),
+            Failure::Invalid(denied.into())
+        );
         assert_eq!(
             failure(&api_error(413, "RequestEntityTooLarge", "too large")),
             Failure::TooLarge
