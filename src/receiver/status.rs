@@ -1,5 +1,6 @@
 //! `GET /namespaces/<ns>/name/<jobsink>/sources/<source>/ids/<id>`: how an event's Job is
-//! doing. 200 `Reason: Complete`, 400 `Reason: Failed`, else 202 with the same Location.
+//! doing. 200 `Reason: Complete`, 400 `Reason: Failed`, else 202 with the same Location, and
+//! `Reason: Suspended` while the Job is suspended (e.g. queued by Kueue until admitted).
 //!
 //! Answered only for a JobSink in the receiver's cache, with names checked first: the API
 //! request reads a Job whose name is a hash, in a namespace that is a DNS-1123 label, so no
@@ -62,7 +63,11 @@ async fn lookup(state: &AppState, path: &str) -> Result<Response, ReceiveError> 
             with_reason(StatusCode::OK, "Complete")
         } else {
             let loc = location(&sink, &event.source, &event.id);
-            let mut r = StatusCode::ACCEPTED.into_response();
+            let mut r = if suspended(&job) {
+                with_reason(StatusCode::ACCEPTED, "Suspended")
+            } else {
+                StatusCode::ACCEPTED.into_response()
+            };
             if let Ok(v) = HeaderValue::from_str(&loc) {
                 r.headers_mut().insert(header::LOCATION, v);
             }
@@ -78,6 +83,13 @@ fn condition_true(job: &Job, type_: &str) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
+}
+
+/// The Job's `spec.suspend`: set by its template, or by Kueue's webhook on a Job it queues
+/// (cleared when Kueue admits it). The spec is read, not the `Suspended` condition, which the
+/// Job controller adds a moment after the Job is created.
+fn suspended(job: &Job) -> bool {
+    job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false)
 }
 
 fn with_reason(status: StatusCode, reason: &'static str) -> Response {
