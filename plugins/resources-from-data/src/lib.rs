@@ -1,7 +1,9 @@
-//! Job phase only: sizes the Job from the event. With JSON data such as
-//! `{"resources": {"cpu": "2", "memory": "4Gi"}, "queue": "team-a"}` every container gets
-//! those requests (and the same limits), and the Job gets the Kueue queue label
-//! `kueue.x-k8s.io/queue-name`. Events without these fields pass unchanged.
+//! Job phase only: sizes and queues the Job from the event. With JSON data such as
+//! `{"resources": {"cpu": "2", "memory": "4Gi"}, "queue": "team-a", "priority": "urgent"}`
+//! every container gets those requests (and the same limits), and the Job gets the Kueue
+//! labels `kueue.x-k8s.io/queue-name` (the LocalQueue it waits in) and
+//! `kueue.x-k8s.io/priority-class` (a WorkloadPriorityClass: Kueue admits higher values
+//! first). Events without these fields pass unchanged.
 //!
 //! `config` may name a default queue (`queue=<name>`).
 
@@ -13,6 +15,8 @@ use serde_json::{Map, Value};
 
 /// Kueue's label naming the LocalQueue a Job is admitted through.
 const QUEUE_LABEL: &str = "kueue.x-k8s.io/queue-name";
+/// Kueue's label naming the WorkloadPriorityClass of a Job.
+const PRIORITY_LABEL: &str = "kueue.x-k8s.io/priority-class";
 
 struct ResourcesFromData;
 
@@ -45,7 +49,8 @@ impl JobPhase for ResourcesFromData {
             Some(queue) => Some(queue.to_owned()),
             None => default_queue(&ctx.config)?,
         };
-        if resources.is_none() && queue.is_none() {
+        let priority = data.get("priority").and_then(Value::as_str);
+        if resources.is_none() && queue.is_none() && priority.is_none() {
             return Ok(JobDecision::Pass);
         }
         let mut job: Value = serde_json::from_str(&job).map_err(|e| e.to_string())?;
@@ -65,7 +70,9 @@ impl JobPhase for ResourcesFromData {
                 });
             }
         }
-        if let Some(queue) = queue {
+        let labels = [(QUEUE_LABEL, queue.as_deref()), (PRIORITY_LABEL, priority)];
+        for (label, value) in labels {
+            let Some(value) = value else { continue };
             let metadata = job
                 .get_mut("metadata")
                 .and_then(Value::as_object_mut)
@@ -73,7 +80,7 @@ impl JobPhase for ResourcesFromData {
             let labels = metadata
                 .entry("labels")
                 .or_insert_with(|| Value::Object(Map::new()));
-            labels[QUEUE_LABEL] = Value::from(queue);
+            labels[label] = Value::from(value);
         }
         Ok(JobDecision::Modify(job.to_string()))
     }
