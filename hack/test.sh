@@ -43,9 +43,9 @@ targets=()
 for f in tests/*.rs; do
   name=$(basename "$f" .rs)
   case $name in
-    # in_cluster and in_cluster_secure run last (below); knative needs Knative Eventing:
-    # hack/test-knative.sh.
-    in_cluster | in_cluster_secure | knative) ;;
+    # in_cluster and in_cluster_secure run last (below); knative needs Knative Eventing
+    # (hack/test-knative.sh), kueue needs Kueue (hack/test-kueue.sh).
+    in_cluster | in_cluster_secure | knative | kueue) ;;
     *) targets+=(--test "$name") ;;
   esac
 done
