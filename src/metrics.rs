@@ -311,7 +311,7 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one hook call by where it ran (`HookEngine::run_call`).
+    /// Counts one hook call by where it ran (`hook::HookEngine` counts its own calls).
     pub fn hook_call(&self, place: &'static str) {
         self.hook_calls.get_or_create(&PlaceLabels { place }).inc();
     }

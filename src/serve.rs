@@ -59,7 +59,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     engine_config
         .check(container_memory_limit())
         .context("checking the hook limits")?;
-    let engine = HookEngine::new(engine_config).context("creating the WebAssembly hook engine")?;
+    let engine = HookEngine::new(engine_config, metrics.clone())
+        .context("creating the WebAssembly hook engine")?;
     let hooks = HookRegistry::new(
         engine,
         client.clone(),

@@ -14,12 +14,13 @@ use jobsink::hook::{
     EngineConfig, HookEngine, HookError, HookNote, HookOutput, HookRefusal, HookSettings,
     LoadError, LoadedHook, Phase, run_hooks,
 };
+use jobsink::metrics::Metrics;
 use jobsink::receiver::ReceiveError;
 use support::first_container;
 use support::hooks::{build_job, event, event_with_data, plugin};
 
 fn engine() -> HookEngine {
-    HookEngine::new(EngineConfig::default()).expect("hook engine")
+    HookEngine::new(EngineConfig::default(), Metrics::default()).expect("hook engine")
 }
 
 fn ctx() -> SinkId {
@@ -714,11 +715,14 @@ async fn a_call_cut_inline_still_ends_at_the_configured_deadline() {
 }
 
 fn one_call_per_sink(wait: Duration) -> HookEngine {
-    HookEngine::new(EngineConfig {
-        per_sink_concurrency: 1,
-        slot_wait: wait,
-        ..EngineConfig::default()
-    })
+    HookEngine::new(
+        EngineConfig {
+            per_sink_concurrency: 1,
+            slot_wait: wait,
+            ..EngineConfig::default()
+        },
+        Metrics::default(),
+    )
     .expect("hook engine")
 }
 
@@ -761,10 +765,13 @@ async fn a_sink_past_its_share_gets_503_with_retry_after_while_another_sink_runs
 
 #[test]
 fn a_hook_asking_for_more_than_half_the_memory_budget_is_refused_at_load() {
-    let engine = HookEngine::new(EngineConfig {
-        memory_budget_mib: 128,
-        ..EngineConfig::default()
-    })
+    let engine = HookEngine::new(
+        EngineConfig {
+            memory_budget_mib: 128,
+            ..EngineConfig::default()
+        },
+        Metrics::default(),
+    )
     .expect("hook engine");
     let greedy = HookSettings {
         memory_limit_bytes: 65 << 20,
@@ -792,10 +799,13 @@ fn a_hook_asking_for_more_than_half_the_memory_budget_is_refused_at_load() {
 
 #[test]
 fn a_budget_too_small_for_two_default_calls_is_refused_at_start() {
-    let error = HookEngine::new(EngineConfig {
-        memory_budget_mib: 40,
-        ..EngineConfig::default()
-    })
+    let error = HookEngine::new(
+        EngineConfig {
+            memory_budget_mib: 40,
+            ..EngineConfig::default()
+        },
+        Metrics::default(),
+    )
     .err()
     .expect("40 MiB cannot hold two calls of 32 MiB");
     assert!(
