@@ -86,10 +86,11 @@ kubectl wait --for=condition=Ready jobsink/job-sink-logger --timeout=60s >/dev/n
 show kubectl get jobsinks.sinks.knative.dev
 
 title "Triggering it as the seed does: curl in a pod, to the Service's cluster address"
-# The seed runs this pod attached (`--rm=true -ti`). curl answers within a second, and a
-# container that has exited by the time kubectl attaches leaves kubectl with nothing to show
-# ("couldn't attach to pod/curl"). So the same pod runs detached, and its log (curl -v: the
-# request, then the answer's status and headers) is printed once it has ended.
+# The seed runs this pod attached (`--rm=true -ti`). But curl has answered before kubectl's
+# attach is set up: on a terminal kubectl then shows nothing of it, and without one it falls
+# back to the log ("couldn't attach to pod/curl") only while the pod is still there. So the
+# same pod runs detached, and its log (curl -v: the request, then the answer's status and
+# headers) is printed once it has ended.
 # A copy of the event already sent (a second demo run) is answered 202 without a new Job.
 kubectl delete pod curl --ignore-not-found --wait=true >/dev/null
 show kubectl run curl --image=curlimages/curl --restart=Never -- -X POST -v \
