@@ -57,7 +57,7 @@ cleanup() {
       "$here/down.sh" --purge
     fi
   fi
-  exit $status
+  exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT

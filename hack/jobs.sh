@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Runs long builds side by side and reports on them; sourced by hack/build.sh and
 # hack/build-control-plane.sh. Each job's output goes to its own log. One line is printed
 # when a job starts and when it ends (with its time), and every minute one line per job still
@@ -65,7 +66,7 @@ jobs_wait() {
       _jobs_left[i]=""
       if [ $status -ne 0 ]; then
         _jobs_say "${_jobs_names[$i]}: FAILED after $(_jobs_time $((SECONDS - _jobs_t0[i]))) (exit $status); last lines of ${_jobs_logs[$i]}:"
-        tail -n 40 "${_jobs_logs[$i]}" >&2
+        tail -n 60 "${_jobs_logs[$i]}" >&2
         _jobs_stop_all
         return 1
       fi

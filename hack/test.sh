@@ -25,7 +25,7 @@ started=""
 cleanup() {
   local status=$?
   if [ -n "$started" ]; then "$here/down.sh"; fi
-  exit $status
+  exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT

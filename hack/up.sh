@@ -40,7 +40,7 @@ stop_on_failure() {
     say "stopping what this run started (logs kept in $LOG_DIR)"
     "$here/down.sh" >&2 || true
   fi
-  exit $status
+  exit "$status"
 }
 trap stop_on_failure EXIT
 trap 'exit 130' INT
