@@ -38,7 +38,11 @@ demo | test) ;;
   ;;
 esac
 t0=$SECONDS
-jobs_start "cluster binaries (Go)" "$logs/build-go.log" "$here/build-control-plane.sh"
+# The Rust build is a long chain of crates that must follow each other (cranelift, wasmtime,
+# jobsink); the Go builds are wide. At equal priority Go's many compile processes starve that
+# chain and leave it running alone at the end, so Go runs at nice 10 and takes the CPU the
+# Rust build leaves.
+jobs_start "cluster binaries (Go)" "$logs/build-go.log" nice -n 10 "$here/build-control-plane.sh"
 jobs_start "jobsink (Rust)" "$logs/build-rust.log" rust "$1"
 jobs_wait
 echo "[build] everything built in $(_jobs_time $((SECONDS - t0)))" >&2
