@@ -5,8 +5,8 @@
 # of a build). One line when each build starts and ends, and every minute while it runs
 # (hack/jobs.sh); the full output is in the logs named (under $(hack/cache-dir.sh --root)/logs).
 #
-#   hack/build.sh demo    the cluster's binaries, and the jobsink binary of the image (cargo
-#                         profile `image`, see hack/images.sh)
+#   hack/build.sh demo    the cluster's binaries, and the release jobsink binary of the image
+#                         (hack/images.sh jobsink)
 #   hack/build.sh test    the same, and the test hooks (plugins/build.sh) and every test
 #                         target (`cargo build --all-targets`)
 set -euo pipefail
@@ -26,8 +26,8 @@ rust() {
     echo "cargo build --all-targets"
     cargo build --all-targets
   fi
-  echo "cargo build --profile image --bin jobsink"
-  cargo build --profile image --locked --bin jobsink
+  echo "cargo build --release --bin jobsink"
+  cargo build --release --locked --bin jobsink
 }
 
 case "${1:-}" in

@@ -7,9 +7,8 @@
 #                            (and docker.io/library/busybox:latest), also pushed to the node's
 #                            local registry (127.0.0.1:$REGISTRY_PORT, containerd's only
 #                            registry) so that `imagePullPolicy: Always` works
-#   hack/images.sh jobsink   the jobsink image (localhost/jobsink:<version>) from the binary
-#                            of cargo's `image` profile (release's optimisations, no debug
-#                            info), with the `Containerfile` at the top of the repository
+#   hack/images.sh jobsink   the jobsink image (localhost/jobsink:<version>) from the release
+#                            binary, with the `Containerfile` at the top of the repository
 #   hack/images.sh knative   one image per Knative Eventing component built by
 #                            `hack/knative.sh build` (localhost/knative/<component>:<version>)
 #
@@ -109,13 +108,13 @@ jobsink() {
   local version ctx target_dir
   version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -n 1)
   # cargo's own progress on stderr (a line when there is nothing to build).
-  (cd "$repo" && cargo build --profile image --locked --bin jobsink)
+  (cd "$repo" && cargo build --release --locked --bin jobsink)
   target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps |
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
   ctx=$work/jobsink
   mkdir -p "$ctx/rootfs/usr/local/bin"
-  cp "$target_dir/image/jobsink" "$ctx/rootfs/usr/local/bin/jobsink"
-  with_libs "$ctx/rootfs" "$target_dir/image/jobsink"
+  cp "$target_dir/release/jobsink" "$ctx/rootfs/usr/local/bin/jobsink"
+  with_libs "$ctx/rootfs" "$target_dir/release/jobsink"
   build "localhost/jobsink:$version" "$repo/Containerfile" "$ctx"
 }
 
