@@ -83,8 +83,11 @@ if [ ${#running[@]} -gt 0 ] && [ ${#running[@]} -lt ${#COMPONENTS[@]} ]; then
   problem "cluster $JOBSINK_CLUSTER_INDEX is partly running (${running[*]}): JOBSINK_CLUSTER_INDEX=$JOBSINK_CLUSTER_INDEX hack/down.sh"
 fi
 
-# Room for a first build: the Go and cargo caches, the images and the cluster's state.
+# Room for a first build: a first demo fills about 10 GiB (the Go build and module caches
+# about 6, cargo's registry and release build 2 to 3, the cluster's state up to 1.2); the
+# tests' debug build of every target adds 5 to 6.
 need_gib=12
+[ -z "$tests" ] || need_gib=18
 cache_root=$("$here/cache-dir.sh" --root)
 for dir in "$cache_root" "${CARGO_TARGET_DIR:-$repo/target}" "$(dirname "$JOBSINK_CLUSTER_DIR")"; do
   while [ ! -d "$dir" ]; do dir=$(dirname "$dir"); done
