@@ -77,7 +77,7 @@ jobs_wait() {
       next_report=$((SECONDS + 60))
       for i in "${!_jobs_pids[@]}"; do
         [ "${_jobs_left[$i]}" = yes ] || continue
-        last=$(tail -n 1 "${_jobs_logs[$i]}" 2>/dev/null | tr -d '\r' | cut -c 1-100)
+        last=$(tail -n 1 "${_jobs_logs[$i]}" 2>/dev/null | tr -d '\r\0' | cut -c 1-100)
         _jobs_say "${_jobs_names[$i]}: $(_jobs_time $((SECONDS - _jobs_t0[i]))) so far${last:+ ($last)}"
       done
     fi
