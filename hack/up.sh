@@ -10,7 +10,8 @@
 #   export KUBECONFIG=$(hack/up.sh)
 #
 # Logs: $JOBSINK_CLUSTER_DIR/logs/<process>.log; PIDs: $JOBSINK_CLUSTER_DIR/pids/. Stop with
-# hack/down.sh.
+# hack/down.sh. A run that fails half-way (or is interrupted) stops what it started itself,
+# keeping the logs.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=cluster-env.sh
@@ -33,10 +34,9 @@ bin=$("$here/build-control-plane.sh")
 mkdir -p "$LOG_DIR" "$PID_DIR" "$JOBSINK_CLUSTER_DIR/pki"
 # From here on, a failure (or an interrupt) stops everything this run started, keeping the
 # logs, so that the next hack/up.sh starts from nothing.
-started=""
 stop_on_failure() {
   local status=$?
-  if [ $status -ne 0 ] && [ -n "$started" ]; then
+  if [ $status -ne 0 ]; then
     say "stopping what this run started (logs kept in $LOG_DIR)"
     "$here/down.sh" >&2 || true
   fi
@@ -45,7 +45,6 @@ stop_on_failure() {
 trap stop_on_failure EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-started=yes
 "$here/certs.sh" "$JOBSINK_CLUSTER_DIR"
 pki=$JOBSINK_CLUSTER_DIR/pki
 # The API server listens on the node address (the pod bridge's gateway, in the cluster's
