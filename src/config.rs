@@ -56,6 +56,20 @@ pub enum HookCommand {
     Run(crate::hook::cli::RunArgs),
     /// Measure a hook's per-event cost: instantiate, call and total percentiles.
     Bench(crate::hook::cli::BenchArgs),
+    /// Compile a component read on stdin for the dispatcher's engine and write the machine
+    /// code to stdout, within the given limits: what the dispatcher runs to compile a hook
+    /// in a process of its own.
+    #[command(hide = true)]
+    Compile(CompileArgs),
+}
+
+/// The CPU limit of `jobsink hook compile`, which it sets on itself before reading its
+/// input.
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// CPU seconds (RLIMIT_CPU).
+    #[arg(long)]
+    pub cpu_seconds: u64,
 }
 
 /// Which CustomResourceDefinition `jobsink crd` prints.
@@ -136,6 +150,16 @@ pub struct ServeArgs {
     /// Longest wait for a hook slot, in milliseconds; then the event gets 503 + Retry-After.
     #[arg(long, env = "JOBSINK_HOOK_SLOT_WAIT_MS", default_value_t = DEFAULT_SLOT_WAIT_MS)]
     pub hook_slot_wait_ms: u64,
+    /// Seconds one hook's compilation may take (it runs in a process of its own); then the
+    /// hook is refused with HookCompileLimit.
+    #[arg(long, env = "JOBSINK_HOOK_COMPILE_TIMEOUT_SECONDS", default_value_t = crate::hook::DEFAULT_COMPILE_TIMEOUT.as_secs())]
+    pub hook_compile_timeout_seconds: u64,
+    /// CPU seconds one hook's compilation may use.
+    #[arg(long, env = "JOBSINK_HOOK_COMPILE_CPU_SECONDS", default_value_t = crate::hook::DEFAULT_COMPILE_CPU.as_secs())]
+    pub hook_compile_cpu_seconds: u64,
+    /// Resident memory, in MiB, the process that compiles a hook may reach.
+    #[arg(long, env = "JOBSINK_HOOK_COMPILE_MEMORY_MIB", default_value_t = crate::hook::DEFAULT_COMPILE_MEMORY_BYTES >> 20)]
+    pub hook_compile_memory_mib: u64,
     /// Answer copies of accepted events from a metadata-only watch of the Jobs created,
     /// without API calls (false: every copy asks the API server).
     #[arg(long, env = "JOBSINK_JOB_INDEX", default_value_t = true, action = clap::ArgAction::Set)]

@@ -18,7 +18,7 @@ use crate::controller::knative_lease::{self, KnativeLease};
 use crate::controller::{self, ControllerConfig, Extensions, SharedSinks, detect_cluster_domain};
 use crate::crd::{JobSink, SinkId};
 use crate::features::FeatureStore;
-use crate::hook::{EngineConfig, HookEngine, HookRegistry};
+use crate::hook::{CompileLimits, Compiler, EngineConfig, HookEngine, HookRegistry};
 use crate::jobs::{JobIndex, JobWatch};
 use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
@@ -55,6 +55,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         memory_budget_mib: args.hook_memory_budget_mib,
         slot_wait: Duration::from_millis(args.hook_slot_wait_ms),
         pooling: true,
+        compiler: Compiler::this_program(CompileLimits {
+            timeout: Duration::from_secs(args.hook_compile_timeout_seconds),
+            cpu: Duration::from_secs(args.hook_compile_cpu_seconds),
+            memory_bytes: args.hook_compile_memory_mib << 20,
+        })
+        .context("finding this program, which compiles hooks")?,
     };
     engine_config
         .check(container_memory_limit())
