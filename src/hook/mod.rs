@@ -4,11 +4,13 @@
 //! From the request down to the guest:
 //! - `registry`: [`HookRegistry`], the hooks of the cluster's sinks and [`HookRegistry::run`];
 //!   `table`: each sink's settings, serving hook and `HookReady` state; `reload`: loading a
-//!   sink's ConfigMap, and reloading it on change, off the request path.
+//!   sink's ConfigMap, and reloading it on change, off the request path; `notes`: the
+//!   Kubernetes Events that hook notes become, within bounds.
 //! - `pipeline`: [`run_hooks`], `on-event`, the Job, `on-job`, decisions and failure policy;
 //!   `convert`: the WIT types both ways and the checks on what a hook hands back.
 //! - `engine`: [`HookEngine`], the process's runtime: admission, where each call runs, its
-//!   metrics; `slots`: the call slots, per-sink shares and memory budget a call reserves;
+//!   metrics; `slots`: the call slots, per-sink shares and memory budget a call reserves,
+//!   granted fairly between namespaces;
 //!   `pace`: where a hook's next call runs (inline, handed off, low priority).
 //! - `call`: one call on the current thread, its deadline and its errors classified;
 //!   `idle`: spares and retired stores, what an inline call leaves for the next;
