@@ -1,6 +1,7 @@
 //! `POST /<namespace>/<jobsink>`: one CloudEvent in, one Job (and its Secret) out.
 //!
-//! look up the sink -> authenticate the sender (OIDC on) -> decode and validate -> authorize
+//! authenticate the sender and admit its subject (OIDC on) -> look up the sink -> read the
+//! body -> decode and validate -> authorize the event
 //! (EventPolicies or the default mode; OIDC on) -> the sink's hook (`on-event`, build the Job,
 //! `on-job`; just the build without a hook) -> size check -> create Job and Secret. Nothing
 //! is created unless every step before passed. See `docs/architecture.md`.
@@ -13,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::{Span, debug};
 
 use super::create::{Calls, Created, EventObjects, create_objects};
-use super::security::{authenticate, authorize};
+use super::security::{admit, authenticate, authorize};
 use super::{AppState, ReceiveError};
 use crate::cloudevent::{self, CloudEvent};
 use crate::cputime::cpu_timed;
@@ -83,11 +84,20 @@ async fn ingest(
 ) -> Result<Accepted, ReceiveError> {
     let started = Instant::now();
     let features = state.security.features()?;
-    let cached = lookup(state, id)?;
-    let sink = decoded(&cached).map_err(|why| not_ready(id, why))?;
-    // The sender first: nothing of an unauthenticated request is read.
+    // The sender first: a caller without a valid token (401), or one the sink's policies
+    // refuse (403), learns nothing about the sink, not even whether it exists.
     let (sender, key_fetch_time) = authenticate(&state.security, &features, id, headers).await;
     let sender = sender?;
+    let cached = state.sinks.get(id);
+    admit(
+        &state.security,
+        &features,
+        sender.as_ref(),
+        id,
+        cached.as_deref(),
+    )?;
+    let cached = usable(state, id, cached)?;
+    let sink = decoded(&cached).map_err(|why| not_ready(id, why))?;
     let limit = state.config.max_body_bytes();
     let patience = state.config.body_read_timeout;
     let bytes = tokio::time::timeout(patience, axum::body::to_bytes(body, limit))
@@ -154,8 +164,13 @@ fn not_ready(sink: &SinkId, why: String) -> ReceiveError {
     }
 }
 
-fn lookup(state: &AppState, id: &SinkId) -> Result<std::sync::Arc<CachedSink>, ReceiveError> {
-    let Some(sink) = state.sinks.get(id) else {
+/// The sink, when it exists and may take events.
+fn usable(
+    state: &AppState,
+    id: &SinkId,
+    sink: Option<std::sync::Arc<CachedSink>>,
+) -> Result<std::sync::Arc<CachedSink>, ReceiveError> {
+    let Some(sink) = sink else {
         return Err(if state.sinks.is_ready() {
             ReceiveError::UnknownSink(id.clone())
         } else {

@@ -256,7 +256,7 @@ async fn dispatch(
         let handled = async {
             match route {
                 Route::Ingest(sink) => ingest::handle(&state, &sink, &headers, body).await,
-                Route::Status(path) => status::handle(&state, &path).await,
+                Route::Status(path) => status::handle(&state, &headers, &path).await,
                 Route::Refused(error) => error.into_response(),
             }
         };
