@@ -1,7 +1,7 @@
 //! `POST /<namespace>/<jobsink>`: one CloudEvent in, one Job (and its Secret) out.
 //!
 //! authenticate the sender and admit its subject (OIDC on) -> look up the sink -> read the
-//! body -> decode and validate -> authorize the event
+//! body -> take a slot of `--max-in-flight` -> decode and validate -> authorize the event
 //! (EventPolicies or the default mode; OIDC on) -> the sink's hook (`on-event`, build the Job,
 //! `on-job`; just the build without a hook) -> size check -> create Job and Secret. Nothing
 //! is created unless every step before passed. See `docs/architecture.md`.
@@ -98,13 +98,17 @@ async fn ingest(
     )?;
     let cached = usable(state, id, cached)?;
     let sink = decoded(&cached).map_err(|why| not_ready(id, why))?;
+    // The body is read without a slot of --max-in-flight: a sender trickling it holds its
+    // bytes of the body memory budget, nothing a fast sender needs.
     let limit = state.config.max_body_bytes();
-    let patience = state.config.body_read_timeout;
-    let bytes = tokio::time::timeout(patience, axum::body::to_bytes(body, limit))
-        .await
-        .map_err(|_| ReceiveError::BodyTimeout(patience))?
-        .map_err(|e| body_error(e, limit))?;
-    let mut event = cloudevent::decode(headers, &bytes)?;
+    let body = state
+        .lifecycle
+        .read_body(body, limit, state.config.body_read_timeout)
+        .await?;
+    let Some(_slot) = state.lifecycle.try_admit() else {
+        return Err(ReceiveError::Overloaded);
+    };
+    let mut event = cloudevent::decode(headers, &body.bytes)?;
     cloudevent::apply_trace_context(&mut event, headers);
     Span::current().record("event_id", event.id.as_str());
     debug!(event.id, event.source, "event decoded");
@@ -180,15 +184,5 @@ fn usable(
     match decoded(&sink).map(readiness) {
         Ok(Readiness::Ready) => Ok(sink),
         Ok(Readiness::NotReady(why)) | Err(why) => Err(not_ready(id, why)),
-    }
-}
-
-fn body_error(error: axum::Error, limit: usize) -> ReceiveError {
-    let is_limit = std::error::Error::source(&error)
-        .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-    if is_limit {
-        ReceiveError::BodyTooLarge { limit }
-    } else {
-        ReceiveError::BodyRead(error)
     }
 }

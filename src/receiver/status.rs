@@ -58,6 +58,9 @@ async fn lookup(
             ReceiveError::Starting
         });
     }
+    let Some(_slot) = state.lifecycle.try_admit() else {
+        return Err(ReceiveError::Overloaded);
+    };
     // No event over the limits was ever accepted, so it has no Job.
     if event.source.len() > MAX_SOURCE_BYTES || event.id.len() > MAX_ID_BYTES {
         return Err(ReceiveError::NoSuchJob);
