@@ -598,12 +598,15 @@ async fn after_a_sigkill_during_a_load_every_accepted_event_has_its_job_and_secr
 #[tokio::test]
 async fn slow_senders_on_twice_the_in_flight_cap_leave_every_event_of_a_normal_sender_202() {
     // Issue 24's probe: connections that send a request head and then one body byte a
-    // second. Long body and request deadlines keep them reading for the whole test.
+    // second. Long body and request deadlines keep them reading for the whole test; a long
+    // API timeout keeps a slow API server on a loaded machine (a 503 of its own) out of it.
     let serve = Serve::start(&[
         "--body-read-timeout-seconds",
         "300",
         "--request-timeout-seconds",
         "400",
+        "--api-timeout-seconds",
+        "60",
     ])
     .await;
     let ns = TestNamespace::new("slow-senders").await;
