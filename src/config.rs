@@ -15,9 +15,11 @@ use crate::hook::{
 use crate::job::DEFAULT_MAX_EVENT_BYTES;
 use crate::leader::{DEFAULT_LEASE_DURATION, DEFAULT_LEASE_NAME};
 use crate::receiver::{
-    DEFAULT_API_TIMEOUT, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_DRAIN_DELAY,
-    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_API_TIMEOUT, DEFAULT_BODY_MEMORY_MIB, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_DRAIN_DELAY,
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_PEER,
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT,
 };
+use crate::serve::DEFAULT_METRICS_MAX_CONNECTIONS;
 use crate::tls::DEFAULT_SECRET_NAME;
 
 const DEFAULT_SLOT_WAIT_MS: u64 = DEFAULT_SLOT_WAIT.as_millis() as u64;
@@ -83,6 +85,17 @@ pub enum CrdKind {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Who may read `/metrics` (`docs/contract.md#metrics`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MetricsAuth {
+    /// A bearer token the API server accepts, of an identity allowed `get` on the
+    /// non-resource URL `/metrics` (TokenReview, SubjectAccessReview); connections from the
+    /// pod itself (loopback) need none.
+    Rbac,
+    /// Anyone who can connect (protect the port otherwise, e.g. with a NetworkPolicy).
+    None,
 }
 
 /// Which parts of the dispatcher this process runs.
@@ -194,7 +207,8 @@ pub struct ServeArgs {
     /// 503 + Retry-After.
     #[arg(long, env = "JOBSINK_API_TIMEOUT_SECONDS", default_value_t = DEFAULT_API_TIMEOUT.as_secs())]
     pub api_timeout_seconds: u64,
-    /// Seconds a client may take to send a request's head (also the idle keep-alive timeout).
+    /// Seconds a client may take to send a request's head (also the idle keep-alive timeout),
+    /// on every listener, metrics included.
     #[arg(long, env = "JOBSINK_HEADER_READ_TIMEOUT_SECONDS", default_value_t = DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
     pub header_read_timeout_seconds: u64,
     /// Seconds a client may take to send a request's body; then 408.
@@ -203,9 +217,30 @@ pub struct ServeArgs {
     /// Seconds a whole request may take once its head arrived; then 503 + Retry-After.
     #[arg(long, env = "JOBSINK_REQUEST_TIMEOUT_SECONDS", default_value_t = DEFAULT_REQUEST_TIMEOUT.as_secs())]
     pub request_timeout_seconds: u64,
-    /// Most event and status requests handled at once; more get 503 + Retry-After.
+    /// Most event and status requests handled at once, each counted once its body is in; more
+    /// get 503 + Retry-After.
     #[arg(long, env = "JOBSINK_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
+    /// MiB of request bodies held at once, counted as they arrive; a body that does not fit
+    /// gets 503 + Retry-After. Must hold one body of the largest event.
+    #[arg(long, env = "JOBSINK_BODY_MEMORY_MIB", default_value_t = DEFAULT_BODY_MEMORY_MIB)]
+    pub body_memory_mib: usize,
+    /// Most connections open on the event listeners (HTTP and HTTPS together); more are
+    /// closed at once.
+    #[arg(long, env = "JOBSINK_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Most connections open on the event listeners from one peer address; more are closed at
+    /// once. Raise it when a proxy or NAT hides the senders' own addresses.
+    #[arg(long, env = "JOBSINK_MAX_CONNECTIONS_PER_PEER", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_PEER)]
+    pub max_connections_per_peer: usize,
+    /// Most connections open on the metrics listener (at most 4 from one peer address); more
+    /// are closed at once.
+    #[arg(long, env = "JOBSINK_METRICS_MAX_CONNECTIONS", default_value_t = DEFAULT_METRICS_MAX_CONNECTIONS)]
+    pub metrics_max_connections: usize,
+    /// Who may read /metrics: `rbac`, callers whose bearer token the API server accepts and
+    /// allows `get` on the non-resource URL /metrics (loopback needs none); or `none`, anyone.
+    #[arg(long, env = "JOBSINK_METRICS_AUTH", value_enum, default_value_t = MetricsAuth::Rbac)]
+    pub metrics_auth: MetricsAuth,
     /// Seconds after which the controller removes a Job that still lacks its Secret (its
     /// receiver died between creating the two). Give every role the same value.
     #[arg(long, env = "JOBSINK_ORPHAN_GRACE_SECONDS", default_value_t = DEFAULT_ORPHAN_GRACE.as_secs())]
