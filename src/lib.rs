@@ -29,6 +29,7 @@ pub mod jobs;
 pub mod k8s;
 pub mod leader;
 pub mod location;
+mod lock;
 pub mod metrics;
 pub mod policy;
 pub mod receiver;

@@ -1,29 +1,38 @@
-//! [`HookEngine`]: the one per-process hook runtime. It owns the Wasmtime engine and
-//! linker, the compiled-component cache, the call slots and memory budget (`slots.rs`) and
-//! the bounded load pool, and runs each call where its hook's pace says (`pace.rs`).
+//! [`HookEngine`]: the one per-process hook runtime. It owns the loader (the Wasmtime engine,
+//! the compiled-component cache, the bounded loads), the call slots and memory budget
+//! (`slots.rs`), and runs each call where its hook's pace says (`pace.rs`), counting where in
+//! `jobsink_hook_calls_total`.
+//!
+//! Where a call runs (docs/hooks.md#where-a-call-runs):
+//! - **inline** on this worker, for a hook whose recent calls were all fast: no hand-off, the
+//!   call costs what it costs. Stopped after `INLINE_TICKS` epoch ticks when its deadline is
+//!   later, and then made again from the start off the worker with what is left of its
+//!   deadline (a call is a pure function of its input: a fresh instance, no I/O);
+//! - **handed off** (`block_in_place`) while the hook is on probation;
+//! - on a **low-priority thread** of its own while its last call was slow (ran to its
+//!   deadline or used [`SLOW_CALL_CPU`]), so that a hook that burns CPU on every event takes
+//!   only what the API server, the receiver and other sinks' hooks leave.
+//!
+//! On a single-threaded runtime (tests, tooling) calls go to the blocking pool.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime::Engine;
-use wasmtime::component::Linker;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::bindings::jobsink::hook::types as wit;
-use super::error::HookError;
-use super::loader::{Cache, LoadedHook};
+use super::call::{self, CallLimits, CallReport};
+use super::engine_config::{Allocator, EngineConfig, EngineError, build_engine};
+use super::error::{HookError, LoadError};
+use super::host::linker;
+use super::loader::{LoadedHook, Loader};
 use super::pace::{INLINE_TICKS, Pace, Place};
-use super::runtime::{
-    CallLimits, CallReport, HostState, drop_retired, has_retired, invoke, linker, prepare_spare,
-    wants_spare,
-};
 use super::settings::HookSettings;
-use super::slots::{OverBudget, Reservation, Slots};
-use super::wasm_config::{
-    self, Allocator, EngineConfig, EngineError, LOAD_SLOTS, SpareSlots, Ticker,
-};
+use super::slots::{Reservation, Slots};
+use super::ticker::Ticker;
 use crate::cputime::thread_cpu;
 use crate::crd::SinkId;
+use crate::metrics::Metrics;
 
 /// The hook runtime shared by the receiver, the controller and the tooling. Cheap to
 /// clone; build it once per process.
@@ -33,67 +42,46 @@ pub struct HookEngine {
 }
 
 struct Inner {
-    engine: Engine,
-    linker: Linker<HostState>,
-    /// Advances the epoch while calls run (`wasm_config::Ticker`).
-    ticker: Arc<Ticker>,
-    /// Places for instances made ahead of their call (`runtime::prepare_spare`).
-    spares: Arc<SpareSlots>,
-    allocator: Allocator,
-    cache: Mutex<Cache>,
+    loader: Loader,
     /// Call slots, per-sink shares and the memory budget. A call's reservation is owned by
     /// the call, so it comes back when the call ends however it ends (result, trap, deadline,
     /// cancelled request).
     slots: Slots,
+    allocator: Allocator,
     max_concurrency: usize,
-    /// Loads waiting for one of the `LOAD_SLOTS` (the registry waits here without holding a
-    /// thread).
-    load_queue: Arc<Semaphore>,
-    /// Loads running now, at most `LOAD_SLOTS`, also for callers that bypass the queue
-    /// (tooling, tests): `validate-config` uses the instance slots kept for loading.
-    loading: (Mutex<u32>, Condvar),
-}
-
-/// A running load's place; frees it on drop.
-pub(crate) struct LoadSlot<'a>(&'a (Mutex<u32>, Condvar));
-
-impl Drop for LoadSlot<'_> {
-    fn drop(&mut self) {
-        let (count, freed) = self.0;
-        *count.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
-        freed.notify_one();
-    }
+    /// Where each call ran, counted in `jobsink_hook_calls_total` and
+    /// `jobsink_hook_calls_on_spares_total`.
+    metrics: Metrics,
 }
 
 impl HookEngine {
-    /// Builds the engine (pooling allocator when its probe passes) and starts the epoch
-    /// ticker.
-    pub fn new(cfg: EngineConfig) -> Result<Self, EngineError> {
-        let (engine, allocator) = wasm_config::build(&cfg)?;
+    /// Builds the engine (pooling allocator when its probe passes), starts the epoch ticker,
+    /// and counts its calls in `metrics`.
+    pub fn new(cfg: EngineConfig, metrics: Metrics) -> Result<Self, EngineError> {
+        let (engine, allocator) = build_engine(&cfg)?;
         let linker = linker(&engine).map_err(EngineError::Create)?;
         let ticker = Ticker::start(&engine);
+        let slots = Slots::new(
+            cfg.max_concurrency,
+            cfg.per_sink_concurrency,
+            cfg.memory_budget_mib,
+            cfg.slot_wait,
+        );
+        let headroom = slots.headroom();
         tracing::info!(
             ?allocator,
             max_concurrency = cfg.max_concurrency,
+            headroom_calls = headroom.calls,
+            headroom_mib = headroom.mib,
             "hook engine ready"
         );
         Ok(HookEngine {
             inner: Arc::new(Inner {
-                engine,
-                linker,
-                ticker,
-                spares: SpareSlots::new(),
+                loader: Loader::new(engine, cfg.compiler.clone(), linker, ticker),
+                slots,
                 allocator,
-                cache: Mutex::new(Cache::new()),
-                slots: Slots::new(
-                    cfg.max_concurrency,
-                    cfg.per_sink_concurrency,
-                    cfg.memory_budget_mib,
-                    cfg.slot_wait,
-                ),
                 max_concurrency: cfg.max_concurrency,
-                load_queue: Arc::new(Semaphore::new(LOAD_SLOTS as usize)),
-                loading: (Mutex::new(0), Condvar::new()),
+                metrics,
             }),
         })
     }
@@ -113,211 +101,258 @@ impl HookEngine {
         self.inner.slots.available_calls()
     }
 
-    /// How many calls of one sink may run at once given its memory limit, or why the sink
-    /// asks for more memory than it may hold (checked at load).
-    pub(crate) fn share(&self, memory_limit_bytes: usize) -> Result<usize, OverBudget> {
-        self.inner.slots.share(memory_limit_bytes)
-    }
-
-    /// Waits for the sink's share (all of it for a slow hook), a call slot and the call's
-    /// memory (see `slots.rs`).
-    pub(crate) async fn reserve(&self, hook: &LoadedHook) -> Result<Reservation, Duration> {
+    /// Loads `wasm` for a sink (`loader.rs`): refuses what cannot serve, compiles once per
+    /// distinct sha256, runs `validate-config` under `settings`, and sizes the sink's share
+    /// of the call slots from its memory limit.
+    ///
+    /// Blocking (compilation takes milliseconds to seconds): call it from
+    /// `tokio::task::spawn_blocking`, never on the reactor.
+    pub fn load(
+        &self,
+        wasm: &[u8],
+        config: &str,
+        expected_sha256: Option<&str>,
+        settings: &HookSettings,
+    ) -> Result<Arc<LoadedHook>, LoadError> {
+        let slots = &self.inner.slots;
         self.inner
-            .slots
-            .reserve(&hook.share, share_needed(hook), hook.memory_limit_bytes)
-            .await
+            .loader
+            .load(wasm, config, expected_sha256, settings, |memory| {
+                slots.share(memory)
+            })
     }
 
     /// A place in the load queue, for the registry, before it hands a load to a blocking
-    /// thread: at most `LOAD_SLOTS` loads run at once, the rest wait here without a thread.
+    /// thread (`Loader::queue`).
     pub(crate) async fn queue_load(&self) -> Option<OwnedSemaphorePermit> {
-        Arc::clone(&self.inner.load_queue)
-            .acquire_owned()
+        self.inner.loader.queue().await
+    }
+
+    /// Waits for the sink's share (all of it for a slow hook), then a call slot and the
+    /// call's memory, granted fairly between namespaces (see `slots.rs`).
+    pub(crate) async fn reserve(
+        &self,
+        hook: &LoadedHook,
+        sink: &SinkId,
+    ) -> Result<Reservation, Duration> {
+        let places = share_needed(hook);
+        self.inner
+            .slots
+            .reserve(
+                &sink.namespace,
+                &hook.share,
+                places,
+                hook.memory_limit_bytes,
+            )
             .await
-            .ok()
     }
 
-    pub(crate) fn wasm_engine(&self) -> &Engine {
-        &self.inner.engine
-    }
-
-    pub(crate) fn linker(&self) -> &Linker<HostState> {
-        &self.inner.linker
-    }
-
-    pub(crate) fn ticker(&self) -> Arc<Ticker> {
-        Arc::clone(&self.inner.ticker)
-    }
-
-    /// The process's places for spare instances, shared by every compiled component.
-    pub(crate) fn spares(&self) -> Arc<SpareSlots> {
-        Arc::clone(&self.inner.spares)
-    }
-
-    pub(crate) fn cache(&self) -> &Mutex<Cache> {
-        &self.inner.cache
-    }
-
-    /// Blocks until fewer than `LOAD_SLOTS` loads run, and counts this one.
-    pub(crate) fn load_slot(&self) -> LoadSlot<'_> {
-        let (count, freed) = &self.inner.loading;
-        let mut running = count.lock().unwrap_or_else(|p| p.into_inner());
-        while *running >= LOAD_SLOTS {
-            running = freed.wait(running).unwrap_or_else(|p| p.into_inner());
-        }
-        *running += 1;
-        LoadSlot(&self.inner.loading)
-    }
-
-    /// Runs `on-event` under the sink's limits, holding `slots` (see [`Self::run_call`]).
+    /// Runs `on-event` under the sink's limits, holding `reservation` (see
+    /// [`Self::run_call`]).
     pub(crate) async fn call_event(
         &self,
         hook: &Arc<LoadedHook>,
         settings: &HookSettings,
         sink: &SinkId,
-        slots: &Arc<Reservation>,
+        reservation: &Arc<Reservation>,
         event: wit::CloudEvent,
     ) -> (Result<wit::EventDecision, HookError>, CallReport) {
-        let hook_for_call = Arc::clone(hook);
-        self.run_call(hook, sink, settings, slots, move |sink, limits| {
-            call_event_blocking(&hook_for_call, sink, limits, &event)
+        let (compiled, ctx) = (Arc::clone(&hook.compiled), hook.context(sink));
+        self.run_call(hook, sink, settings, reservation, move |sink, limits| {
+            call::on_event(&compiled, &ctx, sink, limits, &event)
         })
         .await
     }
 
-    /// Runs `on-job` under the sink's limits, holding `slots` (see [`Self::run_call`]).
+    /// Runs `on-job` under the sink's limits, holding `reservation` (see [`Self::run_call`]).
     pub(crate) async fn call_job(
         &self,
         hook: &Arc<LoadedHook>,
         settings: &HookSettings,
         sink: &SinkId,
-        slots: &Arc<Reservation>,
+        reservation: &Arc<Reservation>,
         event: wit::CloudEvent,
         job_json: String,
     ) -> (Result<wit::JobDecision, HookError>, CallReport) {
-        let hook_for_call = Arc::clone(hook);
-        self.run_call(hook, sink, settings, slots, move |sink, limits| {
-            call_job_blocking(&hook_for_call, sink, limits, &event, &job_json)
+        let (compiled, ctx) = (Arc::clone(&hook.compiled), hook.context(sink));
+        self.run_call(hook, sink, settings, reservation, move |sink, limits| {
+            call::on_job(&compiled, &ctx, sink, limits, &event, &job_json)
         })
         .await
     }
 
-    /// Runs one call of `hook`, holding `slots` until it ends, where its pace says
-    /// (`pace.rs`, docs/hooks.md#where-a-call-runs):
-    /// - inline on this worker, for a hook whose recent calls were all fast: no hand-off, the
-    ///   call costs what it costs. Stopped after `INLINE_TICKS` epoch ticks when its deadline
-    ///   is later, and then made again from the start off the worker with what is left of
-    ///   its deadline (a call is a pure function of its input: a fresh instance, no I/O);
-    /// - handed off (`block_in_place`) while the hook is on probation;
-    /// - on a low-priority thread of its own while its last call was slow (ran to its
-    ///   deadline or used [`SLOW_CALL_CPU`]), so that a hook that burns CPU on every event
-    ///   takes only what the API server, the receiver and other sinks' hooks leave.
-    ///
-    /// On a single-threaded runtime (tests, tooling) fast calls go to the blocking pool.
+    /// Runs one call of `hook` where its pace says, holding `reservation` until it ends,
+    /// and counts where it ran. A deadline error names the sink's configured deadline, also
+    /// for a call cut inline that ran out of what was left of it.
     async fn run_call<R: Send + 'static>(
         &self,
         hook: &LoadedHook,
         sink: &SinkId,
         settings: &HookSettings,
-        slots: &Arc<Reservation>,
+        reservation: &Arc<Reservation>,
         call: impl Fn(&SinkId, CallLimits) -> (Result<R, HookError>, CallReport) + Send + Sync + 'static,
     ) -> (Result<R, HookError>, CallReport) {
-        let internal = |why: &str| (Err(HookError::Internal(why.into())), CallReport::default());
-        let pace = Arc::clone(&hook.pace);
-        let mut limits = CallLimits::new(settings.timeout, settings.memory_limit_bytes);
-        let multi_threaded = tokio::runtime::Handle::current().runtime_flavor()
-            == tokio::runtime::RuntimeFlavor::MultiThread;
-        let mut place = pace.place();
-        let mut cut = false;
-        if place == Place::Inline && multi_threaded {
-            let started = Instant::now();
-            let inline = CallLimits {
-                inline_ticks: Some(INLINE_TICKS),
-                ..limits
-            };
-            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                paced(&pace, Place::Inline, || call(sink, inline))
-            }));
-            let Ok(mut outcome) = ran else {
-                return internal("the hook call panicked in the host");
-            };
-            if !outcome.1.cut_inline {
-                // After this request's next await, while it waits for the API server: this
-                // call's store dropped, then the next inline call's instance made, on this
-                // worker (a thread of its own for spares was tried: the sender's latency did
-                // not fall and the hooked events' own time rose at C=8 and C=32; BENCHMARKS.md,
-                // hook overhead under concurrency).
-                if has_retired(&hook.compiled) || wants_spare(&hook.compiled) {
-                    let compiled = Arc::clone(&hook.compiled);
-                    tokio::spawn(async move {
-                        drop_retired(&compiled);
-                        prepare_spare(&compiled);
-                    });
-                }
-                outcome.1.place = "inline";
-                return outcome;
-            }
-            cut = true;
-            // Cut: the rest of its deadline, off the worker; in the background when it used
-            // the CPU of a slow call, handed off when it was only descheduled meanwhile.
-            limits.timeout = limits.timeout.saturating_sub(started.elapsed());
-            if limits.timeout.is_zero() {
-                return (
-                    Err(HookError::DeadlineExceeded(settings.timeout)),
-                    outcome.1,
-                );
-            }
-            place = if pace.is_slow() {
-                Place::Background
-            } else {
-                Place::HandedOff
-            };
-        } else if place == Place::Inline {
-            place = Place::HandedOff;
-        }
-
-        let permit = Arc::clone(slots);
-        let sink = sink.clone();
-        let run = move || {
-            let _permit = permit;
-            paced(&pace, place, || call(&sink, limits))
-        };
-        let (result, mut report) = match place {
-            Place::Background => match run_at_low_priority(run).await {
-                Some(outcome) => outcome,
-                None => return internal("the hook call panicked in the host"),
-            },
-            // On the dispatcher's multi-threaded runtime a call on probation runs right here,
-            // after handing this worker's other tasks to another thread: waiting for a
-            // blocking-pool thread to be scheduled cost milliseconds per event on a loaded
-            // machine.
-            _ if multi_threaded => {
-                let handed_off = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    tokio::task::block_in_place(run)
-                }));
-                match handed_off {
-                    Ok(outcome) => outcome,
-                    Err(_) => return internal("the hook call panicked in the host"),
-                }
-            }
-            _ => match tokio::task::spawn_blocking(run).await {
-                Ok(outcome) => outcome,
-                Err(join) => return internal(&join.to_string()),
-            },
-        };
-        report.place = match place {
-            Place::Background => "background",
-            _ if multi_threaded => "handed_off",
-            _ => "blocking_pool",
-        };
-        report.cut_inline = cut;
-        // The deadline a sender and the sink's owner know is the configured one, also when
-        // a call cut inline ran out of the rest of it.
+        let limits = CallLimits::new(settings.timeout, settings.memory_limit_bytes);
+        let (result, report) = place_call(hook, sink, limits, reservation, call).await;
+        self.record(&report);
         let result = result.map_err(|error| match error {
             HookError::DeadlineExceeded(_) => HookError::DeadlineExceeded(settings.timeout),
             other => other,
         });
         (result, report)
+    }
+
+    /// Counts where a call ran.
+    fn record(&self, report: &CallReport) {
+        let metrics = &self.inner.metrics;
+        if report.cut_inline {
+            metrics.hook_call("cut_inline");
+        }
+        if let Some(place) = report.place {
+            metrics.hook_call(place.as_str());
+        }
+        if report.on_spare {
+            metrics.hook_call_on_spare();
+        }
+    }
+}
+
+/// A call that did not run because the host failed around it (never the guest's doing).
+fn lost<R>(why: &str) -> (Result<R, HookError>, CallReport) {
+    (Err(HookError::Internal(why.into())), CallReport::default())
+}
+
+/// Runs the call inline when the hook has earned it and this runtime can hand tasks off;
+/// when the inline attempt is cut, or otherwise, off the worker.
+async fn place_call<R: Send + 'static>(
+    hook: &LoadedHook,
+    sink: &SinkId,
+    limits: CallLimits,
+    reservation: &Arc<Reservation>,
+    call: impl Fn(&SinkId, CallLimits) -> (Result<R, HookError>, CallReport) + Send + Sync + 'static,
+) -> (Result<R, HookError>, CallReport) {
+    let multi_threaded = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread;
+    let place = match hook.pace.place() {
+        Place::Inline if multi_threaded => {
+            let started = Instant::now();
+            let report = match run_inline(hook, sink, limits, &call) {
+                Inline::Done(outcome) => return outcome,
+                Inline::Panicked => return lost("the hook call panicked in the host"),
+                Inline::Cut(report) => report,
+            };
+            // Cut: the rest of its deadline, off the worker; in the background when it used
+            // the CPU of a slow call, handed off when it was only descheduled meanwhile.
+            let left = limits.timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return (Err(HookError::DeadlineExceeded(limits.timeout)), report);
+            }
+            let place = if hook.pace.is_slow() {
+                Place::Background
+            } else {
+                Place::HandedOff
+            };
+            let limits = CallLimits {
+                timeout: left,
+                ..limits
+            };
+            let mut outcome = off_worker(place, hook, sink, limits, reservation, call).await;
+            outcome.1.cut_inline = true;
+            return outcome;
+        }
+        Place::Inline | Place::HandedOff | Place::BlockingPool if !multi_threaded => {
+            Place::BlockingPool
+        }
+        Place::Inline => Place::HandedOff,
+        place => place,
+    };
+    off_worker(place, hook, sink, limits, reservation, call).await
+}
+
+/// How an inline attempt ended.
+enum Inline<R> {
+    /// It ran to its end (a result or an error): the call is over.
+    Done((Result<R, HookError>, CallReport)),
+    /// It was stopped after `INLINE_TICKS` before its deadline: to be made again off the
+    /// worker.
+    Cut(CallReport),
+    /// The host panicked around the call.
+    Panicked,
+}
+
+/// Runs the call on this worker, under the inline cut. After a call that was not cut, the
+/// worker drops the call's retired store and makes the next spare once the request awaits
+/// (`idle.rs`): a thread of its own for that was tried, and the sender's latency did not fall
+/// while the hooked events' own time rose (BENCHMARKS.md, hook overhead under concurrency).
+fn run_inline<R>(
+    hook: &LoadedHook,
+    sink: &SinkId,
+    limits: CallLimits,
+    call: &impl Fn(&SinkId, CallLimits) -> (Result<R, HookError>, CallReport),
+) -> Inline<R> {
+    let inline = CallLimits {
+        inline_ticks: Some(INLINE_TICKS),
+        ..limits
+    };
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        paced(&hook.pace, Place::Inline, || call(sink, inline))
+    }));
+    let Ok((result, mut report)) = ran else {
+        return Inline::Panicked;
+    };
+    if report.cut_inline {
+        return Inline::Cut(report);
+    }
+    if hook.compiled.idle.needs_upkeep() {
+        let compiled = Arc::clone(&hook.compiled);
+        tokio::spawn(async move { compiled.upkeep() });
+    }
+    report.place = Some(Place::Inline);
+    Inline::Done((result, report))
+}
+
+/// Runs the call off this worker's tasks at `place`: handed off (`block_in_place`: on the
+/// dispatcher's multi-threaded runtime a call on probation runs right here, after handing
+/// this worker's other tasks to another thread; waiting for a blocking-pool thread to be
+/// scheduled cost milliseconds per event on a loaded machine), in the background at low
+/// priority, or in the blocking pool.
+async fn off_worker<R: Send + 'static>(
+    place: Place,
+    hook: &LoadedHook,
+    sink: &SinkId,
+    limits: CallLimits,
+    reservation: &Arc<Reservation>,
+    call: impl Fn(&SinkId, CallLimits) -> (Result<R, HookError>, CallReport) + Send + Sync + 'static,
+) -> (Result<R, HookError>, CallReport) {
+    let (pace, held, sink) = (
+        Arc::clone(&hook.pace),
+        Arc::clone(reservation),
+        sink.clone(),
+    );
+    let run = move || {
+        let _held = held;
+        paced(&pace, place, || call(&sink, limits))
+    };
+    let ran = match place {
+        Place::Background => run_at_low_priority(run)
+            .await
+            .ok_or_else(|| "the hook call panicked in the host".to_owned()),
+        Place::BlockingPool => tokio::task::spawn_blocking(run)
+            .await
+            .map_err(|join| join.to_string()),
+        Place::Inline | Place::HandedOff => {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                tokio::task::block_in_place(run)
+            }))
+            .map_err(|_| "the hook call panicked in the host".to_owned())
+        }
+    };
+    match ran {
+        Ok((result, mut report)) => {
+            report.place = Some(place);
+            (result, report)
+        }
+        Err(why) => lost(&why),
     }
 }
 
@@ -385,89 +420,38 @@ async fn run_at_low_priority<R: Send + 'static>(
     rx.await.ok()
 }
 
-/// `on-event` on the current thread (tooling and the blocking task above).
-pub(crate) fn call_event_blocking(
-    hook: &LoadedHook,
-    sink: &SinkId,
-    limits: CallLimits,
-    event: &wit::CloudEvent,
-) -> (Result<wit::EventDecision, HookError>, CallReport) {
-    let compiled = &hook.compiled;
-    let Some(indices) = &compiled.event else {
-        return (Ok(wit::EventDecision::Pass), CallReport::default());
-    };
-    let ctx = wit_context(hook, sink);
-    invoke(compiled, sink, limits, |store, instance, exports| {
-        let guest = match &exports.event {
-            Some(guest) => guest.clone(),
-            None => indices.load(&mut *store, instance)?,
-        };
-        guest.call_on_event(&mut *store, &ctx, event)
-    })
-}
-
-/// `on-job` on the current thread (tooling and the blocking task above).
-pub(crate) fn call_job_blocking(
-    hook: &LoadedHook,
-    sink: &SinkId,
-    limits: CallLimits,
-    event: &wit::CloudEvent,
-    job_json: &str,
-) -> (Result<wit::JobDecision, HookError>, CallReport) {
-    let compiled = &hook.compiled;
-    let Some(indices) = &compiled.job else {
-        return (Ok(wit::JobDecision::Pass), CallReport::default());
-    };
-    let ctx = wit_context(hook, sink);
-    invoke(compiled, sink, limits, |store, instance, exports| {
-        let guest = match &exports.job {
-            Some(guest) => guest.clone(),
-            None => indices.load(&mut *store, instance)?,
-        };
-        guest.call_on_job(&mut *store, &ctx, event, job_json)
-    })
-}
-
-fn wit_context(hook: &LoadedHook, sink: &SinkId) -> wit::Context {
-    wit::Context {
-        namespace: sink.namespace.clone(),
-        sink: sink.name.clone(),
-        config: hook.config().to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cloudevent::CloudEvent;
     use crate::hook::convert::event_to_wit;
-    use crate::hook::runtime::MAX_LOG_LINES_PER_CALL;
+    use crate::hook::host::MAX_LOG_LINES_PER_CALL;
     use crate::hook::test_plugins::plugin_path;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_fast_hook_is_handed_off_during_its_probation_then_runs_inline() {
-        let engine = HookEngine::new(EngineConfig::default()).expect("engine");
+        let engine = HookEngine::new(EngineConfig::default(), Metrics::default()).expect("engine");
         let wasm = std::fs::read(plugin_path("reject_by_source")).expect("the test hook");
         let settings = HookSettings::default();
         let hook = engine.load(&wasm, "my/", None, &settings).expect("loads");
         let sink = SinkId::new("ns", "s");
         let mut places = vec![];
         for n in 0..crate::hook::INLINE_PROBATION + 2 {
-            let slots = Arc::new(engine.reserve(&hook).await.expect("a slot"));
+            let slots = Arc::new(engine.reserve(&hook, &sink).await.expect("a slot"));
             let event = event_to_wit(&CloudEvent::new(n.to_string(), "my/src", "t"));
             let (result, report) = engine
                 .call_event(&hook, &settings, &sink, &slots, event)
                 .await;
             assert!(matches!(result, Ok(wit::EventDecision::Modify(_))));
             assert!(!report.cut_inline);
-            places.push(report.place);
+            places.push(report.place.map(Place::as_str));
         }
         let probation = crate::hook::INLINE_PROBATION as usize;
         assert!(
-            places[..probation].iter().all(|p| *p == "handed_off"),
+            places[..probation].iter().all(|p| *p == Some("handed_off")),
             "{places:?}"
         );
-        assert_eq!(places[probation..], ["inline", "inline"]);
+        assert_eq!(places[probation..], [Some("inline"), Some("inline")]);
     }
 
     /// After an inline call the worker, once the request awaits, drops the call's retired
@@ -475,8 +459,8 @@ mod tests {
     /// retired stores hold places of their own, given back when their component goes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn an_inline_call_runs_on_a_spare_made_after_the_one_before() {
-        use crate::hook::wasm_config::MAX_SPARES;
-        let engine = HookEngine::new(EngineConfig::default()).expect("engine");
+        use crate::hook::idle::MAX_IDLE_INSTANCES;
+        let engine = HookEngine::new(EngineConfig::default(), Metrics::default()).expect("engine");
         let wasm = std::fs::read(plugin_path("reject_by_source")).expect("the test hook");
         let settings = HookSettings::default();
         let hook = engine.load(&wasm, "my/", None, &settings).expect("loads");
@@ -487,20 +471,20 @@ mod tests {
             let sink = SinkId::new("ns", "s");
             let mut calls = vec![];
             for n in 0..crate::hook::INLINE_PROBATION + 3 {
-                let slots = Arc::new(engine.reserve(&hook).await.expect("a slot"));
+                let slots = Arc::new(engine.reserve(&hook, &sink).await.expect("a slot"));
                 let event = event_to_wit(&CloudEvent::new(n.to_string(), "my/src", "t"));
                 let (result, report) = engine
                     .call_event(&hook, &settings, &sink, &slots, event)
                     .await;
                 assert!(matches!(result, Ok(wit::EventDecision::Modify(_))));
-                calls.push((report.place, report.on_spare));
+                calls.push((report.place.map(Place::as_str), report.on_spare));
                 drop(slots);
                 // A retired store holds none of the call's slots.
                 assert_eq!(
                     engine.inner.slots.available_calls(),
                     engine.max_concurrency()
                 );
-                if report.place == "inline" {
+                if report.place == Some(Place::Inline) {
                     // As a request does while it waits for the API server: meanwhile the
                     // worker drops the call's retired store, then makes the next instance.
                     // (After the hand-offs of the probation that task may already run on
@@ -508,7 +492,7 @@ mod tests {
                     // the call is left to the test below.)
                     wait_for(|| hook.has_spare()).await;
                 }
-                assert!(!has_retired(&hook.compiled));
+                assert!(!hook.compiled.idle.has_retired());
             }
             calls
         })
@@ -518,22 +502,29 @@ mod tests {
         assert!(
             calls[..probation]
                 .iter()
-                .all(|c| *c == ("handed_off", false))
+                .all(|c| *c == (Some("handed_off"), false))
         );
         // No spare before the first inline call; one for each inline call after it.
         assert_eq!(
             calls[probation..],
-            [("inline", false), ("inline", true), ("inline", true)]
+            [
+                (Some("inline"), false),
+                (Some("inline"), true),
+                (Some("inline"), true)
+            ]
         );
         assert!(hook.has_spare());
-        assert_eq!(engine.spares().free(), MAX_SPARES as usize - 1);
+        assert_eq!(
+            engine.inner.loader.idle_permits().free(),
+            MAX_IDLE_INSTANCES as usize - 1
+        );
         // Every call slot is free again.
         assert_eq!(
             engine.inner.slots.available_calls(),
             engine.max_concurrency()
         );
         drop(hook);
-        wait_for(|| engine.spares().free() == MAX_SPARES as usize).await;
+        wait_for(|| engine.inner.loader.idle_permits().free() == MAX_IDLE_INSTANCES as usize).await;
     }
 
     /// An inline call that ends without a trap leaves its store retired in an idle instance's
@@ -542,7 +533,7 @@ mod tests {
     /// gives its place back.
     #[test]
     fn an_inline_call_retires_its_store_and_a_trapping_one_does_not() {
-        let engine = HookEngine::new(EngineConfig::default()).expect("engine");
+        let engine = HookEngine::new(EngineConfig::default(), Metrics::default()).expect("engine");
         let settings = HookSettings::default();
         let sink = SinkId::new("ns", "s");
         let limits = CallLimits::new(
@@ -556,29 +547,49 @@ mod tests {
         let wasm = std::fs::read(plugin_path("reject_by_source")).expect("the test hook");
         let hook = engine.load(&wasm, "my/", None, &settings).expect("loads");
         let event = event_to_wit(&CloudEvent::new("1", "my/src", "t"));
-        let free = engine.spares().free();
+        let free = engine.inner.loader.idle_permits().free();
 
-        let (result, _) = call_event_blocking(&hook, &sink, inline, &event);
+        let (result, _) = on_event(&hook, &sink, inline, &event);
         assert!(matches!(result, Ok(wit::EventDecision::Modify(_))));
-        assert!(has_retired(&hook.compiled));
-        assert_eq!(engine.spares().free(), free - 1);
-        let (result, _) = call_event_blocking(&hook, &sink, inline, &event);
+        assert!(hook.compiled.idle.has_retired());
+        assert_eq!(engine.inner.loader.idle_permits().free(), free - 1);
+        let (result, _) = on_event(&hook, &sink, inline, &event);
         assert!(result.is_ok());
-        assert_eq!(engine.spares().free(), free - 1, "two stores retired");
-        drop_retired(&hook.compiled);
-        assert!(!has_retired(&hook.compiled));
-        assert_eq!(engine.spares().free(), free);
+        assert_eq!(
+            engine.inner.loader.idle_permits().free(),
+            free - 1,
+            "two stores retired"
+        );
+        hook.compiled.idle.drop_retired();
+        assert!(!hook.compiled.idle.has_retired());
+        assert_eq!(engine.inner.loader.idle_permits().free(), free);
 
-        let (result, _) = call_event_blocking(&hook, &sink, limits, &event);
+        let (result, _) = on_event(&hook, &sink, limits, &event);
         assert!(result.is_ok());
-        assert!(!has_retired(&hook.compiled), "a call not inline retired");
+        assert!(
+            !hook.compiled.idle.has_retired(),
+            "a call not inline retired"
+        );
 
         let wasm = std::fs::read(plugin_path("bad_panic")).expect("the test hook");
         let panics = engine.load(&wasm, "", None, &settings).expect("loads");
-        let (result, _) = call_event_blocking(&panics, &sink, inline, &event);
+        let (result, _) = on_event(&panics, &sink, inline, &event);
         assert!(matches!(result, Err(HookError::Trapped(_))), "{result:?}");
-        assert!(!has_retired(&panics.compiled), "a trapped call retired");
-        assert_eq!(engine.spares().free(), free);
+        assert!(
+            !panics.compiled.idle.has_retired(),
+            "a trapped call retired"
+        );
+        assert_eq!(engine.inner.loader.idle_permits().free(), free);
+    }
+
+    /// `on-event` of `hook` on this thread, as the engine runs it.
+    fn on_event(
+        hook: &LoadedHook,
+        sink: &SinkId,
+        limits: CallLimits,
+        event: &wit::CloudEvent,
+    ) -> (Result<wit::EventDecision, HookError>, CallReport) {
+        call::on_event(&hook.compiled, &hook.context(sink), sink, limits, event)
     }
 
     /// Waits up to 10 s for `done`, failing the test past that.
@@ -592,7 +603,7 @@ mod tests {
 
     #[test]
     fn log_lines_past_the_per_call_budget_are_dropped_and_counted() {
-        let engine = HookEngine::new(EngineConfig::default()).expect("engine");
+        let engine = HookEngine::new(EngineConfig::default(), Metrics::default()).expect("engine");
         let wasm = std::fs::read(plugin_path("bad_log_flood")).expect("the test hook");
         let hook = engine
             .load(&wasm, "", None, &HookSettings::default())
@@ -604,7 +615,7 @@ mod tests {
             crate::hook::DEFAULT_MEMORY_LIMIT_BYTES,
         );
         let event = event_to_wit(&CloudEvent::new("1", "s", "t"));
-        let (result, report) = call_event_blocking(&hook, &sink, limits, &event);
+        let (result, report) = on_event(&hook, &sink, limits, &event);
         assert!(matches!(result, Ok(wit::EventDecision::Pass)));
         assert_eq!(report.log_lines_dropped, 2_000 - MAX_LOG_LINES_PER_CALL);
     }

@@ -1,7 +1,10 @@
-//! Why one hook call failed. Every variant is handled by the sink's failure policy; none of
-//! them is a rejection (that is a decision, see `pipeline.rs`).
+//! What can go wrong with a hook: a call that failed ([`HookError`], handled by the sink's
+//! failure policy; a rejection is a decision, not an error: `pipeline.rs`), and a component
+//! that cannot serve ([`LoadError`], reported as `HookReady=False`).
 
 use std::time::Duration;
+
+use super::slots::OverBudget;
 
 /// A failed hook call. Texts that come from the guest are truncated to
 /// [`MAX_GUEST_TEXT_BYTES`].
@@ -66,6 +69,60 @@ impl HookError {
             HookError::Instantiate(_) => "instantiate_failed",
             HookError::NotLoaded => "not_loaded",
             HookError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// A component that cannot serve. The previous version (if any) keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("the component is {size} bytes, more than the {limit} allowed")]
+    TooLarge { size: usize, limit: usize },
+    #[error("the component's sha256 is {actual}, but spec.hook.sha256 says {expected}")]
+    Sha256Mismatch { expected: String, actual: String },
+    #[error("not a WebAssembly component: {0:#}")]
+    NotAComponent(#[source] wasmtime::Error),
+    /// Compiling ran into one of its limits (time, CPU, memory, code size).
+    #[error("{0}; hooks must compile within the dispatcher's limits")]
+    CompileLimit(String),
+    /// The compiling process could not be run (a host problem, not the component's).
+    #[error("the hook could not be compiled: {0}")]
+    Compiler(String),
+    #[error("the component imports `{import}`, which hooks may not use ({why})")]
+    ForbiddenImport { import: String, why: &'static str },
+    #[error("the component does not export `{0}`")]
+    MissingExport(&'static str),
+    #[error("the component cannot be linked: {0:#}")]
+    Link(#[source] wasmtime::Error),
+    #[error("the component cannot be linked: {phase}: {source:#}")]
+    PhaseMismatch {
+        phase: &'static str,
+        #[source]
+        source: wasmtime::Error,
+    },
+    #[error("the hook refused its config: {0}")]
+    ConfigRejected(String),
+    #[error("validate-config failed: {0}")]
+    ValidateFailed(#[source] HookError),
+    #[error(transparent)]
+    OverMemoryBudget(#[from] OverBudget),
+}
+
+impl LoadError {
+    /// A CamelCase reason for the `HookReady` condition and Kubernetes Events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LoadError::TooLarge { .. } => "HookTooLarge",
+            LoadError::Sha256Mismatch { .. } => "HookSha256Mismatch",
+            LoadError::NotAComponent(_) => "HookNotAComponent",
+            LoadError::CompileLimit(_) => "HookCompileLimit",
+            LoadError::Compiler(_) => "HookCompileFailed",
+            LoadError::ForbiddenImport { .. } => "HookForbiddenImport",
+            LoadError::MissingExport(_) => "HookMissingExport",
+            LoadError::Link(_) | LoadError::PhaseMismatch { .. } => "HookLinkFailed",
+            LoadError::ConfigRejected(_) => "HookConfigRejected",
+            LoadError::ValidateFailed(_) => "HookValidateFailed",
+            LoadError::OverMemoryBudget(_) => "HookOverMemoryBudget",
         }
     }
 }

@@ -1,23 +1,33 @@
-//! Loading a component: checking its digest and imports, compiling it once per sha256 into
-//! a shared cache, pre-instantiating it, finding its phases and running `validate-config`.
+//! Loading a component for a sink: its size and digest checked, its imports checked against
+//! what hooks may use, compiled once per sha256 into a shared cache, linked into a template,
+//! and `validate-config` run on a first instance. Loads run off the request's path, at most
+//! [`MAX_CONCURRENT_LOADS`] at once.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU32;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 
 use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, InstancePre};
+use wasmtime::component::{Component, Linker};
 
 use super::bindings::exports::jobsink::hook::{config, event_phase, job_phase};
-use super::engine::HookEngine;
-use super::error::{HookError, guest_text};
-use super::pace::Pace;
-use super::runtime::{CallLimits, HostState, Retired, Spare, invoke};
+use super::bindings::jobsink::hook::types as wit;
+use super::call::{CallLimits, invoke};
+use super::compile::Compiler;
+use super::compiled::CompiledHook;
+use super::engine_config::MAX_CONCURRENT_LOADS;
+use super::error::{HookError, LoadError, guest_text};
+use super::host::HostState;
+use super::idle::{IdleInstances, IdlePermits};
+use super::pace::{Pace, Place};
 use super::settings::HookSettings;
 use super::slots::OverBudget;
-use super::wasm_config::{SpareSlots, Ticker};
+use super::template::{Phases, Template};
+use super::ticker::Ticker;
 use crate::crd::SinkId;
+use crate::lock::locked;
 
 /// Largest component accepted. A ConfigMap holds at most 1 MiB; the extra room is for
 /// `jobsink hook run` on unoptimised builds, while still bounding compile time and memory.
@@ -25,7 +35,7 @@ pub const MAX_COMPONENT_BYTES: usize = 16 << 20;
 
 /// WASI 0.2 interfaces a `wasm32-wasip2` Rust guest may import. All are linked with an
 /// empty context: no environment, arguments, preopened directories or network. Keep in
-/// step with `runtime::linker`.
+/// step with `host::linker`.
 pub const ALLOWED_WASI_IMPORTS: &[&str] = &[
     "wasi:cli/environment",
     "wasi:cli/exit",
@@ -65,88 +75,14 @@ pub const FORBIDDEN_FUNCTIONS: &[(&str, &str)] = &[
     ("wasi:clocks/monotonic-clock", "subscribe-instant"),
 ];
 
-/// A component that cannot serve. The previous version (if any) keeps serving.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("the component is {size} bytes, more than the {limit} allowed")]
-    TooLarge { size: usize, limit: usize },
-    #[error("the component's sha256 is {actual}, but spec.hook.sha256 says {expected}")]
-    Sha256Mismatch { expected: String, actual: String },
-    #[error("not a WebAssembly component: {0:#}")]
-    NotAComponent(#[source] wasmtime::Error),
-    #[error("the component imports `{import}`, which hooks may not use ({why})")]
-    ForbiddenImport { import: String, why: &'static str },
-    #[error("the component does not export `{0}`")]
-    MissingExport(&'static str),
-    #[error("the component cannot be linked: {0:#}")]
-    Link(#[source] wasmtime::Error),
-    #[error("the component cannot be linked: {phase}: {source:#}")]
-    PhaseMismatch {
-        phase: &'static str,
-        #[source]
-        source: wasmtime::Error,
-    },
-    #[error("the hook refused its config: {0}")]
-    ConfigRejected(String),
-    #[error("validate-config failed: {0}")]
-    ValidateFailed(#[source] HookError),
-    #[error(transparent)]
-    OverMemoryBudget(#[from] OverBudget),
-}
-
-impl LoadError {
-    /// A CamelCase reason for the `HookReady` condition and Kubernetes Events.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            LoadError::TooLarge { .. } => "HookTooLarge",
-            LoadError::Sha256Mismatch { .. } => "HookSha256Mismatch",
-            LoadError::NotAComponent(_) => "HookNotAComponent",
-            LoadError::ForbiddenImport { .. } => "HookForbiddenImport",
-            LoadError::MissingExport(_) => "HookMissingExport",
-            LoadError::Link(_) | LoadError::PhaseMismatch { .. } => "HookLinkFailed",
-            LoadError::ConfigRejected(_) => "HookConfigRejected",
-            LoadError::ValidateFailed(_) => "HookValidateFailed",
-            LoadError::OverMemoryBudget(_) => "HookOverMemoryBudget",
-        }
-    }
-}
-
-/// Which phases a component exports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Phases {
-    pub event: bool,
-    pub job: bool,
-}
-
-/// A compiled, pre-instantiated component, shared by every sink using the same bytes.
-pub(crate) struct CompiledHook {
-    pub sha256: String,
-    pub pre: InstancePre<HostState>,
-    pub config: config::GuestIndices,
-    pub event: Option<event_phase::GuestIndices>,
-    pub job: Option<job_phase::GuestIndices>,
-    /// The engine's epoch ticker, kept ticking while a call of this component runs.
-    pub ticker: Arc<Ticker>,
-    /// A fresh instance made after an inline call, for the next one (`runtime::prepare_spare`).
-    pub spare: Mutex<Option<Spare>>,
-    /// The store of this component's last inline call, waiting to be dropped (its pool slot
-    /// reset) after the request's next await instead of on its path
-    /// (`runtime::drop_retired`).
-    pub retired: Mutex<Option<Retired>>,
-    /// The process's places for idle instances: spares and retired stores.
-    pub spares: Arc<SpareSlots>,
-    /// Failed attempts at making a spare (a start function that traps, loops or asks for
-    /// more than a spare may hold); past a few, this component's calls always instantiate.
-    pub spare_failures: AtomicU32,
-}
-
-/// A hook ready to serve one sink: the compiled component and the config it accepted.
+/// A hook ready to serve one sink: the compiled component, the config it accepted, and how
+/// its calls are admitted and placed.
 pub struct LoadedHook {
     pub(crate) compiled: Arc<CompiledHook>,
     config: String,
-    /// The sink's share of the call slots ([`super::slots`]), sized at load from its memory
-    /// limit. A reload brings a new share; calls in flight keep the old one.
-    pub(crate) share: Arc<tokio::sync::Semaphore>,
+    /// The sink's share of the call slots (`slots.rs`), sized at load from its memory limit.
+    /// A reload brings a new share; calls in flight keep the old one.
+    pub(crate) share: Arc<Semaphore>,
     /// The share's size: a slow hook (`Pace::is_slow`) takes all of it per call, so it runs
     /// one call at a time.
     pub(crate) share_size: u32,
@@ -165,10 +101,7 @@ impl LoadedHook {
 
     /// The phases the component exports (the host runs only these).
     pub fn phases(&self) -> Phases {
-        Phases {
-            event: self.compiled.event.is_some(),
-            job: self.compiled.job.is_some(),
-        }
+        self.compiled.template.phases()
     }
 
     /// Whether this hook's calls run on low-priority threads now, because its last call was
@@ -180,39 +113,28 @@ impl LoadedHook {
     /// Whether its next call runs inline on the receiver's worker thread: it has made
     /// enough fast calls in a row (see `docs/hooks.md#where-a-call-runs`).
     pub fn runs_inline(&self) -> bool {
-        self.pace.place() == super::pace::Place::Inline
+        self.pace.place() == Place::Inline
     }
 
     /// Whether a fresh instance is waiting for this component's next inline call
     /// (`docs/hooks.md#instances`).
     pub fn has_spare(&self) -> bool {
-        self.compiled.spare_place().is_some()
+        self.compiled.idle.has_spare()
     }
 
     /// The config `validate-config` accepted, handed to every call.
     pub fn config(&self) -> &str {
         &self.config
     }
-}
 
-impl CompiledHook {
-    /// The place of this component's spare (`runtime::prepare_spare`).
-    pub(crate) fn spare_place(&self) -> MutexGuard<'_, Option<Spare>> {
-        unpoisoned(&self.spare)
+    /// What a call for `sink` tells the guest about where it runs.
+    pub(crate) fn context(&self, sink: &SinkId) -> wit::Context {
+        wit::Context {
+            namespace: sink.namespace.clone(),
+            sink: sink.name.clone(),
+            config: self.config.clone(),
+        }
     }
-
-    /// The place of this component's retired store (`runtime::retire`).
-    pub(crate) fn retired_place(&self) -> MutexGuard<'_, Option<Retired>> {
-        unpoisoned(&self.retired)
-    }
-}
-
-/// Locks `mutex`, also after a thread panicked holding it: what these locks guard (a place,
-/// the cache) stays consistent at every step.
-fn unpoisoned<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl std::fmt::Debug for LoadedHook {
@@ -224,21 +146,82 @@ impl std::fmt::Debug for LoadedHook {
     }
 }
 
-/// Compiled components by sha256; weak so that a component no sink uses any more is freed.
-pub(crate) type Cache = HashMap<String, Weak<CompiledHook>>;
+/// Compiles and checks components; keeps one compiled copy per sha256 while a sink uses it.
+pub(crate) struct Loader {
+    engine: Engine,
+    /// Compiles in a bounded process of its own, or in process (`compile.rs`).
+    compiler: Compiler,
+    linker: Linker<HostState>,
+    /// Advances the epoch while calls run; every component's calls use it.
+    ticker: Arc<Ticker>,
+    /// The process's permits for idle instances, shared by every component (`idle.rs`).
+    idle_permits: Arc<IdlePermits>,
+    /// Compiled components by sha256; weak, so that a component no sink uses any more is
+    /// freed.
+    cache: Mutex<HashMap<String, Weak<CompiledHook>>>,
+    /// Loads waiting for their turn without holding a thread (the registry's).
+    queue: Arc<Semaphore>,
+    /// Loads running now, at most [`MAX_CONCURRENT_LOADS`], also for callers that do not
+    /// queue (tooling, tests): `validate-config` uses the pool slots kept for loading.
+    running: (Mutex<u32>, Condvar),
+}
 
-impl HookEngine {
-    /// Loads `wasm` for a sink: refuses wrong digests, non-components and forbidden imports,
-    /// compiles (once per distinct sha256), then runs `validate-config` under `settings`.
+/// A running load's turn; ends on drop.
+struct Turn<'a>(&'a (Mutex<u32>, Condvar));
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let (count, freed) = self.0;
+        *locked(count) -= 1;
+        freed.notify_one();
+    }
+}
+
+impl Loader {
+    pub(crate) fn new(
+        engine: Engine,
+        compiler: Compiler,
+        linker: Linker<HostState>,
+        ticker: Arc<Ticker>,
+    ) -> Self {
+        Loader {
+            engine,
+            compiler,
+            linker,
+            ticker,
+            idle_permits: IdlePermits::new(),
+            cache: Mutex::default(),
+            queue: Arc::new(Semaphore::new(MAX_CONCURRENT_LOADS as usize)),
+            running: (Mutex::new(0), Condvar::new()),
+        }
+    }
+
+    /// The process's idle-instance permits.
+    #[cfg(test)]
+    pub(crate) fn idle_permits(&self) -> &IdlePermits {
+        &self.idle_permits
+    }
+
+    /// A place in the load queue, taken before a load is handed to a blocking thread: at
+    /// most [`MAX_CONCURRENT_LOADS`] loads hold a thread, the rest wait here without one.
+    pub(crate) async fn queue(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.queue).acquire_owned().await.ok()
+    }
+
+    /// Loads `wasm` for a sink: refuses components over [`MAX_COMPONENT_BYTES`], hooks that
+    /// ask for more memory than a sink may hold (`share` sizes the sink's share from its
+    /// memory limit), wrong digests, non-components and forbidden imports; compiles (once
+    /// per distinct sha256), then runs `validate-config` under `settings`.
     ///
     /// Blocking (compilation takes milliseconds to seconds): call it from
     /// `tokio::task::spawn_blocking`, never on the reactor.
-    pub fn load(
+    pub(crate) fn load(
         &self,
         wasm: &[u8],
         config: &str,
         expected_sha256: Option<&str>,
         settings: &HookSettings,
+        share: impl FnOnce(usize) -> Result<usize, OverBudget>,
     ) -> Result<Arc<LoadedHook>, LoadError> {
         if wasm.len() > MAX_COMPONENT_BYTES {
             return Err(LoadError::TooLarge {
@@ -246,9 +229,7 @@ impl HookEngine {
                 limit: MAX_COMPONENT_BYTES,
             });
         }
-        let share = self
-            .share(settings.memory_limit_bytes)
-            .map_err(LoadError::OverMemoryBudget)?;
+        let share = share(settings.memory_limit_bytes)?;
         let sha256 = hex::encode(Sha256::digest(wasm));
         if let Some(expected) = expected_sha256
             && !expected.eq_ignore_ascii_case(&sha256)
@@ -258,7 +239,7 @@ impl HookEngine {
                 actual: sha256,
             });
         }
-        let _slot = self.load_slot();
+        let _turn = self.turn();
         let compiled = match self.cached(&sha256) {
             Some(compiled) => compiled,
             None => {
@@ -269,24 +250,36 @@ impl HookEngine {
         let hook = LoadedHook {
             compiled,
             config: config.to_owned(),
-            share: Arc::new(tokio::sync::Semaphore::new(share)),
+            share: Arc::new(Semaphore::new(share)),
             share_size: u32::try_from(share).unwrap_or(u32::MAX),
             memory_limit_bytes: settings.memory_limit_bytes,
             pace: Arc::default(),
         };
-        self.validate(&hook, settings)?;
+        validate(&hook, settings)?;
         Ok(Arc::new(hook))
     }
 
+    /// Blocks until fewer than [`MAX_CONCURRENT_LOADS`] loads run, and counts this one.
+    fn turn(&self) -> Turn<'_> {
+        let (count, freed) = &self.running;
+        let mut running = locked(count);
+        while *running >= MAX_CONCURRENT_LOADS {
+            running = freed
+                .wait(running)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        *running += 1;
+        Turn(&self.running)
+    }
+
     fn cached(&self, sha256: &str) -> Option<Arc<CompiledHook>> {
-        let cache = unpoisoned(self.cache());
-        cache.get(sha256).and_then(Weak::upgrade)
+        locked(&self.cache).get(sha256).and_then(Weak::upgrade)
     }
 
     /// Stores `compiled` unless another load of the same bytes won the race (then theirs is
     /// returned), and forgets components nobody uses any more.
     fn remember(&self, compiled: &Arc<CompiledHook>) -> Arc<CompiledHook> {
-        let mut cache = unpoisoned(self.cache());
+        let mut cache = locked(&self.cache);
         cache.retain(|_, weak| weak.strong_count() > 0);
         if let Some(existing) = cache.get(&compiled.sha256).and_then(Weak::upgrade) {
             return existing;
@@ -296,11 +289,10 @@ impl HookEngine {
     }
 
     fn compile(&self, wasm: &[u8], sha256: String) -> Result<CompiledHook, LoadError> {
-        let component =
-            Component::new(self.wasm_engine(), wasm).map_err(LoadError::NotAComponent)?;
-        check_imports(self.wasm_engine(), &component)?;
+        let component = self.compiler.compile(&self.engine, wasm)?;
+        check_imports(&self.engine, &component)?;
         let pre = self
-            .linker()
+            .linker
             .instantiate_pre(&component)
             .map_err(LoadError::Link)?;
         let config = config::GuestIndices::new(&pre)
@@ -314,60 +306,60 @@ impl HookEngine {
         }
         Ok(CompiledHook {
             sha256,
-            pre,
-            config,
-            event,
-            job,
-            ticker: self.ticker(),
-            spare: Mutex::new(None),
-            retired: Mutex::new(None),
-            spares: self.spares(),
-            spare_failures: AtomicU32::new(0),
+            template: Template {
+                pre,
+                config,
+                event,
+                job,
+            },
+            ticker: Arc::clone(&self.ticker),
+            idle: IdleInstances::new(Arc::clone(&self.idle_permits)),
         })
     }
+}
 
-    /// Instantiates once, type-checks the exported phases and runs `validate-config`.
-    fn validate(&self, hook: &LoadedHook, settings: &HookSettings) -> Result<(), LoadError> {
-        let compiled = &hook.compiled;
-        // Not a sink's call: log lines name the component being loaded instead.
-        let label = SinkId::new("", format!("load:{}", &compiled.sha256[..12]));
-        let limits = CallLimits::new(settings.timeout, settings.memory_limit_bytes);
-        let mut mismatch = None;
-        let (result, _) = invoke(compiled, &label, limits, |store, instance, _| {
-            if let Some(event) = &compiled.event
-                && let Err(source) = event.load(&mut *store, instance)
-            {
-                mismatch = Some(LoadError::PhaseMismatch {
-                    phase: "event-phase",
-                    source,
-                });
-                return Ok(Ok(()));
-            }
-            if let Some(job) = &compiled.job
-                && let Err(source) = job.load(&mut *store, instance)
-            {
-                mismatch = Some(LoadError::PhaseMismatch {
-                    phase: "job-phase",
-                    source,
-                });
-                return Ok(Ok(()));
-            }
-            let guest = compiled.config.load(&mut *store, instance)?;
-            guest.call_validate_config(&mut *store, &hook.config)
-        });
-        if let Some(error) = mismatch {
-            return Err(error);
+/// Instantiates once, type-checks the exported phases and runs `validate-config`.
+fn validate(hook: &LoadedHook, settings: &HookSettings) -> Result<(), LoadError> {
+    let compiled = &hook.compiled;
+    let template = &compiled.template;
+    // Not a sink's call: log lines name the component being loaded instead.
+    let label = SinkId::new("", format!("load:{}", &compiled.sha256[..12]));
+    let limits = CallLimits::new(settings.timeout, settings.memory_limit_bytes);
+    let mut mismatch = None;
+    let (result, _) = invoke(compiled, &label, limits, |store, instance, _| {
+        if let Some(event) = &template.event
+            && let Err(source) = event.load(&mut *store, instance)
+        {
+            mismatch = Some(LoadError::PhaseMismatch {
+                phase: "event-phase",
+                source,
+            });
+            return Ok(Ok(()));
         }
-        match result {
-            Ok(()) => Ok(()),
-            Err(HookError::Returned(message)) => Err(LoadError::ConfigRejected(message)),
-            Err(error) => Err(LoadError::ValidateFailed(error)),
+        if let Some(job) = &template.job
+            && let Err(source) = job.load(&mut *store, instance)
+        {
+            mismatch = Some(LoadError::PhaseMismatch {
+                phase: "job-phase",
+                source,
+            });
+            return Ok(Ok(()));
         }
+        let guest = template.config.load(&mut *store, instance)?;
+        guest.call_validate_config(&mut *store, hook.config())
+    });
+    if let Some(error) = mismatch {
+        return Err(error);
+    }
+    match result {
+        Ok(()) => Ok(()),
+        Err(HookError::Returned(message)) => Err(LoadError::ConfigRejected(message)),
+        Err(error) => Err(LoadError::ValidateFailed(error)),
     }
 }
 
 /// Refuses any import outside the allow-lists, naming it.
-fn check_imports(engine: &wasmtime::Engine, component: &Component) -> Result<(), LoadError> {
+fn check_imports(engine: &Engine, component: &Component) -> Result<(), LoadError> {
     let ty = component.component_type();
     for (name, item) in ty.imports(engine) {
         if ALLOWED_HOOK_IMPORTS.contains(&name) {

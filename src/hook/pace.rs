@@ -1,4 +1,4 @@
-//! Where a hook's next call runs, from how its past calls ran (`engine::run_call`):
+//! Where a hook's next call runs, from how its past calls ran (`engine.rs` places it):
 //!
 //! - **inline**, on the receiver's worker thread that handles the request, like the rest of
 //!   the request's CPU work (decoding the body, building the Job). No thread hand-off, so a
@@ -52,6 +52,21 @@ pub(crate) enum Place {
     Inline,
     HandedOff,
     Background,
+    /// Tokio's blocking pool: where a call runs on a single-threaded runtime (tooling,
+    /// tests), which cannot hand a worker's tasks off. Never what [`Pace::place`] says.
+    BlockingPool,
+}
+
+impl Place {
+    /// The value of `jobsink_hook_calls_total`'s `place` label.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Place::Inline => "inline",
+            Place::HandedOff => "handed_off",
+            Place::Background => "background",
+            Place::BlockingPool => "blocking_pool",
+        }
+    }
 }
 
 impl Pace {

@@ -7,11 +7,11 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 
 use super::bindings::jobsink::hook::types as wit;
+use super::call::CallReport;
 use super::convert::{Rejection, event_from_wit, event_to_wit, job_from_json, job_to_json};
 use super::engine::HookEngine;
 use super::error::HookError;
 use super::loader::LoadedHook;
-use super::runtime::CallReport;
 use super::settings::HookSettings;
 use crate::cloudevent::CloudEvent;
 use crate::crd::{FailurePolicy, HookMode, SinkId};
@@ -202,7 +202,7 @@ pub(crate) async fn run_traced(
     };
 
     // One reservation for both phases: an event that started is not refused halfway.
-    let slots = match engine.reserve(hook).await {
+    let reservation = match engine.reserve(hook, sink).await {
         Ok(reservation) => Arc::new(reservation),
         Err(waited) => return (Err(HookRefusal::Busy(waited)), runs),
     };
@@ -210,7 +210,7 @@ pub(crate) async fn run_traced(
     if hook.phases().event {
         let start = std::time::Instant::now();
         let (result, report) = engine
-            .call_event(hook, settings, sink, &slots, event_to_wit(&event))
+            .call_event(hook, settings, sink, &reservation, event_to_wit(&event))
             .await;
         let verdict = result.and_then(|decision| match decision {
             wit::EventDecision::Pass => Ok(Verdict::Keep),
@@ -240,7 +240,14 @@ pub(crate) async fn run_traced(
         let verdict = match job_to_json(&job) {
             Ok(json) => {
                 let (result, report) = engine
-                    .call_job(hook, settings, sink, &slots, event_to_wit(&event), json)
+                    .call_job(
+                        hook,
+                        settings,
+                        sink,
+                        &reservation,
+                        event_to_wit(&event),
+                        json,
+                    )
                     .await;
                 let verdict = result.and_then(|decision| match decision {
                     wit::JobDecision::Pass => Ok(Verdict::Keep),

@@ -53,8 +53,10 @@ fn shared() -> &'static Shared {
             rt.block_on(async move {
                 let client = super::service_account_client().await;
                 let shutdown = CancellationToken::new();
-                let engine = HookEngine::new(EngineConfig::default()).expect("hook engine");
-                let hooks = HookRegistry::new(engine, client.clone(), Metrics::default(), None);
+                let metrics = Metrics::default();
+                let engine =
+                    HookEngine::new(EngineConfig::default(), metrics.clone()).expect("hook engine");
+                let hooks = HookRegistry::new(engine, client.clone(), metrics, None);
                 let watch = SinkWatch::spawn(client.clone(), hooks.clone(), shutdown.clone());
                 let sinks = watch.cache();
                 // As `jobsink serve` wires it: one Job watch for the index and the sweep.

@@ -13,16 +13,18 @@ use anyhow::Context as _;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 
+use super::call::{self, CallLimits};
+use super::compile::{CompileLimits, Compiler};
 use super::convert::{event_to_wit, job_to_json};
-use super::engine::{HookEngine, call_event_blocking, call_job_blocking};
+use super::engine::HookEngine;
+use super::engine_config::EngineConfig;
 use super::loader::LoadedHook;
 use super::pipeline::{HookRefusal, run_traced};
-use super::runtime::CallLimits;
 use super::settings::HookSettings;
-use super::wasm_config::EngineConfig;
 use crate::cloudevent::CloudEvent;
 use crate::crd::{JobSink, JobSinkSpec, SinkId};
 use crate::job::{build_job, job_name};
+use crate::metrics::Metrics;
 use crate::receiver::ReceiveError;
 
 /// `jobsink hook run`: one event through a hook, as the dispatcher would run it.
@@ -188,12 +190,26 @@ fn sample_template() -> Job {
     }
 }
 
+/// The engine of the tools: the dispatcher's, compiling in a process of its own as the
+/// dispatcher does (unit tests, which run no `jobsink` program, compile in process).
+fn tool_engine() -> anyhow::Result<EngineConfig> {
+    let compiler = if cfg!(test) {
+        Compiler::InProcess
+    } else {
+        Compiler::this_program(CompileLimits::default())?
+    };
+    Ok(EngineConfig {
+        compiler,
+        ..EngineConfig::default()
+    })
+}
+
 /// The report of `jobsink hook run`, and the refusal if there was one.
 pub(crate) async fn run_input(
     input: &Input,
     full_job: bool,
 ) -> anyhow::Result<(String, Option<HookRefusal>)> {
-    let engine = HookEngine::new(EngineConfig::default())?;
+    let engine = HookEngine::new(tool_engine()?, Metrics::default())?;
     let hook = input.load(&engine)?;
     let mut out = String::new();
     let phases = hook.phases();
@@ -287,7 +303,7 @@ pub(crate) async fn run_input(
 
 /// The report of `jobsink hook bench`.
 pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Result<String> {
-    let engine = HookEngine::new(EngineConfig::default())?;
+    let engine = HookEngine::new(tool_engine()?, Metrics::default())?;
     let hook = input.load(&engine)?;
     let phases = hook.phases();
     let job_json = job_to_json(&input.build_job(&input.event))?;
@@ -314,12 +330,13 @@ pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Res
             job_json.clone(),
         );
         let samples = tokio::task::spawn_blocking(move || {
+            let ctx = hook.context(&sink);
             let mut samples = Samples::default();
             for round in 0..warmup + iterations {
                 let report = if phase == "on-event" {
-                    call_event_blocking(&hook, &sink, limits, &wit_event).1
+                    call::on_event(&hook.compiled, &ctx, &sink, limits, &wit_event).1
                 } else {
-                    call_job_blocking(&hook, &sink, limits, &wit_event, &job_json).1
+                    call::on_job(&hook.compiled, &ctx, &sink, limits, &wit_event, &job_json).1
                 };
                 if round >= warmup {
                     samples.instantiate.push(report.instantiate);

@@ -1,0 +1,15 @@
+//! The crate's one way to take a `std::sync::Mutex`.
+//!
+//! Every mutex here guards state that is consistent between statements (a map, a place, a
+//! counter), never an invariant a panicking thread could leave half-updated. So a lock that
+//! another thread poisoned by panicking while holding it is taken as it is: one panic (a
+//! host bug) must not turn into a panic of every later request that needs the same lock.
+
+use std::sync::{Mutex, MutexGuard};
+
+/// Locks `mutex`, also after a thread panicked holding it.
+pub(crate) fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
