@@ -17,7 +17,7 @@ pub struct Serve {
 /// The binary under test: `JOBSINK_BIN` when set (a copy of this tree's build, where several
 /// worktrees share one cargo target directory and its `target/debug/jobsink`), else the one
 /// cargo built for this test run.
-fn binary() -> String {
+pub fn binary() -> String {
     std::env::var("JOBSINK_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_jobsink").to_owned())
 }
 
