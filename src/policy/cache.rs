@@ -14,9 +14,18 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
+use super::compiled::Coverage;
 use super::{CompiledPolicy, EventPolicy};
 
-type ByNamespace = HashMap<String, BTreeMap<String, Arc<CompiledPolicy>>>;
+/// One cached policy: compiled, and compiled allowing nobody (for the sinks only an
+/// unreadable `to` entry covers).
+#[derive(Clone)]
+struct Entry {
+    compiled: Arc<CompiledPolicy>,
+    allowing_nobody: Option<Arc<CompiledPolicy>>,
+}
+
+type ByNamespace = HashMap<String, BTreeMap<String, Entry>>;
 
 /// The compiled EventPolicies of the cluster, by namespace and name. Cheap to clone.
 #[derive(Clone)]
@@ -119,7 +128,9 @@ impl PolicyCache {
             .is_ok()
     }
 
-    /// The policies of `namespace` that apply to the JobSink `name` with `labels`, by name.
+    /// The policies of `namespace` that apply to the JobSink `name` with `labels`, by name. A
+    /// policy that covers the sink only through an unreadable `to` entry is returned allowing
+    /// nobody ([`Coverage::Unreadable`]).
     pub fn applying(
         &self,
         namespace: &str,
@@ -131,8 +142,10 @@ impl PolicyCache {
             .map(|policies| {
                 policies
                     .values()
-                    .filter(|p| p.applies_to(name, labels))
-                    .cloned()
+                    .filter_map(|e| match e.compiled.coverage(name, labels)? {
+                        Coverage::Named => Some(e.compiled.clone()),
+                        Coverage::Unreadable => e.allowing_nobody.clone(),
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -163,9 +176,16 @@ fn decoded(p: &DeserializeGuard<EventPolicy>) -> Option<&EventPolicy> {
 
 fn insert(map: &mut ByNamespace, policy: &EventPolicy) {
     let compiled = CompiledPolicy::compile(policy);
-    map.entry(compiled.namespace.clone())
-        .or_default()
-        .insert(compiled.name.clone(), Arc::new(compiled));
+    let allowing_nobody = compiled
+        .has_unreadable_targets()
+        .then(|| Arc::new(compiled.allowing_nobody()));
+    map.entry(compiled.namespace.clone()).or_default().insert(
+        compiled.name.clone(),
+        Entry {
+            compiled: Arc::new(compiled),
+            allowing_nobody,
+        },
+    );
 }
 
 fn remove(map: &mut ByNamespace, namespace: &str, name: &str) {
@@ -174,5 +194,35 @@ fn remove(map: &mut ByNamespace, namespace: &str, name: &str) {
         if policies.is_empty() {
             map.remove(namespace);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy(name: &str, to: serde_json::Value) -> EventPolicy {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "team", "resourceVersion": to.to_string()},
+            "spec": {"to": to, "from": [{"sub": "system:serviceaccount:team:sender"}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_sink_only_an_unreadable_entry_covers_gets_the_policy_allowing_nobody() {
+        let cache = PolicyCache::fixed(&[policy(
+            "p",
+            json!([{}, {"ref": {"apiVersion": "sinks.knative.dev/v1alpha1", "kind": "JobSink", "name": "a"}}]),
+        )]);
+        let none = BTreeMap::new();
+        let named = cache.applying("team", "a", &none);
+        assert!(named[0].allows_subject("system:serviceaccount:team:sender"));
+        let other = cache.applying("team", "b", &none);
+        assert_eq!(other.len(), 1);
+        assert_eq!(other[0].name, "p");
+        assert!(!other[0].allows_subject("system:serviceaccount:team:sender"));
+        assert!(cache.applying("elsewhere", "b", &none).is_empty());
     }
 }

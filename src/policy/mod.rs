@@ -18,7 +18,7 @@ pub mod types;
 
 pub use authorize::{Denial, authorize};
 pub use cache::PolicyCache;
-pub use compiled::{CompiledPolicy, subject_matches};
+pub use compiled::{CompiledPolicy, Coverage, subject_matches};
 pub use status::{
     REASON_DEFAULT_AUTHORIZATION_MODE, REASON_NOT_LOADED, REASON_NOT_READY, event_policies_status,
 };
