@@ -299,8 +299,10 @@ fn the_service_account_may_do_what_the_process_needs_and_no_more() {
         ("get", "configmaps"),
         ("list", "configmaps"),
         ("watch", "configmaps"),
-        // EventPolicies decide who may send (authentication-oidc).
+        // EventPolicies decide who may send (authentication-oidc); their status is ours to
+        // write when Knative is not there.
         ("watch", "eventpolicies.eventing.knative.dev"),
+        ("patch", "eventpolicies.eventing.knative.dev/status"),
         ("create", "events.events.k8s.io"),
         ("patch", "events.events.k8s.io"),
     ];

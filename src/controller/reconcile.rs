@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::DynamicObject;
@@ -45,6 +45,61 @@ pub struct Context {
     pub(super) security: Option<Security>,
     /// Consecutive failures per sink, for the retry backoff.
     pub(super) failures: Mutex<HashMap<SinkId, u32>>,
+    /// The last conclusive template check of each sink.
+    pub(super) templates: Mutex<HashMap<SinkId, CheckedTemplate>>,
+}
+
+/// A conclusive template check: the sink (uid and generation) it was made for, when, and its
+/// `JobTemplateReady`. Reused until [`RESYNC_PERIOD`] has passed: a reconciliation for a
+/// change elsewhere (a hook, a policy, the flags) makes no API call when the status stays.
+pub(super) struct CheckedTemplate {
+    uid: Option<String>,
+    generation: Option<i64>,
+    at: Instant,
+    condition: Condition,
+}
+
+impl Context {
+    /// Drops the template checks too old to be reused (and those of deleted sinks with them).
+    pub(super) fn forget_old_template_checks(&self) {
+        let mut checks = self.templates.lock().expect("not poisoned");
+        checks.retain(|_, c| c.at.elapsed() < RESYNC_PERIOD);
+    }
+
+    /// The `JobTemplateReady` of `sink`: the last conclusive check when it is for this very
+    /// spec and recent, else a dry run now.
+    async fn template_check(&self, sink: &JobSink) -> template::TemplateCheck {
+        let id = SinkId::of(sink);
+        let (uid, generation) = (sink.metadata.uid.clone(), sink.metadata.generation);
+        {
+            let checks = self.templates.lock().expect("not poisoned");
+            if let Some(c) = checks.get(&id)
+                && c.uid == uid
+                && c.generation == generation
+                && c.at.elapsed() < RESYNC_PERIOD
+            {
+                return template::TemplateCheck {
+                    condition: c.condition.clone(),
+                    error: None,
+                };
+            }
+        }
+        let at = Instant::now();
+        let check = template::check(&self.client, sink).await;
+        if check.error.is_none() {
+            let checked = CheckedTemplate {
+                uid,
+                generation,
+                at,
+                condition: check.condition.clone(),
+            };
+            self.templates
+                .lock()
+                .expect("not poisoned")
+                .insert(id, checked);
+        }
+        check
+    }
 }
 
 /// A JobSink as far as reconcile could read it.
@@ -77,7 +132,7 @@ pub async fn reconcile(
     let status = observed.status.as_ref();
     let (conditions, check_error) = match &observed.sink {
         Ok(sink) => {
-            let check = template::check(&ctx.client, sink).await;
+            let check = ctx.template_check(sink).await;
             let mut conditions = vec![check.condition];
             let extra = ctx.extra_conditions.iter();
             conditions.extend(extra.filter_map(|source| source.condition(sink)));
