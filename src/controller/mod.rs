@@ -8,7 +8,8 @@
 //! installed. Its counters are in [`crate::metrics`].
 //!
 //! Beside the sinks it keeps, in a standalone install, the EventPolicies' own status
-//! ([`policies`]).
+//! ([`policies`]), and binds the write verbs in each namespace that has a JobSink
+//! ([`writers`]).
 //!
 //! Extension point: other parts of the process add dependents of `Ready` through
 //! [`ExtraCondition`] (e.g. `HookReady` from the hook loader), passed in [`Extensions`] to
@@ -27,6 +28,7 @@ mod policies;
 mod reconcile;
 pub mod status;
 pub mod template;
+pub mod writers;
 
 use std::sync::{Arc, Mutex};
 
@@ -188,6 +190,7 @@ pub async fn run_with(
     };
     let context = Arc::new(reconcile::Context {
         recorder: Recorder::new(client.clone(), reporter),
+        writers: writers::WriterBindings::new(client.clone()),
         client,
         cfg,
         extra_conditions: conditions,
@@ -250,7 +253,7 @@ pub async fn run_with(
         });
         controller = controller.reconcile_on(sinks);
     }
-    let maintenance = maintain(context.clone(), shutdown.clone());
+    let maintenance = maintain(context.clone(), store, shutdown.clone());
     info!("JobSink controller started");
     let reconciling = controller
         .run(reconcile::reconcile, reconcile::error_policy, context)
@@ -264,14 +267,19 @@ pub async fn run_with(
     Ok(())
 }
 
-/// Every [`RESYNC_PERIOD`] until `shutdown`: forgets template checks too old to be used
-/// again.
-async fn maintain(context: Arc<reconcile::Context>, shutdown: CancellationToken) {
+/// Every [`writers::SWEEP_PERIOD`] until `shutdown`: removes the write bindings of namespaces
+/// left without a JobSink, and forgets template checks too old to be used again.
+async fn maintain(
+    context: Arc<reconcile::Context>,
+    sinks: Store<DeserializeGuard<JobSink>>,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(RESYNC_PERIOD) => {}
+            _ = tokio::time::sleep(writers::SWEEP_PERIOD) => {}
         }
+        context.writers.sweep(&sinks).await;
         context.forget_old_template_checks();
     }
 }
