@@ -74,6 +74,12 @@ pub enum ReceiveError {
     },
     #[error("{0}")]
     Conflict(String),
+    /// The event's Job is being deleted, or went while the event was being stored: nothing
+    /// will run it, and a retry once it is gone makes a new one.
+    #[error("{0}; retry")]
+    JobGoing(String),
+    #[error("JobSink {0} is being deleted")]
+    SinkDeleting(SinkId),
 }
 
 impl ReceiveError {
@@ -81,7 +87,9 @@ impl ReceiveError {
     pub fn status(&self) -> StatusCode {
         use ReceiveError::*;
         match self {
-            NoRoute(_) | UnknownSink(_) | NoSuchJob | WrongTransport(_) => StatusCode::NOT_FOUND,
+            NoRoute(_) | UnknownSink(_) | SinkDeleting(_) | NoSuchJob | WrongTransport(_) => {
+                StatusCode::NOT_FOUND
+            }
             Unauthenticated { error, .. } if error.is_unavailable() => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -89,9 +97,12 @@ impl ReceiveError {
             Forbidden(_) => StatusCode::FORBIDDEN,
             NotLoaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            SinkNotReady { .. } | Starting | Overloaded | Deadline(_) | ApiTimeout { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            SinkNotReady { .. }
+            | Starting
+            | Overloaded
+            | Deadline(_)
+            | ApiTimeout { .. }
+            | JobGoing(_) => StatusCode::SERVICE_UNAVAILABLE,
             BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             BadEvent(
                 DecodeError::AttributeTooLarge { .. } | DecodeError::ExtensionNameTooLong { .. },
@@ -118,6 +129,7 @@ impl ReceiveError {
         match self {
             NoRoute(_) | MethodNotAllowed { .. } | InvalidSinkName => "bad_route",
             UnknownSink(_) => "unknown_sink",
+            SinkDeleting(_) | JobGoing(_) => "deleting",
             SinkNotReady { .. } | Starting | NotLoaded(_) => "not_ready",
             Overloaded => "overloaded",
             Deadline(_) | ApiTimeout { .. } | BodyTimeout(_) => "timeout",
@@ -237,6 +249,7 @@ impl IntoResponse for ReceiveError {
                 ReceiveError::SinkNotReady { .. }
                 | ReceiveError::Starting
                 | ReceiveError::NotLoaded(_)
+                | ReceiveError::JobGoing(_)
                 | ReceiveError::Hook(HookRefusal::NotLoaded(_) | HookRefusal::Busy(_)) => {
                     warn!(error = %self, "event refused for now")
                 }
