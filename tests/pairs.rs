@@ -97,6 +97,7 @@ async fn a_copy_repairs_a_secret_deleted_after_its_pair_was_whole() {
     .await;
 
     // Someone deletes the Secret of a pair the receiver made whole and has in its index.
+    let original = d.ns.api::<Job>().get(SEED_JOB).await.expect("the Job");
     let secrets: Api<Secret> = d.ns.api();
     secrets
         .delete(SEED_JOB, &DeleteParams::default())
@@ -117,6 +118,10 @@ async fn a_copy_repairs_a_secret_deleted_after_its_pair_was_whole() {
     .await;
     let jobs = jobs_of(&d, "job-sink-logger").await;
     assert_eq!(jobs.len(), 1, "no second Job");
+    assert_eq!(
+        jobs[0].metadata.uid, original.metadata.uid,
+        "the Secret is stored again for the Job it was missing from"
+    );
     assert_eq!(event_file_of(&d, &jobs[0]).await, SEED_EVENT_FILE);
     assert_eq!(repaired.immutable, Some(true));
     let text = jobsink::metrics::encode(&registry);
