@@ -5,35 +5,52 @@
 #                              kubelet, kube-proxy
 #   node-<versions>/bin: containerd, containerd-shim-runc-v2, ctr, coredns, crictl, registry
 # Prints the control plane's bin directory on stdout (hack/cache-dir.sh --node prints the
-# other). Build logs go to build.log beside each bin directory.
+# other). The modules are built side by side (one `go build` each, so that a module's
+# binaries share one compile), with one line when each starts and ends and every minute while
+# they run (hack/jobs.sh: the package being compiled); each build's output (`go build -v`) is
+# in build-<first binary>.log beside its bin directory.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
 . "$here/versions.env"
+JOBS_TAG=${JOBS_TAG:-go}
+# shellcheck source=jobs.sh
+. "$here/jobs.sh"
 
-# build <cache dir> <tools module dir> <ldflags> <name=package>...: builds the missing ones.
+# go_build <bin dir> <tools module dir> <ldflags> <name=package>...: builds the named
+# binaries of one module in one `go build` into a scratch directory, then moves them in.
+go_build() {
+  local bin=$1 module=$2 ldflags=$3
+  shift 3
+  local out pair pkgs=()
+  out=$(mktemp -d "$bin/.build.XXXXXX")
+  for pair in "$@"; do pkgs+=("${pair#*=}"); done
+  echo "building ${*%%=*}"
+  if [ $# -eq 1 ]; then
+    (cd "$module" && go build -v -trimpath -ldflags "$ldflags" -o "$out/${1%%=*}" "${pkgs[@]}")
+  else
+    # Several main packages: each binary is named after its package's last element.
+    (cd "$module" && go build -v -trimpath -ldflags "$ldflags" -o "$out/" "${pkgs[@]}")
+  fi
+  for pair in "$@"; do mv "$out/${pair%%=*}" "$bin/${pair%%=*}"; done
+  rmdir "$out"
+  echo "built ${*%%=*}"
+}
+
+# build <cache dir> <tools module dir> <ldflags> <name=package>...: starts a job building
+# the missing ones.
 build() {
   local dir=$1 module=$2 ldflags=$3
   shift 3
-  local bin=$dir/bin missing=()
+  local pair missing=()
   for pair in "$@"; do
-    [ -x "$bin/${pair%%=*}" ] || missing+=("$pair")
+    [ -x "$dir/bin/${pair%%=*}" ] || missing+=("$pair")
   done
   [ ${#missing[@]} -gt 0 ] || return 0
-  mkdir -p "$bin"
-  local start log=$dir/build.log
-  start=$(date +%s)
-  {
-    for pair in "${missing[@]}"; do
-      local t=$SECONDS
-      echo "building ${pair%%=*} from ${pair#*=}"
-      (cd "$module" && go build -trimpath -ldflags "$ldflags" -o "$bin/${pair%%=*}.tmp" "${pair#*=}")
-      mv "$bin/${pair%%=*}.tmp" "$bin/${pair%%=*}"
-      echo "built ${pair%%=*} in $((SECONDS - t)) s"
-    done
-    echo "built ${missing[*]%%=*} in $(($(date +%s) - start)) s"
-  } >>"$log" 2>&1 || { tail -n 60 "$log" >&2; exit 1; }
-  tail -n 1 "$log" >&2
+  mkdir -p "$dir/bin"
+  local first=${missing[0]%%=*}
+  jobs_start "${missing[*]%%=*}" "$dir/build-$first.log" \
+    go_build "$dir/bin" "$module" "$ldflags" "${missing[@]}"
 }
 
 k8s_dir=$("$here/cache-dir.sh")
@@ -51,15 +68,18 @@ build "$k8s_dir" "$here/tools/k8s" "$ldflags" \
   kube-proxy=k8s.io/kubernetes/cmd/kube-proxy
 
 node_dir=$("$here/cache-dir.sh" --node)
-# containerd's btrfs snapshotter needs C headers we do not install; overlayfs is what we use.
-GOFLAGS="${GOFLAGS:-} -tags=no_btrfs" build "$node_dir" "$here/tools/containerd" \
+# containerd's btrfs snapshotter needs C headers we do not install; overlayfs is what we use,
+# so the other snapshotters and the tracing exporters are left out too.
+GOFLAGS="${GOFLAGS:-} -tags=no_btrfs,no_devmapper,no_zfs,no_tracing" build "$node_dir" "$here/tools/containerd" \
   "-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION" \
   containerd=github.com/containerd/containerd/v2/cmd/containerd \
   containerd-shim-runc-v2=github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
   ctr=github.com/containerd/containerd/v2/cmd/ctr
-build "$node_dir" "$here/tools/coredns" "-s -w" coredns=github.com/coredns/coredns
+# CoreDNS with only the plugins the cluster uses (hack/tools/coredns/main.go).
+build "$node_dir" "$here/tools/coredns" "-s -w" coredns=jobsink.dev/hack/tools/coredns
 build "$node_dir" "$here/tools/cri-tools" "-s -w" crictl=sigs.k8s.io/cri-tools/cmd/crictl
 build "$node_dir" "$here/tools/registry" "-s -w" \
   registry=github.com/google/go-containerregistry/cmd/registry
+jobs_wait
 
 echo "$k8s_dir/bin"

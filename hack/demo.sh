@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The main walk-through, for real: a local cluster with a real node, jobsink installed from
 # deploy/ (our image, its ServiceAccount and RBAC), the seed's job-sink-logger applied
-# unchanged, the seed's event sent exactly as the seed sends it (curl in a pod, to the
-# Service's cluster DNS name), and the Job's pod printing the event.
+# unchanged, the seed's event sent as the seed sends it (curl in a pod, to the Service's
+# cluster DNS name), and the Job's pod printing the event.
 #
 #   hack/demo.sh           # a cluster started here is stopped and removed at the end
 #   hack/demo.sh --keep    # leave everything running to explore (stop with hack/down.sh)
 #
-# Needs root (the node). Builds what is missing: the cluster's binaries once (cached under
-# ~/.cache/jobsink), the release jobsink binary and the images.
+# Needs root (the node). Checks every prerequisite first (hack/preflight.sh: installs the
+# node's Debian packages when missing), then builds what is missing, the cluster's Go binaries
+# (cached under ~/.cache/jobsink) and the jobsink binary side by side (hack/build.sh), then the
+# images. A run that fails stops the cluster it started (its logs are kept).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -26,22 +28,44 @@ show() {
   printf '\n\033[1m$ %s\033[0m\n' "${line% }"
   "$@"
 }
-title() { printf '\n\033[1;34m== %s\033[0m\n' "$*"; }
+elapsed() { printf '%dm%02ds' $((SECONDS / 60)) $((SECONDS % 60)); }
+title() { printf '\n\033[1;34m== %s\033[0m (%s)\n' "$*" "$(elapsed)"; }
 
-title "Starting the local cluster (control plane + one real node)"
+title "Checking what the demo needs (hack/preflight.sh)"
+"$here/preflight.sh"
+
 already_up=""
 if kubectl --kubeconfig "$KUBECONFIG_PATH" get --raw /readyz >/dev/null 2>&1; then
   already_up=yes
 fi
-export KUBECONFIG
-KUBECONFIG=$("$here/up.sh")
+
+title "Building the cluster's binaries (Go) and jobsink (Rust), side by side (hack/build.sh)"
+"$here/build.sh" demo
+
+title "Starting the local cluster (control plane + one real node)"
+started=""
 cleanup() {
-  # A cluster that was already running is left as it was; one started here is stopped and
-  # its state removed, so that the next run starts from nothing again.
-  if [ "$keep" = "--keep" ] || [ -n "$already_up" ]; then return; fi
-  "$here/down.sh" --purge
+  local status=$?
+  # A cluster that was already running is left as it was. One started here is stopped; after
+  # a success its state is removed too (so the next run starts from nothing), after a failure
+  # its logs are kept.
+  if [ -n "$started" ] && [ -z "$already_up" ]; then
+    if [ $status -ne 0 ]; then
+      echo "demo failed: stopping the cluster it started; logs kept in $LOG_DIR" >&2
+      "$here/down.sh"
+    elif [ "$keep" != "--keep" ]; then
+      "$here/down.sh" --purge
+    fi
+  fi
+  exit "$status"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+export KUBECONFIG
+# up.sh stops what it started itself when it fails.
+KUBECONFIG=$("$here/up.sh")
+started=yes
 show kubectl get nodes -o wide
 
 title "Building the jobsink image and loading it into the node"
@@ -62,8 +86,14 @@ kubectl wait --for=condition=Ready jobsink/job-sink-logger --timeout=60s >/dev/n
 show kubectl get jobsinks.sinks.knative.dev
 
 title "Triggering it as the seed does: curl in a pod, to the Service's cluster address"
+# The seed runs this pod attached (`--rm=true -ti`). But curl has answered before kubectl's
+# attach is set up: on a terminal kubectl then shows nothing of it, and without one it falls
+# back to the log ("couldn't attach to pod/curl") only while the pod is still there. So the
+# same pod runs detached, and its log (curl -v: the request, then the answer's status and
+# headers) is printed once it has ended.
 # A copy of the event already sent (a second demo run) is answered 202 without a new Job.
-show kubectl run curl --image=curlimages/curl --rm=true --restart=Never -ti -- -X POST -v \
+kubectl delete pod curl --ignore-not-found --wait=true >/dev/null
+show kubectl run curl --image=curlimages/curl --restart=Never -- -X POST -v \
   -H "content-type: application/json" \
   -H "ce-specversion: 1.0" \
   -H "ce-source: my/curl/command" \
@@ -71,6 +101,18 @@ show kubectl run curl --image=curlimages/curl --rm=true --restart=Never -ti -- -
   -H "ce-id: 123" \
   -d '{"details":"JobSinkDemo"}' \
   http://job-sink.knative-eventing.svc.cluster.local/default/job-sink-logger
+phase=""
+for _ in $(seq 1 240); do
+  phase=$(kubectl get pod curl -o jsonpath='{.status.phase}')
+  [ "$phase" != Succeeded ] && [ "$phase" != Failed ] || break
+  sleep 0.5
+done
+show kubectl logs curl
+kubectl logs curl | grep -q '^< HTTP/1.1 202' || {
+  echo "the curl pod ($phase) did not get 202 Accepted (its log is above)" >&2
+  exit 1
+}
+kubectl delete pod curl --wait=false >/dev/null
 
 title "The Job it created, and its pod printing the event"
 selector=sinks.knative.dev/job-sink-name=job-sink-logger
@@ -81,7 +123,7 @@ pod=$(kubectl get pods -l "batch.kubernetes.io/job-name=$job" -o jsonpath='{.ite
 show kubectl logs "$pod"
 echo
 
+title "Done"
 if [ "$keep" = "--keep" ]; then
-  echo
   echo "Still running. export KUBECONFIG=$KUBECONFIG; stop everything with hack/down.sh"
 fi

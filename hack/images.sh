@@ -107,7 +107,8 @@ base() {
 jobsink() {
   local version ctx target_dir
   version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -n 1)
-  (cd "$repo" && cargo build --quiet --release --locked --bin jobsink)
+  # cargo's own progress on stderr (a line when there is nothing to build).
+  (cd "$repo" && cargo build --release --locked --bin jobsink)
   target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps |
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
   ctx=$work/jobsink

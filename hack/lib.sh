@@ -1,4 +1,4 @@
-# Helpers shared by hack/up.sh and hack/down.sh (sourced; expects cluster-env.sh first).
+# Helpers shared by the cluster's scripts (sourced; expects cluster-env.sh first).
 # Every process is started with its PID saved under $PID_DIR and stopped by that PID, never
 # by name, so that two clusters or other programs on the machine are never touched.
 
@@ -16,6 +16,17 @@ fail() {
 }
 
 alive() { [ -f "$PID_DIR/$1.pid" ] && kill -0 "$(cat "$PID_DIR/$1.pid")" 2>/dev/null; }
+
+# The processes of a running cluster, in the order hack/up.sh starts them.
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd registry
+  kubelet kube-proxy coredns)
+# running_components: the ones whose saved PID is alive, one a line.
+running_components() {
+  local c
+  for c in "${COMPONENTS[@]}"; do
+    if alive "$c"; then echo "$c"; fi
+  done
+}
 
 # start <name> <command...>: runs it in the background, logging to $LOG_DIR/<name>.log. The
 # command line is saved beside the PID ($PID_DIR/<name>.cmd, one argument per line) so that

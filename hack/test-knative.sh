@@ -19,6 +19,7 @@ cd "$repo"
 phase() { echo "[test-knative] $* ($(date +%T))" >&2; }
 t0=$(date +%s)
 
+"$here/preflight.sh" --tests
 plugins/build.sh >/dev/null
 cargo build --tests
 

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The full test suite: builds the test hooks and the test binaries, starts the local cluster
-# (control plane + real node) if it is not running (and stops it again afterwards), builds
-# the jobsink image and loads it into the node, then runs every Rust test against the
-# cluster.
+# The full test suite: checks every prerequisite (hack/preflight.sh --tests: installs the
+# node's Debian packages when missing), builds the cluster's binaries, the test hooks and the
+# test binaries side by side (hack/build.sh test), starts the local cluster (control plane +
+# real node) if it is not running (and stops it again afterwards, whether the run passes or
+# fails), builds the jobsink image and loads it into the node, then runs every Rust test
+# against the cluster.
 #
 #   hack/test.sh [extra cargo test args]
 #
 # Needs root (the node), Go (builds the cluster once, cached), Rust with the wasm32-wasip2
-# target, kubectl, openssl, podman, runc and the CNI plugins (see README.md). Nothing is
-# skipped: a test that needs the cluster fails without it.
+# target, kubectl and openssl; preflight names what is missing. Nothing is skipped: a test
+# that needs the cluster fails without it, and a cluster that does not come up fails the run.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -16,16 +18,23 @@ cd "$repo"
 # shellcheck source=cluster-env.sh
 . "$here/cluster-env.sh"
 
-plugins/build.sh >/dev/null
-cargo build --all-targets
+"$here/preflight.sh" --tests
+"$here/build.sh" test
 
 started=""
+cleanup() {
+  local status=$?
+  if [ -n "$started" ]; then "$here/down.sh"; fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 if ! kubectl --kubeconfig "$KUBECONFIG_PATH" get --raw /readyz >/dev/null 2>&1; then
+  # up.sh stops what it started itself when it fails.
   "$here/up.sh" >/dev/null
   started=yes
 fi
-cleanup() { if [ -n "$started" ]; then "$here/down.sh"; fi; }
-trap cleanup EXIT
 export KUBECONFIG=$KUBECONFIG_PATH
 # The in-cluster tests (tests/in_cluster.rs) run the image built from this tree.
 "$here/images.sh" jobsink

@@ -10,7 +10,8 @@
 #   export KUBECONFIG=$(hack/up.sh)
 #
 # Logs: $JOBSINK_CLUSTER_DIR/logs/<process>.log; PIDs: $JOBSINK_CLUSTER_DIR/pids/. Stop with
-# hack/down.sh.
+# hack/down.sh. A run that fails half-way (or is interrupted) stops what it started itself,
+# keeping the logs.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=cluster-env.sh
@@ -20,20 +21,30 @@ SCRIPT_TAG=up
 . "$here/lib.sh"
 
 [ "$(id -u)" = 0 ] || fail "the local cluster runs a real node and needs root"
-components=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd registry
-  kubelet kube-proxy coredns)
-running=()
-for c in "${components[@]}"; do alive "$c" && running+=("$c"); done
-if [ ${#running[@]} -eq ${#components[@]} ] && kc get --raw /readyz >/dev/null 2>&1; then
+mapfile -t running < <(running_components)
+if [ ${#running[@]} -eq ${#COMPONENTS[@]} ] && kc get --raw /readyz >/dev/null 2>&1; then
   say "cluster $JOBSINK_CLUSTER_INDEX already running ($JOBSINK_CLUSTER_DIR)"
   echo "$KUBECONFIG_PATH"
   exit 0
 fi
 [ ${#running[@]} -eq 0 ] ||
-  fail "cluster $JOBSINK_CLUSTER_INDEX is partly running (${running[*]}): hack/down.sh first"
+  fail "cluster $JOBSINK_CLUSTER_INDEX is partly running (${running[*]}): JOBSINK_CLUSTER_INDEX=$JOBSINK_CLUSTER_INDEX hack/down.sh first"
 t0=$(date +%s.%N)
 bin=$("$here/build-control-plane.sh")
 mkdir -p "$LOG_DIR" "$PID_DIR" "$JOBSINK_CLUSTER_DIR/pki"
+# From here on, a failure (or an interrupt) stops everything this run started, keeping the
+# logs, so that the next hack/up.sh starts from nothing.
+stop_on_failure() {
+  local status=$?
+  if [ $status -ne 0 ]; then
+    say "stopping what this run started (logs kept in $LOG_DIR)"
+    "$here/down.sh" >&2 || true
+  fi
+  exit "$status"
+}
+trap stop_on_failure EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 "$here/certs.sh" "$JOBSINK_CLUSTER_DIR"
 pki=$JOBSINK_CLUSTER_DIR/pki
 # The API server listens on the node address (the pod bridge's gateway, in the cluster's

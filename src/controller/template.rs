@@ -56,14 +56,16 @@ pub async fn check(client: &Client, sink: &JobSink) -> TemplateCheck {
 
 /// Maps the dry run's result to a condition. Refusals of the Job itself (400 Bad Request,
 /// 422 Invalid) make the template invalid, with the API server's message; `AlreadyExists`
-/// means validation passed (a Job of that name exists); anything else leaves the question
-/// open (`Unknown`) and is retried.
+/// means validation passed (a Job of that name exists); so does a ResourceQuota refusal,
+/// because the API server checks quota only after the object passed validation, and a full
+/// namespace is the receiver's answer to give per event (429 or 403), not a fault of the
+/// template. Anything else leaves the question open (`Unknown`) and is retried.
 pub fn classify(result: Result<(), kube::Error>) -> TemplateCheck {
     let Err(error) = result else {
         return valid();
     };
     match k8s::failure(&error) {
-        Failure::Conflict => valid(),
+        Failure::Conflict | Failure::Quota { .. } => valid(),
         Failure::Invalid(message) => TemplateCheck {
             condition: condition(
                 JOB_TEMPLATE_READY,
@@ -144,6 +146,16 @@ mod tests {
                 .status,
             "True"
         );
+    }
+
+    #[test]
+    fn a_full_quota_does_not_make_the_template_invalid_or_unknown() {
+        let message = "jobs.batch \"x\" is forbidden: exceeded quota: one-job, \
+                       requested: count/jobs.batch=1, used: count/jobs.batch=1, \
+                       limited: count/jobs.batch=1";
+        let check = classify(api_error(403, "Forbidden", message));
+        assert_eq!(check.condition.status, "True");
+        assert!(check.error.is_none());
     }
 
     #[test]
