@@ -247,10 +247,15 @@ fn finished(job: &Job) -> bool {
 /// fresh Job never carries the mark: `job::build_job` drops it from the template, and a
 /// hook may not set it).
 fn marked(job: &Job) -> bool {
+    mark_of(job).is_some()
+}
+
+/// The Job's mark: when a copy of the event was last accepted through the API server.
+fn mark_of(job: &Job) -> Option<&String> {
     job.metadata
         .annotations
         .as_ref()
-        .is_some_and(|a| a.contains_key(EVENT_STORED_ANNOTATION))
+        .and_then(|a| a.get(EVENT_STORED_ANNOTATION))
 }
 
 /// The APIs of the event's namespace and the Secret's content.
@@ -359,8 +364,8 @@ impl Store {
                 Err(e) => return Err(api("create_secret")(e)),
             }
         }
-        Err(ReceiveError::Conflict(format!(
-            "the Secret of Job {name} changed while this event was being stored; retry"
+        Err(ReceiveError::SecretContended(format!(
+            "the Secret of Job {name} changed while this event was being stored"
         )))
     }
 
@@ -368,38 +373,61 @@ impl Store {
     /// removal that read it before the Secret existed fails its precondition. Fails the
     /// request when the Job is gone or going (the patch names the uid: a Job made again
     /// under the name is not marked).
+    ///
+    /// The patch is preconditioned on the resourceVersion read, so that a burst of copies
+    /// does not make one write of the Job each: when it conflicts, the Job is read again,
+    /// and a mark other than the one read (another copy's, made after that copy had the
+    /// Secret) protects this acceptance as well; else the patch is tried again.
     async fn mark(&self, job: &Job, calls: &mut Calls) -> Result<(), ReceiveError> {
         let name = job.metadata.name.clone().unwrap_or_default();
-        let now = jiff::Timestamp::now().to_string();
-        let patch = serde_json::json!({"metadata": {
-            "uid": job.metadata.uid,
-            "annotations": {EVENT_STORED_ANNOTATION: now},
-        }});
-        let marked = calls
-            .call(
-                "mark_job",
-                self.jobs
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
-            )
-            .await?;
         let gone = || {
             ReceiveError::JobGoing(format!(
                 "Job {name} was removed while this event was being stored"
             ))
         };
-        match marked {
-            Ok(marked)
-                if marked.metadata.uid == job.metadata.uid
-                    && marked.metadata.deletion_timestamp.is_none() =>
+        let mut current = job.clone();
+        for _ in 0..3 {
+            let now = jiff::Timestamp::now().to_string();
+            let patch = serde_json::json!({"metadata": {
+                "uid": current.metadata.uid,
+                "resourceVersion": current.metadata.resource_version,
+                "annotations": {EVENT_STORED_ANNOTATION: now},
+            }});
+            let marked = calls
+                .call(
+                    "mark_job",
+                    self.jobs
+                        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+                )
+                .await?;
+            match marked {
+                Ok(marked)
+                    if marked.metadata.uid == job.metadata.uid
+                        && marked.metadata.deletion_timestamp.is_none() =>
+                {
+                    return Ok(());
+                }
+                Ok(_) => return Err(gone()),
+                Err(e) if k8s::failure(&e) == Failure::NotFound => return Err(gone()),
+                Err(e) if k8s::failure(&e) == Failure::Conflict => {}
+                Err(e) => return Err(api("mark_job")(e)),
+            }
+            // Changed since read (another copy's mark, the Job controller), or made again.
+            let Some(again) = calls.must("get_job", self.jobs.get_opt(&name)).await? else {
+                return Err(gone());
+            };
+            if again.metadata.uid != job.metadata.uid || again.metadata.deletion_timestamp.is_some()
             {
-                Ok(())
+                return Err(gone());
             }
-            Ok(_) => Err(gone()),
-            Err(e) if matches!(k8s::failure(&e), Failure::NotFound | Failure::Conflict) => {
-                Err(gone())
+            if mark_of(&again).is_some() && mark_of(&again) != mark_of(job) {
+                return Ok(());
             }
-            Err(e) => Err(api("mark_job")(e)),
+            current = again;
         }
+        Err(ReceiveError::JobGoing(format!(
+            "Job {name} kept changing while this event was being stored"
+        )))
     }
 
     /// Deletes a Job this request created whose Secret failed, unless a copy of the event
