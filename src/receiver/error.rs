@@ -80,6 +80,10 @@ pub enum ReceiveError {
     JobGoing(String),
     #[error("JobSink {0} is being deleted")]
     SinkDeleting(SinkId),
+    /// The event's Secret changed under this request twice (copies racing the garbage
+    /// collection of an older Job's Secret): a retry finds it settled.
+    #[error("{0}; retry")]
+    SecretContended(String),
 }
 
 impl ReceiveError {
@@ -102,7 +106,8 @@ impl ReceiveError {
             | Overloaded
             | Deadline(_)
             | ApiTimeout { .. }
-            | JobGoing(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | JobGoing(_)
+            | SecretContended(_) => StatusCode::SERVICE_UNAVAILABLE,
             BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             BadEvent(
                 DecodeError::AttributeTooLarge { .. } | DecodeError::ExtensionNameTooLong { .. },
@@ -151,6 +156,7 @@ impl ReceiveError {
                 _ => "error",
             },
             Conflict(_) => "error",
+            SecretContended(_) => "conflict",
         }
     }
 
@@ -250,6 +256,7 @@ impl IntoResponse for ReceiveError {
                 | ReceiveError::Starting
                 | ReceiveError::NotLoaded(_)
                 | ReceiveError::JobGoing(_)
+                | ReceiveError::SecretContended(_)
                 | ReceiveError::Hook(HookRefusal::NotLoaded(_) | HookRefusal::Busy(_)) => {
                     warn!(error = %self, "event refused for now")
                 }
