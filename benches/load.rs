@@ -475,16 +475,18 @@ async fn run(a: Args) -> anyhow::Result<()> {
         let token = match &oidc {
             Some((_, oidc_base, _)) => {
                 let token = sender_token(&our_ns)?;
-                // The OIDC receiver's cache sees the sink too.
+                // The OIDC receiver's cache sees the sink too (it answers a sender without a
+                // token 401 before it looks the sink up, so the probe carries the token).
                 let probe = format!("{oidc_base}/{our_ns}/bench");
-                while http
-                    .post(&probe)
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .ok()
-                    == Some(503)
-                {
+                while matches!(
+                    http.post(&probe)
+                        .bearer_auth(&token)
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .ok(),
+                    Some(503 | 404)
+                ) {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Some(token)

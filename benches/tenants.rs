@@ -2,9 +2,11 @@
 //! ratio to a baseline measured in the same run, in alternating rounds.
 //!
 //! Scenarios (`--scenario`):
-//! - `noisy`: a sink whose hook (`bad_loop`) always runs to its deadline, flooded at C=32,
-//!   beside a sink with the event-phase example hook (`reject_by_source`) at C=8: the second
-//!   sink's events/s, p50 and p99 with and without the flood.
+//! - `noisy`: a namespace with two sinks whose hook (`bad_loop`) always runs to its deadline
+//!   (`timeoutMs: 1000`, `memoryLimitMiB: 256`, `failurePolicy: Fail`), flooded at C=16
+//!   each, beside a sink of another namespace with the event-phase example hook
+//!   (`reject_by_source`) at C=8: the second namespace's refusals, events/s, p50 and p99
+//!   with and without the flood, and the receiver process's CPU per request.
 //! - `overhead`: events/s of a sink with the event-phase example hook over one without, at
 //!   each C, over `--rounds` alternating pairs; the median ratio and its spread, the
 //!   geometric mean with its 95% confidence interval (and the same for the noise floor, each
@@ -159,6 +161,17 @@ async fn sink(
     name: &str,
     plugin: Option<(&str, &str)>,
 ) -> anyhow::Result<()> {
+    hooked_sink(client, ns, name, plugin, json!({})).await
+}
+
+/// [`sink`], with `limits` (more fields of `spec.hook`, e.g. `timeoutMs`) for the hook.
+async fn hooked_sink(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    plugin: Option<(&str, &str)>,
+    limits: serde_json::Value,
+) -> anyhow::Result<()> {
     let mut spec = json!({"job": {"spec": {"suspend": true, "template": {"spec": {
         "restartPolicy": "Never",
         "containers": [{"name": "main", "image": "busybox", "command": ["true"]}]}}}}});
@@ -169,8 +182,12 @@ async fn sink(
         Api::<ConfigMap>::namespaced(client.clone(), ns)
             .create(&PostParams::default(), &cm)
             .await?;
-        spec["hook"] =
+        let mut hook =
             json!({"configMapRef": {"name": name, "key": "hook.wasm"}, "config": config});
+        if let (Some(hook), Some(limits)) = (hook.as_object_mut(), limits.as_object()) {
+            hook.extend(limits.clone());
+        }
+        spec["hook"] = hook;
     }
     let api: Api<JobSink> = Api::namespaced(client.clone(), ns);
     let obj: JobSink = serde_json::from_value(json!({
@@ -379,26 +396,39 @@ async fn noisy(client: &Client, http: &reqwest::Client, ns: &str, a: &Args) -> a
         flags.extend(["--hook-concurrency-per-sink", n.as_str()]);
     }
     let d = start(http, &flags).await?;
-    sink(client, ns, "noisy", Some(("bad_loop", ""))).await?;
+    // Issue 24's probe: the noisy tenant is a namespace of its own with two sinks whose hook
+    // runs to a long deadline with a large memory limit and failurePolicy Fail.
+    let loud = format!("{ns}-noisy");
+    namespace(client, &loud).await?;
+    let greedy = json!({"timeoutMs": 1000, "memoryLimitMiB": 256, "failurePolicy": "Fail"});
+    for name in ["noisy-a", "noisy-b"] {
+        hooked_sink(client, &loud, name, Some(("bad_loop", "")), greedy.clone()).await?;
+    }
     sink(client, ns, "quiet", Some(("reject_by_source", "bench/"))).await?;
     accepting(http, &d, ns, "quiet").await;
     let quiet_url = format!("{}/{ns}/quiet", d.base);
-    let noisy_url = format!("{}/{ns}/noisy", d.base);
+    let noisy_urls = ["noisy-a", "noisy-b"].map(|n| format!("{}/{loud}/{n}", d.base));
     println!(
-        "noisy neighbour: 'quiet' (reject_by_source) at C=8, {} events per round; 'noisy' (bad_loop, 100 ms deadline) flooded at C=32; per-sink share {}",
+        "noisy neighbour: namespace {ns}'s 'quiet' (reject_by_source) at C=8, {} events per round; namespace {loud}'s 'noisy-a' and 'noisy-b' (bad_loop, timeoutMs 1000, memoryLimitMiB 256, Fail) flooded at C=16 each; per-sink share {}",
         a.events,
         per_sink.as_deref().unwrap_or("default")
     );
+    let pid = d.child.id();
     let (mut alone, mut beside) = (vec![], vec![]);
+    // Process CPU per request in each kind of round: the quiet events alone, and every
+    // request (the quiet tenant's and the flood's) beside the flood.
+    let (mut cpu_alone, mut cpu_beside) = (vec![], vec![]);
     let mut answers = std::collections::BTreeMap::<u16, usize>::new();
     let mut from = 0;
     for round in 0..a.rounds {
         let flooded = round % 4 == 1 || round % 4 == 2;
         let stop = Arc::new(AtomicBool::new(false));
         let mut flood = tokio::task::JoinSet::new();
+        let cpu_before = process_cpu(pid);
         if flooded {
             for w in 0..32 {
-                let (http, url, stop) = (http.clone(), noisy_url.clone(), stop.clone());
+                let url = noisy_urls[w % 2].clone();
+                let (http, stop) = (http.clone(), stop.clone());
                 flood.spawn(async move {
                     let mut seen = std::collections::BTreeMap::<u16, usize>::new();
                     let mut i = w * 1_000_000;
@@ -415,18 +445,22 @@ async fn noisy(client: &Client, http: &reqwest::Client, ns: &str, a: &Args) -> a
                 });
             }
             // Let the flood fill its share of the slots first.
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(1500)).await;
         }
         let (s, _) = drive(http, &quiet_url, "bench/quiet", from, a.events, 8).await;
         from += a.events;
         stop.store(true, Ordering::Relaxed);
+        let mut flood_requests = 0;
         while let Some(seen) = flood.join_next().await {
             for (code, n) in seen? {
                 *answers.entry(code).or_default() += n;
+                flood_requests += n;
             }
         }
+        let cpu = process_cpu(pid).saturating_sub(cpu_before);
+        let per_request = cpu.as_secs_f64() * 1e6 / (a.events + flood_requests) as f64;
         println!(
-            "round {round} {:>8}: {:>7.1} ev/s  p50 {}  p99 {}  errors {}",
+            "round {round} {:>8}: {:>7.1} ev/s  p50 {}  p99 {}  refused {}  receiver CPU {per_request:.0} us/request",
             if flooded { "flooded" } else { "quiet" },
             s.per_sec,
             ms(s.p50),
@@ -434,28 +468,44 @@ async fn noisy(client: &Client, http: &reqwest::Client, ns: &str, a: &Args) -> a
             s.errors
         );
         if flooded {
-            beside.push(s)
+            beside.push(s);
+            cpu_beside.push(per_request);
         } else {
-            alone.push(s)
+            alone.push(s);
+            cpu_alone.push(per_request);
         }
         quiesce(client, ns).await?;
     }
+    settle(client, &loud).await?;
     let mean = |v: &[Stats], f: fn(&Stats) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
     let (q_rate, n_rate) = (mean(&alone, |s| s.per_sec), mean(&beside, |s| s.per_sec));
     let p = |s: &Stats| s.p50.as_secs_f64() * 1e3;
     let p99 = |s: &Stats| s.p99.as_secs_f64() * 1e3;
+    let refused = |v: &[Stats]| v.iter().map(|s| s.errors).sum::<usize>();
+    let spread = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(0.0, f64::max);
+        format!("{:.0} us (min {lo:.0}, max {hi:.0})", median_of(v))
+    };
     println!(
-        "quiet sink alone: {q_rate:.1} ev/s, p50 {:.2} ms, p99 {:.2} ms; beside the flood: {n_rate:.1} ev/s, p50 {:.2} ms, p99 {:.2} ms",
+        "quiet tenant alone: {q_rate:.1} ev/s, p50 {:.2} ms, p99 {:.2} ms, refused {}; beside the flood: {n_rate:.1} ev/s, p50 {:.2} ms, p99 {:.2} ms, refused {}",
         mean(&alone, p),
         mean(&alone, p99),
+        refused(&alone),
         mean(&beside, p),
-        mean(&beside, p99)
+        mean(&beside, p99),
+        refused(&beside)
     );
     println!(
         "ratios (flooded / alone): ev/s {:.2}, p50 {:.2}, p99 {:.2}; the flood's answers: {answers:?}",
         n_rate / q_rate,
         mean(&beside, p) / mean(&alone, p),
         mean(&beside, p99) / mean(&alone, p99)
+    );
+    println!(
+        "receiver process CPU per request (median of rounds): quiet rounds {}, flooded rounds {}",
+        spread(&cpu_alone),
+        spread(&cpu_beside)
     );
     Ok(())
 }

@@ -15,9 +15,11 @@ use crate::hook::{
 use crate::job::DEFAULT_MAX_EVENT_BYTES;
 use crate::leader::{DEFAULT_LEASE_DURATION, DEFAULT_LEASE_NAME};
 use crate::receiver::{
-    DEFAULT_API_TIMEOUT, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_DRAIN_DELAY,
-    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_API_TIMEOUT, DEFAULT_BODY_MEMORY_MIB, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_DRAIN_DELAY,
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_PEER,
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_REQUEST_TIMEOUT,
 };
+use crate::serve::DEFAULT_METRICS_MAX_CONNECTIONS;
 use crate::tls::DEFAULT_SECRET_NAME;
 
 const DEFAULT_SLOT_WAIT_MS: u64 = DEFAULT_SLOT_WAIT.as_millis() as u64;
@@ -56,6 +58,20 @@ pub enum HookCommand {
     Run(crate::hook::cli::RunArgs),
     /// Measure a hook's per-event cost: instantiate, call and total percentiles.
     Bench(crate::hook::cli::BenchArgs),
+    /// Compile a component read on stdin for the dispatcher's engine and write the machine
+    /// code to stdout, within the given limits: what the dispatcher runs to compile a hook
+    /// in a process of its own.
+    #[command(hide = true)]
+    Compile(CompileArgs),
+}
+
+/// The CPU limit of `jobsink hook compile`, which it sets on itself before reading its
+/// input.
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// CPU seconds (RLIMIT_CPU).
+    #[arg(long)]
+    pub cpu_seconds: u64,
 }
 
 /// Which CustomResourceDefinition `jobsink crd` prints.
@@ -69,6 +85,17 @@ pub enum CrdKind {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Who may read `/metrics` (`docs/contract.md#metrics`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MetricsAuth {
+    /// A bearer token the API server accepts, of an identity allowed `get` on the
+    /// non-resource URL `/metrics` (TokenReview, SubjectAccessReview); connections from the
+    /// pod itself (loopback) need none.
+    Rbac,
+    /// Anyone who can connect (protect the port otherwise, e.g. with a NetworkPolicy).
+    None,
 }
 
 /// Which parts of the dispatcher this process runs.
@@ -136,6 +163,16 @@ pub struct ServeArgs {
     /// Longest wait for a hook slot, in milliseconds; then the event gets 503 + Retry-After.
     #[arg(long, env = "JOBSINK_HOOK_SLOT_WAIT_MS", default_value_t = DEFAULT_SLOT_WAIT_MS)]
     pub hook_slot_wait_ms: u64,
+    /// Seconds one hook's compilation may take (it runs in a process of its own); then the
+    /// hook is refused with HookCompileLimit.
+    #[arg(long, env = "JOBSINK_HOOK_COMPILE_TIMEOUT_SECONDS", default_value_t = crate::hook::DEFAULT_COMPILE_TIMEOUT.as_secs())]
+    pub hook_compile_timeout_seconds: u64,
+    /// CPU seconds one hook's compilation may use.
+    #[arg(long, env = "JOBSINK_HOOK_COMPILE_CPU_SECONDS", default_value_t = crate::hook::DEFAULT_COMPILE_CPU.as_secs())]
+    pub hook_compile_cpu_seconds: u64,
+    /// Resident memory, in MiB, the process that compiles a hook may reach.
+    #[arg(long, env = "JOBSINK_HOOK_COMPILE_MEMORY_MIB", default_value_t = crate::hook::DEFAULT_COMPILE_MEMORY_BYTES >> 20)]
+    pub hook_compile_memory_mib: u64,
     /// Answer copies of accepted events from a metadata-only watch of the Jobs created,
     /// without API calls (false: every copy asks the API server).
     #[arg(long, env = "JOBSINK_JOB_INDEX", default_value_t = true, action = clap::ArgAction::Set)]
@@ -170,7 +207,8 @@ pub struct ServeArgs {
     /// 503 + Retry-After.
     #[arg(long, env = "JOBSINK_API_TIMEOUT_SECONDS", default_value_t = DEFAULT_API_TIMEOUT.as_secs())]
     pub api_timeout_seconds: u64,
-    /// Seconds a client may take to send a request's head (also the idle keep-alive timeout).
+    /// Seconds a client may take to send a request's head (also the idle keep-alive timeout),
+    /// on every listener, metrics included.
     #[arg(long, env = "JOBSINK_HEADER_READ_TIMEOUT_SECONDS", default_value_t = DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
     pub header_read_timeout_seconds: u64,
     /// Seconds a client may take to send a request's body; then 408.
@@ -179,9 +217,30 @@ pub struct ServeArgs {
     /// Seconds a whole request may take once its head arrived; then 503 + Retry-After.
     #[arg(long, env = "JOBSINK_REQUEST_TIMEOUT_SECONDS", default_value_t = DEFAULT_REQUEST_TIMEOUT.as_secs())]
     pub request_timeout_seconds: u64,
-    /// Most event and status requests handled at once; more get 503 + Retry-After.
+    /// Most event and status requests handled at once, each counted once its body is in; more
+    /// get 503 + Retry-After.
     #[arg(long, env = "JOBSINK_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
+    /// MiB of request bodies held at once, counted as they arrive; a body that does not fit
+    /// gets 503 + Retry-After. Must hold one body of the largest event.
+    #[arg(long, env = "JOBSINK_BODY_MEMORY_MIB", default_value_t = DEFAULT_BODY_MEMORY_MIB)]
+    pub body_memory_mib: usize,
+    /// Most connections open on the event listeners (HTTP and HTTPS together); more are
+    /// closed at once.
+    #[arg(long, env = "JOBSINK_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Most connections open on the event listeners from one peer address; more are closed at
+    /// once. Raise it when a proxy or NAT hides the senders' own addresses.
+    #[arg(long, env = "JOBSINK_MAX_CONNECTIONS_PER_PEER", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_PEER)]
+    pub max_connections_per_peer: usize,
+    /// Most connections open on the metrics listener (at most 4 from one peer address); more
+    /// are closed at once.
+    #[arg(long, env = "JOBSINK_METRICS_MAX_CONNECTIONS", default_value_t = DEFAULT_METRICS_MAX_CONNECTIONS)]
+    pub metrics_max_connections: usize,
+    /// Who may read /metrics: `rbac`, callers whose bearer token the API server accepts and
+    /// allows `get` on the non-resource URL /metrics (loopback needs none); or `none`, anyone.
+    #[arg(long, env = "JOBSINK_METRICS_AUTH", value_enum, default_value_t = MetricsAuth::Rbac)]
+    pub metrics_auth: MetricsAuth,
     /// Seconds after which the controller removes a Job that still lacks its Secret (its
     /// receiver died between creating the two). Give every role the same value.
     #[arg(long, env = "JOBSINK_ORPHAN_GRACE_SECONDS", default_value_t = DEFAULT_ORPHAN_GRACE.as_secs())]

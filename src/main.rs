@@ -10,7 +10,7 @@ use jobsink::config::{Cli, Command, CrdKind, HookCommand, LogFormat};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     match cli.command {
@@ -19,14 +19,23 @@ fn main() -> anyhow::Result<()> {
                 CrdKind::Jobsink => print!("{}", jobsink::crd::crd_yaml()),
                 CrdKind::Eventpolicy => print!("{}", jobsink::policy::crd::crd_yaml()),
             }
-            Ok(())
+            Ok(std::process::ExitCode::SUCCESS)
         }
-        Command::Serve(args) => runtime()?.block_on(jobsink::serve(*args)),
-        Command::Hook(HookCommand::Run(args)) => runtime()?.block_on(jobsink::hook::cli::run(args)),
+        Command::Serve(args) => done(runtime()?.block_on(jobsink::serve(*args))),
+        Command::Hook(HookCommand::Run(args)) => {
+            done(runtime()?.block_on(jobsink::hook::cli::run(args)))
+        }
         Command::Hook(HookCommand::Bench(args)) => {
-            runtime()?.block_on(jobsink::hook::cli::bench(args))
+            done(runtime()?.block_on(jobsink::hook::cli::bench(args)))
+        }
+        Command::Hook(HookCommand::Compile(args)) => {
+            Ok(jobsink::hook::compile_stdin_to_stdout(args.cpu_seconds))
         }
     }
+}
+
+fn done(result: anyhow::Result<()>) -> anyhow::Result<std::process::ExitCode> {
+    result.map(|()| std::process::ExitCode::SUCCESS)
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

@@ -90,6 +90,14 @@ struct ReconcileErrorLabels {
     error: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionRefusalLabels {
+    /// `events` (HTTP and HTTPS together) or `metrics`.
+    listener: &'static str,
+    /// The cap the connection was past: `total` or `peer` (one address's connections).
+    cap: &'static str,
+}
+
 /// Handles to every metric. Cheap to clone: clones share the metrics.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -108,6 +116,7 @@ pub struct Metrics {
     hook_calls: Family<PlaceLabels, Counter>,
     hook_calls_on_spares: Counter,
     duplicates: Family<DuplicateLabels, Counter>,
+    connections_refused: Family<ConnectionRefusalLabels, Counter>,
 }
 
 /// The dispatcher's registry, with every metric registered under [`PREFIX`], and the handles
@@ -143,6 +152,7 @@ impl Metrics {
             hook_calls: Family::default(),
             hook_calls_on_spares: Counter::default(),
             duplicates: Family::default(),
+            connections_refused: Family::default(),
         };
         registry.register(
             "events",
@@ -220,6 +230,11 @@ impl Metrics {
             "duplicates",
             "Copies of accepted events answered, by what answered them",
             m.duplicates.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed at once because a listener was at its cap, by listener and cap",
+            m.connections_refused.clone(),
         );
         m
     }
@@ -336,6 +351,15 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Counts one connection closed at once because `listener` was at `cap`.
+    pub fn connection_refused(&self, listener: &'static str, cap: &'static str) {
+        self.connections_refused
+            .get_or_create(&ConnectionRefusalLabels { listener, cap })
+            .inc();
+    }
+}
+
 /// The registry in the Prometheus text format.
 pub fn encode(registry: &Registry) -> String {
     let mut out = String::new();
@@ -368,6 +392,7 @@ mod tests {
         metrics.hook_call("inline");
         metrics.hook_call_on_spare();
         metrics.duplicate("cache");
+        metrics.connection_refused("events", "peer");
         let text = encode(&registry);
         for expected in [
             "jobsink_events_total{namespace=\"ns\",sink=\"s\",outcome=\"created\"} 1",
@@ -386,6 +411,7 @@ mod tests {
             "jobsink_hook_calls_total{place=\"inline\"} 1",
             "jobsink_hook_calls_on_spares_total 1",
             "jobsink_duplicates_total{answered_by=\"cache\"} 1",
+            "jobsink_connections_refused_total{listener=\"events\",cap=\"peer\"} 1",
         ] {
             assert!(text.contains(expected), "{expected} missing from:\n{text}");
         }

@@ -5,25 +5,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use kube::Client;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
-use crate::auth::TokenVerifier;
-use crate::config::ServeArgs;
+use crate::auth::{Access, AccessReviewer, TokenVerifier};
+use crate::config::{MetricsAuth, ServeArgs};
 use crate::controller::knative_lease::{self, KnativeLease};
 use crate::controller::{self, ControllerConfig, Extensions, SharedSinks, detect_cluster_domain};
 use crate::crd::{JobSink, SinkId};
 use crate::features::FeatureStore;
-use crate::hook::{EngineConfig, HookEngine, HookRegistry};
+use crate::hook::{CompileLimits, Compiler, EngineConfig, HookEngine, HookRegistry};
 use crate::jobs::{JobIndex, JobWatch};
 use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::policy::PolicyCache;
-use crate::receiver::{self, AppState, ReceiverConfig};
+use crate::receiver::{self, AppState, ConnectionLimits, ListenerLimits, ReceiverConfig};
 use crate::sinks::SinkWatch;
 use crate::tls::ServerTls;
 use futures::StreamExt;
@@ -39,6 +43,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let client = Client::try_from(kube_config.clone()).context("connecting to Kubernetes")?;
     let request_client =
         receiver::request_client(kube_config).context("connecting to Kubernetes")?;
+    // Reviews of scrapers' tokens: no retries either, each within the API timeout.
+    let request_client_for_reviews = request_client.clone();
     // `shutdown` stops the controller and starts the receiver's drain; `finished` stops what
     // requests in flight still use (hooks, metrics) once the receiver is done.
     let shutdown = CancellationToken::new();
@@ -55,6 +61,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         memory_budget_mib: args.hook_memory_budget_mib,
         slot_wait: Duration::from_millis(args.hook_slot_wait_ms),
         pooling: true,
+        compiler: Compiler::this_program(CompileLimits {
+            timeout: Duration::from_secs(args.hook_compile_timeout_seconds),
+            cpu: Duration::from_secs(args.hook_compile_cpu_seconds),
+            memory_bytes: args.hook_compile_memory_mib << 20,
+        })
+        .context("finding this program, which compiles hooks")?,
     };
     engine_config
         .check(container_memory_limit())
@@ -167,13 +179,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             body_read_timeout: seconds(args.body_read_timeout_seconds),
             request_timeout: seconds(args.request_timeout_seconds),
             max_in_flight: args.max_in_flight,
+            body_memory_bytes: args.body_memory_mib.saturating_mul(1 << 20),
+            max_connections: args.max_connections,
+            max_connections_per_peer: args.max_connections_per_peer,
             drain_delay: seconds(args.drain_delay_seconds),
             orphan_grace,
         };
+        config.check().context("checking the receiver's limits")?;
         let security = receiver::Security {
             features,
-            // Fetching the issuer's keys is on the request path: the client with timeouts.
-            verifier: TokenVerifier::new(request_client.clone()),
+            // Fetching the issuer's keys is on the request path: the client without retries,
+            // each fetch within the API timeout.
+            verifier: TokenVerifier::new(request_client.clone())
+                .with_fetch_timeout(config.api_timeout),
             policies,
         };
         let mut state = AppState::new(
@@ -210,9 +228,28 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
     let registry = Arc::new(registry);
+    let metrics_limits = ListenerLimits {
+        name: "metrics",
+        header_read_timeout: Duration::from_secs(args.header_read_timeout_seconds),
+        connections: ConnectionLimits::new(
+            args.metrics_max_connections,
+            METRICS_MAX_CONNECTIONS_PER_PEER,
+        ),
+    };
+    let scrapers = match args.metrics_auth {
+        MetricsAuth::Rbac => Some(AccessReviewer::new(
+            request_client_for_reviews,
+            METRICS_PATH,
+            Duration::from_secs(args.api_timeout_seconds),
+        )),
+        MetricsAuth::None => None,
+    };
     tasks.spawn(serve_metrics(
         args.metrics_listen,
         registry,
+        scrapers,
+        metrics_limits,
+        metrics.clone(),
         finished.clone(),
     ));
 
@@ -293,25 +330,102 @@ fn hook_changes(hooks: &HookRegistry) -> futures::stream::BoxStream<'static, ()>
     .boxed()
 }
 
+/// Connections the metrics listener keeps open by default: a few Prometheus servers and a
+/// `kubectl port-forward` or two.
+pub const DEFAULT_METRICS_MAX_CONNECTIONS: usize = 32;
+/// Connections the metrics listener keeps open from one peer address: a scraper needs one.
+const METRICS_MAX_CONNECTIONS_PER_PEER: usize = 4;
+
+/// The path of the metrics endpoint.
+const METRICS_PATH: &str = "/metrics";
+
+/// Serves `/metrics` on `addr` within `limits` (the same server as the event listeners: head
+/// and idle timeouts, connection caps) until `shutdown` fires; with `scrapers`, only to
+/// callers it allows and to the pod itself.
 async fn serve_metrics(
     addr: std::net::SocketAddr,
     registry: Arc<Registry>,
+    scrapers: Option<AccessReviewer>,
+    limits: ListenerLimits,
+    metrics: Metrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let app = axum::Router::new().route(
-        "/metrics",
-        get(move || {
-            let registry = registry.clone();
-            async move { crate::metrics::encode(&registry) }
-        }),
-    );
+    let app = axum::Router::new()
+        .route(
+            METRICS_PATH,
+            get(move || {
+                let registry = registry.clone();
+                async move { crate::metrics::encode(&registry) }
+            }),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            scrapers,
+            scrape_allowed,
+        ));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the metrics listener on {addr}"))?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+    receiver::serve_router(
+        listener,
+        app,
+        limits,
+        None,
+        metrics,
+        shutdown.cancelled_owned(),
+    )
+    .await;
     Ok(())
+}
+
+/// Lets a scrape through when no reviewer is set, when it comes from the pod itself
+/// (loopback: a sidecar, `kubectl port-forward`), or when its bearer token's identity may
+/// `get` /metrics; 401, 403 or 503 otherwise, with a one-line body.
+async fn scrape_allowed(
+    State(scrapers): State<Option<AccessReviewer>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(scrapers) = scrapers else {
+        return next.run(request).await;
+    };
+    if peer.ip().to_canonical().is_loopback() {
+        return next.run(request).await;
+    }
+    let refuse = |status: StatusCode, text: String| {
+        let mut response = (status, format!("{text}\n")).into_response();
+        let headers = response.headers_mut();
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    };
+    let token = match crate::auth::bearer_token(request.headers()) {
+        Ok(token) => token,
+        Err(error) => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                format!("unauthenticated: {error}"),
+            );
+        }
+    };
+    match scrapers.review(token).await {
+        Ok(Access::Allowed) => next.run(request).await,
+        Ok(Access::Unauthenticated(why)) => {
+            refuse(StatusCode::UNAUTHORIZED, format!("unauthenticated: {why}"))
+        }
+        Ok(Access::Forbidden(why)) => refuse(StatusCode::FORBIDDEN, format!("forbidden: {why}")),
+        Err(error) => {
+            warn!(%error, "reviewing a scraper's token failed");
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the API server could not review the token; retry".into(),
+            )
+        }
+    }
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

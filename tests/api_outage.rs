@@ -3,9 +3,12 @@
 //! (`--api-timeout-seconds`, 5 s by default), not after kube's minutes of retries; after
 //! SIGCONT events flow again. `docs/contract.md#timeouts`.
 //!
+//! With OIDC on, a receiver that has not read the issuer's keys yet answers a sender 503
+//! saying so within the same timeout, not at the request's deadline.
+//!
 //! Alone in its test binary: while the API server is stopped, every other test of the
-//! cluster would fail, and test binaries run one after another. A guard sends SIGCONT when
-//! the test ends, however it ends.
+//! cluster would fail, and test binaries run one after another. Its tests take turns
+//! ([`OUTAGE`]), and a guard sends SIGCONT when each ends, however it ends.
 
 mod support;
 
@@ -42,6 +45,9 @@ fn signal(pid: &str, signal: &str) {
     assert!(ok, "kill -{signal} {pid}");
 }
 
+/// Held by each test for its whole run: one outage at a time.
+static OUTAGE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The API server stopped; continued when dropped, even when the test panics.
 struct Stopped(String);
 
@@ -76,6 +82,7 @@ fn event(url: &str, id: &str) -> reqwest::RequestBuilder {
 #[tokio::test]
 async fn with_the_api_server_stopped_a_new_event_gets_503_with_retry_after_and_events_flow_after_it_continues()
  {
+    let _turn = OUTAGE.lock().await;
     let serve = Serve::start(&[]).await;
     let ns = TestNamespace::new("api-outage").await;
     let (ok, _, err) = kubectl(&["apply", "-n", &ns.name, "-f", "-"], Some(LOGGER));
@@ -109,6 +116,58 @@ async fn with_the_api_server_stopped_a_new_event_gets_503_with_retry_after_and_e
     // Continued: the sender's retry is accepted.
     eventually("events to flow again", CONVERGE, || async {
         let r = event(&url, "during").send().await.ok()?;
+        (r.status() == 202).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn with_the_api_server_stopped_a_sender_whose_issuer_keys_are_not_read_yet_gets_503_saying_so()
+ {
+    let _turn = OUTAGE.lock().await;
+    // A request deadline far above the API timeout: a key fetch without a timeout of its own
+    // would be answered at the deadline instead.
+    let serve = Serve::start(&[
+        "--authentication-oidc",
+        "enabled",
+        "--api-timeout-seconds",
+        "2",
+        "--request-timeout-seconds",
+        "50",
+    ])
+    .await;
+    let ns = TestNamespace::new("jwks-outage").await;
+    let (ok, _, err) = kubectl(&["apply", "-n", &ns.name, "-f", "-"], Some(LOGGER));
+    assert!(ok, "{err}");
+    let audience = format!("sinks.knative.dev/jobsink/{}/job-sink-logger", ns.name);
+    let token = support::tokens::token(&ns.name, "sender", &audience);
+    let url = serve.url(&format!("/{}/job-sink-logger", ns.name));
+
+    // No token has been verified yet, so the receiver has not fetched the issuer's keys.
+    let stopped = Stopped::new(apiserver_pid());
+    let r = event(&url, "during")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("an answer while the API server is stopped");
+    let status = r.status();
+    let retry_after = r.headers().get("retry-after").cloned();
+    let body = r.text().await.unwrap();
+    drop(stopped);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        retry_after.as_ref().and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    assert!(body.contains("signing keys could not be read"), "{body}");
+
+    // Continued: the keys are read and the sender's retry is accepted.
+    eventually("events to flow again", CONVERGE, || async {
+        let r = event(&url, "during")
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok()?;
         (r.status() == 202).then_some(())
     })
     .await;

@@ -1,7 +1,8 @@
-//! Who may send, against the real control plane: OIDC tokens from the TokenRequest API
-//! verified against the cluster's issuer, EventPolicies, the default authorization modes, and
-//! feature flags read live from a `config-features` ConfigMap. Each test's receiver reads the
-//! flags from its own namespace, so tests with different flags run side by side.
+//! Who may send, and who may ask how an event is doing, against the real control plane: OIDC
+//! tokens from the TokenRequest API verified against the cluster's issuer, EventPolicies, the
+//! default authorization modes, and feature flags read live from a `config-features`
+//! ConfigMap. Each test's receiver reads the flags from its own namespace, so tests with
+//! different flags run side by side.
 
 mod support;
 
@@ -15,7 +16,7 @@ use jobsink::receiver::{ReceiverConfig, Security};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::ListParams;
 use support::dispatcher::{Dispatcher, TestResponse};
-use support::tokens::{expired_token, foreign_token, token};
+use support::tokens::{expired_token, foreign_token, future_token, token};
 use support::{CONVERGE, TestNamespace, eventually, install_eventpolicy_crd, kubectl};
 use tokio_util::sync::CancellationToken;
 
@@ -110,6 +111,15 @@ fn event(d: &Dispatcher, id: &str, ty: &str, token: Option<&str>) -> Request<Bod
 
 async fn send(d: &Dispatcher, id: &str, token: Option<&str>) -> TestResponse {
     d.send(event(d, id, "my.demo.event", token)).await
+}
+
+/// `GET path` (a Location), with `Authorization: Bearer <token>` if given.
+async fn status(d: &Dispatcher, path: &str, token: Option<&str>) -> TestResponse {
+    let mut request = Request::get(path);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    d.send(request.body(Body::empty()).unwrap()).await
 }
 
 async fn jobs(d: &Dispatcher) -> usize {
@@ -213,12 +223,13 @@ async fn an_event_policy_admits_only_its_subjects_and_only_events_passing_its_fi
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(
         r.body.contains(&format!(
-            "system:serviceaccount:{ns}:intruder is not allowed"
+            "system:serviceaccount:{ns}:intruder may not use this sink"
         )),
         "{}",
         r.body
     );
-    assert!(r.body.contains("demo-senders"), "{}", r.body);
+    // Which policies exist is the sink's owners' business: the log names them, not the body.
+    assert!(!r.body.contains("demo-senders"), "{}", r.body);
 
     let r = d.send(event(&d, "4", "other.event", Some(&allowed))).await;
     assert_eq!(r.status, 403, "{}", r.body);
@@ -258,7 +269,7 @@ async fn without_policies_the_default_authorization_mode_decides_and_follows_the
     assert_eq!(send(&d, "1", Some(&neighbour)).await.status, 202);
     let r = send(&d, "2", Some(&stranger)).await;
     assert_eq!(r.status, 403, "{}", r.body);
-    assert!(r.body.contains("allow-same-namespace"), "{}", r.body);
+    assert!(r.body.contains("may not use this sink"), "{}", r.body);
 
     set_flags(
         &d,
@@ -286,7 +297,7 @@ async fn without_policies_the_default_authorization_mode_decides_and_follows_the
     .await;
     let r = send(&d, "4", Some(&neighbour)).await;
     assert_eq!(r.status, 403, "{}", r.body);
-    assert!(r.body.contains("deny-all"), "{}", r.body);
+    assert!(r.body.contains("may not use this sink"), "{}", r.body);
 }
 
 #[tokio::test]
@@ -338,4 +349,135 @@ async fn strict_transport_encryption_refuses_http_and_disabled_refuses_https() {
     .await;
     assert_eq!(https(event(&d, "2", "my.demo.event", None)).await, 404);
     assert_eq!(send(&d, "2", None).await.status, 202);
+}
+
+#[tokio::test]
+async fn with_oidc_a_status_query_needs_a_token_for_the_sinks_audience() {
+    let d = dispatcher("oidc-status", &[("authentication-oidc", "enabled")]).await;
+    let ns = d.ns.name.clone();
+    let aud = sink_audience(&d);
+    let sender = token(&ns, "sender", &aud);
+    let r = send(&d, "1", Some(&sender)).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let location = r.header("location").expect("a Location").to_owned();
+
+    // Issue 24's probe: the Location without a token. 401, and nothing about the event.
+    let r = status(&d, &location, None).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    assert!(r.header("reason").is_none() && r.header("location").is_none());
+    assert!(
+        r.body.contains("no token") && r.body.contains(&aud),
+        "{}",
+        r.body
+    );
+
+    let other = audience(&SinkId::new(&ns, "another-sink"));
+    let r = status(&d, &location, Some(&token(&ns, "sender", &other))).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(r.body.contains("is for audience"), "{}", r.body);
+    let r = status(&d, &location, Some(&expired_token(&ns, "sender", &aud))).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+
+    // With a token for the sink's audience: the event's status.
+    let r = status(&d, &location, Some(&sender)).await;
+    assert!([200, 202].contains(&r.status), "{}: {}", r.status, r.body);
+}
+
+#[tokio::test]
+async fn unauthenticated_callers_get_401_whether_or_not_the_sink_exists() {
+    let d = dispatcher("oidc-no-leak", &[("authentication-oidc", "enabled")]).await;
+    let ns = d.ns.name.clone();
+    let missing = format!("/namespaces/{ns}/name/no-such-sink/sources/s/ids/1");
+    let existing = format!("/namespaces/{ns}/name/{SINK}/sources/s/ids/1");
+    for path in [&missing, &existing] {
+        let r = status(&d, path, None).await;
+        assert_eq!(r.status, 401, "GET {path}: {}", r.body);
+    }
+    for path in [format!("/{ns}/no-such-sink"), format!("/{ns}/{SINK}")] {
+        let mut request = event(&d, "1", "my.demo.event", None);
+        *request.uri_mut() = path.parse().unwrap();
+        let r = d.send(request).await;
+        assert_eq!(r.status, 401, "POST {path}: {}", r.body);
+    }
+    // A caller the default mode refuses (another namespace's service account) learns no more
+    // with a token: 403 for the sink and for a name that is no sink.
+    let other = TestNamespace::new("oidc-no-leak-other").await;
+    for name in ["no-such-sink", SINK] {
+        let aud = audience(&SinkId::new(&ns, name));
+        let stranger = token(&other.name, "stranger", &aud);
+        let path = format!("/namespaces/{ns}/name/{name}/sources/s/ids/1");
+        let r = status(&d, &path, Some(&stranger)).await;
+        assert_eq!(r.status, 403, "GET {path}: {}", r.body);
+        let mut request = event(&d, "1", "my.demo.event", Some(&stranger));
+        *request.uri_mut() = format!("/{ns}/{name}").parse().unwrap();
+        let r = d.send(request).await;
+        assert_eq!(r.status, 403, "POST /{ns}/{name}: {}", r.body);
+    }
+    // A caller the sink admits learns that a name is no sink.
+    let aud = audience(&SinkId::new(&ns, "no-such-sink"));
+    let neighbour = token(&ns, "neighbour", &aud);
+    assert_eq!(status(&d, &missing, Some(&neighbour)).await.status, 404);
+}
+
+#[tokio::test]
+async fn a_sinks_event_policies_decide_who_may_query_its_events() {
+    let d = dispatcher("oidc-status-policy", &[("authentication-oidc", "enabled")]).await;
+    let ns = d.ns.name.clone();
+    let aud = sink_audience(&d);
+    let allowed = token(&ns, "allowed", &aud);
+    let intruder = token(&ns, "intruder", &aud);
+    let r = send(&d, "1", Some(&allowed)).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let location = r.header("location").expect("a Location").to_owned();
+    apply(&format!(
+        r#"{{"apiVersion": "eventing.knative.dev/v1alpha1", "kind": "EventPolicy",
+            "metadata": {{"name": "only-allowed", "namespace": "{ns}"}},
+            "spec": {{
+              "to": [{{"ref": {{"apiVersion": "sinks.knative.dev/v1alpha1", "kind": "JobSink", "name": "{SINK}"}}}}],
+              "from": [{{"sub": "system:serviceaccount:{ns}:allowed"}}],
+              "filters": [{{"exact": {{"type": "my.demo.event"}}}}]
+            }}}}"#
+    ));
+    // The intruder, a service account of the sink's own namespace, may query until the policy
+    // reaches the receiver; then 403, without the policy's name.
+    let r = eventually(
+        "the EventPolicy to apply to status queries",
+        CONVERGE,
+        || {
+            let (d, location, intruder) = (&d, location.clone(), intruder.clone());
+            async move {
+                let r = status(d, &location, Some(&intruder)).await;
+                (r.status == 403).then_some(r)
+            }
+        },
+    )
+    .await;
+    assert!(
+        r.body.contains(&format!(
+            "system:serviceaccount:{ns}:intruder may not use this sink"
+        )),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains("only-allowed"), "{}", r.body);
+    assert!(r.header("reason").is_none() && r.header("location").is_none());
+    // The policy's subject may; its filters judge events, and a query carries none.
+    let r = status(&d, &location, Some(&allowed)).await;
+    assert!([200, 202].contains(&r.status), "{}: {}", r.status, r.body);
+}
+
+#[tokio::test]
+async fn a_token_not_valid_for_another_half_minute_is_accepted_and_one_for_five_minutes_is_not() {
+    let d = dispatcher("oidc-nbf", &[("authentication-oidc", "enabled")]).await;
+    let ns = d.ns.name.clone();
+    let aud = sink_audience(&d);
+    // go-oidc, which Knative's senders and receivers use, allows a minute of clock skew.
+    let soon = future_token(&ns, "sender", &aud, 30);
+    let r = send(&d, "1", Some(&soon)).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let later = future_token(&ns, "sender", &aud, 300);
+    let r = send(&d, "2", Some(&later)).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(r.body.contains("not valid yet"), "{}", r.body);
 }

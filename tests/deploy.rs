@@ -303,6 +303,9 @@ fn the_service_account_may_do_what_the_process_needs_and_no_more() {
         ("watch", "eventpolicies.eventing.knative.dev"),
         ("create", "events.events.k8s.io"),
         ("patch", "events.events.k8s.io"),
+        // Who may read /metrics (--metrics-auth=rbac).
+        ("create", "tokenreviews.authentication.k8s.io"),
+        ("create", "subjectaccessreviews.authorization.k8s.io"),
     ];
     for (verb, resource) in allowed {
         assert!(

@@ -5,11 +5,9 @@
 mod support;
 
 use jobsink::crd::SinkId;
-use jobsink::hook::{
-    EngineConfig, HookEngine, HookError, HookRefusal, HookSettings, MAX_TIMEOUT, run_hooks,
-};
+use jobsink::hook::{HookEngine, HookError, HookRefusal, HookSettings, MAX_TIMEOUT, run_hooks};
 use jobsink::metrics::Metrics;
-use support::hooks::{build_job, event, plugin};
+use support::hooks::{build_job, engine_config, event, plugin};
 
 /// One field of /proc/self/status, in KiB.
 fn status_kib(field: &str) -> u64 {
@@ -25,7 +23,7 @@ fn status_kib(field: &str) -> u64 {
 async fn repeated_memory_bombs_fail_at_their_limit_without_growing_the_process() {
     const LIMIT: usize = 48 << 20;
     const ROUNDS: usize = 20;
-    let engine = HookEngine::new(EngineConfig::default(), Metrics::default()).expect("hook engine");
+    let engine = HookEngine::new(engine_config(), Metrics::default()).expect("hook engine");
     // The longest deadline allowed, so that a slow machine reaches the memory limit first:
     // this test is about memory, not time.
     let settings = HookSettings {

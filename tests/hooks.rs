@@ -17,10 +17,10 @@ use jobsink::hook::{
 use jobsink::metrics::Metrics;
 use jobsink::receiver::ReceiveError;
 use support::first_container;
-use support::hooks::{build_job, event, event_with_data, plugin};
+use support::hooks::{build_job, engine_config, event, event_with_data, plugin};
 
 fn engine() -> HookEngine {
-    HookEngine::new(EngineConfig::default(), Metrics::default()).expect("hook engine")
+    HookEngine::new(engine_config(), Metrics::default()).expect("hook engine")
 }
 
 fn ctx() -> SinkId {
@@ -112,6 +112,160 @@ async fn a_memory_bomb_fails_with_the_memory_limit_error() {
     let (result, built) = run(&engine, &hook, &settings, event()).await;
     assert_eq!(failed(result), HookError::MemoryLimitExceeded(48 << 20));
     assert!(!built);
+}
+
+/// `tests/data/hooks/two-memories.wat`: a component whose `on-event` grows its main memory
+/// and a helper module's memory by 24 MiB each.
+fn two_memories() -> Vec<u8> {
+    wat::parse_file("tests/data/hooks/two-memories.wat").expect("the test component's text")
+}
+
+#[tokio::test]
+async fn a_hook_with_two_memories_cannot_exceed_its_limit() {
+    let engine = engine();
+    let wasm = two_memories();
+    // 48 MiB in two memories of 24: each fits a 32 MiB limit, both together do not.
+    let limited = HookSettings {
+        memory_limit_bytes: 32 << 20,
+        timeout: jobsink::hook::MAX_TIMEOUT,
+        ..HookSettings::default()
+    };
+    let hook = engine.load(&wasm, "", None, &limited).expect("loads");
+    let (result, built) = run(&engine, &hook, &limited, event()).await;
+    assert_eq!(failed(result), HookError::MemoryLimitExceeded(32 << 20));
+    assert!(!built);
+    // Under a limit that holds both it passes: the limit counts memory, not memories.
+    let roomy = HookSettings {
+        memory_limit_bytes: 64 << 20,
+        ..limited
+    };
+    let hook = engine.load(&wasm, "", None, &roomy).expect("loads");
+    let (result, built) = run(&engine, &hook, &roomy, event()).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert!(built);
+}
+
+#[tokio::test]
+async fn a_hook_filling_the_host_resource_table_is_stopped_at_its_bound() {
+    let engine = engine();
+    let hook = load(&engine, "bad_resources", "");
+    // The longest deadline: the bound, not the clock, must stop it.
+    let settings = HookSettings {
+        timeout: jobsink::hook::MAX_TIMEOUT,
+        ..HookSettings::default()
+    };
+    let (result, built) = run(&engine, &hook, &settings, event()).await;
+    match failed(result) {
+        HookError::Trapped(message) => {
+            assert!(message.contains("resource table"), "{message}")
+        }
+        other => panic!("expected the resource table's bound to trap it, got {other:?}"),
+    }
+    assert!(!built);
+}
+
+/// A component whose machine code takes long to make: one core module of `functions`
+/// functions, each adding 1 to its argument `adds` times. Written as bytes: as text it would
+/// be tens of MB.
+fn slow_to_compile(functions: u32, adds: u32) -> Vec<u8> {
+    fn leb(mut n: u64, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(body.len() as u64, out);
+        out.extend_from_slice(body);
+    }
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    // One type: (func (param i32) (result i32)).
+    section(1, &[1, 0x60, 1, 0x7f, 1, 0x7f], &mut module);
+    let mut funcs = vec![];
+    leb(u64::from(functions), &mut funcs);
+    funcs.extend(std::iter::repeat_n(0, functions as usize));
+    section(3, &funcs, &mut module);
+    // local.get 0, then (i32.const 1, i32.add) x adds, end; no locals.
+    let mut body = vec![0, 0x20, 0];
+    for _ in 0..adds {
+        body.extend_from_slice(&[0x41, 1, 0x6a]);
+    }
+    body.push(0x0b);
+    let mut code = vec![];
+    leb(u64::from(functions), &mut code);
+    for _ in 0..functions {
+        leb(body.len() as u64, &mut code);
+        code.extend_from_slice(&body);
+    }
+    section(10, &code, &mut module);
+    // A component holding that core module.
+    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+    section(1, &module, &mut component);
+    component
+}
+
+#[tokio::test]
+async fn a_component_that_compiles_too_long_is_refused_and_the_next_one_loads() {
+    let limits = jobsink::hook::CompileLimits {
+        timeout: Duration::from_secs(20),
+        cpu: Duration::from_secs(1),
+        // Only the CPU bound is tested here: compiling this component can also pass the
+        // default memory bound before it has used a second (the next test covers that).
+        memory_bytes: 4 << 30,
+    };
+    let engine = HookEngine::new(
+        EngineConfig {
+            compiler: jobsink::hook::Compiler::Process {
+                program: support::process::binary().into(),
+                limits,
+            },
+            ..engine_config()
+        },
+        Metrics::default(),
+    )
+    .expect("hook engine");
+    let slow = slow_to_compile(3, 1_000_000);
+    assert!(slow.len() < jobsink::hook::MAX_COMPONENT_BYTES);
+    let started = Instant::now();
+    let error = engine
+        .load(&slow, "", None, &HookSettings::default())
+        .expect_err("too long to compile");
+    eprintln!("refused after {:?}: {error}", started.elapsed());
+    assert_eq!(error.reason(), "HookCompileLimit", "{error}");
+    assert!(error.to_string().contains("CPU"), "{error}");
+    // The engine is unharmed.
+    let good = load(&engine, "route_by_type", "my.demo.event=example.com/demo:2");
+    let (result, _) = run(&engine, &good, &HookSettings::default(), event()).await;
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[test]
+fn a_compiler_out_of_memory_is_refused_with_the_compile_limit() {
+    let engine = HookEngine::new(
+        EngineConfig {
+            compiler: jobsink::hook::Compiler::Process {
+                program: support::process::binary().into(),
+                limits: jobsink::hook::CompileLimits {
+                    memory_bytes: 16 << 20,
+                    ..jobsink::hook::CompileLimits::default()
+                },
+            },
+            ..engine_config()
+        },
+        Metrics::default(),
+    )
+    .expect("hook engine");
+    let error = engine
+        .load(&plugin("route_by_type"), "", None, &HookSettings::default())
+        .expect_err("16 MiB cannot compile it");
+    assert_eq!(error.reason(), "HookCompileLimit", "{error}");
+    assert!(error.to_string().contains("memory"), "{error}");
 }
 
 #[tokio::test]
@@ -719,7 +873,7 @@ fn one_call_per_sink(wait: Duration) -> HookEngine {
         EngineConfig {
             per_sink_concurrency: 1,
             slot_wait: wait,
-            ..EngineConfig::default()
+            ..engine_config()
         },
         Metrics::default(),
     )
@@ -768,7 +922,7 @@ fn a_hook_asking_for_more_than_half_the_memory_budget_is_refused_at_load() {
     let engine = HookEngine::new(
         EngineConfig {
             memory_budget_mib: 128,
-            ..EngineConfig::default()
+            ..engine_config()
         },
         Metrics::default(),
     )
@@ -802,7 +956,7 @@ fn a_budget_too_small_for_two_default_calls_is_refused_at_start() {
     let error = HookEngine::new(
         EngineConfig {
             memory_budget_mib: 40,
-            ..EngineConfig::default()
+            ..engine_config()
         },
         Metrics::default(),
     )

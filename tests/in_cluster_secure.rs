@@ -3,7 +3,7 @@
 //! `knative-eventing/config-features`, and its certificate in `job-sink-server-tls`: senders
 //! are pods with a projected service-account token for the sink's audience, as Knative's are,
 //! and verify HTTPS with the `CACerts` the JobSink's status advertises, before and after the
-//! certificate is rotated under the running receiver.
+//! certificate is rotated under the running receiver; a status query needs the token too.
 //!
 //! Runs after `tests/in_cluster.rs` (hack/test.sh) and restores the flags and the Secret when
 //! it ends, pass or fail.
@@ -249,6 +249,11 @@ async fn strict_https_with_the_ca_from_status_and_oidc_tokens_survive_a_certific
 
     let token = "-H \"Authorization: Bearer $(cat /var/run/secrets/jobsink/token)\"";
     let http_url = url.replacen("https://", "http://", 1);
+    // Where event 1's status is (its Location).
+    let status_url = format!(
+        "https://{HOST}/namespaces/{}/name/job-sink-logger/sources/my%2Fcurl%2Fcommand/ids/1",
+        ns.name
+    );
     let script = [
         "printf '%s' \"$CA\" > /tmp/ca.crt".to_owned(),
         format!("printf '%s' '{ca2}' > /tmp/other.crt"),
@@ -262,17 +267,33 @@ async fn strict_https_with_the_ca_from_status_and_oidc_tokens_survive_a_certific
             "https-other-ca",
             &post(&url, "4", &format!("--cacert /tmp/other.crt {token}")),
         ),
+        // Issue 24's probe: a status query without a token answered 200.
+        call(
+            "status-no-token",
+            &format!("--cacert /tmp/ca.crt {status_url}"),
+        ),
+        call(
+            "status+token",
+            &format!("--cacert /tmp/ca.crt {token} {status_url}"),
+        ),
     ]
     .join("; ");
     let out = in_pod(&ns, "send-1", "sender", &audience, &ca1, &script).await;
+    let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
-        out.lines().collect::<Vec<_>>(),
+        lines[..5],
         [
             "https+token:202",
             "https-no-token:401",
             "http+token:404",
-            "https-other-ca:exit60"
+            "https-other-ca:exit60",
+            "status-no-token:401",
         ],
+        "{out}"
+    );
+    // The event's Job is running (202) or done (200).
+    assert!(
+        ["status+token:202", "status+token:200"].contains(&lines[5]) && lines.len() == 6,
         "{out}"
     );
 

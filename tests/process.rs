@@ -1,9 +1,13 @@
 //! `jobsink serve` as a real process, as the job-sink ServiceAccount: the probes of a hostile
-//! sender (issue 8's "Why", each rerun here with its corrected answer), slow clients, the
-//! in-flight cap, a graceful shutdown with a request in flight, a SIGKILL during a load of
+//! sender (issues 8 and 24's "Why", each rerun here with its corrected answer), slow clients
+//! and slow senders, the in-flight cap, the connection caps, the metrics listener's bounds and
+//! who may read it, a graceful shutdown with a request in flight, a SIGKILL during a load of
 //! events, and a fast hook running inline. See `docs/contract.md#hostile-input`,
-//! `#timeouts`, `#load-shedding`, `#graceful-shutdown`, `#no-half-created-events` and
-//! `docs/hooks.md#where-a-call-runs`.
+//! `#timeouts`, `#load-shedding`, `#metrics`, `#graceful-shutdown`,
+//! `#no-half-created-events` and `docs/hooks.md#where-a-call-runs`.
+//!
+//! Tests that need several peers connect from addresses of the loopback network
+//! (127.0.0.0/8): each address is a peer of its own to the receiver.
 
 mod support;
 
@@ -17,7 +21,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
-use support::process::Serve;
+use support::process::{Serve, free_port};
 use support::{CONVERGE, TestNamespace, eventually, kubectl};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -61,6 +65,55 @@ fn event(url: &str, id: &str) -> reqwest::RequestBuilder {
 async fn jobs(ns: &TestNamespace) -> Vec<Job> {
     let lp = ListParams::default().labels("sinks.knative.dev/job-sink-name");
     ns.api::<Job>().list(&lp).await.expect("list jobs").items
+}
+
+/// A connection to `port` on 127.0.0.1 from `source`, an address of the loopback network.
+async fn connect_from(source: &str, port: u16) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse().expect("an IPv4 address"))?;
+    socket.connect(([127, 0, 0, 1], port).into()).await
+}
+
+/// Reads from `stream` until the end of a response head (or of the stream), within `CONVERGE`.
+async fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let read = tokio::time::timeout(CONVERGE, stream.read(&mut byte))
+            .await
+            .expect("an answer within the deadline")
+            .expect("read");
+        if read == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Whether `answer` holds a whole response: its head and as many body bytes as its
+/// `content-length` says.
+fn whole_response(answer: &[u8]) -> bool {
+    let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&answer[..end]).to_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    answer.len() >= end + 4 + length
+}
+
+/// Whether the other end closed `stream` (or reset it) within `within`, without sending
+/// anything.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0; 64];
+    matches!(
+        tokio::time::timeout(within, stream.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
 }
 
 /// The dispatcher's `/metrics` page.
@@ -235,52 +288,54 @@ async fn a_client_that_sends_its_request_slowly_is_cut_off() {
 async fn a_request_past_the_in_flight_cap_gets_503_with_retry_after() {
     let serve = Serve::start(&["--max-in-flight", "1"]).await;
     let ns = TestNamespace::new("in-flight").await;
-    ready_sink(&ns, &serve, LOGGER, "job-sink-logger").await;
-    // One request holds the only slot: its body is still coming. Which of two requests the
-    // server admits first is the scheduler's choice, so the slow one is (re)sent until a
-    // probe that passes the same admission (a status query, which creates nothing) is shed.
-    let body = r#"{"details":"slow"}"#;
-    let head = format!(
-        "POST /{}/job-sink-logger HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
-         ce-specversion: 1.0\r\nce-id: slow\r\nce-source: s\r\nce-type: t\r\ncontent-length: {}\r\n\r\n",
-        ns.name,
-        body.len()
+    // A slot is taken for the work, once the body is in: a sink whose hook loops until its
+    // deadline (1 s; failurePolicy Ignore, so the event then passes unhooked) holds the only
+    // slot for that long with each event.
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "hook"},
+        "binaryData": {"hook.wasm": ByteString(support::hooks::plugin("bad_loop"))}
+    }))
+    .unwrap();
+    ns.api::<ConfigMap>()
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("hook ConfigMap");
+    let yaml = LOGGER.replace(
+        "spec:\n  job:",
+        "spec:\n  hook:\n    configMapRef: {name: hook, key: hook.wasm}\n    timeoutMs: 1000\n    failurePolicy: Ignore\n  job:",
     );
+    ready_sink(&ns, &serve, &yaml, "job-sink-logger").await;
+    let url = serve.url(&format!("/{}/job-sink-logger", ns.name));
+    // A status query, which creates nothing, passes the same admission.
     let probe = serve.url(&format!(
         "/namespaces/{}/name/job-sink-logger/sources/s/ids/none",
         ns.name
     ));
-    let port = serve.port;
-    let mut slow = eventually("the slow request to hold the only slot", CONVERGE, || {
-        let (head, probe) = (head.clone(), probe.clone());
-        async move {
-            let mut slow = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-            slow.write_all(head.as_bytes()).await.ok()?;
-            for _ in 0..20 {
-                if http().get(&probe).send().await.ok()?.status() == 503 {
-                    return Some(slow);
+    let attempt = AtomicUsize::new(0);
+    let (slow, shed) = eventually(
+        "a request shed while another holds the only slot",
+        CONVERGE,
+        || {
+            let id = format!("slow-{}", attempt.fetch_add(1, Ordering::Relaxed));
+            let (slow, probe) = (tokio::spawn(event(&url, &id).send()), probe.clone());
+            async move {
+                while !slow.is_finished() {
+                    let r = http().get(&probe).send().await.ok()?;
+                    if r.status() == 503 {
+                        return Some((slow, r));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                // Answered already: the probe held the slot when its head came. Start over.
-                let mut byte = [0; 1];
-                let peek = tokio::time::timeout(Duration::from_millis(50), slow.peek(&mut byte));
-                if peek.await.is_ok() {
-                    return None;
-                }
+                None
             }
-            None
-        }
-    })
+        },
+    )
     .await;
-    let url = serve.url(&format!("/{}/job-sink-logger", ns.name));
-    let r = event(&url, "other").send().await.unwrap();
-    assert_eq!(r.status(), 503);
-    assert_eq!(r.headers()["retry-after"], "1");
-    assert!(r.text().await.unwrap().contains("retry"));
+    assert_eq!(shed.headers()["retry-after"], "1");
+    assert!(shed.text().await.unwrap().contains("retry"));
     // The request in flight finishes normally, and the slot is free again.
-    slow.write_all(body.as_bytes()).await.unwrap();
-    let mut answer = vec![0; 12];
-    slow.read_exact(&mut answer).await.unwrap();
-    assert_eq!(&answer, b"HTTP/1.1 202");
+    let answer = slow.await.unwrap().expect("an answer");
+    assert_eq!(answer.status(), 202);
     assert_eq!(event(&url, "other").send().await.unwrap().status(), 202);
 }
 
@@ -538,4 +593,341 @@ async fn after_a_sigkill_during_a_load_every_accepted_event_has_its_job_and_secr
         );
     }
     assert!(!names.contains(&orphan_name), "the orphan is still there");
+}
+
+#[tokio::test]
+async fn slow_senders_on_twice_the_in_flight_cap_leave_every_event_of_a_normal_sender_202() {
+    // Issue 24's probe: connections that send a request head and then one body byte a
+    // second. Long body and request deadlines keep them reading for the whole test; a long
+    // API timeout keeps a slow API server on a loaded machine (a 503 of its own) out of it.
+    let serve = Serve::start(&[
+        "--body-read-timeout-seconds",
+        "300",
+        "--request-timeout-seconds",
+        "400",
+        "--api-timeout-seconds",
+        "60",
+    ])
+    .await;
+    let ns = TestNamespace::new("slow-senders").await;
+    ready_sink(&ns, &serve, LOGGER, "job-sink-logger").await;
+    // One attacking peer, with as many connections as its cap allows: twice the in-flight cap.
+    const ATTACKER: &str = "127.0.0.3";
+    let slow = 2 * jobsink::receiver::DEFAULT_MAX_IN_FLIGHT;
+    assert!(slow <= jobsink::receiver::DEFAULT_MAX_CONNECTIONS_PER_PEER);
+    let mut senders = Vec::with_capacity(slow);
+    for n in 0..slow {
+        let mut stream = connect_from(ATTACKER, serve.port).await.expect("connect");
+        let head = format!(
+            "POST /{}/job-sink-logger HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             ce-specversion: 1.0\r\nce-id: slow-{n}\r\nce-source: s\r\nce-type: t\r\n\
+             content-length: 100000\r\nexpect: 100-continue\r\n\r\n",
+            ns.name
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        senders.push(stream);
+    }
+    // Each is being read: the receiver asked for its body (`100 Continue`)...
+    for (n, stream) in senders.iter_mut().enumerate() {
+        let head = read_head(stream).await;
+        assert!(
+            head.starts_with("HTTP/1.1 100 Continue"),
+            "slow sender {n} got {head:?}"
+        );
+    }
+    // ...and gets one byte a second from now on.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let trickle = tokio::spawn(async move {
+        let mut stopped = std::pin::pin!(stopped);
+        loop {
+            for stream in &mut senders {
+                stream.write_all(b" ").await.expect("still open");
+            }
+            tokio::select! {
+                _ = &mut stopped => return senders,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    });
+
+    // One connection more from the attacker is past its per-peer cap: closed at once.
+    let mut past_cap = connect_from(ATTACKER, serve.port).await.expect("connect");
+    assert!(
+        closed_within(&mut past_cap, CONVERGE).await,
+        "a connection past the per-peer cap was kept open"
+    );
+
+    // Meanwhile a normal sender gets 202 for every event.
+    let url = serve.url(&format!("/{}/job-sink-logger", ns.name));
+    for n in 0..20 {
+        let r = event(&url, &format!("normal-{n}")).send().await.unwrap();
+        assert_eq!(r.status(), 202, "event {n}: {}", r.text().await.unwrap());
+    }
+    // The slow senders were being read all along: none of them has an answer yet.
+    stop.send(()).unwrap();
+    let mut senders = trickle.await.unwrap();
+    let mut byte = [0; 1];
+    for (n, stream) in senders.iter_mut().enumerate() {
+        let answered = stream.try_read(&mut byte);
+        assert!(
+            matches!(&answered, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "slow sender {n} was answered or closed: {answered:?}"
+        );
+    }
+    let text = metrics_text(&serve).await;
+    assert!(
+        text.contains(r#"jobsink_connections_refused_total{listener="events",cap="peer"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_past_the_body_memory_budget_gets_503_while_a_small_event_is_accepted() {
+    let serve = Serve::start(&[
+        "--body-memory-mib",
+        "2",
+        "--body-read-timeout-seconds",
+        "300",
+        "--request-timeout-seconds",
+        "400",
+    ])
+    .await;
+    let ns = TestNamespace::new("body-memory").await;
+    ready_sink(&ns, &serve, LOGGER, "job-sink-logger").await;
+    let head = |id: &str, length: usize| {
+        format!(
+            "POST /{}/job-sink-logger HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             ce-specversion: 1.0\r\nce-id: {id}\r\nce-source: s\r\nce-type: t\r\n\
+             content-length: {length}\r\n\r\n",
+            ns.name
+        )
+    };
+    // A sender holds 1 MB of body in the receiver and never sends the rest.
+    let mut holder = TcpStream::connect(("127.0.0.1", serve.port)).await.unwrap();
+    holder
+        .write_all(head("holder", 1_100_000).as_bytes())
+        .await
+        .unwrap();
+    holder.write_all(&vec![b' '; 1_000_000]).await.unwrap();
+    // Another body of 1.1 MB no longer fits the 2 MiB budget: 503 + Retry-After (once the
+    // receiver has read the first one's bytes).
+    let body = " ".repeat(1_100_000);
+    let refused = eventually("a body past the budget to get 503", CONVERGE, || {
+        let (request, body) = (head("big", body.len()), body.clone());
+        let port = serve.port;
+        async move {
+            let stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+            let (mut reading, mut writing) = stream.into_split();
+            // The receiver answers as soon as a chunk does not fit, before it has read the
+            // rest: the answer is read while the body is still being sent.
+            let sending = tokio::spawn(async move {
+                writing.write_all(request.as_bytes()).await?;
+                writing.write_all(body.as_bytes()).await?;
+                Ok::<_, std::io::Error>(writing)
+            });
+            let mut answer = Vec::new();
+            let mut buf = [0; 4096];
+            while !whole_response(&answer) {
+                match tokio::time::timeout(CONVERGE, reading.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&buf[..n]),
+                    _ => break,
+                }
+            }
+            sending.abort();
+            let answer = String::from_utf8_lossy(&answer).into_owned();
+            answer.starts_with("HTTP/1.1 503").then_some(answer)
+        }
+    })
+    .await;
+    assert!(
+        refused.to_lowercase().contains("retry-after: 1"),
+        "{refused}"
+    );
+    assert!(refused.contains("memory budget"), "{refused}");
+    // A small event fits what is left.
+    let url = serve.url(&format!("/{}/job-sink-logger", ns.name));
+    let r = event(&url, "small").send().await.unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    drop(holder);
+}
+
+#[tokio::test]
+async fn idle_connections_to_the_metrics_port_are_closed_within_the_head_timeout_and_events_keep_flowing()
+ {
+    let serve = Serve::start(&["--header-read-timeout-seconds", "2"]).await;
+    let ns = TestNamespace::new("metrics-idle").await;
+    ready_sink(&ns, &serve, LOGGER, "job-sink-logger").await;
+    // Issue 24's probe: 2,000 idle connections to the metrics port, here from 100 peers.
+    let mut idle = Vec::with_capacity(2000);
+    for n in 0..2000 {
+        let source = format!("127.0.1.{}", n % 100 + 1);
+        idle.push(
+            connect_from(&source, serve.metrics_port)
+                .await
+                .expect("connect"),
+        );
+    }
+    // Events keep flowing meanwhile.
+    let url = serve.url(&format!("/{}/job-sink-logger", ns.name));
+    for n in 0..10 {
+        let r = event(&url, &format!("while-idle-{n}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "event {n}: {}", r.text().await.unwrap());
+    }
+    // Every idle connection is closed: past a cap at once, the others when the 2 s head
+    // timeout ends (a deadline far above it, for a loaded machine).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for (n, stream) in idle.iter_mut().enumerate() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(
+            closed_within(stream, left).await,
+            "idle metrics connection {n} is still open"
+        );
+    }
+    // The metrics port serves again, and says how many it refused.
+    let text = metrics_text(&serve).await;
+    let refused: f64 = ["total", "peer"]
+        .iter()
+        .filter_map(|cap| {
+            support::sample(
+                &text,
+                &format!(r#"jobsink_connections_refused_total{{listener="metrics",cap="{cap}"}}"#),
+            )
+        })
+        .sum();
+    assert!(refused > 0.0, "{text}");
+    let r = event(&url, "after-idle").send().await.unwrap();
+    assert_eq!(r.status(), 202);
+}
+
+/// An address of this machine that is not loopback: the one it reaches the API server from.
+fn outward_address() -> std::net::IpAddr {
+    let (ok, out, err) = kubectl(
+        &[
+            "config",
+            "view",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let server = url::Url::parse(out.trim()).expect("the API server's URL");
+    let host = server.host_str().expect("a host");
+    let port = server.port_or_known_default().unwrap_or(443);
+    let target = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .expect("resolve the API server")
+        .next()
+        .expect("an address");
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    socket.connect(target).unwrap();
+    let address = socket.local_addr().unwrap().ip();
+    assert!(
+        !address.is_loopback(),
+        "the API server is reached over loopback"
+    );
+    address
+}
+
+/// Binds ServiceAccount `sa` of `namespace` to `jobsink-metrics-reader` (deploy/rbac.yaml) for
+/// as long as this lives.
+struct MetricsReader(String);
+
+impl MetricsReader {
+    fn bind(namespace: &str, sa: &str) -> Self {
+        let name = format!("jobsink-test-metrics-{namespace}");
+        let (ok, _, err) = kubectl(
+            &[
+                "create",
+                "clusterrolebinding",
+                &name,
+                "--clusterrole=jobsink-metrics-reader",
+                &format!("--serviceaccount={namespace}:{sa}"),
+            ],
+            None,
+        );
+        assert!(ok, "{err}");
+        MetricsReader(name)
+    }
+}
+
+impl Drop for MetricsReader {
+    fn drop(&mut self) {
+        let _ = kubectl(
+            &[
+                "delete",
+                "clusterrolebinding",
+                &self.0,
+                "--ignore-not-found",
+            ],
+            None,
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_metrics_port_answers_other_hosts_only_with_a_token_allowed_to_get_metrics() {
+    let address = outward_address();
+    let port = free_port();
+    let listen = format!("0.0.0.0:{port}");
+    let serve = Serve::start(&["--metrics-listen", &listen]).await;
+    let ns = TestNamespace::new("metrics-auth").await;
+    ready_sink(&ns, &serve, LOGGER, "job-sink-logger").await;
+    let remote = format!("http://{address}:{port}/metrics");
+    let scrape = |token: Option<String>| {
+        let remote = remote.clone();
+        async move {
+            let mut request = http().get(&remote);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let r = request.send().await.expect("answered");
+            let status = r.status().as_u16();
+            let challenge = r
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (status, challenge, r.text().await.unwrap())
+        }
+    };
+    // Without a token, from another host: 401, and no sink is named.
+    let (status, challenge, body) = scrape(None).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(challenge.as_deref(), Some("Bearer"));
+    assert!(
+        !body.contains("job-sink-logger") && !body.contains("jobsink_"),
+        "{body}"
+    );
+    // A token of the API server's audience whose identity has no grant: 403.
+    let stranger = support::tokens::api_token(&ns.name, "stranger");
+    let (status, _, body) = scrape(Some(stranger)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("may not get /metrics"), "{body}");
+    // A token for a sink's audience is no token for the API server: 401.
+    let aud = format!("sinks.knative.dev/jobsink/{}/job-sink-logger", ns.name);
+    let (status, _, body) = scrape(Some(support::tokens::token(&ns.name, "stranger", &aud))).await;
+    assert_eq!(status, 401, "{body}");
+    // Bound to jobsink-metrics-reader: the metrics, per-sink series included.
+    support::tokens::service_account(&ns.name, "scraper");
+    let _reader = MetricsReader::bind(&ns.name, "scraper");
+    let scraper = support::tokens::api_token(&ns.name, "scraper");
+    let body = eventually("the grant to apply", CONVERGE, || {
+        let scrape = scrape(Some(scraper.clone()));
+        async move {
+            let (status, _, body) = scrape.await;
+            (status == 200).then_some(body)
+        }
+    })
+    .await;
+    assert!(body.contains("jobsink_events_total"), "{body}");
+    // From the pod itself (loopback), no token is needed.
+    let local = http()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(local.status(), 200);
 }

@@ -7,16 +7,20 @@
 //! - [`TokenVerifier`]: signature, issuer, expiry and audience checks, with the issuer's keys
 //!   from OIDC discovery and its JWKS (cached, fetched again for an unknown key id) and the
 //!   tokens already verified cached until they expire;
-//! - [`AuthError`]: why a token was not accepted (401), or why it could not be checked (503).
+//! - [`AuthError`]: why a token was not accepted (401), or why it could not be checked (503);
+//! - [`AccessReviewer`]: whether a bearer token may read `/metrics`, as the API server decides
+//!   (TokenReview and SubjectAccessReview).
 
 mod error;
 mod keys;
+mod review;
 mod verifier;
 
 use axum::http::{HeaderMap, header};
 
 pub use error::AuthError;
 pub use keys::{DISCOVERY_PATH, Issuer};
+pub use review::{Access, AccessReviewer};
 pub use verifier::{Sender, TokenVerifier};
 
 use crate::crd::SinkId;

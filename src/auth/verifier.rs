@@ -22,6 +22,12 @@ const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 /// Keys older than this are fetched again on the next verification, so that a key the issuer
 /// stopped publishing stops being accepted (Kubernetes rotates keys rarely; minutes suffice).
 const MAX_KEY_AGE: Duration = Duration::from_secs(5 * 60);
+/// Longest wait for one fetch of discovery and the JWKS, by default: a request that needs the
+/// keys gets 503 after it rather than waiting for the whole request's deadline.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How far in the future a token's `nbf` may be, for clocks that differ a little: go-oidc's
+/// allowance, which Knative's receivers use. `exp` gets none, as there.
+pub const NOT_BEFORE_LEEWAY: u64 = 60;
 /// Most verified tokens remembered. Each sender has one token at a time (renewed before it
 /// expires); past this, expired entries are dropped, and if that is not enough, all.
 const MAX_CACHED_TOKENS: usize = 10_000;
@@ -75,6 +81,7 @@ struct Keys {
 #[derive(Clone)]
 pub struct TokenVerifier {
     client: Client,
+    fetch_timeout: Duration,
     keys: Arc<RwLock<Keys>>,
     /// Held while fetching, so that concurrent requests wait for one fetch.
     fetching: Arc<tokio::sync::Mutex<()>>,
@@ -86,6 +93,7 @@ impl TokenVerifier {
     pub fn new(client: Client) -> Self {
         Self {
             client,
+            fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             keys: Arc::new(RwLock::new(Keys {
                 issuer: None,
                 fetched: None,
@@ -93,6 +101,12 @@ impl TokenVerifier {
             fetching: Arc::new(tokio::sync::Mutex::new(())),
             verified: Arc::default(),
         }
+    }
+
+    /// The same verifier with each fetch of the issuer's keys bounded by `timeout`.
+    pub fn with_fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.fetch_timeout = timeout;
+        self
     }
 
     /// Checks `token` for `audience`: signed by the issuer's key, issued by the issuer, within
@@ -202,7 +216,14 @@ impl TokenVerifier {
                 return Ok((issuer.clone(), false));
             }
         }
-        let fetched = keys::fetch(&self.client).await;
+        let fetched = tokio::time::timeout(self.fetch_timeout, keys::fetch(&self.client))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "the API server did not answer within {:?}",
+                    self.fetch_timeout
+                ))
+            });
         let mut keys = self.keys.write().expect("not poisoned");
         keys.fetched = Some(Instant::now());
         match fetched {
@@ -248,7 +269,10 @@ fn check(verified: &Verified, audience: &str, now: u64) -> Result<Sender, AuthEr
     if verified.expires <= now {
         return Err(AuthError::Expired);
     }
-    if verified.not_before.is_some_and(|nbf| nbf > now) {
+    if verified
+        .not_before
+        .is_some_and(|nbf| nbf > now + NOT_BEFORE_LEEWAY)
+    {
         return Err(AuthError::NotYetValid);
     }
     if !verified.audiences.iter().any(|a| a == audience) {
@@ -325,6 +349,22 @@ mod tests {
         assert!(matches!(
             check(&v, "sinks.knative.dev/jobsink/a/other", 10),
             Err(AuthError::WrongAudience { .. })
+        ));
+    }
+
+    #[test]
+    fn nbf_may_be_up_to_a_minute_ahead_and_exp_gets_no_leeway() {
+        let mut v = verified(10_000);
+        v.not_before = Some(1_060);
+        assert!(check(&v, "sinks.knative.dev/jobsink/a/s", 1_000).is_ok());
+        v.not_before = Some(1_061);
+        assert!(matches!(
+            check(&v, "sinks.knative.dev/jobsink/a/s", 1_000),
+            Err(AuthError::NotYetValid)
+        ));
+        assert!(matches!(
+            check(&verified(1_000), "sinks.knative.dev/jobsink/a/s", 1_000),
+            Err(AuthError::Expired)
         ));
     }
 

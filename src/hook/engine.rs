@@ -61,20 +61,24 @@ impl HookEngine {
         let (engine, allocator) = build_engine(&cfg)?;
         let linker = linker(&engine).map_err(EngineError::Create)?;
         let ticker = Ticker::start(&engine);
+        let slots = Slots::new(
+            cfg.max_concurrency,
+            cfg.per_sink_concurrency,
+            cfg.memory_budget_mib,
+            cfg.slot_wait,
+        );
+        let headroom = slots.headroom();
         tracing::info!(
             ?allocator,
             max_concurrency = cfg.max_concurrency,
+            headroom_calls = headroom.calls,
+            headroom_mib = headroom.mib,
             "hook engine ready"
         );
         Ok(HookEngine {
             inner: Arc::new(Inner {
-                loader: Loader::new(engine, linker, ticker),
-                slots: Slots::new(
-                    cfg.max_concurrency,
-                    cfg.per_sink_concurrency,
-                    cfg.memory_budget_mib,
-                    cfg.slot_wait,
-                ),
+                loader: Loader::new(engine, cfg.compiler.clone(), linker, ticker),
+                slots,
                 allocator,
                 max_concurrency: cfg.max_concurrency,
                 metrics,
@@ -124,12 +128,22 @@ impl HookEngine {
         self.inner.loader.queue().await
     }
 
-    /// Waits for the sink's share (all of it for a slow hook), a call slot and the call's
-    /// memory (see `slots.rs`).
-    pub(crate) async fn reserve(&self, hook: &LoadedHook) -> Result<Reservation, Duration> {
+    /// Waits for the sink's share (all of it for a slow hook), then a call slot and the
+    /// call's memory, granted fairly between namespaces (see `slots.rs`).
+    pub(crate) async fn reserve(
+        &self,
+        hook: &LoadedHook,
+        sink: &SinkId,
+    ) -> Result<Reservation, Duration> {
+        let places = share_needed(hook);
         self.inner
             .slots
-            .reserve(&hook.share, share_needed(hook), hook.memory_limit_bytes)
+            .reserve(
+                &sink.namespace,
+                &hook.share,
+                places,
+                hook.memory_limit_bytes,
+            )
             .await
     }
 
@@ -423,7 +437,7 @@ mod tests {
         let sink = SinkId::new("ns", "s");
         let mut places = vec![];
         for n in 0..crate::hook::INLINE_PROBATION + 2 {
-            let slots = Arc::new(engine.reserve(&hook).await.expect("a slot"));
+            let slots = Arc::new(engine.reserve(&hook, &sink).await.expect("a slot"));
             let event = event_to_wit(&CloudEvent::new(n.to_string(), "my/src", "t"));
             let (result, report) = engine
                 .call_event(&hook, &settings, &sink, &slots, event)
@@ -457,7 +471,7 @@ mod tests {
             let sink = SinkId::new("ns", "s");
             let mut calls = vec![];
             for n in 0..crate::hook::INLINE_PROBATION + 3 {
-                let slots = Arc::new(engine.reserve(&hook).await.expect("a slot"));
+                let slots = Arc::new(engine.reserve(&hook, &sink).await.expect("a slot"));
                 let event = event_to_wit(&CloudEvent::new(n.to_string(), "my/src", "t"));
                 let (result, report) = engine
                     .call_event(&hook, &settings, &sink, &slots, event)

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use super::compile::Compiler;
 use super::host::{
     MAX_CORE_INSTANCES_PER_COMPONENT, MAX_MEMORIES_PER_COMPONENT, MAX_TABLES_PER_COMPONENT,
     MAX_WASM_STACK_BYTES,
@@ -35,9 +36,7 @@ pub const MAX_CONCURRENT_LOADS: u32 = 2;
 /// most, in MiB: outside the guest-memory budget (which bounds calls in flight, each up to
 /// its `memoryLimitMiB`), and counted with it when the budget is checked against the
 /// container's limit.
-pub const IDLE_MEMORY_MIB: u64 = (MAX_IDLE_INSTANCES as u64)
-    * (MAX_MEMORIES_PER_COMPONENT as u64)
-    * ((IDLE_MEMORY_BYTES >> 20) as u64);
+pub const IDLE_MEMORY_MIB: u64 = (MAX_IDLE_INSTANCES as u64) * ((IDLE_MEMORY_BYTES >> 20) as u64);
 
 /// How the engine was built.
 #[derive(Clone, Debug)]
@@ -52,6 +51,9 @@ pub struct EngineConfig {
     pub slot_wait: Duration,
     /// Try the pooling allocator first (falls back to on-demand if the probe fails).
     pub pooling: bool,
+    /// Where components are compiled: in a bounded process of their own in the dispatcher
+    /// (`compile.rs`), in process by default.
+    pub compiler: Compiler,
 }
 
 impl Default for EngineConfig {
@@ -62,6 +64,7 @@ impl Default for EngineConfig {
             memory_budget_mib: DEFAULT_MEMORY_BUDGET_MIB,
             slot_wait: DEFAULT_SLOT_WAIT,
             pooling: true,
+            compiler: Compiler::default(),
         }
     }
 }
@@ -86,9 +89,10 @@ impl EngineConfig {
                 min: MIN_MEMORY_BUDGET_MIB,
             });
         }
-        // Idle instances hold memory outside the budget: count it here.
+        // Idle instances and compiling processes hold memory outside the budget: count them.
         let budget_bytes = (self.memory_budget_mib as u64)
             .saturating_add(IDLE_MEMORY_MIB)
+            .saturating_add(self.compile_memory_mib())
             .saturating_mul(1 << 20);
         if let Some(limit) = container_limit_bytes
             && budget_bytes >= limit
@@ -96,10 +100,22 @@ impl EngineConfig {
             return Err(EngineError::BudgetOverContainer {
                 budget_mib: self.memory_budget_mib,
                 idle_mib: IDLE_MEMORY_MIB,
+                compile_mib: self.compile_memory_mib(),
                 limit_mib: limit >> 20,
             });
         }
         Ok(())
+    }
+
+    /// Memory the compiling processes may hold at once, in MiB (none when compiling in
+    /// process, which only the library's tests do).
+    pub fn compile_memory_mib(&self) -> u64 {
+        match &self.compiler {
+            Compiler::InProcess => 0,
+            Compiler::Process { limits, .. } => {
+                u64::from(MAX_CONCURRENT_LOADS).saturating_mul(limits.memory_bytes >> 20)
+            }
+        }
     }
 }
 
@@ -128,11 +144,13 @@ pub enum EngineError {
     BudgetTooSmall { got: usize, min: usize },
     #[error(
         "--hook-memory-budget-mib is {budget_mib} MiB, which with the {idle_mib} MiB idle hook instances may hold \
-         is not below the container's memory limit of {limit_mib} MiB; hooks could use all of the pod's memory"
+         and the {compile_mib} MiB hook compilations may use (--hook-compile-memory-mib, two at once) is not \
+         below the container's memory limit of {limit_mib} MiB; hooks could use all of the pod's memory"
     )]
     BudgetOverContainer {
         budget_mib: usize,
         idle_mib: u64,
+        compile_mib: u64,
         limit_mib: u64,
     },
 }
@@ -160,6 +178,14 @@ pub(crate) fn build_engine(cfg: &EngineConfig) -> Result<(Engine, Allocator), En
             ))
         }
     }
+}
+
+/// The engine `jobsink hook compile` compiles with: the dispatcher's settings, so that the
+/// code it makes loads there, compiled on one thread.
+pub(crate) fn compiling_engine() -> Result<Engine, EngineError> {
+    let mut config = base_config();
+    config.parallel_compilation(false);
+    Engine::new(&config).map_err(EngineError::Create)
 }
 
 fn base_config() -> Config {
@@ -231,6 +257,7 @@ fn probe(engine: &Engine) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hook::compile::CompileLimits;
 
     #[test]
     fn zero_concurrency_is_refused() {
@@ -256,6 +283,30 @@ mod tests {
         assert!(matches!(idle, EngineError::BudgetOverContainer { .. }));
         assert!(matches!(error, EngineError::BudgetOverContainer { .. }));
         assert!(error.to_string().contains("--hook-memory-budget-mib"));
+        // So do the compiling processes.
+        let compiling = EngineConfig {
+            compiler: Compiler::Process {
+                program: "jobsink".into(),
+                limits: CompileLimits::default(),
+            },
+            ..EngineConfig::default()
+        };
+        assert!(compiling.check(Some(1 << 30)).is_ok());
+        let heavy = EngineConfig {
+            compiler: Compiler::Process {
+                program: "jobsink".into(),
+                limits: CompileLimits {
+                    memory_bytes: 512 << 20,
+                    ..CompileLimits::default()
+                },
+            },
+            ..EngineConfig::default()
+        };
+        let error = heavy.check(Some(1 << 30)).unwrap_err();
+        assert!(
+            error.to_string().contains("--hook-compile-memory-mib"),
+            "{error}"
+        );
         let small = EngineConfig {
             memory_budget_mib: 16,
             ..EngineConfig::default()

@@ -82,6 +82,12 @@ pub enum LoadError {
     Sha256Mismatch { expected: String, actual: String },
     #[error("not a WebAssembly component: {0:#}")]
     NotAComponent(#[source] wasmtime::Error),
+    /// Compiling ran into one of its limits (time, CPU, memory, code size).
+    #[error("{0}; hooks must compile within the dispatcher's limits")]
+    CompileLimit(String),
+    /// The compiling process could not be run (a host problem, not the component's).
+    #[error("the hook could not be compiled: {0}")]
+    Compiler(String),
     #[error("the component imports `{import}`, which hooks may not use ({why})")]
     ForbiddenImport { import: String, why: &'static str },
     #[error("the component does not export `{0}`")]
@@ -109,6 +115,8 @@ impl LoadError {
             LoadError::TooLarge { .. } => "HookTooLarge",
             LoadError::Sha256Mismatch { .. } => "HookSha256Mismatch",
             LoadError::NotAComponent(_) => "HookNotAComponent",
+            LoadError::CompileLimit(_) => "HookCompileLimit",
+            LoadError::Compiler(_) => "HookCompileFailed",
             LoadError::ForbiddenImport { .. } => "HookForbiddenImport",
             LoadError::MissingExport(_) => "HookMissingExport",
             LoadError::Link(_) | LoadError::PhaseMismatch { .. } => "HookLinkFailed",

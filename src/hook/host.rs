@@ -41,6 +41,23 @@ pub const MAX_LOG_LINES_PER_CALL: u32 = 16;
 /// Elements a table may grow to: far above what a Rust guest's function table needs.
 pub const MAX_TABLE_ELEMENTS: usize = 20_000;
 
+/// Entries the store's WASI resource table may hold at once (streams, pollables: host memory
+/// that no memory limit counts). A Rust guest holds a handful; each entry costs the host on
+/// the order of a hundred bytes, so a guest that creates streams in a loop stops here (the
+/// creating call fails) instead of at Wasmtime's default of a million.
+pub const MAX_HOST_RESOURCES: usize = 256;
+
+/// Component-model handles live at once in one store (`resource.new` of a guest's own
+/// resources, kept in host tables). Wasmtime's default is 100,000.
+pub const MAX_COMPONENT_HANDLES: usize = 1024;
+
+/// Bytes a guest may hand the host in one transfer: the arguments of one call of an import
+/// (a `log` message, a stream write) or the result a phase returns. Wasmtime's default of
+/// 128 MiB would let one call make the host allocate far beyond the guest's memory limit.
+/// The largest real transfer is a result at the output limits (1 MiB, `convert.rs`); the
+/// room above them lets an oversized result reach the check that names its size.
+pub const HOSTCALL_FUEL_BYTES: usize = 8 << 20;
+
 /// Per-store host state: the WASI context and our own `log` budget and memory limiter.
 pub(crate) struct HostState {
     wasi: WasiCtx,
@@ -76,11 +93,14 @@ impl CallStore {
             .allow_ip_name_lookup(false)
             .max_random_size(MAX_RANDOM_BYTES)
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_HOST_RESOURCES);
         let state = HostState {
             wasi,
-            table: ResourceTable::new(),
+            table,
             limiter: MemoryLimiter {
                 limit: memory_limit_bytes,
+                used: 0,
                 hit: false,
                 peak: 0,
             },
@@ -91,6 +111,8 @@ impl CallStore {
         };
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limiter);
+        store.set_max_component_handles(MAX_COMPONENT_HANDLES);
+        store.set_hostcall_fuel(HOSTCALL_FUEL_BYTES);
         CallStore {
             store,
             stdout,
@@ -106,7 +128,7 @@ impl HostState {
         self.limiter.limit = memory_limit_bytes;
     }
 
-    /// The largest size any memory of this store was allowed to grow to.
+    /// The most memory, all linear memories together, this store was allowed to hold.
     pub(crate) fn memory_peak(&self) -> usize {
         self.limiter.peak
     }
@@ -175,26 +197,35 @@ fn write_log_line(level: Level, namespace: &str, sink: &str, message: &str) {
 }
 
 /// Refuses memory growth past the sink's limit, and remembers that it did so that the trap
-/// that follows is reported as a memory-limit error rather than a generic trap.
+/// that follows is reported as a memory-limit error rather than a generic trap. The limit is
+/// on every linear memory of the instance together: a component with two memories has the
+/// same `memoryLimitMiB` as one with one, and the budget reserves no more for it.
 struct MemoryLimiter {
     limit: usize,
+    /// Bytes of all the store's linear memories together.
+    used: usize,
     hit: bool,
-    /// The largest size any memory was allowed to grow to (a spare's, at instantiation).
+    /// The most `used` has been (a spare's, at instantiation).
     peak: usize,
 }
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
+        let used = self.used.saturating_add(desired.saturating_sub(current));
+        if used > self.limit {
             self.hit = true;
-            wasmtime::bail!("memory limit of {} bytes exceeded", self.limit);
+            wasmtime::bail!(
+                "memory limit of {} bytes exceeded (all linear memories together)",
+                self.limit
+            );
         }
-        self.peak = self.peak.max(desired);
+        self.used = used;
+        self.peak = self.peak.max(used);
         Ok(true)
     }
 

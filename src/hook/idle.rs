@@ -11,8 +11,8 @@
 //!   call's time on a spare; a retired store is dropped after the request's next await.
 //!
 //! A component has at most one of each. Every idle instance holds an [`IdlePermit`] out of
-//! [`MAX_IDLE_INSTANCES`] for the whole process, and its pool slot, and may have grown its
-//! memories to at most [`IDLE_MEMORY_BYTES`] each: that bounds what idle instances hold
+//! [`MAX_IDLE_INSTANCES`] for the whole process, and its pool slot, and may hold at most
+//! [`IDLE_MEMORY_BYTES`] of memory: that bounds what idle instances hold
 //! (counted beside the guest-memory budget, `engine_config.rs`). Neither holds any of a
 //! call's slots: those come back when the call ends.
 //!
@@ -36,9 +36,9 @@ use crate::lock::locked;
 /// slots and the load slots of the pool.
 pub const MAX_IDLE_INSTANCES: u32 = 8;
 
-/// Largest linear memory an idle instance may have (a Rust guest starts with about 1 MiB):
-/// a component that starts bigger gets no spare and is instantiated per call, and the store
-/// of a call that grew bigger is dropped at once.
+/// Most memory an idle instance may hold, all its linear memories together (a Rust guest
+/// starts with about 1 MiB): a component that starts bigger gets no spare and is
+/// instantiated per call, and the store of a call that grew bigger is dropped at once.
 pub const IDLE_MEMORY_BYTES: usize = 4 << 20;
 
 /// Attempts at making a spare that may fail before a component gets no more spares.

@@ -15,6 +15,7 @@ use wasmtime::component::{Component, Linker};
 use super::bindings::exports::jobsink::hook::{config, event_phase, job_phase};
 use super::bindings::jobsink::hook::types as wit;
 use super::call::{CallLimits, invoke};
+use super::compile::Compiler;
 use super::compiled::CompiledHook;
 use super::engine_config::MAX_CONCURRENT_LOADS;
 use super::error::{HookError, LoadError, guest_text};
@@ -148,6 +149,8 @@ impl std::fmt::Debug for LoadedHook {
 /// Compiles and checks components; keeps one compiled copy per sha256 while a sink uses it.
 pub(crate) struct Loader {
     engine: Engine,
+    /// Compiles in a bounded process of its own, or in process (`compile.rs`).
+    compiler: Compiler,
     linker: Linker<HostState>,
     /// Advances the epoch while calls run; every component's calls use it.
     ticker: Arc<Ticker>,
@@ -175,9 +178,15 @@ impl Drop for Turn<'_> {
 }
 
 impl Loader {
-    pub(crate) fn new(engine: Engine, linker: Linker<HostState>, ticker: Arc<Ticker>) -> Self {
+    pub(crate) fn new(
+        engine: Engine,
+        compiler: Compiler,
+        linker: Linker<HostState>,
+        ticker: Arc<Ticker>,
+    ) -> Self {
         Loader {
             engine,
+            compiler,
             linker,
             ticker,
             idle_permits: IdlePermits::new(),
@@ -280,7 +289,7 @@ impl Loader {
     }
 
     fn compile(&self, wasm: &[u8], sha256: String) -> Result<CompiledHook, LoadError> {
-        let component = Component::new(&self.engine, wasm).map_err(LoadError::NotAComponent)?;
+        let component = self.compiler.compile(&self.engine, wasm)?;
         check_imports(&self.engine, &component)?;
         let pre = self
             .linker

@@ -4,16 +4,19 @@
 //! From the request down to the guest:
 //! - `registry`: [`HookRegistry`], the hooks of the cluster's sinks and [`HookRegistry::run`];
 //!   `table`: each sink's settings, serving hook and `HookReady` state; `reload`: loading a
-//!   sink's ConfigMap, and reloading it on change, off the request path.
+//!   sink's ConfigMap, and reloading it on change, off the request path; `notes`: the
+//!   Kubernetes Events that hook notes become, within bounds.
 //! - `pipeline`: [`run_hooks`], `on-event`, the Job, `on-job`, decisions and failure policy;
 //!   `convert`: the WIT types both ways and the checks on what a hook hands back.
 //! - `engine`: [`HookEngine`], the process's runtime: admission, where each call runs, its
-//!   metrics; `slots`: the call slots, per-sink shares and memory budget a call reserves;
+//!   metrics; `slots`: the call slots, per-sink shares and memory budget a call reserves,
+//!   granted fairly between namespaces;
 //!   `pace`: where a hook's next call runs (inline, handed off, low priority).
 //! - `call`: one call on the current thread, its deadline and its errors classified;
 //!   `idle`: spares and retired stores, what an inline call leaves for the next;
 //!   `host`: the store's WASI context, limiter, `log`, and the linker.
 //! - `loader`: digest and import checks, the compile-once cache, `validate-config`;
+//!   `compile`: compiling in a process of its own, bounded in time, CPU and memory;
 //!   `compiled`, `template`: a compiled component and its pre-instantiated template.
 //! - `engine_config`: the Wasmtime engine and its sizing; `ticker`: the epoch ticker thread.
 //! - `settings`: a sink's `spec.hook` with defaults and maxima; `error`: what can fail;
@@ -23,6 +26,7 @@
 mod bindings;
 mod call;
 pub mod cli;
+mod compile;
 mod compiled;
 mod convert;
 mod engine;
@@ -31,6 +35,7 @@ mod error;
 mod host;
 mod idle;
 mod loader;
+mod notes;
 mod pace;
 mod pipeline;
 mod registry;
@@ -46,6 +51,10 @@ mod ticker;
 #[path = "../../tests/support/plugins.rs"]
 mod test_plugins;
 
+pub use compile::{
+    CompileLimits, Compiler, DEFAULT_COMPILE_CPU, DEFAULT_COMPILE_MEMORY_BYTES,
+    DEFAULT_COMPILE_TIMEOUT, compile_stdin_to_stdout,
+};
 pub use convert::{
     ALLOWED_REJECTION_CODES, DEFAULT_REJECTION_CODE, MAX_EVENT_OUTPUT_BYTES, MAX_JOB_OUTPUT_BYTES,
     Rejection,
@@ -54,6 +63,7 @@ pub use engine::{HookEngine, LOW_PRIORITY_NICE, LOW_PRIORITY_THREAD, SLOW_CALL_C
 pub use engine_config::{Allocator, DEFAULT_MAX_CONCURRENCY, EngineConfig, EngineError};
 pub use error::{HookError, LoadError, MAX_GUEST_TEXT_BYTES};
 pub use loader::{LoadedHook, MAX_COMPONENT_BYTES};
+pub use notes::{MAX_PUBLISHES_IN_FLIGHT, NOTE_WINDOW, NOTES_PER_WINDOW};
 pub use pace::INLINE_PROBATION;
 pub use pipeline::{HookNote, HookOutput, HookRefusal, Phase, run_hooks};
 pub use registry::HookRegistry;

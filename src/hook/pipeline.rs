@@ -202,7 +202,7 @@ pub(crate) async fn run_traced(
     };
 
     // One reservation for both phases: an event that started is not refused halfway.
-    let reservation = match engine.reserve(hook).await {
+    let reservation = match engine.reserve(hook, sink).await {
         Ok(reservation) => Arc::new(reservation),
         Err(waited) => return (Err(HookRefusal::Busy(waited)), runs),
     };

@@ -14,12 +14,12 @@ use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::core::error_boundary::DeserializeGuard;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
 use tokio::sync::broadcast;
-use tracing::warn;
 
+use super::notes::Notes;
 use super::pipeline::run_hooks;
 use super::reload::{self, Source};
 use super::table::{HookState, Table};
@@ -40,6 +40,7 @@ struct Inner {
     client: Client,
     metrics: Metrics,
     table: Arc<Table>,
+    notes: Notes,
 }
 
 impl HookRegistry {
@@ -56,13 +57,16 @@ impl HookRegistry {
             controller: "jobsink-hooks".into(),
             instance,
         };
-        let table = Table::new(Recorder::new(client.clone(), reporter));
+        let recorder = Recorder::new(client.clone(), reporter);
+        let notes = Notes::new(recorder.clone());
+        let table = Table::new(recorder);
         Self {
             inner: Arc::new(Inner {
                 engine,
                 client,
                 metrics,
                 table: Arc::new(table),
+                notes,
             }),
         }
     }
@@ -140,25 +144,15 @@ impl HookRegistry {
     }
 
     /// Publishes what a hook did although the event went on (Monitor mode, ignored
-    /// failures) as a Kubernetes Event on the JobSink, off the request path. Repeated notes
-    /// are folded into an event series by the recorder.
+    /// failures) as a Kubernetes Event on the JobSink, off the request path and within the
+    /// bounds of `notes.rs`.
     fn record_note(&self, sink: &SinkId, note: &HookNote) {
-        let Some(sink) = self.inner.table.sink_ref(sink) else {
+        let Some(regarding) = self.inner.table.sink_ref(sink) else {
             return;
         };
-        let event = Event {
-            type_: EventType::Warning,
-            reason: note.reason().into(),
-            note: Some(note.message()),
-            action: "RunHook".into(),
-            secondary: None,
-        };
-        let recorder = self.inner.table.recorder().clone();
-        tokio::spawn(async move {
-            if let Err(error) = recorder.publish(&event, &sink).await {
-                warn!(%error, "could not publish a Kubernetes Event");
-            }
-        });
+        self.inner
+            .notes
+            .publish(sink, regarding, note.reason(), note.message());
     }
 
     /// Follows one event of the JobSink watch (the process's one watch of JobSinks, see
@@ -179,7 +173,11 @@ impl HookRegistry {
                     self.sync(sink);
                 }
             }
-            watcher::Event::Delete(sink) => table.remove(&SinkId::of(sink)),
+            watcher::Event::Delete(sink) => {
+                let id = SinkId::of(sink);
+                self.inner.notes.forget(&id);
+                table.remove(&id);
+            }
         }
     }
 

@@ -87,10 +87,6 @@ impl Table {
         }
     }
 
-    pub(crate) fn recorder(&self) -> &Recorder {
-        &self.recorder
-    }
-
     pub(crate) fn set_leadership(&self, leadership: Leadership) {
         *locked(&self.leadership) = leadership;
     }

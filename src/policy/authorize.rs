@@ -69,13 +69,34 @@ pub fn authorize(
     applying: &[Arc<CompiledPolicy>],
     mode: AuthorizationMode,
 ) -> Result<(), Denial> {
+    let allowing = authorize_subject(subject, namespace, applying, mode)?;
+    if allowing.is_empty() || allowing.iter().any(|p| p.filters_pass(event)) {
+        Ok(())
+    } else {
+        Err(Denial::FilteredOut {
+            subject: subject.to_owned(),
+            policies: allowing.iter().map(|p| p.name.clone()).collect(),
+        })
+    }
+}
+
+/// The part of [`authorize`] that needs no event: whether `subject` may use a sink of
+/// `namespace` at all. Returns the applying policies that allow the subject (empty when none
+/// applies and `mode` allows it); their filters are not consulted. The receiver asks this
+/// before it says anything about the sink, and for status queries, which carry no event.
+pub fn authorize_subject<'a>(
+    subject: &str,
+    namespace: &str,
+    applying: &'a [Arc<CompiledPolicy>],
+    mode: AuthorizationMode,
+) -> Result<Vec<&'a Arc<CompiledPolicy>>, Denial> {
     if applying.is_empty() {
         return match mode {
-            AuthorizationMode::AllowAll => Ok(()),
+            AuthorizationMode::AllowAll => Ok(Vec::new()),
             AuthorizationMode::DenyAll => Err(Denial::DenyAll),
             AuthorizationMode::AllowSameNamespace => {
                 if subject.starts_with(&service_account_prefix(namespace)) {
-                    Ok(())
+                    Ok(Vec::new())
                 } else {
                     Err(Denial::OtherNamespace {
                         subject: subject.to_owned(),
@@ -95,14 +116,7 @@ pub fn authorize(
             policies: applying.iter().map(|p| p.name.clone()).collect(),
         });
     }
-    if allowing.iter().any(|p| p.filters_pass(event)) {
-        Ok(())
-    } else {
-        Err(Denial::FilteredOut {
-            subject: subject.to_owned(),
-            policies: allowing.iter().map(|p| p.name.clone()).collect(),
-        })
-    }
+    Ok(allowing)
 }
 
 #[cfg(test)]
@@ -222,6 +236,33 @@ mod tests {
                 AuthorizationMode::AllowAll
             )
             .is_err()
+        );
+    }
+
+    #[test]
+    fn the_subject_alone_is_judged_without_filters() {
+        let p = policy(
+            "orders",
+            json!({"from": [{"sub": SENDER}], "filters": [{"exact": {"type": "a"}}]}),
+        );
+        let mode = AuthorizationMode::AllowAll;
+        let applying = std::slice::from_ref(&p);
+        assert_eq!(
+            authorize_subject(SENDER, "team", applying, mode).map(|a| a.len()),
+            Ok(1)
+        );
+        assert!(matches!(
+            authorize_subject(STRANGER, "team", applying, mode),
+            Err(Denial::SubjectNotAllowed { .. })
+        ));
+        assert!(matches!(
+            authorize_subject(STRANGER, "team", &[], AuthorizationMode::AllowSameNamespace),
+            Err(Denial::OtherNamespace { .. })
+        ));
+        assert_eq!(
+            authorize_subject(SENDER, "team", &[], AuthorizationMode::AllowSameNamespace)
+                .map(|a| a.len()),
+            Ok(0)
         );
     }
 }

@@ -16,7 +16,7 @@ pub mod filter;
 mod status;
 pub mod types;
 
-pub use authorize::{Denial, authorize};
+pub use authorize::{Denial, authorize, authorize_subject};
 pub use cache::PolicyCache;
 pub use compiled::{CompiledPolicy, subject_matches};
 pub use status::{

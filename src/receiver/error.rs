@@ -44,8 +44,11 @@ pub enum ReceiveError {
         #[source]
         error: AuthError,
     },
-    #[error("forbidden: {0}")]
-    Forbidden(Denial),
+    /// The body names the sender's subject and, when policies allow it but not this event, says
+    /// so; which policies, and whether any apply, only the log says (a caller from another
+    /// tenant learns nothing about the sink's policies).
+    #[error("forbidden: {}", sender_message(subject, denial))]
+    Forbidden { subject: String, denial: Denial },
     #[error("malformed CloudEvent: {0}")]
     BadEvent(#[from] DecodeError),
     #[error("request body is larger than {limit} bytes")]
@@ -56,6 +59,8 @@ pub enum ReceiveError {
     BodyTimeout(Duration),
     #[error("the receiver is handling as many requests as it takes; retry")]
     Overloaded,
+    #[error("the receiver holds as many request bodies as its memory budget allows; retry")]
+    BodyMemory,
     #[error("the request was not done within {0:?}; retry")]
     Deadline(Duration),
     #[error("the Kubernetes API server did not answer {operation} in time")]
@@ -86,7 +91,28 @@ pub enum ReceiveError {
     SecretContended(String),
 }
 
+/// What a refused sender reads: its own subject, and whether its events are filtered out;
+/// nothing about which policies exist.
+fn sender_message(subject: &str, denial: &Denial) -> String {
+    match denial {
+        Denial::FilteredOut { .. } => {
+            format!("the event does not pass the filters of the EventPolicies that allow {subject}")
+        }
+        _ => format!(
+            "{subject} may not use this sink (its EventPolicies or the default authorization \
+             mode refuse it)"
+        ),
+    }
+}
+
 impl ReceiveError {
+    pub(super) fn forbidden(subject: &str, denial: Denial) -> Self {
+        ReceiveError::Forbidden {
+            subject: subject.to_owned(),
+            denial,
+        }
+    }
+
     /// The HTTP status code for this failure.
     pub fn status(&self) -> StatusCode {
         use ReceiveError::*;
@@ -98,12 +124,13 @@ impl ReceiveError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
-            Forbidden(_) => StatusCode::FORBIDDEN,
+            Forbidden { .. } => StatusCode::FORBIDDEN,
             NotLoaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             SinkNotReady { .. }
             | Starting
             | Overloaded
+            | BodyMemory
             | Deadline(_)
             | ApiTimeout { .. }
             | JobGoing(_)
@@ -136,14 +163,14 @@ impl ReceiveError {
             UnknownSink(_) => "unknown_sink",
             SinkDeleting(_) | JobGoing(_) => "deleting",
             SinkNotReady { .. } | Starting | NotLoaded(_) => "not_ready",
-            Overloaded => "overloaded",
+            Overloaded | BodyMemory => "overloaded",
             Deadline(_) | ApiTimeout { .. } | BodyTimeout(_) => "timeout",
             BadEvent(
                 DecodeError::AttributeTooLarge { .. } | DecodeError::ExtensionNameTooLong { .. },
             ) => "too_large",
             WrongTransport(_) => "wrong_transport",
             Unauthenticated { .. } => "unauthenticated",
-            Forbidden(_) => "forbidden",
+            Forbidden { .. } => "forbidden",
             BadEvent(_) | BodyRead(_) => "invalid",
             BodyTooLarge { .. } | EventTooLarge(_) => "too_large",
             Hook(HookRefusal::Rejected(_)) => "rejected",
@@ -250,7 +277,7 @@ impl IntoResponse for ReceiveError {
             }
             truncated(api_body(operation, source))
         } else {
-            match self {
+            match &self {
                 // Expected while a sink or its hook is being set up: the sender retries.
                 ReceiveError::SinkNotReady { .. }
                 | ReceiveError::Starting
@@ -260,9 +287,10 @@ impl IntoResponse for ReceiveError {
                 | ReceiveError::Hook(HookRefusal::NotLoaded(_) | HookRefusal::Busy(_)) => {
                     warn!(error = %self, "event refused for now")
                 }
-                ReceiveError::Overloaded => {}
-                ReceiveError::Unauthenticated { .. } | ReceiveError::Forbidden(_) => {
-                    info!(error = %self, "sender refused")
+                ReceiveError::Overloaded | ReceiveError::BodyMemory => {}
+                ReceiveError::Unauthenticated { .. } => info!(error = %self, "sender refused"),
+                ReceiveError::Forbidden { denial, .. } => {
+                    info!(error = %denial, "sender refused")
                 }
                 _ if status.is_server_error() => error!(error = %self, "request failed"),
                 _ => {}

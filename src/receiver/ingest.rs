@@ -1,6 +1,7 @@
 //! `POST /<namespace>/<jobsink>`: one CloudEvent in, one Job (and its Secret) out.
 //!
-//! look up the sink -> authenticate the sender (OIDC on) -> decode and validate -> authorize
+//! authenticate the sender and admit its subject (OIDC on) -> look up the sink -> read the
+//! body -> take a slot of `--max-in-flight` -> decode and validate -> authorize the event
 //! (EventPolicies or the default mode; OIDC on) -> the sink's hook (`on-event`, build the Job,
 //! `on-job`; just the build without a hook) -> size check -> create Job and Secret. Nothing
 //! is created unless every step before passed. See `docs/architecture.md`.
@@ -13,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::{Span, debug, info};
 
 use super::create::{Calls, Created, EventObjects, create_objects, secret_exists};
-use super::security::{authenticate, authorize};
+use super::security::{admit, authenticate, authorize};
 use super::{AppState, ReceiveError};
 use crate::cloudevent::{self, CloudEvent};
 use crate::cputime::cpu_timed;
@@ -83,18 +84,31 @@ async fn ingest(
 ) -> Result<Accepted, ReceiveError> {
     let started = Instant::now();
     let features = state.security.features()?;
-    let cached = lookup(state, id)?;
-    let sink = decoded(&cached).map_err(|why| not_ready(id, why))?;
-    // The sender first: nothing of an unauthenticated request is read.
+    // The sender first: a caller without a valid token (401), or one the sink's policies
+    // refuse (403), learns nothing about the sink, not even whether it exists.
     let (sender, key_fetch_time) = authenticate(&state.security, &features, id, headers).await;
     let sender = sender?;
+    let cached = state.sinks.get(id);
+    admit(
+        &state.security,
+        &features,
+        sender.as_ref(),
+        id,
+        cached.as_deref(),
+    )?;
+    let cached = usable(state, id, cached)?;
+    let sink = decoded(&cached).map_err(|why| not_ready(id, why))?;
+    // The body is read without a slot of --max-in-flight: a sender trickling it holds its
+    // bytes of the body memory budget, nothing a fast sender needs.
     let limit = state.config.max_body_bytes();
-    let patience = state.config.body_read_timeout;
-    let bytes = tokio::time::timeout(patience, axum::body::to_bytes(body, limit))
-        .await
-        .map_err(|_| ReceiveError::BodyTimeout(patience))?
-        .map_err(|e| body_error(e, limit))?;
-    let mut event = cloudevent::decode(headers, &bytes)?;
+    let body = state
+        .lifecycle
+        .read_body(body, limit, state.config.body_read_timeout)
+        .await?;
+    let Some(_slot) = state.lifecycle.try_admit() else {
+        return Err(ReceiveError::Overloaded);
+    };
+    let mut event = cloudevent::decode(headers, &body.bytes)?;
     cloudevent::apply_trace_context(&mut event, headers);
     Span::current().record("event_id", event.id.as_str());
     debug!(event.id, event.source, "event decoded");
@@ -190,8 +204,13 @@ fn not_ready(sink: &SinkId, why: String) -> ReceiveError {
     }
 }
 
-fn lookup(state: &AppState, id: &SinkId) -> Result<std::sync::Arc<CachedSink>, ReceiveError> {
-    let Some(sink) = state.sinks.get(id) else {
+/// The sink, when it exists and may take events.
+fn usable(
+    state: &AppState,
+    id: &SinkId,
+    sink: Option<std::sync::Arc<CachedSink>>,
+) -> Result<std::sync::Arc<CachedSink>, ReceiveError> {
+    let Some(sink) = sink else {
         return Err(if state.sinks.is_ready() {
             ReceiveError::UnknownSink(id.clone())
         } else {
@@ -207,15 +226,5 @@ fn lookup(state: &AppState, id: &SinkId) -> Result<std::sync::Arc<CachedSink>, R
     match decoded(&sink).map(readiness) {
         Ok(Readiness::Ready) => Ok(sink),
         Ok(Readiness::NotReady(why)) | Err(why) => Err(not_ready(id, why)),
-    }
-}
-
-fn body_error(error: axum::Error, limit: usize) -> ReceiveError {
-    let is_limit = std::error::Error::source(&error)
-        .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-    if is_limit {
-        ReceiveError::BodyTooLarge { limit }
-    } else {
-        ReceiveError::BodyRead(error)
     }
 }

@@ -30,8 +30,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span};
 
 pub use error::ReceiveError;
-pub use load::Lifecycle;
+pub use load::{ConnectionLimits, Lifecycle};
 pub use security::{Security, Transport, check_transport};
+pub use server::{ListenerLimits, serve_router};
 
 use crate::crd::SinkId;
 use crate::hook::HookRegistry;
@@ -53,10 +54,20 @@ pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deadline of a whole request after its head arrived: body, hook and API calls (503 after
 /// it). Within the Deployment's termination grace so that a drain can let it finish.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-/// Most event and status requests handled at once; more get 503 + `Retry-After` at once.
-/// 128 bodies of at most 1 MiB bound request memory to about 136 MiB, and 128 concurrent
-/// creates are already more than an API server takes on usefully.
+/// Most event and status requests handled at once (hook and API calls, once the body is in);
+/// more get 503 + `Retry-After` at once. 128 concurrent creates are already more than an API
+/// server takes on usefully.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 128;
+/// Request bodies held in memory at once, in MiB, counted as they arrive: about as many
+/// bodies of the largest size as requests in flight, so a trickling sender holds bytes, not
+/// a slot.
+pub const DEFAULT_BODY_MEMORY_MIB: usize = 128;
+/// Open connections of the event listeners (HTTP and HTTPS together); past it a new
+/// connection is closed at once. Each costs a socket and a few KiB.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Open connections from one peer address: a sender cannot take the whole connection cap.
+/// Above twice the in-flight cap, so one busy broker pod keeps its keep-alive pool.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 256;
 /// After SIGTERM, how long the receiver keeps serving with `/readyz` failing, so that the
 /// endpoints controller and kube-proxy stop routing new requests here before it stops
 /// accepting (a few readiness periods of the Deployment's probe).
@@ -77,6 +88,12 @@ pub struct ReceiverConfig {
     pub request_timeout: Duration,
     /// [`DEFAULT_MAX_IN_FLIGHT`].
     pub max_in_flight: usize,
+    /// Bytes of request bodies held at once ([`DEFAULT_BODY_MEMORY_MIB`]).
+    pub body_memory_bytes: usize,
+    /// [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
+    /// [`DEFAULT_MAX_CONNECTIONS_PER_PEER`].
+    pub max_connections_per_peer: usize,
     /// [`DEFAULT_DRAIN_DELAY`].
     pub drain_delay: Duration,
     /// How old a Job without its Secret must be before the controller removes it
@@ -94,6 +111,9 @@ impl Default for ReceiverConfig {
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            body_memory_bytes: DEFAULT_BODY_MEMORY_MIB << 20,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
             drain_delay: DEFAULT_DRAIN_DELAY,
             orphan_grace: crate::controller::DEFAULT_ORPHAN_GRACE,
         }
@@ -106,6 +126,19 @@ impl ReceiverConfig {
     /// suffices; anything bigger is refused without reading it all.
     pub fn max_body_bytes(&self) -> usize {
         self.max_event_bytes + 64 * 1024
+    }
+
+    /// Refuses settings under which some valid event could never be received.
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.body_memory_bytes >= self.max_body_bytes(),
+            "the body memory budget ({} bytes) cannot hold one body of the largest event \
+             ({} bytes with --max-event-bytes {}): raise --body-memory-mib",
+            self.body_memory_bytes,
+            self.max_body_bytes(),
+            self.max_event_bytes
+        );
+        Ok(())
     }
 }
 
@@ -145,7 +178,9 @@ impl AppState {
         hooks: HookRegistry,
         security: Security,
     ) -> Self {
-        let lifecycle = Lifecycle::new(config.max_in_flight);
+        let connections =
+            ConnectionLimits::new(config.max_connections, config.max_connections_per_peer);
+        let lifecycle = Lifecycle::new(config.max_in_flight, config.body_memory_bytes, connections);
         Self {
             client,
             sinks,
@@ -249,14 +284,13 @@ async fn dispatch(
         if let Err(error) = allowed {
             return error.into_response();
         }
-        let Some(_slot) = state.lifecycle.try_admit() else {
-            return ReceiveError::Overloaded.into_response();
-        };
+        // Each handler takes its slot of `--max-in-flight` once the sender is known and its
+        // body is in (`docs/contract.md#load-shedding`).
         let deadline = state.config.request_timeout;
         let handled = async {
             match route {
                 Route::Ingest(sink) => ingest::handle(&state, &sink, &headers, body).await,
-                Route::Status(path) => status::handle(&state, &path).await,
+                Route::Status(path) => status::handle(&state, &headers, &path).await,
                 Route::Refused(error) => error.into_response(),
             }
         };

@@ -13,6 +13,7 @@ use crate::cloudevent::CloudEvent;
 use crate::crd::{JobSink, SinkId};
 use crate::features::{FeatureStore, Features, TransportEncryption};
 use crate::policy::{self, PolicyCache};
+use crate::sinks::CachedSink;
 
 /// How a request reached the receiver: set by the HTTPS listener as a request extension;
 /// plain HTTP otherwise.
@@ -100,6 +101,39 @@ pub async fn authenticate(
     (result, api_time)
 }
 
+/// Whether `sender` may use `sink` at all, asked before the receiver tells anything about the
+/// sink (whether it exists, whether it is ready) and for status queries, which carry no
+/// event: the subject against the EventPolicies that apply to the sink (by its labels in the
+/// cache; none when it is not there) or the default authorization mode. Filters are not
+/// consulted here. Nothing to check when OIDC is off (`sender` is `None`).
+pub fn admit(
+    security: &Security,
+    features: &Features,
+    sender: Option<&Sender>,
+    sink: &SinkId,
+    cached: Option<&CachedSink>,
+) -> Result<(), ReceiveError> {
+    let Some(sender) = sender else {
+        return Ok(());
+    };
+    if !security.policies.is_loaded() {
+        return Err(ReceiveError::NotLoaded("the EventPolicies"));
+    }
+    let none = Default::default();
+    let labels = cached.map_or(&none, |c| c.labels());
+    let applying = security
+        .policies
+        .applying(&sink.namespace, &sink.name, labels);
+    policy::authorize_subject(
+        &sender.subject,
+        &sink.namespace,
+        &applying,
+        features.default_authorization_mode,
+    )
+    .map(|_| ())
+    .map_err(|denial| ReceiveError::forbidden(&sender.subject, denial))
+}
+
 /// Whether `sender` may send `event` to `sink`: the applying EventPolicies, else the default
 /// authorization mode. Nothing to check when OIDC is off (`sender` is `None`).
 pub fn authorize(
@@ -126,5 +160,5 @@ pub fn authorize(
         &applying,
         features.default_authorization_mode,
     )
-    .map_err(ReceiveError::Forbidden)
+    .map_err(|denial| ReceiveError::forbidden(&sender.subject, denial))
 }

@@ -3,28 +3,36 @@
 //!
 //! Answered only for a JobSink in the receiver's cache, with names checked first: the API
 //! request reads a Job whose name is a hash, in a namespace that is a DNS-1123 label, so no
-//! decoded path segment ever reaches an API URL (`docs/contract.md#hostile-input`).
+//! decoded path segment ever reaches an API URL (`docs/contract.md#hostile-input`). With OIDC
+//! on, the caller needs a token for the sink's audience (401) and a subject the sink's
+//! EventPolicies or the default mode allow (403), both checked before anything about the sink
+//! or the event is told, as for events (`docs/contract.md#secure-delivery`).
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
 
 use super::create::Calls;
+use super::security::{admit, authenticate};
 use super::{AppState, ReceiveError};
 use crate::cloudevent::{MAX_ID_BYTES, MAX_SOURCE_BYTES};
 use crate::crd::SinkId;
 use crate::job::{alternate_job_name, job_matches_event, job_name};
 use crate::location::{location, parse_location};
 
-pub(super) async fn handle(state: &AppState, path: &str) -> Response {
-    match lookup(state, path).await {
+pub(super) async fn handle(state: &AppState, headers: &HeaderMap, path: &str) -> Response {
+    match lookup(state, headers, path).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn lookup(state: &AppState, path: &str) -> Result<Response, ReceiveError> {
+async fn lookup(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<Response, ReceiveError> {
     let Some(event) = parse_location(path) else {
         return Err(ReceiveError::NoRoute(format!(
             "GET {path}; event status is at /namespaces/<ns>/name/<jobsink>/sources/<source>/ids/<id>"
@@ -32,13 +40,27 @@ async fn lookup(state: &AppState, path: &str) -> Result<Response, ReceiveError> 
     };
     let sink = SinkId::checked(&event.sink.namespace, &event.sink.name)
         .ok_or(ReceiveError::InvalidSinkName)?;
-    if state.sinks.get(&sink).is_none() {
+    let features = state.security.features()?;
+    let (sender, _) = authenticate(&state.security, &features, &sink, headers).await;
+    let sender = sender?;
+    let cached = state.sinks.get(&sink);
+    admit(
+        &state.security,
+        &features,
+        sender.as_ref(),
+        &sink,
+        cached.as_deref(),
+    )?;
+    if cached.is_none() {
         return Err(if state.sinks.is_ready() {
             ReceiveError::UnknownSink(sink)
         } else {
             ReceiveError::Starting
         });
     }
+    let Some(_slot) = state.lifecycle.try_admit() else {
+        return Err(ReceiveError::Overloaded);
+    };
     // No event over the limits was ever accepted, so it has no Job.
     if event.source.len() > MAX_SOURCE_BYTES || event.id.len() > MAX_ID_BYTES {
         return Err(ReceiveError::NoSuchJob);

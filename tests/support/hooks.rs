@@ -4,6 +4,18 @@ use jobsink::cloudevent::CloudEvent;
 use jobsink::crd::JobSink;
 use k8s_openapi::api::batch::v1::Job;
 
+/// The hook engine's settings for tests: as the dispatcher's, compiling every component in a
+/// bounded process of its own running the `jobsink` binary under test.
+pub fn engine_config() -> jobsink::hook::EngineConfig {
+    jobsink::hook::EngineConfig {
+        compiler: jobsink::hook::Compiler::Process {
+            program: super::process::binary().into(),
+            limits: jobsink::hook::CompileLimits::default(),
+        },
+        ..jobsink::hook::EngineConfig::default()
+    }
+}
+
 /// The bytes of the test hook `<name>` (built on first use, see `support::plugins`).
 pub fn plugin(name: &str) -> Vec<u8> {
     let path = super::plugins::plugin_path(name);

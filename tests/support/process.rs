@@ -17,7 +17,7 @@ pub struct Serve {
 /// The binary under test: `JOBSINK_BIN` when set (a copy of this tree's build, where several
 /// worktrees share one cargo target directory and its `target/debug/jobsink`), else the one
 /// cargo built for this test run.
-fn binary() -> String {
+pub fn binary() -> String {
     std::env::var("JOBSINK_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_jobsink").to_owned())
 }
 
@@ -31,6 +31,8 @@ pub fn free_port() -> u16 {
 
 impl Serve {
     /// Starts `jobsink serve` with `extra` flags on free ports and waits until it is ready.
+    /// A `--metrics-listen` among `extra` replaces the default (loopback, a free port); its
+    /// port is then the one given.
     pub async fn start(extra: &[&str]) -> Self {
         tokio::task::spawn_blocking(install_crd)
             .await
@@ -38,16 +40,28 @@ impl Serve {
         let kubeconfig = tokio::task::spawn_blocking(service_account_kubeconfig)
             .await
             .expect("service account kubeconfig");
-        let (port, metrics_port, tls_port) = (free_port(), free_port(), free_port());
+        let (port, mut metrics_port, tls_port) = (free_port(), free_port(), free_port());
         let mut args = vec![
             "serve".to_owned(),
             "--listen".to_owned(),
             format!("127.0.0.1:{port}"),
-            "--metrics-listen".to_owned(),
-            format!("127.0.0.1:{metrics_port}"),
             "--tls-listen".to_owned(),
             format!("127.0.0.1:{tls_port}"),
         ];
+        let metrics_listen = extra
+            .iter()
+            .position(|a| *a == "--metrics-listen")
+            .and_then(|i| extra.get(i + 1));
+        match metrics_listen {
+            Some(addr) => {
+                let addr: std::net::SocketAddr = addr.parse().expect("--metrics-listen address");
+                metrics_port = addr.port();
+            }
+            None => {
+                args.push("--metrics-listen".to_owned());
+                args.push(format!("127.0.0.1:{metrics_port}"));
+            }
+        }
         args.extend(extra.iter().map(|a| a.to_string()));
         let child = Command::new(binary())
             .args(&args)

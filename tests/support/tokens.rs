@@ -41,6 +41,47 @@ pub fn token(namespace: &str, sa: &str, audience: &str) -> String {
     out.trim().to_owned()
 }
 
+/// A token for `sa` of `namespace` with the API server's own audience (what a pod's
+/// service-account token carries), from the TokenRequest API.
+pub fn api_token(namespace: &str, sa: &str) -> String {
+    service_account(namespace, sa);
+    let (ok, out, err) = kubectl(
+        &["create", "token", "-n", namespace, sa, "--duration", "10m"],
+        None,
+    );
+    assert!(ok, "kubectl create token failed: {err}");
+    out.trim().to_owned()
+}
+
+/// The claims of a token the API server issued for `sa`, valid only from `seconds` from now
+/// (`nbf`), signed with the cluster's service-account key under the API server's key id.
+pub fn future_token(namespace: &str, sa: &str, audience: &str, seconds: i64) -> String {
+    let now = jsonwebtoken::get_current_timestamp() as i64;
+    resigned(namespace, sa, audience, |claims| {
+        claims["nbf"] = json!(now + seconds);
+        claims["iat"] = json!(now + seconds);
+        claims["exp"] = json!(now + seconds + 600);
+    })
+}
+
+/// A token the API server issued for `sa`, its claims changed by `change`, signed again with
+/// the cluster's service-account key under the key id the API server uses.
+fn resigned(namespace: &str, sa: &str, audience: &str, change: impl FnOnce(&mut Value)) -> String {
+    let real = token(namespace, sa, audience);
+    let kid = part(&real, 0)["kid"].as_str().expect("a kid").to_owned();
+    let mut claims = part(&real, 1);
+    change(&mut claims);
+    let key = std::fs::read(sa_key_path()).expect("the cluster's service-account key");
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid);
+    encode(
+        &header,
+        &claims,
+        &EncodingKey::from_rsa_pem(&key).expect("an RSA key"),
+    )
+    .expect("signed")
+}
+
 fn part(token: &str, index: usize) -> Value {
     let segment = token.split('.').nth(index).expect("a JWT");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -52,22 +93,12 @@ fn part(token: &str, index: usize) -> Value {
 /// The claims of a token the API server issued for `sa`, with `exp` moved to the past, signed
 /// with the cluster's service-account key under the key id the API server uses.
 pub fn expired_token(namespace: &str, sa: &str, audience: &str) -> String {
-    let real = token(namespace, sa, audience);
-    let kid = part(&real, 0)["kid"].as_str().expect("a kid").to_owned();
-    let mut claims = part(&real, 1);
     let now = jsonwebtoken::get_current_timestamp() as i64;
-    claims["iat"] = json!(now - 3600);
-    claims["nbf"] = json!(now - 3600);
-    claims["exp"] = json!(now - 1800);
-    let key = std::fs::read(sa_key_path()).expect("the cluster's service-account key");
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(kid);
-    encode(
-        &header,
-        &claims,
-        &EncodingKey::from_rsa_pem(&key).expect("an RSA key"),
-    )
-    .expect("signed")
+    resigned(namespace, sa, audience, |claims| {
+        claims["iat"] = json!(now - 3600);
+        claims["nbf"] = json!(now - 3600);
+        claims["exp"] = json!(now - 1800);
+    })
 }
 
 /// A token with valid claims and the cluster's key id, signed with another RSA key.

@@ -14,6 +14,7 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 
 use super::call::{self, CallLimits};
+use super::compile::{CompileLimits, Compiler};
 use super::convert::{event_to_wit, job_to_json};
 use super::engine::HookEngine;
 use super::engine_config::EngineConfig;
@@ -189,12 +190,26 @@ fn sample_template() -> Job {
     }
 }
 
+/// The engine of the tools: the dispatcher's, compiling in a process of its own as the
+/// dispatcher does (unit tests, which run no `jobsink` program, compile in process).
+fn tool_engine() -> anyhow::Result<EngineConfig> {
+    let compiler = if cfg!(test) {
+        Compiler::InProcess
+    } else {
+        Compiler::this_program(CompileLimits::default())?
+    };
+    Ok(EngineConfig {
+        compiler,
+        ..EngineConfig::default()
+    })
+}
+
 /// The report of `jobsink hook run`, and the refusal if there was one.
 pub(crate) async fn run_input(
     input: &Input,
     full_job: bool,
 ) -> anyhow::Result<(String, Option<HookRefusal>)> {
-    let engine = HookEngine::new(EngineConfig::default(), Metrics::default())?;
+    let engine = HookEngine::new(tool_engine()?, Metrics::default())?;
     let hook = input.load(&engine)?;
     let mut out = String::new();
     let phases = hook.phases();
@@ -288,7 +303,7 @@ pub(crate) async fn run_input(
 
 /// The report of `jobsink hook bench`.
 pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Result<String> {
-    let engine = HookEngine::new(EngineConfig::default(), Metrics::default())?;
+    let engine = HookEngine::new(tool_engine()?, Metrics::default())?;
     let hook = input.load(&engine)?;
     let phases = hook.phases();
     let job_json = job_to_json(&input.build_job(&input.event))?;
