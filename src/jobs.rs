@@ -46,6 +46,7 @@ use tracing::warn;
 
 use crate::crd::{JOB_SINK_NAME_LABEL, SinkId};
 use crate::job::{EVENT_ID_ANNOTATION, EVENT_SOURCE_ANNOTATION};
+use crate::lock::locked;
 
 /// How long a confirmation of a Job's Secret answers copies without reading the Secret
 /// again. A Secret deleted after its pair was whole is repaired by the first copy that
@@ -176,9 +177,7 @@ impl JobIndex {
     }
 
     fn lock(&self) -> Option<MutexGuard<'_, State>> {
-        self.state
-            .as_ref()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()))
+        self.state.as_ref().map(|s| locked(s))
     }
 
     fn apply(&self, event: JobEvent) {
@@ -440,7 +439,7 @@ impl JobWatch {
 
 impl Hub {
     fn subscribers(&self) -> MutexGuard<'_, Vec<mpsc::Sender<JobEvent>>> {
-        self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
+        locked(&self.subscribers)
     }
 
     /// Gives `event` to every subscriber, dropping those gone or too far behind. Whether any

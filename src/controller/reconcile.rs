@@ -21,6 +21,7 @@ use super::status::desired_status;
 use super::writers::WriterBindings;
 use super::{ControllerConfig, Error, ExtraCondition, Security, template};
 use crate::k8s::{self, Failure};
+use crate::lock::locked;
 use crate::metrics::Metrics;
 
 /// How often every sink is reconciled without a change: picks up what no watch reports, e.g.
@@ -71,7 +72,7 @@ pub(super) struct CheckedTemplate {
 impl Context {
     /// Drops the template checks too old to be reused (and those of deleted sinks with them).
     pub(super) fn forget_old_template_checks(&self) {
-        let mut checks = self.templates.lock().expect("not poisoned");
+        let mut checks = locked(&self.templates);
         checks.retain(|_, c| c.at.elapsed() < RESYNC_PERIOD);
     }
 
@@ -82,7 +83,7 @@ impl Context {
         let id = SinkId::of(sink);
         let (uid, generation) = (sink.metadata.uid.clone(), sink.metadata.generation);
         {
-            let checks = self.templates.lock().expect("not poisoned");
+            let checks = locked(&self.templates);
             if let Some(c) = checks.get(&id)
                 && c.uid == uid
                 && c.generation == generation
@@ -115,10 +116,7 @@ impl Context {
                 at,
                 condition: check.condition.clone(),
             };
-            self.templates
-                .lock()
-                .expect("not poisoned")
-                .insert(id, checked);
+            locked(&self.templates).insert(id, checked);
         }
         check
     }
@@ -194,7 +192,7 @@ pub async fn reconcile(
     if let Some(error) = check_error {
         return Err(error);
     }
-    ctx.failures.lock().expect("not poisoned").remove(&id);
+    locked(&ctx.failures).remove(&id);
     Ok(Action::requeue(RESYNC_PERIOD))
 }
 
@@ -232,7 +230,7 @@ pub fn error_policy(
 ) -> Action {
     ctx.metrics.reconcile_failed(error.metric_label());
     let failures = {
-        let mut map = ctx.failures.lock().expect("not poisoned");
+        let mut map = locked(&ctx.failures);
         let count = map.entry(SinkId::of(obj.as_ref())).or_default();
         *count = count.saturating_add(1);
         *count

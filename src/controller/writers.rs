@@ -27,6 +27,7 @@ use tracing::{info, warn};
 
 use crate::crd::JobSink;
 use crate::k8s::{self, FIELD_MANAGER, Failure};
+use crate::lock::locked;
 
 /// The ClusterRole holding every write on a sink's namespace, and the name of the RoleBinding
 /// that grants it there.
@@ -96,7 +97,7 @@ impl WriterBindings {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
-        self.confirmed.lock().unwrap_or_else(|p| p.into_inner())
+        locked(&self.confirmed)
     }
 
     /// Removes the binding of every namespace that has no JobSink: those `sinks` (the

@@ -16,6 +16,7 @@ use tracing::{error, warn};
 
 use super::compiled::Coverage;
 use super::{CompiledPolicy, EventPolicy};
+use crate::lock::{locked, read_locked, write_locked};
 
 /// One cached policy: as written, compiled, and compiled allowing nobody (for the sinks only
 /// an unreadable `to` entry covers).
@@ -74,7 +75,7 @@ impl PolicyCache {
         for p in policies {
             insert(&mut map, p);
         }
-        *cache.policies.write().expect("not poisoned") = map;
+        *write_locked(&cache.policies) = map;
         cache.version.send_replace(Some(0));
         cache
     }
@@ -115,15 +116,13 @@ impl PolicyCache {
                     }
                     Some(Ok(watcher::Event::InitDone)) => {
                         let map = listing.take().unwrap_or_default();
-                        let before = std::mem::replace(
-                            &mut *this.policies.write().expect("not poisoned"),
-                            map.clone(),
-                        );
+                        let before =
+                            std::mem::replace(&mut *write_locked(&this.policies), map.clone());
                         this.bump(differences(&before, &map));
                     }
                     Some(Ok(watcher::Event::Apply(p))) => {
                         let (namespace, name) = (p.namespace().unwrap_or_default(), p.name_any());
-                        let mut map = this.policies.write().expect("not poisoned");
+                        let mut map = write_locked(&this.policies);
                         let before = compiled(&map, &namespace, &name);
                         match decoded(&p) {
                             Some(policy) => insert(&mut map, policy),
@@ -140,7 +139,7 @@ impl PolicyCache {
                     }
                     Some(Ok(watcher::Event::Delete(p))) => {
                         let (namespace, name) = (p.namespace().unwrap_or_default(), p.name_any());
-                        let mut map = this.policies.write().expect("not poisoned");
+                        let mut map = write_locked(&this.policies);
                         let before = compiled(&map, &namespace, &name);
                         remove(&mut map, &namespace, &name);
                         drop(map);
@@ -163,7 +162,7 @@ impl PolicyCache {
         if changes.is_empty() {
             return;
         }
-        let mut subscribers = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut subscribers = locked(&self.subscribers);
         subscribers.retain(|s| changes.iter().all(|c| s.send(c.clone()).is_ok()));
     }
 
@@ -190,7 +189,7 @@ impl PolicyCache {
         name: &str,
         labels: &BTreeMap<String, String>,
     ) -> Vec<Arc<CompiledPolicy>> {
-        let map = self.policies.read().expect("not poisoned");
+        let map = read_locked(&self.policies);
         map.get(namespace)
             .map(|policies| {
                 policies
@@ -206,13 +205,13 @@ impl PolicyCache {
 
     /// The policy `namespace/name` as last seen, if it exists and decodes.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<EventPolicy>> {
-        let map = self.policies.read().expect("not poisoned");
+        let map = read_locked(&self.policies);
         map.get(namespace)?.get(name).map(|e| e.policy.clone())
     }
 
     /// The namespace and name of every cached policy.
     pub fn keys(&self) -> Vec<(String, String)> {
-        let map = self.policies.read().expect("not poisoned");
+        let map = read_locked(&self.policies);
         map.iter()
             .flat_map(|(ns, policies)| policies.keys().map(move |n| (ns.clone(), n.clone())))
             .collect()
@@ -233,10 +232,7 @@ impl PolicyCache {
     /// it; dropping the stream unsubscribes.
     pub fn subscribe(&self) -> BoxStream<'static, PolicyChange> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.subscribers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(tx);
+        locked(&self.subscribers).push(tx);
         futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|change| (change, rx))
         })
