@@ -157,6 +157,14 @@ metadata: {{name: failing, namespace: {ns}}}
 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: job-sink}}
 subjects: [{{kind: ServiceAccount, name: failing, namespace: {ns}}}]
 ---
+# The writes (Jobs, Secrets) are in job-sink-writer, which the controller binds per sink
+# namespace for the product's own account only.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: failing-writer, namespace: {ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: job-sink-writer}}
+subjects: [{{kind: ServiceAccount, name: failing, namespace: {ns}}}]
+---
 apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingAdmissionPolicy
 metadata: {{name: {policy}}}
