@@ -160,3 +160,23 @@ impl Drop for Serve {
         self.kill();
     }
 }
+
+/// An HTTP client for a `jobsink serve` of the tests, patient with a loaded machine.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("http client")
+}
+
+/// The seed's curl event (binary mode) with `id`, to `url`.
+pub fn event(url: &str, id: &str) -> reqwest::RequestBuilder {
+    http()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("ce-specversion", "1.0")
+        .header("ce-source", "my/curl/command")
+        .header("ce-type", "my.demo.event")
+        .header("ce-id", id)
+        .body(r#"{"details":"JobSinkDemo"}"#)
+}
