@@ -993,7 +993,8 @@ fn index_memory() -> anyhow::Result<()> {
         // 20 namespaces; upstream-style names: the sink's name and a 32-digit hash.
         let sink = jobsink::crd::SinkId::new(format!("team-{:02}", i % 20), "job-sink-logger");
         let name = jobsink::job::job_name(&sink.name, "bench/source", &format!("event-{i}"));
-        index.confirm(&sink, &name);
+        let uid = jobsink::jobs::JobUid::new(&format!("5f0c7d1e-0000-4000-8000-{i:012}"));
+        index.confirm(&sink, &name, uid);
     }
     let after = rss_kib();
     println!(

@@ -96,7 +96,8 @@ pub fn apply_execution_mode_default(job: &mut Job) {
 /// Of the template's metadata only labels, annotations and finalizers are kept; fields the
 /// API server owns (uid, resourceVersion, generateName, ...) and any owner references are
 /// dropped. The two `sinks.knative.dev/job-sink-*` labels and the event identity annotations
-/// override same-named user entries. The owner is the JobSink, with kind `JobSink` so that
+/// override same-named user entries; a template's `sinks.knative.dev/event-stored` is
+/// dropped. The owner is the JobSink, with kind `JobSink` so that
 /// garbage collection works (`docs/contract.md#garbage-collection`). Each regular container
 /// mounts the event volume
 /// (keeping a mount the user wrote, and its path) and gets `K_EVENT_PATH` set to that
@@ -109,6 +110,8 @@ pub fn build_job(sink: &JobSink, job_name: &str, event: &CloudEvent) -> Job {
     labels.insert(JOB_SINK_NAME_LABEL.to_owned(), name.clone());
     labels.insert(JOB_SINK_ID_LABEL.to_owned(), job_name.to_owned());
     let mut annotations = template.metadata.annotations.clone().unwrap_or_default();
+    // Set only when a copy of the event is accepted (`receiver::create`), never at birth.
+    annotations.remove(EVENT_STORED_ANNOTATION);
     annotations.insert(EVENT_SOURCE_ANNOTATION.to_owned(), event.source.clone());
     annotations.insert(EVENT_ID_ANNOTATION.to_owned(), event.id.clone());
 

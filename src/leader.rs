@@ -8,8 +8,13 @@
 //! replace with the read `resourceVersion`, so two candidates cannot both win. The leader
 //! renews every retry period and steps down (stops its work) when it could not renew for the
 //! renew deadline, which is shorter than the lease duration: it has stopped before anyone
-//! else may take over. On shutdown the leader releases the Lease (empty holder), so a
-//! successor takes over at its next retry instead of waiting for expiry.
+//! else may take over. The deadline holds whatever the API server or the client does: every
+//! attempt is cut at the deadline (a request that hangs, or one kube's client keeps retrying,
+//! counts as failed), the deadline counts from the *start* of the last successful attempt
+//! (the server may have written the Lease at any moment after that), and work that does not
+//! stop when cancelled is aborted before the Lease can expire. On shutdown the leader releases
+//! the Lease (empty holder), so a successor takes over at its next retry instead of waiting
+//! for expiry.
 //!
 //! Take-over bound after a leader dies without releasing: the lease duration plus two retry
 //! periods (the last renewal is seen up to one retry period late, expiry is checked once per
@@ -50,6 +55,13 @@ impl LeaseConfig {
     /// duration (client-go: 10 s of 15 s), so it stops before others may take over.
     pub fn renew_deadline(&self) -> Duration {
         self.lease_duration * 2 / 3
+    }
+
+    /// How long after the start of its last successful renewal a leader that lost the Lease
+    /// lets its work wind down before aborting it: halfway between the renew deadline and the
+    /// lease duration, so the work has stopped before anyone else may take over.
+    pub fn stop_bound(&self) -> Duration {
+        self.renew_deadline() + (self.lease_duration - self.renew_deadline()) / 2
     }
 
     /// How often candidates try and the leader renews: two fifteenths of the lease duration
@@ -127,6 +139,13 @@ impl Elector {
     /// `work` with a token that is cancelled when leadership is lost (or on shutdown), waits
     /// for it to stop, and stands again. Releases the Lease on shutdown. Fails only when
     /// `work` fails.
+    ///
+    /// Every attempt on the Lease has a deadline, whatever the client does underneath (kube's
+    /// client retries 429/503/504 with long backoffs, and a request the server never answers
+    /// has no timeout at all): a renewal that has not succeeded by the renew deadline, counted
+    /// from the start of the last successful attempt, ends the leadership. The work is then
+    /// cancelled, and aborted if it has not stopped by [`LeaseConfig::stop_bound`], still
+    /// before anyone else may take the Lease.
     pub async fn run<F, Fut>(
         mut self,
         shutdown: CancellationToken,
@@ -138,28 +157,35 @@ impl Elector {
     {
         let retry = self.cfg.retry_period();
         loop {
-            while !self.try_acquire_or_renew().await {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(retry) => {}
-                }
-            }
+            let Some(mut renewed) = self.acquire(&shutdown).await else {
+                return Ok(());
+            };
             info!(lease = %self.cfg.name, identity = %self.cfg.identity, "became leader");
             self.leadership.set(true, &self.metrics);
             let stop = shutdown.child_token();
             let mut task = tokio::spawn(work(stop.clone()));
-            let mut renewed = Instant::now();
             let outcome = loop {
+                let deadline = renewed + self.cfg.renew_deadline();
+                let next = (Instant::now() + retry).min(deadline);
                 tokio::select! {
                     _ = shutdown.cancelled() => break None,
                     joined = &mut task => break Some(joined),
-                    _ = tokio::time::sleep(retry) => {
-                        if self.try_acquire_or_renew().await {
-                            renewed = Instant::now();
-                        } else if renewed.elapsed() >= self.cfg.renew_deadline() {
-                            warn!(lease = %self.cfg.name, "could not renew the Lease in time; stepping down");
-                            break None;
-                        }
+                    _ = tokio::time::sleep_until(next.into()) => {}
+                }
+                let started = Instant::now();
+                let attempt = tokio::time::timeout_at(deadline.into(), self.try_acquire_or_renew());
+                let held = tokio::select! {
+                    _ = shutdown.cancelled() => break None,
+                    joined = &mut task => break Some(joined),
+                    held = attempt => held,
+                };
+                match held {
+                    Ok(true) => renewed = started,
+                    Ok(false) if Instant::now() < deadline => {}
+                    _ => {
+                        warn!(lease = %self.cfg.name, deadline = ?self.cfg.renew_deadline(),
+                            "could not renew the Lease in time; stepping down");
+                        break None;
                     }
                 }
             };
@@ -167,13 +193,55 @@ impl Elector {
             stop.cancel();
             let result = match outcome {
                 Some(joined) => joined.map_err(anyhow::Error::from).and_then(|r| r),
-                None => task.await.map_err(anyhow::Error::from).and_then(|r| r),
+                None => self.stopped(task, renewed).await,
             };
             if shutdown.is_cancelled() || result.is_err() {
                 self.release().await;
                 return result;
             }
             info!(lease = %self.cfg.name, "no longer leader; standing again");
+        }
+    }
+
+    /// Tries every retry period until this candidate holds the Lease; the start of the
+    /// successful attempt, or `None` on shutdown. Each attempt has the renew deadline: one
+    /// that takes longer than that would start a leadership already over.
+    async fn acquire(&mut self, shutdown: &CancellationToken) -> Option<Instant> {
+        loop {
+            let started = Instant::now();
+            let attempt =
+                tokio::time::timeout(self.cfg.renew_deadline(), self.try_acquire_or_renew());
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                held = attempt => if matches!(held, Ok(true)) {
+                    return Some(started);
+                },
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(self.cfg.retry_period()) => {}
+            }
+        }
+    }
+
+    /// Waits for the cancelled `task` to finish, and aborts it once the Lease renewed at
+    /// `renewed` is about to pass to someone else: whatever it still had in flight is dropped.
+    async fn stopped(
+        &self,
+        mut task: tokio::task::JoinHandle<anyhow::Result<()>>,
+        renewed: Instant,
+    ) -> anyhow::Result<()> {
+        let bound = renewed + self.cfg.stop_bound();
+        match tokio::time::timeout_at(bound.into(), &mut task).await {
+            Ok(joined) => joined.map_err(anyhow::Error::from).and_then(|r| r),
+            Err(_) => {
+                warn!(lease = %self.cfg.name, "the controller did not stop in time; aborting it");
+                task.abort();
+                match task.await {
+                    Err(error) if error.is_cancelled() => Ok(()),
+                    joined => joined.map_err(anyhow::Error::from).and_then(|r| r),
+                }
+            }
         }
     }
 
@@ -263,8 +331,18 @@ impl Elector {
     }
 
     /// Gives the Lease up if this candidate still holds it, so a successor need not wait for
-    /// it to expire.
+    /// it to expire; within the renew deadline, so a hanging API call cannot hold up shutdown.
     async fn release(&self) {
+        let release = self.release_now();
+        if tokio::time::timeout(self.cfg.renew_deadline(), release)
+            .await
+            .is_err()
+        {
+            warn!(lease = %self.cfg.name, "releasing the Lease took too long; left to expire");
+        }
+    }
+
+    async fn release_now(&self) {
         let Ok(Some(lease)) = self.api.get_opt(&self.cfg.name).await else {
             return;
         };
@@ -304,6 +382,8 @@ mod tests {
         };
         assert!(cfg.renew_deadline() < cfg.lease_duration);
         assert!(cfg.retry_period() < cfg.renew_deadline());
+        assert!(cfg.renew_deadline() < cfg.stop_bound());
+        assert!(cfg.stop_bound() < cfg.lease_duration);
         assert_eq!(cfg.takeover_bound(), Duration::from_secs(19));
     }
 }

@@ -113,6 +113,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             service_name: args.service_name.clone(),
             cluster_domain: detect_cluster_domain(args.cluster_domain.as_deref(), &resolv),
             orphan_grace,
+            event_policy_status: args.knative_lease.is_none(),
         };
         info!(url_example = %cfg.sink_url(&SinkId::new("<namespace>", "<name>")), "sink addresses");
         if let Some(prefix) = args.knative_lease.clone() {
@@ -294,37 +295,34 @@ fn default_identity() -> String {
     format!("{}-{}", host.trim(), std::process::id())
 }
 
-/// How the controller learns about hooks (`HookReady` as an extra dependent of `Ready`) and
-/// about delivery security (flags, EventPolicies, the TLS Secret), with a reconcile of every
-/// sink whenever one of them changes.
+/// How the controller learns about hooks (`HookReady` as an extra dependent of `Ready`, and
+/// a reconcile of the sink whose hook state changed) and about delivery security (flags,
+/// EventPolicies, the TLS Secret, which the controller follows itself).
 pub fn controller_extensions(
     hooks: &HookRegistry,
     metrics: Metrics,
     security: Option<controller::Security>,
 ) -> Extensions {
     let source = hooks.clone();
-    let mut triggers = vec![hook_changes(hooks)];
-    if let Some(security) = &security {
-        triggers.push(security.features.changes());
-        triggers.push(security.policies.changes());
-        triggers.push(security.tls.changes());
-    }
     Extensions {
         conditions: vec![Arc::new(move |sink: &JobSink| source.condition(sink))],
-        reconcile_all_on: Some(futures::stream::select_all(triggers).boxed()),
+        reconcile_on: Some(hook_changes(hooks)),
         metrics,
         security,
         ..Extensions::default()
     }
 }
 
-/// One item whenever a sink's hook state changes, so the controller updates `HookReady`.
-fn hook_changes(hooks: &HookRegistry) -> futures::stream::BoxStream<'static, ()> {
+/// The sink whose hook state changed, so the controller updates its `HookReady` (every sink
+/// when notifications were lost).
+fn hook_changes(hooks: &HookRegistry) -> futures::stream::BoxStream<'static, controller::Trigger> {
+    use tokio::sync::broadcast::error::RecvError;
     let rx = hooks.subscribe();
     futures::stream::unfold(rx, |mut rx| async move {
         match rx.recv().await {
-            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(((), rx)),
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+            Ok(sink) => Some((controller::Trigger::Sink(sink), rx)),
+            Err(RecvError::Lagged(_)) => Some((controller::Trigger::All, rx)),
+            Err(RecvError::Closed) => None,
         }
     })
     .boxed()

@@ -17,6 +17,7 @@ use tracing::warn;
 
 use crate::crd::{JobSink, SinkId};
 use crate::hook::HookRegistry;
+use crate::lock::locked;
 
 /// A cached JobSink: decoded, or why its spec could not be decoded. One undecodable object
 /// (the CRD keeps `spec.job` opaque, so `completions: "many"` gets in) must not stall the
@@ -122,7 +123,7 @@ impl SinkWatch {
 }
 
 fn lock(subscribers: &Mutex<Vec<Changes>>) -> std::sync::MutexGuard<'_, Vec<Changes>> {
-    subscribers.lock().unwrap_or_else(|p| p.into_inner())
+    locked(subscribers)
 }
 
 fn tokio_stream_from<T: Send + 'static>(rx: mpsc::UnboundedReceiver<T>) -> BoxStream<'static, T> {

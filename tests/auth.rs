@@ -481,3 +481,58 @@ async fn a_token_not_valid_for_another_half_minute_is_accepted_and_one_for_five_
     assert_eq!(r.status, 401, "{}", r.body);
     assert!(r.body.contains("not valid yet"), "{}", r.body);
 }
+
+/// The answer to `sender`'s next event, once the receiver has seen the policies change so
+/// that it is `status` (a fresh id each try).
+async fn eventually_answered(d: &Dispatcher, sender: &str, status: u16) {
+    let mut tries = 0;
+    eventually(&format!("an answer {status}"), CONVERGE, || {
+        tries += 1;
+        let id = format!("probe-{status}-{tries}");
+        async move { (send(d, &id, Some(sender)).await.status == status).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_event_policy_to_entry_that_cannot_be_read_covers_the_namespace_allowing_nobody() {
+    let d = dispatcher("oidc-unreadable-to", &[("authentication-oidc", "enabled")]).await;
+    let ns = d.ns.name.clone();
+    let aud = sink_audience(&d);
+    let other = TestNamespace::new("oidc-unreadable-to-other").await;
+    let neighbour = token(&ns, "neighbour", &aud);
+    let stranger = token(&other.name, "stranger", &aud);
+    // Without policies: allow-same-namespace.
+    assert_eq!(send(&d, "1", Some(&neighbour)).await.status, 202);
+
+    // A selector with a typo, allowing the other namespace: it must not open the sink to it.
+    apply(&format!(
+        r#"{{"apiVersion": "eventing.knative.dev/v1alpha1", "kind": "EventPolicy",
+            "metadata": {{"name": "typo", "namespace": "{ns}"}},
+            "spec": {{
+              "to": [{{"selector": {{"apiVersion": "sinks.knative.dev/v1alpha1", "kind": "JobSink",
+                       "matchExpressions": [{{"key": "tier", "operator": "Equals", "values": ["prod"]}}]}}}}],
+              "from": [{{"sub": "system:serviceaccount:{}:*"}}]
+            }}}}"#,
+        other.name
+    ));
+    eventually_answered(&d, &neighbour, 403).await;
+    let r = send(&d, "2", Some(&stranger)).await;
+    assert_eq!(
+        r.status, 403,
+        "the unreadable entry widened the sink: {}",
+        r.body
+    );
+
+    // An entry with neither ref nor selector, allowing the neighbour: it must not leave the
+    // sink to the default mode either.
+    let (ok, _, err) = kubectl(&["delete", "eventpolicy", "-n", &ns, "typo"], None);
+    assert!(ok, "{err}");
+    eventually_answered(&d, &neighbour, 202).await;
+    apply(&format!(
+        r#"{{"apiVersion": "eventing.knative.dev/v1alpha1", "kind": "EventPolicy",
+            "metadata": {{"name": "empty-entry", "namespace": "{ns}"}},
+            "spec": {{"to": [{{}}], "from": [{{"sub": "system:serviceaccount:{ns}:neighbour"}}]}}}}"#
+    ));
+    eventually_answered(&d, &neighbour, 403).await;
+}

@@ -2,20 +2,28 @@
 //! upstream's address, invalid templates are reported with the API server's own message,
 //! and status is written only when it changes. One controller runs in-process for the whole
 //! test binary (its own thread and runtime), with a test-only extra condition that also
-//! records every reconciliation.
+//! records every reconciliation, and a client that counts the dry runs it sends: a change of
+//! one EventPolicy reconciles the sinks it covers, with no dry run, and never more than
+//! `MAX_CONCURRENT_RECONCILES` sinks are reconciled at once.
 
 mod support;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use jobsink::controller::{self, ControllerConfig, Extensions, conditions};
 use jobsink::crd::{Condition, JobSink, SinkId};
+use jobsink::features::{FeatureStore, Overrides};
+use jobsink::policy::PolicyCache;
+use jobsink::tls::ServerTls;
 use kube::api::{ApiResource, DynamicObject};
 use kube::{Api, ResourceExt};
 use serde_json::Value;
-use support::{CONVERGE, TestNamespace, eventually, install_crd, kubectl};
+use support::{CONVERGE, TestNamespace, eventually, install_crd, install_eventpolicy_crd, kubectl};
 use tokio_util::sync::CancellationToken;
 
 const SEEDS: [&str; 4] = [
@@ -31,12 +39,96 @@ const EXTRA_TYPE: &str = "ExtraReady";
 /// Reconciliations seen per sink, counted by the extra condition source.
 type Calls = Arc<Mutex<HashMap<SinkId, usize>>>;
 
-/// Starts the in-process controller once per test binary; returns its reconcile counts.
+/// The dry runs of Jobs the controller sent: per namespace, and the most at once.
+#[derive(Clone, Default)]
+struct DryRuns {
+    per_namespace: Arc<Mutex<HashMap<String, usize>>>,
+    in_flight: Arc<AtomicUsize>,
+    most_at_once: Arc<AtomicUsize>,
+}
+
+impl DryRuns {
+    fn of(&self, ns: &str) -> usize {
+        self.per_namespace
+            .lock()
+            .unwrap()
+            .get(ns)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// A layer of the controller's client that counts its dry runs of Jobs.
+#[derive(Clone)]
+struct CountDryRuns<S> {
+    inner: S,
+    counts: DryRuns,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for CountDryRuns<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path().to_owned();
+        let dry_run = request.method() == http::Method::POST
+            && request
+                .uri()
+                .query()
+                .is_some_and(|q| q.contains("dryRun=All"))
+            && path.starts_with("/apis/batch/v1/namespaces/")
+            && path.ends_with("/jobs");
+        let counts = self.counts.clone();
+        if dry_run {
+            let ns = path.split('/').nth(5).unwrap_or_default().to_owned();
+            *counts.per_namespace.lock().unwrap().entry(ns).or_default() += 1;
+            let now = counts.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            counts.most_at_once.fetch_max(now, Ordering::SeqCst);
+        }
+        let response = self.inner.call(request);
+        async move {
+            let result = response.await;
+            if dry_run {
+                counts.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+            result
+        }
+        .boxed()
+    }
+}
+
+/// The in-process controller: its reconcile counts and its dry runs.
+struct Observed {
+    calls: Calls,
+    dry_runs: DryRuns,
+}
+
+/// Starts the in-process controller once per test binary, with the flags (all defaults: the
+/// namespace it reads them from has no `config-features`), the EventPolicies and the TLS
+/// Secret as `jobsink serve` gives them.
 fn controller() -> &'static Calls {
-    static CALLS: OnceLock<Calls> = OnceLock::new();
-    CALLS.get_or_init(|| {
+    &observed().calls
+}
+
+fn observed() -> &'static Observed {
+    static OBSERVED: OnceLock<Observed> = OnceLock::new();
+    OBSERVED.get_or_init(|| {
         install_crd();
+        install_eventpolicy_crd();
         let calls = Calls::default();
+        let dry_runs = DryRuns::default();
         let seen = calls.clone();
         let extra = move |sink: &JobSink| -> Option<Condition> {
             *seen.lock().unwrap().entry(SinkId::of(sink)).or_default() += 1;
@@ -48,25 +140,47 @@ fn controller() -> &'static Calls {
                 Some("set by the test"),
             ))
         };
+        let counts = dry_runs.clone();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Runtime::new().expect("a runtime");
             runtime.block_on(async move {
+                let config = kube::Config::infer().await.expect("KUBECONFIG");
+                let layer = tower::layer::layer_fn(|inner| CountDryRuns {
+                    inner,
+                    counts: counts.clone(),
+                });
+                let client = kube::client::ClientBuilder::try_from(config)
+                    .expect("a client")
+                    .with_layer(&layer)
+                    .build();
+                let shutdown = CancellationToken::new();
+                let flags_namespace = "jobsink-controller-test-no-flags";
+                let security = controller::Security {
+                    features: FeatureStore::spawn(
+                        client.clone(),
+                        flags_namespace,
+                        Overrides::default(),
+                        shutdown.clone(),
+                    ),
+                    policies: PolicyCache::spawn(client.clone(), shutdown.clone()),
+                    tls: ServerTls::spawn(
+                        client.clone(),
+                        flags_namespace,
+                        "job-sink-server-tls",
+                        shutdown.clone(),
+                    ),
+                };
                 let extensions = Extensions {
                     conditions: vec![Arc::new(extra)],
+                    security: Some(security),
                     ..Default::default()
                 };
-                let client = support::client().await;
-                controller::run_with(
-                    client,
-                    ControllerConfig::default(),
-                    extensions,
-                    CancellationToken::new(),
-                )
-                .await
-                .expect("the controller runs");
+                controller::run_with(client, ControllerConfig::default(), extensions, shutdown)
+                    .await
+                    .expect("the controller runs");
             });
         });
-        calls
+        Observed { calls, dry_runs }
     })
 }
 
@@ -125,6 +239,26 @@ fn logger(name: &str, labels: &str, pod_spec: &str) -> String {
 /// How long without a reconciliation counts as quiet: the controller reacts to a watch event
 /// within milliseconds, so a second is ample even on a loaded machine.
 const QUIET: Duration = Duration::from_secs(1);
+
+/// Waits until none of `sinks` (namespace, name) has been reconciled for [`QUIET`]; their
+/// counts then.
+async fn quiet(calls: &Calls, sinks: &[(&str, &str)]) -> Vec<usize> {
+    let counts = || {
+        sinks
+            .iter()
+            .map(|(ns, n)| reconciles(calls, ns, n))
+            .collect::<Vec<_>>()
+    };
+    let mut seen = counts();
+    loop {
+        tokio::time::sleep(QUIET).await;
+        let now = counts();
+        if now == seen {
+            return now;
+        }
+        seen = now;
+    }
+}
 
 const RESTART_NEVER: &str = "          restartPolicy: Never\n";
 
@@ -498,4 +632,106 @@ async fn a_late_subscriber_of_the_job_watch_gets_every_job_from_a_list_then_chan
         }
     }
     shutdown.cancel();
+}
+
+fn policy_to(ns: &TestNamespace, name: &str, sink: &str) -> String {
+    format!(
+        r#"{{"apiVersion": "eventing.knative.dev/v1alpha1", "kind": "EventPolicy",
+            "metadata": {{"name": "{name}", "namespace": "{}"}},
+            "spec": {{"to": [{{"ref": {{"apiVersion": "sinks.knative.dev/v1alpha1", "kind": "JobSink", "name": "{sink}"}}}}],
+                      "from": [{{"sub": "system:serviceaccount:elsewhere:sender"}}]}}}}"#,
+        ns.name
+    )
+}
+
+/// The reason of `EventPoliciesReady` of `name`, once it is `status` (with the authentication
+/// flag off, a policy that applies is not enforced, so not ready, as upstream says).
+async fn wait_event_policies(api: &Api<DynamicObject>, name: &str, status: &str) {
+    eventually(
+        &format!("{name}'s EventPoliciesReady to be {status}"),
+        CONVERGE,
+        || async {
+            let sink = api.get(name).await.ok()?;
+            (condition(&sink, "EventPoliciesReady")?["status"] == status).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_event_policy_change_reconciles_only_the_sinks_it_covers_and_runs_no_dry_run() {
+    let observed = observed();
+    let calls = &observed.calls;
+    let ns = TestNamespace::new("policy-fan-out").await;
+    let other = TestNamespace::new("policy-fan-out-other").await;
+    for (namespace, name) in [(&ns, "a"), (&ns, "b"), (&other, "c")] {
+        let (ok, _, err) = apply(namespace, &logger(name, "", RESTART_NEVER));
+        assert!(ok, "{err}");
+    }
+    let (api, other_api) = (sinks(&ns), sinks(&other));
+    wait_ready(&api, "a", "True").await;
+    wait_ready(&api, "b", "True").await;
+    wait_ready(&other_api, "c", "True").await;
+    let all = [
+        (ns.name.as_str(), "a"),
+        (ns.name.as_str(), "b"),
+        (other.name.as_str(), "c"),
+    ];
+    let before = quiet(calls, &all).await;
+    let dry_runs = observed.dry_runs.of(&ns.name);
+
+    // A policy for a: only a is reconciled, and with the template checked already, no dry run.
+    let (ok, _, err) = kubectl(&["apply", "-f", "-"], Some(&policy_to(&ns, "only-a", "a")));
+    assert!(ok, "{err}");
+    wait_event_policies(&api, "a", "False").await;
+    let after = quiet(calls, &all).await;
+    assert!(after[0] > before[0], "a was not reconciled");
+    assert_eq!(
+        (after[1], after[2]),
+        (before[1], before[2]),
+        "sinks the policy does not cover were reconciled"
+    );
+    assert_eq!(
+        observed.dry_runs.of(&ns.name),
+        dry_runs,
+        "a dry run for a policy change"
+    );
+
+    // Moved to b: both a (no longer covered) and b, still not c.
+    let (ok, _, err) = kubectl(&["apply", "-f", "-"], Some(&policy_to(&ns, "only-a", "b")));
+    assert!(ok, "{err}");
+    wait_event_policies(&api, "a", "True").await;
+    wait_event_policies(&api, "b", "False").await;
+    let moved = quiet(calls, &all).await;
+    assert!(
+        moved[0] > after[0] && moved[1] > after[1],
+        "{moved:?} after {after:?}"
+    );
+    assert_eq!(
+        moved[2], before[2],
+        "a sink of another namespace was reconciled"
+    );
+    assert_eq!(observed.dry_runs.of(&ns.name), dry_runs);
+}
+
+#[tokio::test]
+async fn many_sinks_at_once_are_reconciled_a_bounded_number_at_a_time() {
+    let observed = observed();
+    let ns = TestNamespace::new("many-sinks").await;
+    let names: Vec<String> = (0..3 * usize::from(controller::MAX_CONCURRENT_RECONCILES))
+        .map(|i| format!("s{i}"))
+        .collect();
+    let manifests: Vec<String> = names.iter().map(|n| logger(n, "", RESTART_NEVER)).collect();
+    let (ok, _, err) = apply(&ns, &manifests.join("---\n"));
+    assert!(ok, "{err}");
+    let api = sinks(&ns);
+    for name in &names {
+        wait_ready(&api, name, "True").await;
+    }
+    assert!(observed.dry_runs.of(&ns.name) >= names.len());
+    let most = observed.dry_runs.most_at_once.load(Ordering::SeqCst);
+    assert!(
+        most <= usize::from(controller::MAX_CONCURRENT_RECONCILES),
+        "{most} dry runs at once"
+    );
 }

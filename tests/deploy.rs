@@ -6,7 +6,7 @@ mod support;
 
 use std::path::Path;
 
-use support::{TestNamespace, install_crd, install_eventpolicy_crd, kubectl};
+use support::{CONVERGE, TestNamespace, eventually, install_crd, install_eventpolicy_crd, kubectl};
 
 const CRD_PATH: &str = "deploy/crd.yaml";
 const EVENTPOLICY_CRD_PATH: &str = "deploy/eventpolicy-crd.yaml";
@@ -154,6 +154,7 @@ fn every_manifest_under_deploy_installs_with_a_server_side_dry_run() {
         "rolebinding.rbac.authorization.k8s.io/job-sink-server-tls",
         "serviceaccount/job-sink",
         "clusterrole.rbac.authorization.k8s.io/job-sink",
+        "clusterrole.rbac.authorization.k8s.io/job-sink-writer",
         "clusterrolebinding.rbac.authorization.k8s.io/job-sink",
         "deployment.apps/job-sink",
         "service/job-sink",
@@ -256,8 +257,27 @@ fn two_replicas_spread_where_they_can_and_a_disruption_budget_keeps_one() {
     );
 }
 
-#[test]
-fn the_service_account_may_do_what_the_process_needs_and_no_more() {
+const PRODUCT: &str = "system:serviceaccount:knative-eventing:job-sink";
+
+/// `kubectl auth can-i <verb> <resource>` as `who`, in `namespace` (`None`: all namespaces).
+/// `resource` is `type`, `type/subresource` for `status` and `finalizers`, else `type/name`.
+fn can_i(who: &str, verb: &str, resource: &str, namespace: Option<&str>) -> bool {
+    let (what, subresource) = match resource.split_once('/') {
+        Some((kind, sub @ ("status" | "finalizers"))) => (kind, sub),
+        _ => (resource, ""),
+    };
+    let subresource = format!("--subresource={subresource}");
+    let as_who = format!("--as={who}");
+    let mut args = vec!["auth", "can-i", verb, what, &subresource, &as_who];
+    match namespace {
+        Some(namespace) => args.extend(["-n", namespace]),
+        None => args.push("--all-namespaces"),
+    }
+    kubectl(&args, None).1.trim() == "yes"
+}
+
+#[tokio::test]
+async fn the_service_account_may_do_what_the_process_needs_and_write_only_where_it_is_bound() {
     install_crd();
     install_eventpolicy_crd();
     // RBAC objects are inert without the Deployment, so they are applied for real.
@@ -265,47 +285,30 @@ fn the_service_account_may_do_what_the_process_needs_and_no_more() {
         let (ok, _, err) = kubectl(&["apply", "-f", file], None);
         assert!(ok, "applying {file} failed: {err}");
     }
-    let can = |verb: &str, resource: &str| {
-        let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
-        let subresource = format!("--subresource={subresource}");
-        let args = [
-            "auth",
-            "can-i",
-            verb,
-            resource,
-            &subresource,
-            "--all-namespaces",
-            "--as=system:serviceaccount:knative-eventing:job-sink",
-        ];
-        kubectl(&args, None).1.trim() == "yes"
-    };
-    // Every rule of deploy/rbac.yaml, verb by verb; each is used by the code (see the
-    // comments there), and the receiver and controller tests run as this ServiceAccount.
+    let can = |verb: &str, resource: &str| can_i(PRODUCT, verb, resource, None);
+    // Cluster-wide: what the process reads, and what it needs to bind its writes where sinks
+    // are. Each is used by the code (see the comments in deploy/rbac.yaml), and the receiver
+    // and controller tests run as this ServiceAccount.
     let allowed = [
         ("get", "jobsinks.sinks.knative.dev"),
         ("list", "jobsinks.sinks.knative.dev"),
         ("watch", "jobsinks.sinks.knative.dev"),
         ("patch", "jobsinks.sinks.knative.dev/status"),
-        ("update", "jobsinks.sinks.knative.dev/finalizers"),
-        ("create", "jobs.batch"),
-        ("get", "jobs.batch"),
         ("list", "jobs.batch"),
         ("watch", "jobs.batch"),
-        ("delete", "jobs.batch"),
-        ("patch", "jobs.batch"),
-        ("create", "secrets"),
-        ("get", "secrets"),
-        ("delete", "secrets"),
         ("get", "configmaps"),
         ("list", "configmaps"),
         ("watch", "configmaps"),
-        // EventPolicies decide who may send (authentication-oidc).
+        // EventPolicies decide who may send (authentication-oidc); their status is ours to
+        // write when Knative is not there.
         ("watch", "eventpolicies.eventing.knative.dev"),
+        ("patch", "eventpolicies.eventing.knative.dev/status"),
         ("create", "events.events.k8s.io"),
         ("patch", "events.events.k8s.io"),
         // Who may read /metrics (--metrics-auth=rbac).
         ("create", "tokenreviews.authentication.k8s.io"),
         ("create", "subjectaccessreviews.authorization.k8s.io"),
+        ("create", "rolebindings.rbac.authorization.k8s.io"),
     ];
     for (verb, resource) in allowed {
         assert!(
@@ -313,19 +316,34 @@ fn the_service_account_may_do_what_the_process_needs_and_no_more() {
             "the job-sink ServiceAccount cannot {verb} {resource}"
         );
     }
-    // Grants the code does not use.
+    // No write anywhere by itself, no Secret to read, and nothing the code does not use.
     let refused = [
+        ("create", "jobs.batch"),
+        ("get", "jobs.batch"),
+        ("delete", "jobs.batch"),
+        ("patch", "jobs.batch"),
+        ("update", "jobs.batch"),
+        ("create", "secrets"),
+        ("get", "secrets"),
+        ("delete", "secrets"),
         ("list", "secrets"),
         ("watch", "secrets"),
         ("update", "secrets"),
         ("update", "jobsinks.sinks.knative.dev"),
+        ("update", "jobsinks.sinks.knative.dev/finalizers"),
         ("get", "jobsinks.sinks.knative.dev/status"),
         ("update", "jobsinks.sinks.knative.dev/status"),
-        ("update", "jobs.batch"),
         ("create", "configmaps"),
         ("create", "pods"),
         ("create", "events"),
+        ("update", "eventpolicies.eventing.knative.dev"),
         ("update", "eventpolicies.eventing.knative.dev/status"),
+        ("delete", "rolebindings.rbac.authorization.k8s.io"),
+        ("update", "rolebindings.rbac.authorization.k8s.io"),
+        ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+        ("bind", "clusterroles.rbac.authorization.k8s.io"),
+        ("escalate", "clusterroles.rbac.authorization.k8s.io"),
+        ("create", "roles.rbac.authorization.k8s.io"),
     ];
     for (verb, resource) in refused {
         assert!(
@@ -333,20 +351,82 @@ fn the_service_account_may_do_what_the_process_needs_and_no_more() {
             "the job-sink ServiceAccount may {verb} {resource}"
         );
     }
+    // It may bind its writer role, and no other; and touch its own bindings, no others.
+    let named = |verb: &str, name: &str| can_i(PRODUCT, verb, name, None);
+    assert!(named(
+        "bind",
+        "clusterroles.rbac.authorization.k8s.io/job-sink-writer"
+    ));
+    for role in ["admin", "edit", "cluster-admin", "job-sink"] {
+        assert!(
+            !named(
+                "bind",
+                &format!("clusterroles.rbac.authorization.k8s.io/{role}")
+            ),
+            "may bind {role}"
+        );
+    }
+    assert!(named(
+        "delete",
+        "rolebindings.rbac.authorization.k8s.io/job-sink-writer"
+    ));
+    assert!(named(
+        "patch",
+        "rolebindings.rbac.authorization.k8s.io/job-sink-writer"
+    ));
+    assert!(!named(
+        "delete",
+        "rolebindings.rbac.authorization.k8s.io/admin"
+    ));
+
+    // Where the controller has bound job-sink-writer (as it does where a JobSink is), the
+    // writes the receiver and the controller make, and no more; next door, nothing.
+    let bound = TestNamespace::new("deploy-writer-bound").await;
+    let unbound = TestNamespace::new("deploy-writer-unbound").await;
+    let binding = jobsink::controller::writers::binding(
+        &bound.name,
+        jobsink::controller::writers::subject_of(PRODUCT),
+    );
+    let (ok, _, err) = kubectl(
+        &["apply", "-f", "-"],
+        Some(&serde_json::to_string(&binding).unwrap()),
+    );
+    assert!(ok, "{err}");
+    let writes = [
+        ("create", "jobs.batch"),
+        ("get", "jobs.batch"),
+        ("delete", "jobs.batch"),
+        ("patch", "jobs.batch"),
+        ("create", "secrets"),
+        ("get", "secrets"),
+        ("delete", "secrets"),
+        ("update", "jobsinks.sinks.knative.dev/finalizers"),
+    ];
+    for (verb, resource) in writes {
+        assert!(
+            can_i(PRODUCT, verb, resource, Some(&bound.name)),
+            "cannot {verb} {resource} where job-sink-writer is bound"
+        );
+        assert!(
+            !can_i(PRODUCT, verb, resource, Some(&unbound.name)),
+            "may {verb} {resource} where job-sink-writer is not bound"
+        );
+    }
+    for (verb, resource) in [
+        ("list", "secrets"),
+        ("update", "secrets"),
+        ("create", "pods"),
+    ] {
+        assert!(
+            !can_i(PRODUCT, verb, resource, Some(&bound.name)),
+            "{verb} {resource}"
+        );
+    }
+
     // The HTTPS certificate: that one Secret of the system namespace, watched by name, and no
     // other Secret there. Leader election: its own Lease in its own namespace, nothing else.
-    let in_namespace = |verb: &str, namespace: &str, name: &str| {
-        let args = [
-            "auth",
-            "can-i",
-            verb,
-            name,
-            "-n",
-            namespace,
-            "--as=system:serviceaccount:knative-eventing:job-sink",
-        ];
-        kubectl(&args, None).1.trim() == "yes"
-    };
+    let in_namespace =
+        |verb: &str, namespace: &str, name: &str| can_i(PRODUCT, verb, name, Some(namespace));
     assert!(in_namespace(
         "watch",
         "knative-eventing",
@@ -466,7 +546,18 @@ fn next_to_knative_jobsink_has_its_own_account_with_the_leases_and_none_of_knati
         "knative-eventing"
     ));
     assert!(can("get", "configmaps", "knative-eventing"));
-    assert!(can("create", "jobs.batch", "default"));
+    // Writes only where its controller binds job-sink-writer, as in the standalone install.
+    assert!(can(
+        "create",
+        "rolebindings.rbac.authorization.k8s.io",
+        "default"
+    ));
+    assert!(can(
+        "bind",
+        "clusterroles.rbac.authorization.k8s.io/job-sink-writer",
+        "default"
+    ));
+    assert!(!can("create", "secrets", "kube-system"));
     assert!(!can("update", "leases.coordination.k8s.io", "default"));
     assert!(!can(
         "delete",
@@ -474,4 +565,89 @@ fn next_to_knative_jobsink_has_its_own_account_with_the_leases_and_none_of_knati
         "knative-eventing"
     ));
     assert!(!can("list", "secrets", "default"));
+}
+
+#[tokio::test]
+async fn the_sink_namespace_examples_install_with_a_server_side_dry_run() {
+    install_crd();
+    let ns = TestNamespace::new("deploy-tenant").await;
+    let (ok, out, err) = kubectl(
+        &[
+            "apply",
+            "--dry-run=server",
+            "-n",
+            &ns.name,
+            "-f",
+            "deploy/examples/tenant/",
+        ],
+        None,
+    );
+    assert!(ok, "the tenant examples were refused: {err}");
+    assert!(!err.contains("Warning"), "the API server warned: {err}");
+    for expected in [
+        "resourcequota/jobsink-tenant",
+        "limitrange/jobsink-tenant",
+        "networkpolicy.networking.k8s.io/jobsink-job-pods",
+    ] {
+        assert!(out.contains(expected), "{expected} missing from:\n{out}");
+    }
+}
+
+/// `kubectl create rolebinding job-sink-writer` in `namespace` as the product's
+/// ServiceAccount, a server-side dry run (authorization and admission, nothing stored):
+/// whether it was admitted, and the API server's words.
+fn bind_writer_as_product(namespace: &str, subject: &str) -> (bool, String) {
+    let (ok, _, err) = kubectl(
+        &[
+            "create",
+            "rolebinding",
+            "job-sink-writer",
+            "--clusterrole=job-sink-writer",
+            &format!("--serviceaccount={subject}"),
+            "-n",
+            namespace,
+            "--dry-run=server",
+            &format!("--as={PRODUCT}"),
+        ],
+        None,
+    );
+    (ok, err)
+}
+
+/// What remains (deploy/README.md): the ServiceAccount may bind its writer role anywhere,
+/// system namespaces included; the optional admission policy of deploy/examples/hardening/
+/// confines it to binding itself in ordinary namespaces.
+#[tokio::test]
+async fn the_hardening_policy_confines_the_writer_bindings_of_the_service_account() {
+    for file in ["deploy/00-namespace.yaml", "deploy/rbac.yaml"] {
+        let (ok, _, err) = kubectl(&["apply", "-f", file], None);
+        assert!(ok, "applying {file} failed: {err}");
+    }
+    let policy = "deploy/examples/hardening/writer-bindings.yaml";
+    let _ = kubectl(&["delete", "--ignore-not-found", "-f", policy], None);
+    let ns = TestNamespace::new("deploy-hardening").await;
+    let itself = "knative-eventing:job-sink";
+    assert!(bind_writer_as_product(&ns.name, itself).0);
+    assert!(
+        bind_writer_as_product("kube-system", itself).0,
+        "without the policy, the ServiceAccount may bind its writer role in kube-system"
+    );
+
+    let (ok, _, err) = kubectl(&["apply", "-f", policy], None);
+    assert!(ok, "{err}");
+    let refused = eventually("the policy in force", CONVERGE, || async {
+        let (admitted, err) = bind_writer_as_product("kube-system", itself);
+        (!admitted).then_some(err)
+    })
+    .await;
+    assert!(refused.contains("system namespaces"), "{refused}");
+    let (admitted, err) = bind_writer_as_product(&ns.name, "default:other");
+    assert!(!admitted, "bound another subject");
+    assert!(err.contains("to itself only"), "{err}");
+    assert!(
+        bind_writer_as_product(&ns.name, itself).0,
+        "the controller's own binding is refused"
+    );
+    let (ok, _, err) = kubectl(&["delete", "-f", policy], None);
+    assert!(ok, "{err}");
 }

@@ -298,3 +298,58 @@ async fn both_installed_replicas_run_and_one_of_them_holds_the_controller_lease(
     .await;
     assert!(running.contains(&holder), "{holder} not in {running:?}");
 }
+
+/// `kubectl auth can-i <verb> <resource> -n <namespace>` as the installed ServiceAccount.
+fn product_can(verb: &str, resource: &str, namespace: &str) -> bool {
+    let args = [
+        "auth",
+        "can-i",
+        verb,
+        resource,
+        "-n",
+        namespace,
+        "--as=system:serviceaccount:knative-eventing:job-sink",
+    ];
+    kubectl(&args, None).1.trim() == "yes"
+}
+
+#[tokio::test]
+async fn the_installed_service_account_writes_only_in_namespaces_that_have_a_jobsink() {
+    install().await;
+    let with_sink = TestNamespace::new("in-cluster-writes").await;
+    let without = TestNamespace::new("in-cluster-no-writes").await;
+    apply_logger(&with_sink).await;
+    // Events still flow end to end where the sink is.
+    let url = format!("{SERVICE}/{}/job-sink-logger", with_sink.name);
+    let out = in_pod(&with_sink, "send", &seed_event(&url, "bound-1")).await;
+    assert!(out.starts_with("202|"), "{out}");
+    assert_eq!(jobs_of(&with_sink, "job-sink-logger").await.len(), 1);
+    for (verb, resource) in [
+        ("create", "jobs.batch"),
+        ("delete", "jobs.batch"),
+        ("create", "secrets"),
+        ("get", "secrets"),
+    ] {
+        assert!(
+            product_can(verb, resource, &with_sink.name),
+            "cannot {verb} {resource} beside its JobSink"
+        );
+        for elsewhere in [without.name.as_str(), "kube-system", "knative-eventing"] {
+            assert!(
+                !product_can(verb, resource, elsewhere),
+                "may {verb} {resource} in {elsewhere}"
+            );
+        }
+    }
+
+    // The last JobSink of the namespace gone, so are the writes there.
+    let (ok, _, err) = kubectl(
+        &["delete", "-n", &with_sink.name, "jobsink/job-sink-logger"],
+        None,
+    );
+    assert!(ok, "{err}");
+    eventually("the writes to be unbound", CONVERGE, || async {
+        (!product_can("create", "secrets", &with_sink.name)).then_some(())
+    })
+    .await;
+}

@@ -3,12 +3,18 @@
 //! controller's Kubernetes Events; both receive events the whole time; when the leader is
 //! killed (no release) the other takes over; when a leader stops with SIGTERM it releases the
 //! Lease. The take-over bound (lease duration + two retry periods) is documented in
-//! `src/leader.rs` and measured nowhere here: tests assert on outcomes, not timing.
+//! `src/leader.rs` and measured nowhere here: tests assert on outcomes, not timing. A leader
+//! whose Lease calls hang (an HTTP proxy between it and the API server holds them unanswered)
+//! steps down before the other takes over: the sinks' status and Events then come from the new
+//! leader only.
 
 mod support;
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use jobsink::crd::JobSink;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -34,8 +40,23 @@ struct Process {
 
 impl Process {
     fn start(name: &str, lease_namespace: &str) -> Self {
+        Self::start_with(name, lease_namespace, None, "cluster.local")
+    }
+
+    /// A process talking to the API server through `kubeconfig` (else the test's own), whose
+    /// sink addresses end in `cluster_domain`: the status of a sink says which process wrote it.
+    fn start_with(
+        name: &str,
+        lease_namespace: &str,
+        kubeconfig: Option<&Path>,
+        cluster_domain: &str,
+    ) -> Self {
         let (port, metrics_port, tls_port) = (free_port(), free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_jobsink"))
+        let mut command = Command::new(support::process::binary());
+        if let Some(kubeconfig) = kubeconfig {
+            command.env("KUBECONFIG", kubeconfig);
+        }
+        let child = command
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
             .args(["--tls-listen", &format!("127.0.0.1:{tls_port}")])
@@ -43,7 +64,7 @@ impl Process {
             .args(["--leader-election-namespace", lease_namespace])
             .args(["--leader-election-lease", LEASE])
             .args(["--lease-duration-seconds", LEASE_SECONDS])
-            .args(["--cluster-domain", "cluster.local"])
+            .args(["--cluster-domain", cluster_domain])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -324,4 +345,184 @@ async fn a_replica_turns_ready_only_once_the_hooks_present_at_its_start_are_load
         403,
         "the hook was not loaded when b said it was ready"
     );
+}
+
+/// An HTTP proxy in front of the API server for one process: it passes every request on
+/// (with the test's own credentials), except that while `stalled` it never answers a request
+/// for the Leases of `namespace`, as an API server that hangs on them, or a client stuck in
+/// its retries, would leave it.
+struct StallingProxy {
+    stalled: Arc<AtomicBool>,
+    kubeconfig: PathBuf,
+    served: tokio::task::JoinHandle<()>,
+}
+
+impl StallingProxy {
+    async fn start(namespace: &str) -> Self {
+        let upstream = support::client().await;
+        let stalled = Arc::new(AtomicBool::new(false));
+        let leases = format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases");
+        let stall = stalled.clone();
+        let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+            let (upstream, stall, leases) = (upstream.clone(), stall.clone(), leases.clone());
+            async move {
+                if stall.load(Ordering::SeqCst) && request.uri().path().starts_with(&leases) {
+                    std::future::pending::<()>().await;
+                }
+                forward(&upstream, request).await
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let served = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        let kubeconfig = std::env::temp_dir().join(format!(
+            "jobsink-stalling-proxy-{}-{port}.kubeconfig",
+            std::process::id()
+        ));
+        let config = serde_json::json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "proxy", "cluster": {"server": format!("http://127.0.0.1:{port}")}}],
+            "users": [{"name": "proxy", "user": {}}],
+            "contexts": [{"name": "proxy", "context": {"cluster": "proxy", "user": "proxy"}}],
+            "current-context": "proxy"
+        });
+        std::fs::write(&kubeconfig, config.to_string()).unwrap();
+        Self {
+            stalled,
+            kubeconfig,
+            served,
+        }
+    }
+
+    fn stall(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::SeqCst);
+    }
+}
+
+impl Drop for StallingProxy {
+    fn drop(&mut self) {
+        self.served.abort();
+        let _ = std::fs::remove_file(&self.kubeconfig);
+    }
+}
+
+/// Sends `request` on to the API server and streams its answer back (watches included).
+async fn forward(
+    upstream: &kube::Client,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use http_body_util::BodyExt;
+    let (parts, body) = request.into_parts();
+    let Ok(body) = body.collect().await else {
+        return bad_gateway();
+    };
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let mut forwarded = http::Request::builder().method(parts.method).uri(path);
+    for (name, value) in &parts.headers {
+        if !matches!(name.as_str(), "authorization" | "host" | "content-length") {
+            forwarded = forwarded.header(name, value);
+        }
+    }
+    let Ok(forwarded) = forwarded.body(kube::client::Body::from(body.to_bytes().to_vec())) else {
+        return bad_gateway();
+    };
+    match upstream.send(forwarded).await {
+        Ok(response) => response.map(axum::body::Body::new),
+        Err(_) => bad_gateway(),
+    }
+}
+
+fn bad_gateway() -> axum::response::Response {
+    let mut response = axum::response::Response::new(axum::body::Body::empty());
+    *response.status_mut() = http::StatusCode::BAD_GATEWAY;
+    response
+}
+
+/// The host of the http address in a sink's status: `job-sink.knative-eventing.svc.<domain>`.
+async fn address_domain(ns: &TestNamespace, name: &str) -> Option<String> {
+    let sink = ns.api::<JobSink>().get_opt(name).await.ok()??;
+    let url = sink.status?.address?.url?;
+    let host = url.split('/').nth(2)?.to_owned();
+    Some(
+        host.trim_start_matches("job-sink.knative-eventing.svc.")
+            .to_owned(),
+    )
+}
+
+async fn wait_address(ns: &TestNamespace, name: &str, domain: &str) {
+    eventually(
+        &format!("{name}'s address in {domain}"),
+        CONVERGE,
+        || async { (address_domain(ns, name).await.as_deref() == Some(domain)).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_leader_whose_lease_calls_hang_steps_down_before_another_replica_takes_over() {
+    let _serial = SERIAL.lock().await;
+    install_crd();
+    let ns = TestNamespace::new("leader-stalled-renewal").await;
+    let n = ns.name.clone();
+    let proxy = StallingProxy::start(&n).await;
+
+    // a reaches the API server through the proxy; b directly. Each names its own cluster
+    // domain in the addresses it writes, so a sink's status says who wrote it.
+    let a = Process::start_with("stalled-a", &n, Some(&proxy.kubeconfig), "a.test");
+    eventually("a leads", CONVERGE, || async {
+        a.leads().await.then_some(())
+    })
+    .await;
+    let b = Process::start_with("stalled-b", &n, None, "b.test");
+    eventually("b ready", CONVERGE, || async {
+        b.ready().await.then_some(())
+    })
+    .await;
+    apply(&n, &sink_yaml("first"));
+    wait_address(&ns, "first", "a.test").await;
+
+    // a's Lease calls now hang; everything else it does still reaches the API server.
+    proxy.stall(true);
+    eventually("b leads", CONVERGE, || async {
+        b.leads().await.then_some(())
+    })
+    .await;
+    assert!(
+        !a.leads().await,
+        "a still leads while b does: its hanging renewal kept it leading"
+    );
+    assert_eq!(lease_holder(&ns).await.as_deref(), Some("stalled-b"));
+    let reconciled_by_a = a.metric("jobsink_controller_reconciles_total").await;
+
+    // Status and Events come from b only.
+    wait_address(&ns, "first", "b.test").await;
+    apply(&n, &sink_yaml("second"));
+    wait_address(&ns, "second", "b.test").await;
+    apply(&n, &invalid_sink_yaml("broken"));
+    let writers = controller_event_writers(&ns, "broken").await;
+    assert!(writers.iter().all(|w| w == "stalled-b"), "{writers:?}");
+    // a still receives events (its sink cache follows the sinks b made Ready), but its
+    // controller has not run since it stepped down.
+    first_accepted(&a, &n, "second", "1").await;
+    assert_eq!(
+        a.metric("jobsink_controller_reconciles_total").await,
+        reconciled_by_a,
+        "a's controller kept reconciling after it stepped down"
+    );
+    assert_eq!(
+        address_domain(&ns, "first").await.as_deref(),
+        Some("b.test")
+    );
+
+    // Once its Lease calls are answered again, a stands by while b keeps the Lease.
+    proxy.stall(false);
+    first_accepted(&a, &n, "first", "2").await;
+    assert!(!a.leads().await);
+    assert!(b.leads().await);
 }

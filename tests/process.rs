@@ -21,19 +21,12 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
-use support::process::{Serve, free_port};
+use support::process::{Serve, event, free_port, http};
 use support::{CONVERGE, TestNamespace, eventually, kubectl};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const LOGGER: &str = include_str!("data/seed/job-sink-logger.yaml");
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("http client")
-}
 
 /// Applies `yaml` in the test's namespace and waits until `serve` takes events for `sink`.
 async fn ready_sink(ns: &TestNamespace, serve: &Serve, yaml: &str, sink: &str) {
@@ -49,17 +42,6 @@ async fn ready_sink(ns: &TestNamespace, serve: &Serve, yaml: &str, sink: &str) {
         }
     })
     .await;
-}
-
-fn event(url: &str, id: &str) -> reqwest::RequestBuilder {
-    http()
-        .post(url)
-        .header("content-type", "application/json")
-        .header("ce-specversion", "1.0")
-        .header("ce-source", "my/curl/command")
-        .header("ce-type", "my.demo.event")
-        .header("ce-id", id)
-        .body(r#"{"details":"JobSinkDemo"}"#)
 }
 
 async fn jobs(ns: &TestNamespace) -> Vec<Job> {

@@ -12,28 +12,10 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::PostParams;
 use serde_json::json;
-use support::process::Serve;
+use support::process::{Serve, event, http};
 use support::{CONVERGE, TestNamespace, eventually, kubectl};
 
 const LOGGER: &str = include_str!("data/seed/job-sink-logger.yaml");
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("http client")
-}
-
-fn event(url: &str, id: &str) -> reqwest::RequestBuilder {
-    http()
-        .post(url)
-        .header("content-type", "application/json")
-        .header("ce-specversion", "1.0")
-        .header("ce-source", "my/curl/command")
-        .header("ce-type", "my.demo.event")
-        .header("ce-id", id)
-        .body(r#"{"details":"JobSinkDemo"}"#)
-}
 
 /// Puts test hook `plugin` in ConfigMap `hook` of `ns`.
 async fn hook_config_map(ns: &TestNamespace, plugin: &str) {

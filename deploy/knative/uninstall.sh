@@ -19,9 +19,12 @@ step "jobsink stopped, its account and Knative's JobSink reconciler Leases remov
 kubectl -n "$ns" delete deployment/jobsink --ignore-not-found --wait=true
 kubectl -n "$ns" delete poddisruptionbudget/job-sink lease/jobsink-controller --ignore-not-found
 kubectl delete -f "$here/rbac.yaml" --ignore-not-found
-# What install.sh took from deploy/rbac.yaml, except the ServiceAccount, which is Knative's.
-kubectl delete clusterrolebinding/job-sink clusterrole/job-sink clusterrole/jobsink-metrics-reader \
-  --ignore-not-found
+# What install.sh took from deploy/rbac.yaml, except the ServiceAccount, which is Knative's,
+# and the bindings of job-sink-writer jobsink's controller made in sink namespaces.
+kubectl delete clusterrolebinding/job-sink clusterrole/job-sink clusterrole/job-sink-writer \
+  clusterrole/jobsink-metrics-reader --ignore-not-found
+kubectl delete rolebindings --all-namespaces -l app.kubernetes.io/managed-by=jobsink \
+  --field-selector metadata.name=job-sink-writer --ignore-not-found
 kubectl -n "$ns" delete rolebinding/job-sink-leader-election role/job-sink-leader-election \
   --ignore-not-found
 prefix=$(sed -n '/JOBSINK_KNATIVE_LEASE/{n;s/.*value: *//p}' "$here/deployment.yaml")

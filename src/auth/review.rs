@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::lock::locked;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::authorization::v1::{
     NonResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -95,7 +96,7 @@ impl AccessReviewer {
     }
 
     fn remembered(&self, digest: &[u8; 32]) -> Option<Access> {
-        let answers = self.answers.lock().expect("not poisoned");
+        let answers = locked(&self.answers);
         let (at, access) = answers.get(digest)?;
         let ttl = match access {
             Access::Allowed => ALLOWED_TTL,
@@ -105,7 +106,7 @@ impl AccessReviewer {
     }
 
     fn remember(&self, digest: [u8; 32], access: Access) {
-        let mut answers = self.answers.lock().expect("not poisoned");
+        let mut answers = locked(&self.answers);
         if answers.len() >= MAX_CACHED {
             answers.retain(|_, (at, _)| at.elapsed() < ALLOWED_TTL);
             if answers.len() >= MAX_CACHED {

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use super::AuthError;
 use super::keys::{self, Issuer};
+use crate::lock::{locked, read_locked, write_locked};
 
 /// Shortest time between two fetches of the keys caused by tokens with an unknown key id: such
 /// tokens are cheap to make, and must not turn the receiver into a load on the API server.
@@ -118,12 +119,7 @@ impl TokenVerifier {
         audience: &str,
     ) -> (Result<Sender, AuthError>, Duration) {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let cached = self
-            .verified
-            .lock()
-            .expect("not poisoned")
-            .get(&digest)
-            .cloned();
+        let cached = locked(&self.verified).get(&digest).cloned();
         if let Some(verified) = cached {
             return (check(&verified, audience, now()), Duration::ZERO);
         }
@@ -196,7 +192,7 @@ impl TokenVerifier {
                 .is_none_or(|at| at.elapsed() > MIN_REFETCH_INTERVAL),
         };
         {
-            let keys = self.keys.read().expect("not poisoned");
+            let keys = read_locked(&self.keys);
             if !wants_fetch(&keys) {
                 return match &keys.issuer {
                     Some(issuer) => Ok((issuer.clone(), false)),
@@ -209,7 +205,7 @@ impl TokenVerifier {
         let _one_fetch = self.fetching.lock().await;
         // Another request may have fetched while this one waited.
         {
-            let keys = self.keys.read().expect("not poisoned");
+            let keys = read_locked(&self.keys);
             if !wants_fetch(&keys)
                 && let Some(issuer) = &keys.issuer
             {
@@ -224,7 +220,7 @@ impl TokenVerifier {
                     self.fetch_timeout
                 ))
             });
-        let mut keys = self.keys.write().expect("not poisoned");
+        let mut keys = write_locked(&self.keys);
         keys.fetched = Some(Instant::now());
         match fetched {
             Ok(issuer) => {
@@ -234,7 +230,7 @@ impl TokenVerifier {
                 if changed {
                     info!(issuer = issuer.issuer, keys = ?issuer.key_ids(), "OIDC issuer keys loaded");
                     // Tokens verified with keys no longer published must be checked again.
-                    self.verified.lock().expect("not poisoned").clear();
+                    locked(&self.verified).clear();
                 }
                 let issuer = Arc::new(issuer);
                 keys.issuer = Some(issuer.clone());
@@ -252,7 +248,7 @@ impl TokenVerifier {
     }
 
     fn remember(&self, digest: [u8; 32], verified: Verified) {
-        let mut cache = self.verified.lock().expect("not poisoned");
+        let mut cache = locked(&self.verified);
         if cache.len() >= MAX_CACHED_TOKENS {
             let now = now();
             cache.retain(|_, v| v.expires > now);

@@ -25,6 +25,9 @@ pub struct ControllerConfig {
     pub service_name: String,
     /// Age past which a Job without its Secret is removed ([`super::orphans`]).
     pub orphan_grace: Duration,
+    /// Whether the controller writes the status of EventPolicies: on when jobsink runs alone,
+    /// off next to Knative (`--knative-lease`), whose EventPolicy controller writes it.
+    pub event_policy_status: bool,
 }
 
 impl Default for ControllerConfig {
@@ -34,6 +37,7 @@ impl Default for ControllerConfig {
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_owned(),
             service_name: DEFAULT_SERVICE_NAME.to_owned(),
             orphan_grace: super::orphans::DEFAULT_ORPHAN_GRACE,
+            event_policy_status: true,
         }
     }
 }

@@ -97,17 +97,30 @@ pub async fn hold(
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        let config = match configs.get_opt(LEADER_ELECTION_CONFIG).await {
-            Ok(config) => config,
-            Err(error) => {
-                warn!(%error, "reading Knative's leader-election settings; assuming one bucket");
-                None
-            }
-        };
-        for name in lease_names(&lease.prefix, buckets(config.as_ref())) {
-            if let Err(error) = renew(&leases, &name).await {
-                warn!(%error, lease = %name, "renewing Knative's JobSink reconciler lease");
-            }
+        // One round at most one renewal period: a call that hangs (or that kube's client
+        // keeps retrying) must not stop the next rounds.
+        let round = tokio::time::timeout(RENEW_PERIOD, renew_all(&leases, &configs, &lease.prefix));
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            done = round => if done.is_err() {
+                warn!(prefix = %lease.prefix, "renewing Knative's JobSink reconciler leases took longer than {RENEW_PERIOD:?}; trying again");
+            },
+        }
+    }
+}
+
+/// One round: reads the bucket count, then creates or renews every bucket's Lease.
+async fn renew_all(leases: &Api<Lease>, configs: &Api<ConfigMap>, prefix: &str) {
+    let config = match configs.get_opt(LEADER_ELECTION_CONFIG).await {
+        Ok(config) => config,
+        Err(error) => {
+            warn!(%error, "reading Knative's leader-election settings; assuming one bucket");
+            None
+        }
+    };
+    for name in lease_names(prefix, buckets(config.as_ref())) {
+        if let Err(error) = renew(leases, &name).await {
+            warn!(%error, lease = %name, "renewing Knative's JobSink reconciler lease");
         }
     }
 }

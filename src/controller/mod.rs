@@ -7,10 +7,16 @@
 //! [`knative_lease`] keeps Knative's own JobSink reconciler standing by when both are
 //! installed. Its counters are in [`crate::metrics`].
 //!
+//! Beside the sinks it keeps, in a standalone install, the EventPolicies' own status
+//! ([`policies`]), and binds the write verbs in each namespace that has a JobSink
+//! ([`writers`]).
+//!
 //! Extension point: other parts of the process add dependents of `Ready` through
 //! [`ExtraCondition`] (e.g. `HookReady` from the hook loader), passed in [`Extensions`] to
-//! [`run_with`], and ask for all sinks to be reconciled again through
-//! [`Extensions::reconcile_all_on`] when their view of any sink changes.
+//! [`run_with`], and ask for sinks to be reconciled again through [`Extensions::reconcile_on`]
+//! (one sink, or all) when their view of a sink changes. What the controller reads itself
+//! (flags, TLS Secret: every sink; an EventPolicy: the sinks it covers or covered) it follows
+//! on its own.
 
 pub mod access;
 pub mod conditions;
@@ -18,24 +24,29 @@ pub mod config;
 mod error;
 pub mod knative_lease;
 pub mod orphans;
+mod policies;
 mod reconcile;
 pub mod status;
 pub mod template;
+pub mod writers;
 
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
+use futures::FutureExt;
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use kube::ResourceExt;
 use kube::core::error_boundary::DeserializeGuard;
+use kube::runtime::controller::Config as ControllerSettings;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::crd::{Condition, JobSink};
+use crate::crd::{Condition, JobSink, SinkId};
 use crate::features::FeatureStore;
 use crate::metrics::Metrics;
 use crate::policy::PolicyCache;
@@ -48,6 +59,18 @@ pub use reconcile::{ERROR_BACKOFF_BASE, ERROR_BACKOFF_MAX, RESYNC_PERIOD, backof
 
 /// Name the controller reports its Kubernetes Events under.
 pub const REPORTING_CONTROLLER: &str = "job-sink-controller";
+/// At most this many sinks are reconciled at once (each reconciliation makes one to three API
+/// calls), however many a change asks for.
+pub const MAX_CONCURRENT_RECONCILES: u16 = 8;
+
+/// Which sinks to reconcile again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// This one (e.g. its hook was loaded).
+    Sink(SinkId),
+    /// Every sink (e.g. notifications about single sinks were lost).
+    All,
+}
 
 /// One more dependent condition of `Ready`, computed outside the controller.
 ///
@@ -75,10 +98,11 @@ pub struct Extensions {
     /// Extra dependents of `Ready`, after `Addressable`, `EventPoliciesReady` and
     /// `JobTemplateReady`, in this order (the first `False` one is what `Ready` shows).
     pub conditions: Vec<Arc<dyn ExtraCondition>>,
-    /// Each item reconciles every sink now, e.g. when the hook loader finished loading a
-    /// hook. (Reconciling one sink by name needs an unstable kube-runtime feature; a full
-    /// pass is cheap: one dry run per sink.)
+    /// Each item reconciles every sink now.
     pub reconcile_all_on: Option<BoxStream<'static, ()>>,
+    /// Each item reconciles the sink it names (or all), e.g. when the hook loader finished
+    /// loading a sink's hook.
+    pub reconcile_on: Option<BoxStream<'static, Trigger>>,
     /// Where reconciliations are counted ([`crate::metrics::registry`]); by default in no
     /// registry.
     pub metrics: Metrics,
@@ -102,8 +126,7 @@ pub struct SharedSinks {
     pub changes: BoxStream<'static, Arc<DeserializeGuard<JobSink>>>,
 }
 
-/// What the controller reads about delivery security. Pass their `changes` to
-/// [`Extensions::reconcile_all_on`] so that the status follows them.
+/// What the controller reads about delivery security; the status follows their changes.
 #[derive(Clone)]
 pub struct Security {
     pub features: FeatureStore,
@@ -137,6 +160,7 @@ pub async fn run_with(
     let Extensions {
         conditions,
         reconcile_all_on,
+        reconcile_on,
         metrics,
         security,
         shared,
@@ -154,24 +178,82 @@ pub async fn run_with(
         controller: REPORTING_CONTROLLER.into(),
         instance,
     };
+    let policy_status = match &security {
+        Some(security) if cfg.event_policy_status => policies::run(
+            client.clone(),
+            security.features.clone(),
+            security.policies.clone(),
+            shutdown.clone(),
+        )
+        .boxed(),
+        _ => futures::future::ready(()).boxed(),
+    };
     let context = Arc::new(reconcile::Context {
         recorder: Recorder::new(client.clone(), reporter),
+        writers: writers::WriterBindings::new(client.clone()),
         client,
         cfg,
         extra_conditions: conditions,
         metrics,
-        security,
+        security: security.clone(),
         failures: Mutex::new(Default::default()),
+        templates: Mutex::new(Default::default()),
     });
     let stop = shutdown.clone();
     let controller = match shared {
         Some(SharedSinks { store, changes }) => Controller::for_shared_stream(changes, store),
         None => Controller::new(sinks, watcher::Config::default().any_semantic()),
     };
-    let mut controller = controller.graceful_shutdown_on(async move { stop.cancelled().await });
+    let store = controller.store();
+    let mut controller = controller
+        .with_config(ControllerSettings::default().concurrency(MAX_CONCURRENT_RECONCILES))
+        .graceful_shutdown_on(async move { stop.cancelled().await });
     if let Some(trigger) = reconcile_all_on {
         controller = controller.reconcile_all_on(trigger);
     }
+    let mut triggers: Vec<BoxStream<'static, Trigger>> = reconcile_on.into_iter().collect();
+    if let Some(security) = &security {
+        // The flags and the certificate are in every sink's status; a policy only in the
+        // status of the sinks it covers, or covered.
+        let all = futures::stream::select(security.features.changes(), security.tls.changes());
+        triggers.push(all.map(|()| Trigger::All).boxed());
+        let covered = store.clone();
+        let policies = security.policies.subscribe().flat_map(move |change| {
+            let sinks: Vec<Trigger> = if change.changes_decisions() {
+                covered
+                    .state()
+                    .iter()
+                    .filter(|s| s.namespace().as_deref() == Some(change.namespace.as_str()))
+                    .filter(|s| change.touches(&s.name_any(), s.labels()))
+                    .map(|s| Trigger::Sink(SinkId::of(s.as_ref())))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            futures::stream::iter(sinks)
+        });
+        triggers.push(policies.boxed());
+    }
+    if !triggers.is_empty() {
+        let every = store.clone();
+        let sinks = futures::stream::select_all(triggers).flat_map(move |trigger| {
+            let refs: Vec<ObjectRef<DeserializeGuard<JobSink>>> = match trigger {
+                // A sink gone meanwhile (its hook unloaded as it went) is nothing to do.
+                Trigger::Sink(id) => {
+                    let sink = ObjectRef::new(&id.name).within(&id.namespace);
+                    every.get(&sink).map(|_| sink).into_iter().collect()
+                }
+                Trigger::All => every
+                    .state()
+                    .iter()
+                    .map(|s| ObjectRef::from_obj(s.as_ref()))
+                    .collect(),
+            };
+            futures::stream::iter(refs)
+        });
+        controller = controller.reconcile_on(sinks);
+    }
+    let maintenance = maintain(context.clone(), store, shutdown.clone());
     info!("JobSink controller started");
     let reconciling = controller
         .run(reconcile::reconcile, reconcile::error_policy, context)
@@ -180,7 +262,24 @@ pub async fn run_with(
                 warn!(%error, "JobSink controller");
             }
         });
-    tokio::join!(reconciling, sweep);
+    tokio::join!(reconciling, sweep, policy_status, maintenance);
     info!("JobSink controller stopped");
     Ok(())
+}
+
+/// Every [`writers::SWEEP_PERIOD`] until `shutdown`: removes the write bindings of namespaces
+/// left without a JobSink, and forgets template checks too old to be used again.
+async fn maintain(
+    context: Arc<reconcile::Context>,
+    sinks: Store<DeserializeGuard<JobSink>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(writers::SWEEP_PERIOD) => {}
+        }
+        context.writers.sweep(&sinks).await;
+        context.forget_old_template_checks();
+    }
 }

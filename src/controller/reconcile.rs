@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::DynamicObject;
@@ -18,8 +18,10 @@ use crate::crd::{Condition, JobSink, JobSinkSpec, JobSinkStatus, SinkId};
 use super::access::{Access, access};
 use super::conditions::{FALSE, JOB_TEMPLATE_READY, REASON_INVALID_JOB_TEMPLATE};
 use super::status::desired_status;
+use super::writers::WriterBindings;
 use super::{ControllerConfig, Error, ExtraCondition, Security, template};
 use crate::k8s::{self, Failure};
+use crate::lock::locked;
 use crate::metrics::Metrics;
 
 /// How often every sink is reconciled without a change: picks up what no watch reports, e.g.
@@ -35,6 +37,12 @@ const FLAGS_PENDING_RETRY: Duration = Duration::from_secs(1);
 /// Kubernetes Events about a sink may carry at most 1 kB of note.
 const EVENT_NOTE_MAX_BYTES: usize = 1024;
 
+/// How many times, and how far apart, a dry run refused right after the sink's namespace got
+/// its write binding is tried again: the API server authorizes with a new binding a moment
+/// after storing it.
+const NEW_BINDING_RETRIES: u32 = 10;
+const NEW_BINDING_RETRY_DELAY: Duration = Duration::from_millis(200);
+
 /// Everything a reconciliation needs, shared by all of them.
 pub struct Context {
     pub(super) client: Client,
@@ -45,6 +53,73 @@ pub struct Context {
     pub(super) security: Option<Security>,
     /// Consecutive failures per sink, for the retry backoff.
     pub(super) failures: Mutex<HashMap<SinkId, u32>>,
+    /// The write binding of each sink namespace.
+    pub(super) writers: WriterBindings,
+    /// The last conclusive template check of each sink.
+    pub(super) templates: Mutex<HashMap<SinkId, CheckedTemplate>>,
+}
+
+/// A conclusive template check: the sink (uid and generation) it was made for, when, and its
+/// `JobTemplateReady`. Reused until [`RESYNC_PERIOD`] has passed: a reconciliation for a
+/// change elsewhere (a hook, a policy, the flags) makes no API call when the status stays.
+pub(super) struct CheckedTemplate {
+    uid: Option<String>,
+    generation: Option<i64>,
+    at: Instant,
+    condition: Condition,
+}
+
+impl Context {
+    /// Drops the template checks too old to be reused (and those of deleted sinks with them).
+    pub(super) fn forget_old_template_checks(&self) {
+        let mut checks = locked(&self.templates);
+        checks.retain(|_, c| c.at.elapsed() < RESYNC_PERIOD);
+    }
+
+    /// The `JobTemplateReady` of `sink`: the last conclusive check when it is for this very
+    /// spec and recent, else a dry run now. `fresh_binding`: the namespace was bound just now,
+    /// so a refusal may only mean the API server does not authorize with it yet.
+    async fn template_check(&self, sink: &JobSink, fresh_binding: bool) -> template::TemplateCheck {
+        let id = SinkId::of(sink);
+        let (uid, generation) = (sink.metadata.uid.clone(), sink.metadata.generation);
+        {
+            let checks = locked(&self.templates);
+            if let Some(c) = checks.get(&id)
+                && c.uid == uid
+                && c.generation == generation
+                && c.at.elapsed() < RESYNC_PERIOD
+            {
+                return template::TemplateCheck {
+                    condition: c.condition.clone(),
+                    error: None,
+                };
+            }
+        }
+        let at = Instant::now();
+        let mut check = template::check(&self.client, sink).await;
+        let mut retries = if fresh_binding {
+            NEW_BINDING_RETRIES
+        } else {
+            0
+        };
+        while retries > 0
+            && matches!(&check.error, Some(super::Error::DryRunJob(kube::Error::Api(s))) if s.code == 403)
+        {
+            retries -= 1;
+            tokio::time::sleep(NEW_BINDING_RETRY_DELAY).await;
+            check = template::check(&self.client, sink).await;
+        }
+        if check.error.is_none() {
+            let checked = CheckedTemplate {
+                uid,
+                generation,
+                at,
+                condition: check.condition.clone(),
+            };
+            locked(&self.templates).insert(id, checked);
+        }
+        check
+    }
 }
 
 /// A JobSink as far as reconcile could read it.
@@ -75,9 +150,16 @@ pub async fn reconcile(
         Err(invalid) => read_undecodable(&ctx.client, &id, &invalid.error).await?,
     };
     let status = observed.status.as_ref();
+    let fresh_binding = match ctx.writers.ensure(&id.namespace).await {
+        Ok(fresh) => fresh,
+        Err(error) => {
+            warn!(%error, "binding the write role in the sink's namespace failed");
+            false
+        }
+    };
     let (conditions, check_error) = match &observed.sink {
         Ok(sink) => {
-            let check = template::check(&ctx.client, sink).await;
+            let check = ctx.template_check(sink, fresh_binding).await;
             let mut conditions = vec![check.condition];
             let extra = ctx.extra_conditions.iter();
             conditions.extend(extra.filter_map(|source| source.condition(sink)));
@@ -110,7 +192,7 @@ pub async fn reconcile(
     if let Some(error) = check_error {
         return Err(error);
     }
-    ctx.failures.lock().expect("not poisoned").remove(&id);
+    locked(&ctx.failures).remove(&id);
     Ok(Action::requeue(RESYNC_PERIOD))
 }
 
@@ -148,7 +230,7 @@ pub fn error_policy(
 ) -> Action {
     ctx.metrics.reconcile_failed(error.metric_label());
     let failures = {
-        let mut map = ctx.failures.lock().expect("not poisoned");
+        let mut map = locked(&ctx.failures);
         let count = map.entry(SinkId::of(obj.as_ref())).or_default();
         *count = count.saturating_add(1);
         *count

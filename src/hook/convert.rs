@@ -10,6 +10,7 @@ use super::bindings::jobsink::hook::types as wit;
 use super::error::{HookError, MAX_GUEST_TEXT_BYTES, guest_text};
 use crate::cloudevent::{CloudEvent, Data};
 use crate::crd::{JOB_SINK_ID_LABEL, JOB_SINK_NAME_LABEL};
+use crate::job::{EVENT_ID_ANNOTATION, EVENT_SOURCE_ANNOTATION, EVENT_STORED_ANNOTATION};
 
 /// Largest event a hook may hand back (attributes and data together). The event is stored
 /// in a Secret, which Kubernetes caps at 1 MiB.
@@ -231,6 +232,26 @@ fn check_protected(input: &Job, output: &Job) -> Result<(), HookError> {
             "metadata.ownerReferences".into(),
         ));
     }
+    // The annotations that say whose Job a name holds, and whether a copy was accepted for
+    // it (`docs/contract.md#name-collisions`, `#no-half-created-events`).
+    for annotation in [
+        EVENT_SOURCE_ANNOTATION,
+        EVENT_ID_ANNOTATION,
+        EVENT_STORED_ANNOTATION,
+    ] {
+        let get = |job: &Job| {
+            job.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(annotation))
+                .cloned()
+        };
+        if get(input) != get(output) {
+            return Err(HookError::ProtectedFieldChanged(format!(
+                "metadata.annotations[{annotation}]"
+            )));
+        }
+    }
     for label in [JOB_SINK_NAME_LABEL, JOB_SINK_ID_LABEL] {
         let get = |job: &Job| {
             job.metadata
@@ -344,6 +365,42 @@ mod tests {
             spec: Some(Default::default()),
             status: None,
         }
+    }
+
+    #[test]
+    fn a_job_claiming_another_events_identity_or_its_acceptance_is_refused() {
+        let mut input = job();
+        input.metadata.annotations = Some(BTreeMap::from([
+            (EVENT_SOURCE_ANNOTATION.to_owned(), "/sensor/1".to_owned()),
+            (EVENT_ID_ANNOTATION.to_owned(), "23".to_owned()),
+        ]));
+        let changes: [(&str, Option<&str>); 4] = [
+            (EVENT_SOURCE_ANNOTATION, Some("/sensor/12")),
+            (EVENT_ID_ANNOTATION, Some("3")),
+            (EVENT_ID_ANNOTATION, None),
+            (EVENT_STORED_ANNOTATION, Some("2026-01-01T00:00:00Z")),
+        ];
+        for (annotation, value) in changes {
+            let mut output = input.clone();
+            let annotations = output.metadata.annotations.get_or_insert_default();
+            match value {
+                Some(value) => annotations.insert(annotation.to_owned(), value.to_owned()),
+                None => annotations.remove(annotation),
+            };
+            let json = serde_json::to_string(&output).expect("json");
+            assert_eq!(
+                job_from_json(&input, &json),
+                Err(HookError::ProtectedFieldChanged(format!(
+                    "metadata.annotations[{annotation}]"
+                ))),
+                "{annotation} -> {value:?}"
+            );
+        }
+        let mut output = input.clone();
+        let annotations = output.metadata.annotations.get_or_insert_default();
+        annotations.insert("team".to_owned(), "data".to_owned());
+        let json = serde_json::to_string(&output).expect("json");
+        assert_eq!(job_from_json(&input, &json), Ok(output));
     }
 
     #[test]

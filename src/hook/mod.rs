@@ -63,7 +63,7 @@ pub use engine::{HookEngine, LOW_PRIORITY_NICE, LOW_PRIORITY_THREAD, SLOW_CALL_C
 pub use engine_config::{Allocator, DEFAULT_MAX_CONCURRENCY, EngineConfig, EngineError};
 pub use error::{HookError, LoadError, MAX_GUEST_TEXT_BYTES};
 pub use loader::{LoadedHook, MAX_COMPONENT_BYTES};
-pub use notes::{MAX_PUBLISHES_IN_FLIGHT, NOTE_WINDOW, NOTES_PER_WINDOW};
+pub use notes::{MAX_NOTES_QUEUED, NOTE_WINDOW, NOTES_PER_WINDOW};
 pub use pace::INLINE_PROBATION;
 pub use pipeline::{HookNote, HookOutput, HookRefusal, Phase, run_hooks};
 pub use registry::HookRegistry;

@@ -4,19 +4,19 @@
 //!
 //! Per sink and reason, at most [`NOTES_PER_WINDOW`] Events are published in each
 //! [`NOTE_WINDOW`]; later notes of that window are only counted, and the first Event of a
-//! later window says how many were left out. At most [`MAX_PUBLISHES_IN_FLIGHT`] Events are
-//! being written at once for the whole process; a note that finds them all busy (a slow API
-//! server) is counted the same way. Every note, published or not, is counted in
-//! `jobsink_hook_outcomes_total` by the registry. See `docs/hooks.md#notes`.
+//! later window says how many were left out. One task writes the Events, one at a time, so
+//! that the recorder folds repeats into a series without losing a count to a race; at most
+//! [`MAX_NOTES_QUEUED`] wait for it. A note that finds the queue full (a slow API server) is
+//! counted the same way, without using up its window's share. Every note, published or not,
+//! is counted in `jobsink_hook_outcomes_total` by the registry. See `docs/hooks.md#notes`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder};
-use tokio::sync::Semaphore;
+use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::crd::SinkId;
@@ -28,8 +28,8 @@ pub const NOTES_PER_WINDOW: u32 = 5;
 /// The window [`NOTES_PER_WINDOW`] counts in.
 pub const NOTE_WINDOW: Duration = Duration::from_secs(60);
 
-/// Event writes in flight at once, for all sinks.
-pub const MAX_PUBLISHES_IN_FLIGHT: usize = 4;
+/// Notes waiting to be written, for all sinks.
+pub const MAX_NOTES_QUEUED: usize = 16;
 
 /// (sink, reason) pairs remembered before windows that ended are forgotten.
 const MAX_TRACKED: usize = 4096;
@@ -82,11 +82,17 @@ impl NoteBudget {
         Some(std::mem::take(&mut window.left_out))
     }
 
-    /// A note that was admitted but could not be written: it counts as left out.
-    pub(crate) fn not_written(&mut self, sink: &SinkId, reason: &'static str, before: u64) {
-        if let Some(window) = self.windows.get_mut(&(sink.clone(), reason)) {
-            window.left_out += before + 1;
-        }
+    /// A note that could not be queued: it counts as left out, without using up the share of
+    /// its window.
+    pub(crate) fn not_written(&mut self, sink: &SinkId, reason: &'static str, now: Instant) {
+        self.windows
+            .entry((sink.clone(), reason))
+            .or_insert(Window {
+                started: now,
+                published: 0,
+                left_out: 0,
+            })
+            .left_out += 1;
     }
 
     /// Forgets a sink that is gone.
@@ -97,17 +103,24 @@ impl NoteBudget {
 
 /// Publishes hook notes as Kubernetes Events within the bounds above. Cheap to share.
 pub(crate) struct Notes {
-    recorder: Recorder,
     budget: Mutex<NoteBudget>,
-    in_flight: Arc<Semaphore>,
+    queue: mpsc::Sender<(Event, ObjectReference)>,
 }
 
 impl Notes {
+    /// Starts the writer task; needs a Tokio runtime.
     pub(crate) fn new(recorder: Recorder) -> Self {
+        let (queue, mut written) = mpsc::channel::<(Event, ObjectReference)>(MAX_NOTES_QUEUED);
+        tokio::spawn(async move {
+            while let Some((event, regarding)) = written.recv().await {
+                if let Err(error) = recorder.publish(&event, &regarding).await {
+                    warn!(%error, "could not publish a Kubernetes Event");
+                }
+            }
+        });
         Notes {
-            recorder,
             budget: Mutex::new(NoteBudget::default()),
-            in_flight: Arc::new(Semaphore::new(MAX_PUBLISHES_IN_FLIGHT)),
+            queue,
         }
     }
 
@@ -120,11 +133,11 @@ impl Notes {
         reason: &'static str,
         message: String,
     ) {
-        let Some(left_out) = locked(&self.budget).admit(sink, reason, Instant::now()) else {
+        let Ok(slot) = self.queue.try_reserve() else {
+            locked(&self.budget).not_written(sink, reason, Instant::now());
             return;
         };
-        let Ok(permit) = Arc::clone(&self.in_flight).try_acquire_owned() else {
-            locked(&self.budget).not_written(sink, reason, left_out);
+        let Some(left_out) = locked(&self.budget).admit(sink, reason, Instant::now()) else {
             return;
         };
         let note = if left_out == 0 {
@@ -142,13 +155,7 @@ impl Notes {
             action: "RunHook".into(),
             secondary: None,
         };
-        let recorder = self.recorder.clone();
-        tokio::spawn(async move {
-            if let Err(error) = recorder.publish(&event, &regarding).await {
-                warn!(%error, "could not publish a Kubernetes Event");
-            }
-            drop(permit);
-        });
+        slot.send((event, regarding));
     }
 
     /// Forgets a sink that is gone.
@@ -193,9 +200,15 @@ mod tests {
         let mut budget = NoteBudget::default();
         let sink = SinkId::new("ns", "s");
         let now = Instant::now();
-        let before = budget.admit(&sink, "HookFailureIgnored", now).unwrap();
-        budget.not_written(&sink, "HookFailureIgnored", before);
+        budget.not_written(&sink, "HookFailureIgnored", now);
         assert_eq!(budget.admit(&sink, "HookFailureIgnored", now), Some(1));
+        budget.not_written(&sink, "HookFailureIgnored", now);
+        // Still within the window's share, and it says one was left out.
+        assert_eq!(budget.admit(&sink, "HookFailureIgnored", now), Some(1));
+        let rest = (0..10)
+            .filter(|_| budget.admit(&sink, "HookFailureIgnored", now).is_some())
+            .count();
+        assert_eq!(rest, NOTES_PER_WINDOW as usize - 2);
     }
 
     #[test]

@@ -156,10 +156,18 @@ fn user_annotations_are_kept_beside_the_identity_annotations() {
     sink.spec.job.metadata.annotations = Some(BTreeMap::from([
         ("team".to_string(), "data".to_string()),
         (EVENT_ID_ANNOTATION.to_string(), "spoofed".to_string()),
+        (
+            EVENT_STORED_ANNOTATION.to_string(),
+            "2026-01-01T00:00:00Z".to_string(),
+        ),
     ]));
     let annotations = build(&sink).metadata.annotations.unwrap_or_default();
     assert_eq!(annotations["team"], "data");
     assert_eq!(annotations[EVENT_ID_ANNOTATION], "123");
+    assert!(
+        !annotations.contains_key(EVENT_STORED_ANNOTATION),
+        "a new Job never carries the mark of an accepted copy: {annotations:?}"
+    );
 }
 
 #[test]

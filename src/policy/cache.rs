@@ -1,22 +1,62 @@
 //! [`PolicyCache`]: every EventPolicy of the cluster, compiled, from one watch. The receiver
-//! reads it per request; the controller per reconciliation, and reconciles all sinks when it
-//! changes.
+//! reads it per request; the controller per reconciliation, reconciles the sinks a changed
+//! policy covers (or covered), and writes the policies' own status in a standalone install.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
+use super::compiled::Coverage;
 use super::{CompiledPolicy, EventPolicy};
+use crate::lock::{locked, read_locked, write_locked};
 
-type ByNamespace = HashMap<String, BTreeMap<String, Arc<CompiledPolicy>>>;
+/// One cached policy: as written, compiled, and compiled allowing nobody (for the sinks only
+/// an unreadable `to` entry covers).
+#[derive(Clone)]
+struct Entry {
+    policy: Arc<EventPolicy>,
+    compiled: Arc<CompiledPolicy>,
+    allowing_nobody: Option<Arc<CompiledPolicy>>,
+}
+
+type ByNamespace = HashMap<String, BTreeMap<String, Entry>>;
+
+/// One EventPolicy changed: created, updated, deleted, or different after a relist.
+#[derive(Clone, Debug)]
+pub struct PolicyChange {
+    pub namespace: String,
+    pub name: String,
+    /// The policy as compiled before (`None`: it was not there).
+    pub before: Option<Arc<CompiledPolicy>>,
+    /// The policy as compiled now (`None`: it is gone).
+    pub after: Option<Arc<CompiledPolicy>>,
+}
+
+impl PolicyChange {
+    /// Whether what the policy decides changed: not only its status or metadata.
+    pub fn changes_decisions(&self) -> bool {
+        self.before.as_deref() != self.after.as_deref()
+    }
+
+    /// Whether the policy covered, or covers, the JobSink `name` with `labels` (of the
+    /// policy's namespace).
+    pub fn touches(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
+        [&self.before, &self.after]
+            .into_iter()
+            .flatten()
+            .any(|p| p.applies_to(name, labels))
+    }
+}
+
+type Subscribers = Arc<Mutex<Vec<mpsc::UnboundedSender<PolicyChange>>>>;
 
 /// The compiled EventPolicies of the cluster, by namespace and name. Cheap to clone.
 #[derive(Clone)]
@@ -24,6 +64,7 @@ pub struct PolicyCache {
     policies: Arc<RwLock<ByNamespace>>,
     /// Counts changes; `None` until the first full list arrived.
     version: Arc<watch::Sender<Option<u64>>>,
+    subscribers: Subscribers,
 }
 
 impl PolicyCache {
@@ -34,7 +75,7 @@ impl PolicyCache {
         for p in policies {
             insert(&mut map, p);
         }
-        *cache.policies.write().expect("not poisoned") = map;
+        *write_locked(&cache.policies) = map;
         cache.version.send_replace(Some(0));
         cache
     }
@@ -43,6 +84,7 @@ impl PolicyCache {
         Self {
             policies: Arc::default(),
             version: Arc::new(watch::Sender::new(None)),
+            subscribers: Arc::default(),
         }
     }
 
@@ -74,25 +116,39 @@ impl PolicyCache {
                     }
                     Some(Ok(watcher::Event::InitDone)) => {
                         let map = listing.take().unwrap_or_default();
-                        *this.policies.write().expect("not poisoned") = map;
-                        this.bump();
+                        let before =
+                            std::mem::replace(&mut *write_locked(&this.policies), map.clone());
+                        this.bump(differences(&before, &map));
                     }
                     Some(Ok(watcher::Event::Apply(p))) => {
-                        let mut map = this.policies.write().expect("not poisoned");
+                        let (namespace, name) = (p.namespace().unwrap_or_default(), p.name_any());
+                        let mut map = write_locked(&this.policies);
+                        let before = compiled(&map, &namespace, &name);
                         match decoded(&p) {
                             Some(policy) => insert(&mut map, policy),
-                            None => {
-                                remove(&mut map, &p.namespace().unwrap_or_default(), &p.name_any())
-                            }
+                            None => remove(&mut map, &namespace, &name),
                         }
+                        let after = compiled(&map, &namespace, &name);
                         drop(map);
-                        this.bump();
+                        this.bump(vec![PolicyChange {
+                            namespace,
+                            name,
+                            before,
+                            after,
+                        }]);
                     }
                     Some(Ok(watcher::Event::Delete(p))) => {
-                        let mut map = this.policies.write().expect("not poisoned");
-                        remove(&mut map, &p.namespace().unwrap_or_default(), &p.name_any());
+                        let (namespace, name) = (p.namespace().unwrap_or_default(), p.name_any());
+                        let mut map = write_locked(&this.policies);
+                        let before = compiled(&map, &namespace, &name);
+                        remove(&mut map, &namespace, &name);
                         drop(map);
-                        this.bump();
+                        this.bump(vec![PolicyChange {
+                            namespace,
+                            name,
+                            before,
+                            after: None,
+                        }]);
                     }
                 }
             }
@@ -100,9 +156,14 @@ impl PolicyCache {
         cache
     }
 
-    fn bump(&self) {
+    fn bump(&self, changes: Vec<PolicyChange>) {
         self.version
             .send_modify(|v| *v = Some(v.map_or(0, |n| n.wrapping_add(1))));
+        if changes.is_empty() {
+            return;
+        }
+        let mut subscribers = locked(&self.subscribers);
+        subscribers.retain(|s| changes.iter().all(|c| s.send(c.clone()).is_ok()));
     }
 
     /// Whether the first full list arrived.
@@ -119,23 +180,41 @@ impl PolicyCache {
             .is_ok()
     }
 
-    /// The policies of `namespace` that apply to the JobSink `name` with `labels`, by name.
+    /// The policies of `namespace` that apply to the JobSink `name` with `labels`, by name. A
+    /// policy that covers the sink only through an unreadable `to` entry is returned allowing
+    /// nobody ([`Coverage::Unreadable`]).
     pub fn applying(
         &self,
         namespace: &str,
         name: &str,
         labels: &BTreeMap<String, String>,
     ) -> Vec<Arc<CompiledPolicy>> {
-        let map = self.policies.read().expect("not poisoned");
+        let map = read_locked(&self.policies);
         map.get(namespace)
             .map(|policies| {
                 policies
                     .values()
-                    .filter(|p| p.applies_to(name, labels))
-                    .cloned()
+                    .filter_map(|e| match e.compiled.coverage(name, labels)? {
+                        Coverage::Named => Some(e.compiled.clone()),
+                        Coverage::Unreadable => e.allowing_nobody.clone(),
+                    })
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The policy `namespace/name` as last seen, if it exists and decodes.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<EventPolicy>> {
+        let map = read_locked(&self.policies);
+        map.get(namespace)?.get(name).map(|e| e.policy.clone())
+    }
+
+    /// The namespace and name of every cached policy.
+    pub fn keys(&self) -> Vec<(String, String)> {
+        let map = read_locked(&self.policies);
+        map.iter()
+            .flat_map(|(ns, policies)| policies.keys().map(move |n| (ns.clone(), n.clone())))
+            .collect()
     }
 
     /// One item whenever the policies change.
@@ -144,6 +223,18 @@ impl PolicyCache {
         futures::stream::unfold(rx, |mut rx| async move {
             rx.changed().await.ok()?;
             Some(((), rx))
+        })
+        .boxed()
+    }
+
+    /// Every change from now on, policy by policy (after a relist, each policy that differs).
+    /// Unbounded, but it holds only references to compiled policies, and the controller drains
+    /// it; dropping the stream unsubscribes.
+    pub fn subscribe(&self) -> BoxStream<'static, PolicyChange> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        locked(&self.subscribers).push(tx);
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|change| (change, rx))
         })
         .boxed()
     }
@@ -163,9 +254,17 @@ fn decoded(p: &DeserializeGuard<EventPolicy>) -> Option<&EventPolicy> {
 
 fn insert(map: &mut ByNamespace, policy: &EventPolicy) {
     let compiled = CompiledPolicy::compile(policy);
-    map.entry(compiled.namespace.clone())
-        .or_default()
-        .insert(compiled.name.clone(), Arc::new(compiled));
+    let allowing_nobody = compiled
+        .has_unreadable_targets()
+        .then(|| Arc::new(compiled.allowing_nobody()));
+    map.entry(compiled.namespace.clone()).or_default().insert(
+        compiled.name.clone(),
+        Entry {
+            policy: Arc::new(policy.clone()),
+            compiled: Arc::new(compiled),
+            allowing_nobody,
+        },
+    );
 }
 
 fn remove(map: &mut ByNamespace, namespace: &str, name: &str) {
@@ -174,5 +273,94 @@ fn remove(map: &mut ByNamespace, namespace: &str, name: &str) {
         if policies.is_empty() {
             map.remove(namespace);
         }
+    }
+}
+
+fn compiled(map: &ByNamespace, namespace: &str, name: &str) -> Option<Arc<CompiledPolicy>> {
+    Some(map.get(namespace)?.get(name)?.compiled.clone())
+}
+
+/// What changed between two complete views, policy by policy (by resourceVersion, so that a
+/// changed status counts too).
+fn differences(before: &ByNamespace, after: &ByNamespace) -> Vec<PolicyChange> {
+    let mut keys: Vec<(&String, &String)> = before
+        .iter()
+        .chain(after.iter())
+        .flat_map(|(ns, policies)| policies.keys().map(move |n| (ns, n)))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter_map(|(ns, name)| {
+            let old = before.get(ns).and_then(|p| p.get(name));
+            let new = after.get(ns).and_then(|p| p.get(name));
+            let same = match (old, new) {
+                (Some(a), Some(b)) => {
+                    a.policy.metadata.resource_version == b.policy.metadata.resource_version
+                }
+                (None, None) => true,
+                _ => false,
+            };
+            (!same).then(|| PolicyChange {
+                namespace: ns.clone(),
+                name: name.clone(),
+                before: old.map(|e| e.compiled.clone()),
+                after: new.map(|e| e.compiled.clone()),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy(name: &str, to: serde_json::Value) -> EventPolicy {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "team", "resourceVersion": to.to_string()},
+            "spec": {"to": to, "from": [{"sub": "system:serviceaccount:team:sender"}]}
+        }))
+        .unwrap()
+    }
+
+    fn to_sink(name: &str) -> serde_json::Value {
+        json!([{"ref": {"apiVersion": "sinks.knative.dev/v1alpha1", "kind": "JobSink", "name": name}}])
+    }
+
+    #[test]
+    fn a_sink_only_an_unreadable_entry_covers_gets_the_policy_allowing_nobody() {
+        let cache = PolicyCache::fixed(&[policy(
+            "p",
+            json!([{}, {"ref": {"apiVersion": "sinks.knative.dev/v1alpha1", "kind": "JobSink", "name": "a"}}]),
+        )]);
+        let none = BTreeMap::new();
+        let named = cache.applying("team", "a", &none);
+        assert!(named[0].allows_subject("system:serviceaccount:team:sender"));
+        let other = cache.applying("team", "b", &none);
+        assert_eq!(other.len(), 1);
+        assert_eq!(other[0].name, "p");
+        assert!(!other[0].allows_subject("system:serviceaccount:team:sender"));
+        assert!(cache.applying("elsewhere", "b", &none).is_empty());
+    }
+
+    #[test]
+    fn a_relist_reports_exactly_the_policies_that_differ() {
+        let mut before = ByNamespace::new();
+        insert(&mut before, &policy("same", to_sink("a")));
+        insert(&mut before, &policy("moved", to_sink("a")));
+        insert(&mut before, &policy("gone", to_sink("a")));
+        let mut after = ByNamespace::new();
+        insert(&mut after, &policy("same", to_sink("a")));
+        insert(&mut after, &policy("moved", to_sink("b")));
+        insert(&mut after, &policy("new", to_sink("c")));
+        let changes = differences(&before, &after);
+        let names: Vec<&str> = changes.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["gone", "moved", "new"]);
+        let none = BTreeMap::new();
+        let moved = &changes[1];
+        assert!(moved.changes_decisions());
+        assert!(moved.touches("a", &none) && moved.touches("b", &none));
+        assert!(!moved.touches("c", &none));
     }
 }

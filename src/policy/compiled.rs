@@ -8,7 +8,8 @@ use kube::ResourceExt;
 
 use super::filter::Filter;
 use super::types::{
-    EventPolicy, EventPolicySelector, EventPolicySpecFrom, LabelSelectorRequirement,
+    EventPolicy, EventPolicySelector, EventPolicySpecFrom, EventPolicySpecTo,
+    LabelSelectorRequirement,
 };
 use crate::crd::GROUP as JOBSINK_GROUP;
 
@@ -21,68 +22,74 @@ pub struct CompiledPolicy {
     pub name: String,
     pub namespace: String,
     /// `None`: every JobSink of the namespace (an empty `spec.to`); otherwise the entries that
-    /// name JobSinks (entries for other kinds apply to none of ours).
+    /// name JobSinks, or may (entries for other kinds apply to none of ours).
     targets: Option<Vec<Target>>,
     /// Allowed subjects; a trailing `*` matches any suffix.
     pub subjects: Vec<String>,
     filters: Vec<Filter>,
     /// Why the policy cannot be enforced exactly as written: `from` entries we cannot resolve,
-    /// filters we cannot evaluate. Such a policy still applies, failing closed: an unresolved
-    /// entry allows nobody, an unusable filter passes no event.
+    /// `to` entries we cannot read, filters we cannot evaluate. Such a policy still applies,
+    /// failing closed: an unresolved entry allows nobody, an unreadable target applies the
+    /// policy to every JobSink of the namespace allowing nobody (see [`Coverage`]), an unusable
+    /// filter passes no event.
     pub problems: Vec<String>,
+    /// The `to` entries among `problems`.
+    pub to_problems: Vec<String>,
+    /// The filters among `problems`.
+    pub filter_problems: Vec<String>,
+}
+
+/// How a policy applies to one JobSink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Coverage {
+    /// A readable `to` entry (or an empty `to`) names the sink: the policy's subjects and
+    /// filters decide.
+    Named,
+    /// Only an unreadable `to` entry might name the sink. The policy applies, allowing nobody:
+    /// whatever the entry was meant to say, applying it so never admits a sender the sink
+    /// would refuse without it, and never lets a sink it was meant for fall back to the
+    /// default mode.
+    Unreadable,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 enum Target {
     /// A JobSink by name (compared without regard to case, as upstream does).
     Name(String),
-    Selector(Selector),
-}
-
-#[derive(Clone, Debug, PartialEq)]
-enum Selector {
-    Labels {
+    Selector {
         match_labels: BTreeMap<String, String>,
         expressions: Vec<LabelSelectorRequirement>,
     },
-    /// A selector that does not parse: it applies to every JobSink of the namespace rather
-    /// than to none, so that a typo restricts more, never less.
-    Invalid,
+    /// An entry that may name JobSinks but cannot be read: no or both of `ref` and `selector`,
+    /// a reference without a name, or a selector that does not parse.
+    Unreadable,
 }
 
 impl CompiledPolicy {
     pub fn compile(policy: &EventPolicy) -> CompiledPolicy {
         let name = policy.name_any();
         let namespace = policy.namespace().unwrap_or_default();
-        let mut problems = Vec::new();
+        let mut to_problems = Vec::new();
         let targets = if policy.spec.to.is_empty() {
             None
         } else {
             let mut targets = Vec::new();
             for (i, to) in policy.spec.to.iter().enumerate() {
-                match (&to.reference, &to.selector) {
-                    (Some(r), None) => {
-                        if names_jobsink(&r.api_version, &r.kind) {
-                            targets.push(Target::Name(r.name.clone()));
-                        }
+                match compile_target(to) {
+                    Ok(Some(target)) => targets.push(target),
+                    Ok(None) => {}
+                    Err(why) => {
+                        to_problems.push(format!(
+                            "to[{i}] {why}; the policy applies to every JobSink of the \
+                             namespace and allows nobody until it is fixed"
+                        ));
+                        targets.push(Target::Unreadable);
                     }
-                    (None, Some(s)) => {
-                        if names_jobsink(&s.api_version, &s.kind) {
-                            let selector = compile_selector(s);
-                            if selector == Selector::Invalid {
-                                problems.push(format!(
-                                    "to[{i}].selector is not a valid label selector; it is \
-                                     applied to every JobSink of the namespace"
-                                ));
-                            }
-                            targets.push(Target::Selector(selector));
-                        }
-                    }
-                    _ => problems.push(format!("to[{i}] must have exactly one of ref, selector")),
                 }
             }
             Some(targets)
         };
+        let mut problems = to_problems.clone();
         let (mut subjects, unresolved) = resolve_subjects(&namespace, &policy.spec.from);
         if !unresolved.is_empty() && knative_resolved(policy) {
             // Knative's EventPolicy controller resolved this generation: its list holds the
@@ -99,13 +106,15 @@ impl CompiledPolicy {
             problems.extend(unresolved);
         }
         let filters: Vec<Filter> = policy.spec.filters.iter().map(Filter::compile).collect();
+        let mut filter_problems = Vec::new();
         for (i, f) in filters.iter().enumerate() {
-            problems.extend(
+            filter_problems.extend(
                 f.problems()
                     .into_iter()
                     .map(|p| format!("filters[{i}]: {p}")),
             );
         }
+        problems.extend(filter_problems.iter().cloned());
         CompiledPolicy {
             name,
             namespace,
@@ -113,25 +122,56 @@ impl CompiledPolicy {
             subjects,
             filters,
             problems,
+            to_problems,
+            filter_problems,
+        }
+    }
+
+    /// How this policy applies to the JobSink `name` with `labels` (of its namespace), if at
+    /// all.
+    pub fn coverage(&self, name: &str, labels: &BTreeMap<String, String>) -> Option<Coverage> {
+        let Some(targets) = &self.targets else {
+            return Some(Coverage::Named);
+        };
+        let named = targets.iter().any(|target| match target {
+            Target::Name(n) => n.eq_ignore_ascii_case(name),
+            Target::Selector {
+                match_labels,
+                expressions,
+            } => {
+                match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+                    && expressions.iter().all(|e| requirement_matches(e, labels))
+            }
+            Target::Unreadable => false,
+        });
+        if named {
+            Some(Coverage::Named)
+        } else if targets.contains(&Target::Unreadable) {
+            Some(Coverage::Unreadable)
+        } else {
+            None
         }
     }
 
     /// Whether this policy applies to the JobSink `name` with `labels` (of its namespace).
     pub fn applies_to(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
-        let Some(targets) = &self.targets else {
-            return true;
-        };
-        targets.iter().any(|target| match target {
-            Target::Name(n) => n.eq_ignore_ascii_case(name),
-            Target::Selector(Selector::Invalid) => true,
-            Target::Selector(Selector::Labels {
-                match_labels,
-                expressions,
-            }) => {
-                match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
-                    && expressions.iter().all(|e| requirement_matches(e, labels))
-            }
-        })
+        self.coverage(name, labels).is_some()
+    }
+
+    /// This policy as it applies where only an unreadable `to` entry covers a sink: the same
+    /// name and problems, allowing nobody.
+    pub fn allowing_nobody(&self) -> CompiledPolicy {
+        CompiledPolicy {
+            subjects: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether some `to` entry could not be read (see [`Coverage::Unreadable`]).
+    pub fn has_unreadable_targets(&self) -> bool {
+        self.targets
+            .as_ref()
+            .is_some_and(|t| t.contains(&Target::Unreadable))
     }
 
     /// Whether `subject` is one of the allowed subjects (exactly, ignoring case as upstream
@@ -166,10 +206,43 @@ fn names_jobsink(api_version: &str, kind: &str) -> bool {
     group.eq_ignore_ascii_case(JOBSINK_GROUP) && kind.eq_ignore_ascii_case(JOBSINK_KIND)
 }
 
+/// The target of one `to` entry: `None` when it names another kind, an error saying why it
+/// cannot be read when it may name JobSinks.
+fn compile_target(to: &EventPolicySpecTo) -> Result<Option<Target>, String> {
+    match (&to.reference, &to.selector) {
+        (Some(r), None) => {
+            if !names_jobsink(&r.api_version, &r.kind) {
+                Ok(None)
+            } else if r.name.is_empty() {
+                Err("ref has no name".to_owned())
+            } else {
+                Ok(Some(Target::Name(r.name.clone())))
+            }
+        }
+        (None, Some(s)) => {
+            if names_jobsink(&s.api_version, &s.kind) {
+                compile_selector(s).map(Some)
+            } else {
+                Ok(None)
+            }
+        }
+        (Some(r), Some(s))
+            if !names_jobsink(&r.api_version, &r.kind)
+                && !names_jobsink(&s.api_version, &s.kind) =>
+        {
+            Ok(None)
+        }
+        _ => Err("must have exactly one of ref, selector".to_owned()),
+    }
+}
+
 /// The subjects of `from`, and a problem for each entry we cannot resolve. Resolved: `sub`
 /// (as written), and references to ServiceAccounts (their token subject). Other references
 /// need the `status.auth` Knative's controllers write on their resources.
-fn resolve_subjects(namespace: &str, from: &[EventPolicySpecFrom]) -> (Vec<String>, Vec<String>) {
+pub(super) fn resolve_subjects(
+    namespace: &str,
+    from: &[EventPolicySpecFrom],
+) -> (Vec<String>, Vec<String>) {
     let mut subjects = Vec::new();
     let mut unresolved = Vec::new();
     for (i, entry) in from.iter().enumerate() {
@@ -220,31 +293,77 @@ fn knative_resolved(policy: &EventPolicy) -> bool {
         && status.observed_generation == policy.metadata.generation
 }
 
-fn compile_selector(s: &EventPolicySelector) -> Selector {
+/// A label selector as Kubernetes reads one, or why it does not parse: label values that are
+/// not strings, keys or values that are not valid labels, unknown operators, or values where
+/// the operator takes none (and none where it needs some).
+fn compile_selector(s: &EventPolicySelector) -> Result<Target, String> {
     let mut match_labels = BTreeMap::new();
     for (k, v) in &s.match_labels {
-        match v.as_str() {
-            Some(v) => {
-                match_labels.insert(k.clone(), v.to_owned());
-            }
-            None => return Selector::Invalid,
+        let Some(v) = v.as_str() else {
+            return Err(format!("selector.matchLabels[{k:?}] is not a string"));
+        };
+        if !valid_label_key(k) || !valid_label_value(v) {
+            return Err(format!(
+                "selector.matchLabels {k:?}: {v:?} is not a valid label"
+            ));
         }
+        match_labels.insert(k.clone(), v.to_owned());
     }
-    let valid = s
-        .match_expressions
-        .iter()
-        .all(|e| match e.operator.as_str() {
+    for (i, e) in s.match_expressions.iter().enumerate() {
+        let values_fit = match e.operator.as_str() {
             "In" | "NotIn" => !e.values.is_empty(),
             "Exists" | "DoesNotExist" => e.values.is_empty(),
-            _ => false,
-        });
-    if !valid {
-        return Selector::Invalid;
+            other => {
+                return Err(format!(
+                    "selector.matchExpressions[{i}]: unknown operator {other:?}"
+                ));
+            }
+        };
+        if !values_fit || !valid_label_key(&e.key) || !e.values.iter().all(|v| valid_label_value(v))
+        {
+            return Err(format!(
+                "selector.matchExpressions[{i}] ({} {} {:?}) is not a valid requirement",
+                e.key, e.operator, e.values
+            ));
+        }
     }
-    Selector::Labels {
+    Ok(Target::Selector {
         match_labels,
         expressions: s.match_expressions.clone(),
-    }
+    })
+}
+
+/// A label key: an optional DNS subdomain prefix and `/`, then a name.
+fn valid_label_key(key: &str) -> bool {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let prefix_ok = prefix.is_none_or(|p| {
+        p.len() <= 253
+            && p.split('.').all(|part| {
+                !part.is_empty()
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !part.starts_with('-')
+                    && !part.ends_with('-')
+            })
+    });
+    prefix_ok && !name.is_empty() && valid_label_value(name)
+}
+
+/// A label value: empty, or up to 63 letters, digits, `-`, `_` and `.`, starting and ending
+/// with a letter or digit.
+fn valid_label_value(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    value.is_empty()
+        || (bytes.len() <= 63
+            && bytes[0].is_ascii_alphanumeric()
+            && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')))
 }
 
 fn requirement_matches(r: &LabelSelectorRequirement, labels: &BTreeMap<String, String>) -> bool {
@@ -313,13 +432,76 @@ mod tests {
     }
 
     #[test]
-    fn an_invalid_selector_applies_to_every_jobsink_and_is_reported() {
-        let p = policy(json!({"to": [{"selector": {
-            "apiVersion": "sinks.knative.dev/v1alpha1", "kind": "JobSink",
-            "matchExpressions": [{"key": "tier", "operator": "Like", "values": ["dev"]}]
-        }}]}));
-        assert!(p.applies_to("x", &labels(&[])));
-        assert_eq!(p.problems.len(), 1, "{:?}", p.problems);
+    fn an_unreadable_to_entry_covers_every_jobsink_allowing_nobody_and_is_reported() {
+        let jobsink = json!({"apiVersion": "sinks.knative.dev/v1alpha1", "kind": "JobSink"});
+        let selector = |extra: serde_json::Value| {
+            let mut s = jobsink.clone();
+            s.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            json!({"selector": s})
+        };
+        for to in [
+            selector(
+                json!({"matchExpressions": [{"key": "tier", "operator": "Like", "values": ["dev"]}]}),
+            ),
+            selector(json!({"matchExpressions": [{"key": "tier", "operator": "In"}]})),
+            selector(
+                json!({"matchExpressions": [{"key": "tier", "operator": "Exists", "values": ["x"]}]}),
+            ),
+            selector(json!({"matchLabels": {"team": 3}})),
+            selector(json!({"matchLabels": {"bad key": "a"}})),
+            selector(json!({"matchLabels": {"team": "not a value"}})),
+            json!({}),
+            json!({"ref": {"apiVersion": "sinks.knative.dev/v1alpha1", "kind": "JobSink"}}),
+            json!({"ref": {"apiVersion": "sinks.knative.dev/v1alpha1", "kind": "JobSink", "name": "a"},
+                   "selector": jobsink}),
+        ] {
+            let p = policy(json!({
+                "to": [to, {"ref": {"apiVersion": "sinks.knative.dev/v1alpha1", "kind": "JobSink", "name": "named"}}],
+                "from": [{"sub": "system:serviceaccount:team:sender"}]
+            }));
+            assert_eq!(
+                p.coverage("x", &labels(&[])),
+                Some(Coverage::Unreadable),
+                "{to}"
+            );
+            assert_eq!(
+                p.coverage("named", &labels(&[])),
+                Some(Coverage::Named),
+                "{to}"
+            );
+            assert_eq!(p.to_problems.len(), 1, "{to}: {:?}", p.to_problems);
+            assert!(
+                p.to_problems[0].starts_with("to[0] "),
+                "{:?}",
+                p.to_problems
+            );
+            assert_eq!(p.problems, p.to_problems);
+            assert!(p.has_unreadable_targets());
+            assert!(
+                !p.allowing_nobody()
+                    .allows_subject("system:serviceaccount:team:sender")
+            );
+        }
+    }
+
+    #[test]
+    fn valid_selectors_and_entries_for_other_kinds_are_no_problem() {
+        let p = policy(json!({"to": [
+            {"selector": {"apiVersion": "sinks.knative.dev/v1alpha1", "kind": "JobSink",
+                          "matchLabels": {"example.com/team": "a-1", "empty": ""},
+                          "matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}},
+            {"selector": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+                          "matchExpressions": [{"key": "tier", "operator": "Like"}]}},
+            {}
+        ]}));
+        // Only the entry that names no kind at all is unreadable; the Broker one is not ours.
+        assert_eq!(p.to_problems.len(), 1, "{:?}", p.to_problems);
+        assert!(p.to_problems[0].starts_with("to[2] "));
+        let matching = labels(&[("example.com/team", "a-1"), ("empty", "")]);
+        assert_eq!(p.coverage("x", &matching), Some(Coverage::Named));
+        assert_eq!(p.coverage("x", &labels(&[])), Some(Coverage::Unreadable));
     }
 
     #[test]

@@ -79,6 +79,16 @@ pub enum ReceiveError {
     },
     #[error("{0}")]
     Conflict(String),
+    /// The event's Job is being deleted, or went while the event was being stored: nothing
+    /// will run it, and a retry once it is gone makes a new one.
+    #[error("{0}; retry")]
+    JobGoing(String),
+    #[error("JobSink {0} is being deleted")]
+    SinkDeleting(SinkId),
+    /// The event's Secret changed under this request twice (copies racing the garbage
+    /// collection of an older Job's Secret): a retry finds it settled.
+    #[error("{0}; retry")]
+    SecretContended(String),
 }
 
 /// What a refused sender reads: its own subject, and whether its events are filtered out;
@@ -107,7 +117,9 @@ impl ReceiveError {
     pub fn status(&self) -> StatusCode {
         use ReceiveError::*;
         match self {
-            NoRoute(_) | UnknownSink(_) | NoSuchJob | WrongTransport(_) => StatusCode::NOT_FOUND,
+            NoRoute(_) | UnknownSink(_) | SinkDeleting(_) | NoSuchJob | WrongTransport(_) => {
+                StatusCode::NOT_FOUND
+            }
             Unauthenticated { error, .. } if error.is_unavailable() => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -120,7 +132,9 @@ impl ReceiveError {
             | Overloaded
             | BodyMemory
             | Deadline(_)
-            | ApiTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiTimeout { .. }
+            | JobGoing(_)
+            | SecretContended(_) => StatusCode::SERVICE_UNAVAILABLE,
             BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             BadEvent(
                 DecodeError::AttributeTooLarge { .. } | DecodeError::ExtensionNameTooLong { .. },
@@ -147,6 +161,7 @@ impl ReceiveError {
         match self {
             NoRoute(_) | MethodNotAllowed { .. } | InvalidSinkName => "bad_route",
             UnknownSink(_) => "unknown_sink",
+            SinkDeleting(_) | JobGoing(_) => "deleting",
             SinkNotReady { .. } | Starting | NotLoaded(_) => "not_ready",
             Overloaded | BodyMemory => "overloaded",
             Deadline(_) | ApiTimeout { .. } | BodyTimeout(_) => "timeout",
@@ -168,6 +183,7 @@ impl ReceiveError {
                 _ => "error",
             },
             Conflict(_) => "error",
+            SecretContended(_) => "conflict",
         }
     }
 
@@ -266,6 +282,8 @@ impl IntoResponse for ReceiveError {
                 ReceiveError::SinkNotReady { .. }
                 | ReceiveError::Starting
                 | ReceiveError::NotLoaded(_)
+                | ReceiveError::JobGoing(_)
+                | ReceiveError::SecretContended(_)
                 | ReceiveError::Hook(HookRefusal::NotLoaded(_) | HookRefusal::Busy(_)) => {
                     warn!(error = %self, "event refused for now")
                 }

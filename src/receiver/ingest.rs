@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tracing::{Span, debug};
+use tracing::{Span, debug, info};
 
-use super::create::{Calls, Created, EventObjects, create_objects};
+use super::create::{Calls, Created, EventObjects, create_objects, secret_exists};
 use super::security::{admit, authenticate, authorize};
 use super::{AppState, ReceiveError};
 use crate::cloudevent::{self, CloudEvent};
@@ -118,21 +118,22 @@ async fn ingest(
     // Identity is the event as received, whatever a hook does to it.
     let (source, event_id) = (event.source.clone(), event.id.clone());
     let primary = job_name(&id.name, &source, &event_id);
+    let mut calls = Calls::new(state.config.api_timeout, state.config.orphan_grace);
+    // Fetching the issuer's keys (rare: an unknown key id) is an API call too.
+    calls.spent += key_fetch_time;
     // A copy of an event already accepted: its Job and Secret exist, so the hook ran and
-    // accepted it before; answer without running it again or calling the API server.
-    let names = [
-        primary.clone(),
-        alternate_job_name(&id.name, &source, &event_id),
-    ];
-    let known = names
-        .iter()
-        .any(|name| state.jobs.lookup(id, name, &source, &event_id) == Known::Duplicate);
-    if known {
-        state.metrics.receiver_overhead(started.elapsed());
+    // accepted it before; answer without running it again (and, but for a periodic look at
+    // the Secret, without calling the API server).
+    if let Some(created) =
+        known_duplicate(state, id, &primary, &source, &event_id, &mut calls).await
+    {
+        state
+            .metrics
+            .receiver_overhead(started.elapsed().saturating_sub(calls.spent));
         return Ok(Accepted {
-            created: Created::KnownDuplicate,
+            created,
             location: location(id, &source, &event_id),
-            api_cpu: Duration::ZERO,
+            api_cpu: calls.cpu,
         });
     }
     let build = |event: &CloudEvent| job::build_job(sink, &primary, event);
@@ -148,9 +149,6 @@ async fn ingest(
         job,
         stored,
     };
-    let mut calls = Calls::new(state.config.api_timeout, state.config.orphan_grace);
-    // Fetching the issuer's keys (rare: an unknown key id) is an API call too.
-    calls.spent += key_fetch_time;
     let created = create_objects(&state.client, &state.jobs, objects, &mut calls).await?;
     let own = started.elapsed().saturating_sub(calls.spent);
     state.metrics.receiver_overhead(own);
@@ -159,6 +157,44 @@ async fn ingest(
         location: location(id, &source, &event_id),
         api_cpu: calls.cpu,
     })
+}
+
+/// How the Job index answers a copy of the event (`source`, `event_id`), under either of its
+/// names: `None` when it cannot, and the API way decides. A confirmation due for a look at
+/// the Secret reads it once: there and the Job's, the copy is a duplicate; gone, the API way
+/// repairs it; the read failing, the index's answer stands.
+async fn known_duplicate(
+    state: &AppState,
+    id: &SinkId,
+    primary: &str,
+    source: &str,
+    event_id: &str,
+    calls: &mut Calls,
+) -> Option<Created> {
+    let alternate = alternate_job_name(&id.name, source, event_id);
+    let mut check = None;
+    for name in [primary, alternate.as_str()] {
+        match state.jobs.lookup(id, name, source, event_id) {
+            Known::Duplicate => return Some(Created::KnownDuplicate),
+            Known::CheckSecret { uid } => check = Some((name, uid)),
+            Known::Unknown => {}
+        }
+    }
+    let (name, uid) = check?;
+    match secret_exists(&state.client, id, name, uid, calls).await {
+        Ok(true) => {
+            state.jobs.confirm(id, name, uid);
+            Some(Created::Duplicate)
+        }
+        Ok(false) => {
+            info!(job = %name, "the Secret of a known Job is gone; storing the event again");
+            None
+        }
+        Err(error) => {
+            debug!(job = %name, %error, "could not look at a known Job's Secret; answering from the index");
+            Some(Created::KnownDuplicate)
+        }
+    }
 }
 
 fn not_ready(sink: &SinkId, why: String) -> ReceiveError {
@@ -181,6 +217,12 @@ fn usable(
             ReceiveError::Starting
         });
     };
+    // Its Jobs are being deleted, and so would an event's be.
+    if let Ok(decoded) = decoded(&sink)
+        && decoded.metadata.deletion_timestamp.is_some()
+    {
+        return Err(ReceiveError::SinkDeleting(id.clone()));
+    }
     match decoded(&sink).map(readiness) {
         Ok(Readiness::Ready) => Ok(sink),
         Ok(Readiness::NotReady(why)) | Err(why) => Err(not_ready(id, why)),

@@ -23,6 +23,7 @@ use http_body_util::BodyExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::ReceiveError;
+use crate::lock::locked;
 
 /// The receiver's admission state, shared by every request of both event listeners. Cheap
 /// to clone.
@@ -189,7 +190,7 @@ impl ConnectionLimits {
     /// Counts a new connection from `peer`, or says which cap it is past.
     pub fn open(&self, peer: IpAddr) -> Result<Connection, Refusal> {
         let peer = peer.to_canonical();
-        let mut counts = self.counts.lock().expect("not poisoned");
+        let mut counts = locked(&self.counts);
         if counts.total >= self.max_total {
             return Err(Refusal::Total);
         }
@@ -208,7 +209,7 @@ impl ConnectionLimits {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        let mut counts = self.limits.counts.lock().expect("not poisoned");
+        let mut counts = locked(&self.limits.counts);
         counts.total -= 1;
         if let Some(from_peer) = counts.per_peer.get_mut(&self.peer) {
             *from_peer -= 1;

@@ -72,9 +72,11 @@ async fn lookup(
         job_name(&sink.name, &event.source, &event.id),
         alternate_job_name(&sink.name, &event.source, &event.id),
     ];
+    // Both names, the alternate one even when the compatible one is free: the event that
+    // held it when this event's Job was made may be gone since.
     for name in &names {
         let Some(job) = calls.must("get_job", jobs.get_opt(name)).await? else {
-            break;
+            continue;
         };
         if !job_matches_event(&job, &event.source, &event.id) {
             continue;

@@ -172,12 +172,17 @@ impl Dispatcher {
 
     /// Sends one request through the receiver's router.
     pub async fn send(&self, request: Request<Body>) -> TestResponse {
-        let response = jobsink::receiver::app(self.state.clone())
-            .oneshot(request)
-            .await
-            .expect("router is infallible");
-        TestResponse::read(response).await
+        send_to(&self.state, request).await
     }
+}
+
+/// Sends one request through the router of the receiver `state` (a test's second receiver).
+pub async fn send_to(state: &AppState, request: Request<Body>) -> TestResponse {
+    let response = jobsink::receiver::app(state.clone())
+        .oneshot(request)
+        .await
+        .expect("router is infallible");
+    TestResponse::read(response).await
 }
 
 /// A response with its body read.

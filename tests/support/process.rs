@@ -5,7 +5,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{CONVERGE, eventually, install_crd, service_account_kubeconfig};
+use super::{
+    CONVERGE, eventually, install_crd, install_eventpolicy_crd, service_account_kubeconfig,
+};
 
 pub struct Serve {
     child: Child,
@@ -34,9 +36,14 @@ impl Serve {
     /// A `--metrics-listen` among `extra` replaces the default (loopback, a free port); its
     /// port is then the one given.
     pub async fn start(extra: &[&str]) -> Self {
-        tokio::task::spawn_blocking(install_crd)
-            .await
-            .expect("install CRD");
+        // Both CRDs, as `kubectl apply -f deploy/` installs them: with OIDC on, the receiver
+        // is not ready until it has listed EventPolicies.
+        tokio::task::spawn_blocking(|| {
+            install_crd();
+            install_eventpolicy_crd();
+        })
+        .await
+        .expect("install CRDs");
         let kubeconfig = tokio::task::spawn_blocking(service_account_kubeconfig)
             .await
             .expect("service account kubeconfig");
@@ -152,4 +159,24 @@ impl Drop for Serve {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// An HTTP client for a `jobsink serve` of the tests, patient with a loaded machine.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("http client")
+}
+
+/// The seed's curl event (binary mode) with `id`, to `url`.
+pub fn event(url: &str, id: &str) -> reqwest::RequestBuilder {
+    http()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("ce-specversion", "1.0")
+        .header("ce-source", "my/curl/command")
+        .header("ce-type", "my.demo.event")
+        .header("ce-id", id)
+        .body(r#"{"details":"JobSinkDemo"}"#)
 }
