@@ -39,6 +39,8 @@ use futures::StreamExt;
 use jobsink::cloudevent::CloudEvent;
 use jobsink::crd::JobSink;
 use jobsink::job::{build_job, build_secret, job_name};
+use jobsink_testkit::bench::{cluster, status_kib};
+use jobsink_testkit::stats::p50_p99;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -232,17 +234,6 @@ async fn api_requests(client: &Client) -> anyhow::Result<HashMap<(String, String
         *counts.entry((label("verb"), resource)).or_default() += value.parse().unwrap_or(0.0);
     }
     Ok(counts)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// The processes whose memory is followed: the cluster's own (their PID files under the
@@ -524,15 +515,6 @@ struct Outcome {
     load: (String, String),
 }
 
-fn percentiles(mut ms: Vec<f64>) -> (f64, f64) {
-    if ms.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    ms.sort_by(f64::total_cmp);
-    let at = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
-    (at(0.5), at(0.99))
-}
-
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -618,7 +600,7 @@ async fn measure(
     let watched = processes(client, service).await;
     let idle: Vec<u64> = watched
         .iter()
-        .map(|(_, pids)| pids.iter().map(|p| rss_kib(*p)).sum())
+        .map(|(_, pids)| pids.iter().map(|p| status_kib(*p, "VmRSS:")).sum())
         .collect();
     let peaks = Arc::new(Mutex::new(idle.clone()));
     let sampler = {
@@ -627,7 +609,7 @@ async fn measure(
             loop {
                 let now: Vec<u64> = watched
                     .iter()
-                    .map(|(_, pids)| pids.iter().map(|p| rss_kib(*p)).sum())
+                    .map(|(_, pids)| pids.iter().map(|p| status_kib(*p, "VmRSS:")).sum())
                     .collect();
                 for (peak, now) in peaks.lock().unwrap().iter_mut().zip(now) {
                     *peak = (*peak).max(now);
@@ -729,13 +711,13 @@ async fn measure(
     };
     let all_jobs = last(&|j| j.created);
     let all_complete = last(&|j| j.complete);
-    let pod_start = percentiles(
+    let pod_start = p50_p99(
         seen.pods
             .values()
             .filter_map(|p| Some(p.started?.duration_since(p.created?).as_secs_f64() * 1e3))
             .collect(),
     );
-    let bound_start = percentiles(
+    let bound_start = p50_p99(
         seen.pods
             .values()
             .filter_map(|p| Some(p.started?.duration_since(p.bound?).as_secs_f64() * 1e3))
@@ -749,7 +731,7 @@ async fn measure(
         }
     }
     let queue_wait = queue.map(|_| {
-        percentiles(
+        p50_p99(
             seen.jobs
                 .iter()
                 .filter_map(|(name, j)| {
@@ -910,9 +892,7 @@ fn report(o: &Outcome, baseline: Option<&Outcome>) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let client = Client::try_default()
-        .await
-        .context("the cluster is not reachable: export KUBECONFIG=$(hack/up.sh)")?;
+    let client = cluster().await?;
     println!(
         "burst: {} events per scenario, {} senders, Kueue slots {}",
         a.events, a.concurrency, a.slots

@@ -12,17 +12,17 @@
 //! Run (the local cluster must be up: `export KUBECONFIG=$(hack/up.sh)`):
 //!   cargo bench --bench chaos -- [--kills 3] [--up-seconds 8] [--concurrency 16]
 
-// Only part of the shared benchmark code is used here.
-#[allow(dead_code)]
-mod support;
+use jobsink_testkit::bench::{apply_deploy_files, cluster};
+use jobsink_testkit::process::Launch;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use clap::Parser;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{ListParams, PostParams};
@@ -32,39 +32,22 @@ use serde_json::json;
 /// The orphan grace the dispatcher runs with, short so that the check at the end is quick.
 const ORPHAN_GRACE_SECONDS: u64 = 10;
 
+/// `cargo bench --bench chaos -- --help`.
+#[derive(Parser, Debug)]
+#[command(about = "Events keep coming while kube-apiserver is killed and restarted")]
 struct Args {
+    /// Times the API server is killed.
+    #[arg(long, default_value_t = 3)]
     kills: usize,
-    up: Duration,
+    /// Seconds the API server stays up between kills.
+    #[arg(long = "up-seconds", default_value_t = 8)]
+    up_seconds: u64,
+    /// Senders of distinct events at once.
+    #[arg(long, default_value_t = 16)]
     concurrency: usize,
-}
-
-fn args() -> anyhow::Result<Args> {
-    let mut a = Args {
-        kills: 3,
-        up: Duration::from_secs(8),
-        concurrency: 16,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--kills" => a.kills = it.next().context("--kills N")?.parse()?,
-            "--up-seconds" => {
-                a.up = Duration::from_secs(it.next().context("--up-seconds S")?.parse()?)
-            }
-            "--concurrency" => a.concurrency = it.next().context("--concurrency C")?.parse()?,
-            "--bench" => {}
-            other => bail!("unknown argument {other}"),
-        }
-    }
-    Ok(a)
-}
-
-struct Dispatcher(Child);
-impl Drop for Dispatcher {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 fn cluster_dir() -> anyhow::Result<String> {
@@ -94,20 +77,12 @@ async fn until_ready(client: &Client) -> Duration {
     started.elapsed()
 }
 
-fn main() -> anyhow::Result<()> {
-    let a = args()?;
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run(a))
-}
-
-async fn run(a: Args) -> anyhow::Result<()> {
-    let client = Client::try_default()
-        .await
-        .context("KUBECONFIG: run hack/up.sh first")?;
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let client = cluster().await?;
     let dir = cluster_dir()?;
-    support::apply_deploy_files(&["crd.yaml"])?;
+    apply_deploy_files(&["crd.yaml"])?;
     let ns = format!("chaos-{}", std::process::id());
     let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
     Api::<Namespace>::all(client.clone())
@@ -122,28 +97,13 @@ async fn run(a: Args) -> anyhow::Result<()> {
         .create(&PostParams::default(), &serde_json::from_value(sink)?)
         .await?;
 
-    let port = support::free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_jobsink"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-listen",
-            &format!("127.0.0.1:{}", support::free_port()),
-            "--tls-listen",
-            &format!("127.0.0.1:{}", support::free_port()),
-            "--orphan-grace-seconds",
-            &ORPHAN_GRACE_SECONDS.to_string(),
-        ])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting jobsink serve")?;
-    let _dispatcher = Dispatcher(child);
+    let dispatcher = Launch::bench(&["--orphan-grace-seconds", &ORPHAN_GRACE_SECONDS.to_string()])
+        .start()
+        .await?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()?;
-    let url = format!("http://127.0.0.1:{port}/{ns}/chaos");
+    let url = dispatcher.url(&format!("/{ns}/chaos"));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let probe = http.post(&url).send().await.map(|r| r.status().as_u16());
@@ -211,7 +171,7 @@ async fn run(a: Args) -> anyhow::Result<()> {
 
     let mut outages = Vec::new();
     for kill in 1..=a.kills {
-        tokio::time::sleep(a.up).await;
+        tokio::time::sleep(Duration::from_secs(a.up_seconds)).await;
         let restarted = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/hack/restart.sh"))
             .args(["--kill", "kube-apiserver"])
             .env("JOBSINK_CLUSTER_DIR", &dir)
@@ -227,7 +187,7 @@ async fn run(a: Args) -> anyhow::Result<()> {
         );
         outages.push(outage);
     }
-    tokio::time::sleep(a.up).await;
+    tokio::time::sleep(Duration::from_secs(a.up_seconds)).await;
     stop.store(true, Ordering::Relaxed);
     while senders.join_next().await.is_some() {}
 

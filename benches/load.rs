@@ -25,60 +25,49 @@
 //! `target/release/` (which another checkout sharing the target directory may have rebuilt
 //! since): e.g. the same build's `target/release/deps/jobsink-<hash>`.
 
-mod support;
-
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use clap::Parser;
 use jobsink::cloudevent::CloudEvent;
 use jobsink::crd::JobSink;
 use jobsink::job::{build_job, build_secret, job_name};
+use jobsink_testkit::bench::{
+    apply_deploy_files, cluster, histograms, p99_between, scrape, show_p99, status_kib,
+};
+use jobsink_testkit::process::{Launch, Serve};
+use jobsink_testkit::stats::{Stats, stats};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
-use support::{Stats, stats};
 
+/// `cargo bench --bench load -- --help`.
+#[derive(Parser, Debug)]
+#[command(about = "Events/s and latency of the receiver against a raw client, same API server")]
 struct Args {
+    /// Events per run (half raw, half ours).
+    #[arg(long, default_value_t = 400)]
     events: usize,
+    /// Senders at once, one run per value.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 8, 32])]
     concurrency: Vec<usize>,
+    /// A hook component (.wasm) for the benchmarked sink.
+    #[arg(long)]
     hook: Option<String>,
+    /// The hook's `spec.hook.config`.
+    #[arg(long = "hook-config", default_value = "")]
     hook_config: String,
+    /// Also through a second receiver that requires OIDC tokens.
+    #[arg(long)]
     oidc: bool,
-}
-
-fn args() -> anyhow::Result<Args> {
-    let mut a = Args {
-        events: 400,
-        concurrency: vec![1, 8, 32],
-        hook: None,
-        hook_config: String::new(),
-        oidc: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--events" => a.events = it.next().context("--events N")?.parse()?,
-            "--concurrency" => {
-                a.concurrency = it
-                    .next()
-                    .context("--concurrency 1,8,32")?
-                    .split(',')
-                    .map(str::parse)
-                    .collect::<Result<_, _>>()?
-            }
-            "--hook" => a.hook = Some(it.next().context("--hook FILE")?),
-            "--hook-config" => a.hook_config = it.next().context("--hook-config TEXT")?,
-            "--oidc" => a.oidc = true,
-            "--bench" => {}
-            other => bail!("unknown argument {other}"),
-        }
-    }
-    Ok(a)
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 fn template(hook: Option<(&str, &str)>) -> serde_json::Value {
@@ -271,70 +260,15 @@ fn merge(parts: &[Sample]) -> Stats {
     stats(lat, elapsed, parts.iter().map(|p| p.2).sum())
 }
 
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-struct Dispatcher(Child);
-impl Drop for Dispatcher {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `jobsink serve` (this build) on free local ports with `extra` arguments, and waits
-/// until it is ready. Returns the process, its base URL and its metrics URL.
-async fn start(
-    http: &reqwest::Client,
-    extra: &[&str],
-) -> anyhow::Result<(Dispatcher, String, String)> {
-    let (port, mport, tport) = (
-        support::free_port(),
-        support::free_port(),
-        support::free_port(),
-    );
-    let child = support::jobsink()
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-listen",
-            &format!("127.0.0.1:{mport}"),
-            "--tls-listen",
-            &format!("127.0.0.1:{tport}"),
-            // One controller: no Lease (its namespace need not exist here).
-            "--leader-elect=false",
-        ])
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting jobsink serve")?;
-    let guard = Dispatcher(child);
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .ok()
-        != Some(200)
-    {
-        if Instant::now() > deadline {
-            bail!("jobsink serve {extra:?} did not become ready");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok((guard, base, format!("http://127.0.0.1:{mport}/metrics")))
+/// Starts `jobsink serve` (this build) on free local ports with `extra` arguments and one
+/// controller (no Lease: its namespace need not exist here), and waits until it is ready.
+/// Returns the process, its base URL and its metrics URL.
+async fn start(extra: &[&str]) -> anyhow::Result<(Serve, String, String)> {
+    let mut flags = vec!["--leader-elect=false"];
+    flags.extend_from_slice(extra);
+    let serve = Launch::bench(&flags).start().await?;
+    let (base, metrics) = (serve.url(""), serve.metrics_url());
+    Ok((serve, base, metrics))
 }
 
 /// A token of service account `bench-sender` of `ns` for the benchmarked sink's audience.
@@ -381,19 +315,11 @@ async fn settle(client: &Client, namespaces: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
-    let a = args()?;
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run(a))
-}
-
-async fn run(a: Args) -> anyhow::Result<()> {
-    let client = Client::try_default()
-        .await
-        .context("KUBECONFIG: run hack/up.sh first")?;
-    support::apply_deploy_files(&["crd.yaml", "eventpolicy-crd.yaml"])?;
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let client = cluster().await?;
+    apply_deploy_files(&["crd.yaml", "eventpolicy-crd.yaml"])?;
     let hook = a
         .hook
         .as_ref()
@@ -403,23 +329,17 @@ async fn run(a: Args) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()?;
-    let (dispatcher, base, metrics_url) = start(&http, &[]).await?;
-    let pid = dispatcher.0.id();
+    let (dispatcher, base, metrics_url) = start(&[]).await?;
+    let pid = dispatcher.pid();
     let _guard = dispatcher;
     // With --oidc, a second receiver that requires tokens (the first one's controller keeps
     // the sinks' status).
     let oidc = if a.oidc {
-        Some(
-            start(
-                &http,
-                &["--role", "receiver", "--authentication-oidc", "enabled"],
-            )
-            .await?,
-        )
+        Some(start(&["--role", "receiver", "--authentication-oidc", "enabled"]).await?)
     } else {
         None
     };
-    let idle_rss = rss_kib(pid, "VmRSS:");
+    let idle_rss = status_kib(pid, "VmRSS:");
     let run_id = std::process::id();
     println!(
         "load benchmark: {} events per run, hook: {}",
@@ -443,7 +363,7 @@ async fn run(a: Args) -> anyhow::Result<()> {
         let peak = peak.clone();
         tokio::spawn(async move {
             loop {
-                peak.fetch_max(rss_kib(pid, "VmRSS:"), Ordering::Relaxed);
+                peak.fetch_max(status_kib(pid, "VmRSS:"), Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
@@ -494,11 +414,9 @@ async fn run(a: Args) -> anyhow::Result<()> {
             None => None,
         };
         peak.store(0, Ordering::Relaxed);
-        let ours_before = support::histograms(&support::scrape(&http, &metrics_url).await);
+        let ours_before = histograms(&scrape(&http, &metrics_url).await);
         let oidc_before = match &oidc {
-            Some((_, _, oidc_metrics)) => {
-                support::histograms(&support::scrape(&http, oidc_metrics).await)
-            }
+            Some((_, _, oidc_metrics)) => histograms(&scrape(&http, oidc_metrics).await),
             None => [Vec::new(), Vec::new()],
         };
         // Alternating rounds (raw, ours[, oidc, oidc], ours, raw), each on a quiet control
@@ -547,23 +465,23 @@ async fn run(a: Args) -> anyhow::Result<()> {
             r.errors,
             o.errors
         );
-        let ours_after = support::histograms(&support::scrape(&http, &metrics_url).await);
+        let ours_after = histograms(&scrape(&http, &metrics_url).await);
         let ours_p99 = [
-            support::p99_between(&ours_before[0], &ours_after[0]),
-            support::p99_between(&ours_before[1], &ours_after[1]),
+            p99_between(&ours_before[0], &ours_after[0]),
+            p99_between(&ours_before[1], &ours_after[1]),
         ];
         println!(
             "{:>4} | ours: own wall-clock time per event (excluding API calls) p99 {}, CPU time p99 {}",
             c,
-            support::show_p99(ours_p99[0]),
-            support::show_p99(ours_p99[1])
+            show_p99(ours_p99[0]),
+            show_p99(ours_p99[1])
         );
         if let Some((_, _, oidc_metrics)) = &oidc {
             let s = merge(&oidcs);
-            let oidc_after = support::histograms(&support::scrape(&http, oidc_metrics).await);
+            let oidc_after = histograms(&scrape(&http, oidc_metrics).await);
             let oidc_p99 = [
-                support::p99_between(&oidc_before[0], &oidc_after[0]),
-                support::p99_between(&oidc_before[1], &oidc_after[1]),
+                p99_between(&oidc_before[0], &oidc_after[0]),
+                p99_between(&oidc_before[1], &oidc_after[1]),
             ];
             println!(
                 "{:>4} | oidc {:>9.1} ev/s, oidc/ours {:>6.3}, p50 {:>8} p99 {:>8}, errors {}; own wall-clock time p99 {}, CPU time p99 {}",
@@ -573,32 +491,26 @@ async fn run(a: Args) -> anyhow::Result<()> {
                 ms(s.p50),
                 ms(s.p99),
                 s.errors,
-                support::show_p99(oidc_p99[0]),
-                support::show_p99(oidc_p99[1])
+                show_p99(oidc_p99[0]),
+                show_p99(oidc_p99[1])
             );
         }
         settle(&client, &[raw_ns, our_ns]).await?;
     }
     sampler.abort();
-    let overhead = support::p99_between(
-        &[],
-        &support::histograms(&support::scrape(&http, &metrics_url).await)[0],
-    );
+    let overhead = p99_between(&[], &histograms(&scrape(&http, &metrics_url).await)[0]);
     if let Some((_, _, oidc_metrics)) = &oidc {
-        let oidc_overhead = support::p99_between(
-            &[],
-            &support::histograms(&support::scrape(&http, oidc_metrics).await)[0],
-        );
+        let oidc_overhead = p99_between(&[], &histograms(&scrape(&http, oidc_metrics).await)[0]);
         println!(
             "OIDC receiver: own time per event (token verification included, API calls excluded) p99 {} over the whole run",
-            support::show_p99(oidc_overhead)
+            show_p99(oidc_overhead)
         );
     }
     println!(
         "dispatcher RSS: idle {:.1} MiB, high-water mark {:.1} MiB; own time per event (excluding API calls) p99 {} over the whole run",
         idle_rss as f64 / 1024.0,
-        rss_kib(pid, "VmHWM:") as f64 / 1024.0,
-        support::show_p99(overhead)
+        status_kib(pid, "VmHWM:") as f64 / 1024.0,
+        show_p99(overhead)
     );
     Ok(())
 }

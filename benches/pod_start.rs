@@ -11,8 +11,11 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
+use clap::Parser;
 use futures::StreamExt;
+use jobsink_testkit::bench::cluster;
+use jobsink_testkit::stats::percentile;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{DeleteParams, PostParams, WatchEvent, WatchParams};
@@ -22,18 +25,16 @@ use serde_json::json;
 /// How long one container may take to start before the run is called broken.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn jobs_arg() -> anyhow::Result<usize> {
-    let mut it = std::env::args().skip(1);
-    let mut jobs = 20;
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--jobs" => jobs = it.next().context("--jobs N")?.parse()?,
-            // `cargo bench` passes --bench to every bench binary.
-            "--bench" => {}
-            other => bail!("unknown argument {other}; usage: pod_start [--jobs N]"),
-        }
-    }
-    Ok(jobs)
+/// `cargo bench --bench pod_start -- --help`.
+#[derive(Parser, Debug)]
+#[command(about = "Pod start latency on the local cluster's node, Jobs against bare Pods")]
+struct Args {
+    /// Jobs (and as many bare Pods) created one after another.
+    #[arg(long, default_value_t = 20)]
+    jobs: usize,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 fn is_running(pod: &Pod) -> bool {
@@ -99,11 +100,6 @@ async fn measure(client: &Client, ns: &str, n: usize, jobs: bool) -> anyhow::Res
     Ok(ms)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
 fn report(what: &str, mut ms: Vec<f64>) -> f64 {
     ms.sort_by(f64::total_cmp);
     let p50 = percentile(&ms, 0.5);
@@ -118,10 +114,8 @@ fn report(what: &str, mut ms: Vec<f64>) -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let n = jobs_arg()?;
-    let client = Client::try_default()
-        .await
-        .context("the cluster is not reachable: export KUBECONFIG=$(hack/up.sh)")?;
+    let n = Args::parse().jobs;
+    let client = cluster().await?;
     let ns = format!("bench-pod-start-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let object: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;

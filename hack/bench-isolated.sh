@@ -2,7 +2,7 @@
 # Runs a benchmark with the receiver on a CPU of its own: every other process on the machine
 # (the API server, etcd, the node, the benchmark's client) is moved to the other CPUs for
 # the run, and the benchmark starts its `jobsink` processes on the last CPU
-# (JOBSINK_RECEIVER_CPUS, read by benches/support). Affinities are set back to all CPUs at
+# (JOBSINK_RECEIVER_CPUS, read by testkit/src/process.rs). Affinities are set back to all CPUs at
 # the end. On these 2-core machines the receiver otherwise shares its cores with the API
 # server it is loading, and its wall-clock figures (own time per event) mostly count the
 # kernel's preemptions; this shows what they are when it has a core, as a pod with a CPU

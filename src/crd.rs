@@ -285,9 +285,9 @@ fn opaque_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 /// above. `deploy/crd.yaml` is this output, committed; a test fails when the two differ.
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;
-    let yaml = serde_norway::to_string(&JobSink::crd()).expect("a CRD always serialises to YAML");
-    format!(
-        "# Generated from src/crd.rs by `cargo run -- crd > deploy/crd.yaml`: do not edit.\n{yaml}"
+    crate::k8s::crd_yaml(
+        &JobSink::crd(),
+        "# Generated from src/crd.rs by `cargo run -- crd > deploy/crd.yaml`: do not edit.",
     )
 }
 

@@ -6,6 +6,16 @@ use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+/// A CustomResourceDefinition as the YAML committed under `deploy/`: `header` (comment lines,
+/// each starting with `# `, saying where it is generated from) and the definition.
+pub fn crd_yaml(
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    header: &str,
+) -> String {
+    let yaml = serde_norway::to_string(crd).expect("a CRD always serialises to YAML");
+    format!("{header}\n{yaml}")
+}
+
 /// The field manager our writes are recorded under (`kubectl get -o yaml --show-managed-fields`).
 pub const FIELD_MANAGER: &str = "jobsink";
 

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod cloudevent;
+pub mod conditions;
 pub mod config;
 pub mod controller;
 mod cputime;
@@ -14,7 +15,7 @@ pub mod crd;
 pub mod features;
 pub mod hook;
 pub mod job;
-pub mod jobs;
+pub mod job_index;
 pub mod k8s;
 pub mod leader;
 pub mod location;

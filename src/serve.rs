@@ -23,7 +23,7 @@ use crate::controller::{self, ControllerConfig, Extensions, SharedSinks, detect_
 use crate::crd::{JobSink, SinkId};
 use crate::features::FeatureStore;
 use crate::hook::{CompileLimits, Compiler, EngineConfig, HookEngine, HookRegistry};
-use crate::jobs::{JobIndex, JobWatch};
+use crate::job_index::{JobIndex, JobWatch};
 use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::policy::PolicyCache;
@@ -123,7 +123,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             };
             tasks.spawn(knative_lease::hold(client.clone(), lease, shutdown.clone()));
         }
-        let security = controller::Security {
+        let security = controller::SecuritySources {
             features: features.clone(),
             policies: policies.clone(),
             tls: tls.clone(),
@@ -187,7 +187,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             orphan_grace,
         };
         config.check().context("checking the receiver's limits")?;
-        let security = receiver::Security {
+        let security = receiver::SenderChecks {
             features,
             // Fetching the issuer's keys is on the request path: the client without retries,
             // each fetch within the API timeout.
@@ -301,7 +301,7 @@ fn default_identity() -> String {
 pub fn controller_extensions(
     hooks: &HookRegistry,
     metrics: Metrics,
-    security: Option<controller::Security>,
+    security: Option<controller::SecuritySources>,
 ) -> Extensions {
     let source = hooks.clone();
     Extensions {

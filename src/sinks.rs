@@ -157,7 +157,7 @@ impl SinkCache {
 }
 
 /// The decoded sink, or why it cannot take events.
-pub fn decoded(sink: &CachedSink) -> Result<&JobSink, String> {
+pub fn decoded_sink(sink: &CachedSink) -> Result<&JobSink, String> {
     sink.0
         .as_ref()
         .map_err(|invalid| format!("its spec cannot be decoded: {}", invalid.error))
@@ -178,10 +178,10 @@ pub fn readiness(sink: &JobSink) -> Readiness {
     if conditions.is_empty() {
         return Readiness::NotReady("the controller has not reconciled it yet".to_string());
     }
-    use crate::controller::conditions::{ADDRESSABLE, EVENT_POLICIES_READY, READY};
+    use crate::conditions::{ADDRESSABLE, EVENT_POLICIES_READY, READY};
     let enforced_here = [
         READY,
-        crate::hook::HOOK_READY,
+        crate::conditions::HOOK_READY,
         EVENT_POLICIES_READY,
         ADDRESSABLE,
     ];
@@ -201,7 +201,7 @@ pub fn readiness(sink: &JobSink) -> Readiness {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::conditions::{condition, ready};
+    use crate::conditions::{condition, ready};
 
     fn sink_with(conditions: Vec<crate::crd::Condition>) -> JobSink {
         let mut sink = JobSink::new("s", Default::default());

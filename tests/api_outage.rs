@@ -10,7 +10,7 @@
 //! cluster would fail, and test binaries run one after another. Its tests take turns
 //! ([`OUTAGE`]), and a guard sends SIGCONT when each ends, however it ends.
 
-mod support;
+use jobsink_testkit as support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! ConfigMap. Each test's receiver reads the flags from its own namespace, so tests with
 //! different flags run side by side.
 
-mod support;
+use jobsink_testkit as support;
 
 use axum::body::Body;
 use axum::http::Request;
@@ -12,7 +12,7 @@ use jobsink::auth::{TokenVerifier, audience};
 use jobsink::crd::SinkId;
 use jobsink::features::{FeatureStore, Features, Overrides, TransportEncryption};
 use jobsink::policy::PolicyCache;
-use jobsink::receiver::{ReceiverConfig, Security};
+use jobsink::receiver::{ReceiverConfig, SenderChecks};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::ListParams;
 use support::dispatcher::{Dispatcher, TestResponse};
@@ -29,7 +29,7 @@ async fn dispatcher(test: &str, flags: &[(&str, &str)]) -> Dispatcher {
     install_eventpolicy_crd();
     let d = Dispatcher::with_security(test, ReceiverConfig::default(), |client, namespace| {
         let shutdown = CancellationToken::new();
-        Security {
+        SenderChecks {
             features: FeatureStore::spawn(
                 client.clone(),
                 namespace,

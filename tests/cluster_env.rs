@@ -2,7 +2,7 @@
 //! collector, the namespace controller and CRD handling all work, and pods run on the real
 //! node with their real exit codes. They fail (never skip) when the cluster is not up.
 
-mod support;
+use jobsink_testkit as support;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};

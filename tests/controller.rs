@@ -6,7 +6,7 @@
 //! one EventPolicy reconciles the sinks it covers, with no dry run, and never more than
 //! `MAX_CONCURRENT_RECONCILES` sinks are reconciled at once.
 
-mod support;
+use jobsink_testkit as support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use jobsink::controller::{self, ControllerConfig, Extensions, conditions};
+use jobsink::conditions;
+use jobsink::controller::{self, ControllerConfig, Extensions};
 use jobsink::crd::{Condition, JobSink, SinkId};
 use jobsink::features::{FeatureStore, Overrides};
 use jobsink::policy::PolicyCache;
@@ -155,7 +156,7 @@ fn observed() -> &'static Observed {
                     .build();
                 let shutdown = CancellationToken::new();
                 let flags_namespace = "jobsink-controller-test-no-flags";
-                let security = controller::Security {
+                let security = controller::SecuritySources {
                     features: FeatureStore::spawn(
                         client.clone(),
                         flags_namespace,
@@ -534,7 +535,7 @@ fn labelled_job(name: &str) -> k8s_openapi::api::batch::v1::Job {
 
 /// The next event of `rx` about a Job of `ns`, or the next `Init`/`InitDone`.
 async fn next_job_event(
-    rx: &mut tokio::sync::mpsc::Receiver<jobsink::jobs::JobEvent>,
+    rx: &mut tokio::sync::mpsc::Receiver<jobsink::job_index::JobEvent>,
     ns: &str,
 ) -> (&'static str, Option<String>) {
     use kube::runtime::watcher::Event;
@@ -565,7 +566,7 @@ async fn next_job_event(
 
 /// The Jobs of `ns` in the next list of `rx` (from its `Init` to its `InitDone`), sorted.
 async fn listed_jobs(
-    rx: &mut tokio::sync::mpsc::Receiver<jobsink::jobs::JobEvent>,
+    rx: &mut tokio::sync::mpsc::Receiver<jobsink::job_index::JobEvent>,
     ns: &str,
 ) -> Vec<String> {
     let mut listed = Vec::new();
@@ -582,13 +583,13 @@ async fn listed_jobs(
     listed
 }
 
-/// The process's one Job watch (`jobs::JobWatch`): a consumer that subscribes late, as the
+/// The process's one Job watch (`job_index::JobWatch`): a consumer that subscribes late, as the
 /// orphan sweep does when its replica becomes the leader, gets every Job from a fresh list
 /// and then the changes; a second subscriber relists everyone, and the first goes on. Its
 /// events carry no `managedFields`, which the API server keeps on every Job.
 #[tokio::test]
 async fn a_late_subscriber_of_the_job_watch_gets_every_job_from_a_list_then_changes() {
-    use jobsink::jobs::{JobIndex, JobWatch};
+    use jobsink::job_index::{JobIndex, JobWatch};
     use kube::api::PostParams;
     let ns = TestNamespace::new("jobwatch").await;
     let jobs = ns.api::<k8s_openapi::api::batch::v1::Job>();
@@ -734,4 +735,100 @@ async fn many_sinks_at_once_are_reconciled_a_bounded_number_at_a_time() {
         most <= usize::from(controller::MAX_CONCURRENT_RECONCILES),
         "{most} dry runs at once"
     );
+}
+
+/// Holding Knative's JobSink reconciler Leases against the real control plane: a test
+/// namespace plays Knative's system namespace, with Knative's leader-election ConfigMap and
+/// one Lease Knative's controller holds. (That Knative's reconciler then really stands by is
+/// shown with Knative itself, in tests/knative.rs.)
+mod knative_lease {
+
+    use jobsink_testkit as support;
+
+    use std::time::Duration;
+
+    use jobsink::controller::knative_lease::{self, HOLDER, KnativeLease};
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::PostParams;
+    use serde_json::json;
+    use support::{CONVERGE, TestNamespace, eventually};
+    use tokio_util::sync::CancellationToken;
+
+    const PREFIX: &str = "controller.knative.dev.eventing.pkg.reconciler.jobsink.reconciler";
+
+    #[tokio::test]
+    async fn every_buckets_lease_is_taken_from_knatives_controller_and_kept() {
+        let ns = TestNamespace::new("knative-lease").await;
+        let configs = ns.api::<ConfigMap>();
+        let config: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": knative_lease::LEADER_ELECTION_CONFIG},
+            "data": {"buckets": "2"}
+        }))
+        .unwrap();
+        configs
+            .create(&PostParams::default(), &config)
+            .await
+            .unwrap();
+        let leases = ns.api::<Lease>();
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let knatives: Lease = serde_json::from_value(json!({
+            "metadata": {"name": format!("{PREFIX}.00-of-02")},
+            "spec": {
+                "holderIdentity": "eventing-controller-6f968475b9-82nb2_fac6ad97",
+                "leaseDurationSeconds": 60,
+                "acquireTime": now, "renewTime": now, "leaseTransitions": 3
+            }
+        }))
+        .unwrap();
+        leases
+            .create(&PostParams::default(), &knatives)
+            .await
+            .unwrap();
+
+        let shutdown = CancellationToken::new();
+        let holder = tokio::spawn(knative_lease::hold(
+            support::client().await,
+            KnativeLease {
+                namespace: ns.name.clone(),
+                prefix: PREFIX.into(),
+            },
+            shutdown.clone(),
+        ));
+        let held = |name: String| {
+            let leases = leases.clone();
+            async move {
+                let spec = leases.get_opt(&name).await.ok()??.spec?;
+                (spec.holder_identity.as_deref() == Some(HOLDER)).then_some(spec)
+            }
+        };
+        let taken = eventually("bucket 0's lease taken", CONVERGE, || {
+            held(format!("{PREFIX}.00-of-02"))
+        })
+        .await;
+        assert_eq!(taken.lease_transitions, Some(4));
+        assert_eq!(taken.lease_duration_seconds, Some(120));
+        let created = eventually("bucket 1's lease created", CONVERGE, || {
+            held(format!("{PREFIX}.01-of-02"))
+        })
+        .await;
+        assert_eq!(created.lease_transitions, Some(0));
+
+        // Renewed, not taken again, on the next rounds.
+        let first_renewal = taken.renew_time.clone();
+        let renewed = eventually("bucket 0's lease renewed", CONVERGE, || async {
+            let spec = held(format!("{PREFIX}.00-of-02")).await?;
+            (spec.renew_time != first_renewal).then_some(spec)
+        })
+        .await;
+        assert_eq!(renewed.acquire_time, taken.acquire_time);
+        assert_eq!(renewed.lease_transitions, Some(4));
+
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), holder)
+            .await
+            .expect("the lease task stops on shutdown")
+            .unwrap()
+            .unwrap();
+    }
 }

@@ -2,7 +2,7 @@
 //! installs on the real control plane (server-side dry run, so the shared cluster's
 //! `knative-eventing` namespace gets no Deployment).
 
-mod support;
+use jobsink_testkit as support;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! past it, however often it runs. Alone in its test binary so that the process's memory
 //! figures belong to this test only. No cluster.
 
-mod support;
+use jobsink_testkit as support;
 
 use jobsink::crd::SinkId;
 use jobsink::hook::{HookEngine, HookError, HookRefusal, HookSettings, MAX_TIMEOUT, run_hooks};

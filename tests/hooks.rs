@@ -2,7 +2,7 @@
 //! `plugins/build.sh`): good hooks change what they should, bad hooks are contained and
 //! handled by the failure policy, and every limit of `docs/hooks.md` holds. No cluster.
 
-mod support;
+use jobsink_testkit as support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,7 +1,7 @@
 //! Hooks against the real control plane: components loaded from ConfigMaps, hot reload,
 //! a broken update, a missing ConfigMap, a sha256 mismatch, and what senders see meanwhile.
 
-mod support;
+use jobsink_testkit as support;
 
 use std::time::Instant;
 

@@ -4,7 +4,7 @@
 //!
 //! `hack/test.sh` builds the image and loads it into the node first (`hack/images.sh jobsink`).
 
-mod support;
+use jobsink_testkit as support;
 
 use std::sync::OnceLock;
 use std::time::Duration;

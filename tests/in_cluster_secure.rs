@@ -8,7 +8,7 @@
 //! Runs after `tests/in_cluster.rs` (hack/test.sh) and restores the flags and the Secret when
 //! it ends, pass or fail.
 
-mod support;
+use jobsink_testkit as support;
 
 use std::path::Path;
 use std::process::Command;

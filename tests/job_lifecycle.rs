@@ -4,7 +4,7 @@
 //! reference, and what a later copy of the event and its Location get
 //! (`docs/contract.md#finished-jobs`).
 
-mod support;
+use jobsink_testkit as support;
 
 use axum::body::Body;
 use axum::http::Request;
@@ -181,7 +181,7 @@ async fn ttl_removes_the_job_and_its_secret_then_the_location_is_404_and_a_copy_
     // Secret, which run the event again.
     eventually("the receiver to see the Job gone", CONVERGE, || async {
         let known = d.state.jobs.lookup(&sink, &name, "my/curl/command", "123");
-        (known == jobsink::jobs::Known::Unknown).then_some(())
+        (known == jobsink::job_index::Known::Unknown).then_some(())
     })
     .await;
     let second = watch_job(&d, &name);

@@ -7,7 +7,7 @@
 //! and installed, and jobsink installed next to it. `hack/test-knative.sh` does all that,
 //! then runs `cargo test --test knative`.
 
-mod support;
+use jobsink_testkit as support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

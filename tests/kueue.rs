@@ -11,7 +11,7 @@
 //! The receiver and controller run in process (`support::dispatcher`) as the product's
 //! ServiceAccount, so what Kueue's webhooks see is what the installed product sends.
 
-mod support;
+use jobsink_testkit as support;
 
 use std::collections::BTreeMap;
 

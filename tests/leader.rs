@@ -8,7 +8,7 @@
 //! steps down before the other takes over: the sinks' status and Events then come from the new
 //! leader only.
 
-mod support;
+use jobsink_testkit as support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -2,7 +2,7 @@
 //! containerd, runc): the seed's examples run for real, their pods print the event file,
 //! exit with their real exit codes, and read the event wherever the template mounts it.
 
-mod support;
+use jobsink_testkit as support;
 
 use std::collections::BTreeMap;
 

@@ -3,7 +3,7 @@
 //! admission, Job controller and garbage collector). See `docs/contract.md`:
 //! #no-half-created-events, #cached-duplicates, #name-collisions and #being-deleted.
 
-mod support;
+use jobsink_testkit as support;
 
 use std::time::Duration;
 
@@ -13,9 +13,9 @@ use futures::future::join_all;
 use jobsink::crd::SinkId;
 use jobsink::features::Features;
 use jobsink::job::{alternate_job_name, job_name};
-use jobsink::jobs::{JobIndex, JobWatch, Known};
+use jobsink::job_index::{JobIndex, JobWatch, Known};
 use jobsink::metrics::Metrics;
-use jobsink::receiver::{AppState, ReceiverConfig, Security};
+use jobsink::receiver::{AppState, ReceiverConfig, SenderChecks};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
@@ -228,7 +228,7 @@ spec:
             ReceiverConfig::default(),
             Metrics::default(),
             d.state.hooks.clone(),
-            Security::fixed(client, Features::default()),
+            SenderChecks::fixed(client, Features::default()),
         );
         state.jobs = JobIndex::disabled();
         this.state = state;
@@ -365,7 +365,7 @@ async fn an_event_stored_under_its_alternate_name_is_found_after_the_other_event
     );
 
     // A copy of the second event, at a replica that saw its Job but confirmed nothing.
-    let (index, _watch) = own_index(&mut d, jobsink::jobs::SECRET_CHECK_PERIOD).await;
+    let (index, _watch) = own_index(&mut d, jobsink::job_index::SECRET_CHECK_PERIOD).await;
     let sink = SinkId::new(&d.ns.name, "job-sink-logger");
     eventually("the other index to see the Job", CONVERGE, || async {
         index
@@ -442,7 +442,7 @@ async fn an_on_job_hook_cannot_change_whose_job_a_name_holds() {
 #[tokio::test]
 async fn a_job_made_again_under_its_name_without_its_secret_is_not_taken_for_the_one_confirmed() {
     let mut d = Dispatcher::start("job-remade").await;
-    let (index, watch_one) = own_index(&mut d, jobsink::jobs::SECRET_CHECK_PERIOD).await;
+    let (index, watch_one) = own_index(&mut d, jobsink::job_index::SECRET_CHECK_PERIOD).await;
     let sink_object = d.apply_sink(LOGGER).await;
     let p = path(&d, "job-sink-logger");
     assert_eq!(d.send(seed_event(&p)).await.status, 202);
@@ -667,7 +667,7 @@ async fn a_jobsink_being_deleted_gets_404_and_creates_nothing() {
     let sink = SinkId::new(&d.ns.name, "job-sink-logger");
     eventually("the receiver to see the deletion", CONVERGE, || async {
         let cached = d.state.sinks.get(&sink)?;
-        let decoded = jobsink::sinks::decoded(&cached).ok()?;
+        let decoded = jobsink::sinks::decoded_sink(&cached).ok()?;
         decoded.metadata.deletion_timestamp.as_ref().map(|_| ())
     })
     .await;

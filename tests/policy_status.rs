@@ -9,7 +9,7 @@
 //! `authentication-oidc` on by flag. Its controller writes the status of every EventPolicy of
 //! the cluster, so the tests of this file run one at a time.
 
-mod support;
+use jobsink_testkit as support;
 
 use std::time::Duration;
 

@@ -9,7 +9,7 @@
 //! Tests that need several peers connect from addresses of the loopback network
 //! (127.0.0.0/8): each address is a peer of its own to the receiver.
 
-mod support;
+use jobsink_testkit as support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

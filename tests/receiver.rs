@@ -2,7 +2,7 @@
 //! bodies) and what gets created (Jobs, Secrets, the stored event's bytes), as
 //! `docs/contract.md` promises, each deliberate improvement included.
 
-mod support;
+use jobsink_testkit as support;
 
 use std::time::Duration;
 
@@ -365,7 +365,7 @@ async fn a_retry_repairs_a_missing_secret() {
     // The Secret is deleted by hand below to stand for a creation that failed. The Job index
     // would answer the retry, since it saw the pair whole (a Secret deleted by hand later is
     // outside what it knows); a real failed creation is never confirmed in it.
-    d.state.jobs = jobsink::jobs::JobIndex::disabled();
+    d.state.jobs = jobsink::job_index::JobIndex::disabled();
     d.apply_sink(LOGGER).await;
     let p = path(&d, "job-sink-logger");
     assert_eq!(d.send(seed_event(&p)).await.status, 202);
@@ -638,7 +638,7 @@ async fn a_copy_of_a_known_event_is_answered_from_the_job_index_and_a_deleted_jo
     let sink = jobsink::crd::SinkId::new(&d.ns.name, "job-sink-logger");
     let known = || d.state.jobs.lookup(&sink, &name, "my/curl/command", "123");
     eventually("the index to know the Job", CONVERGE, || async {
-        (known() == jobsink::jobs::Known::Duplicate).then_some(())
+        (known() == jobsink::job_index::Known::Duplicate).then_some(())
     })
     .await;
 
@@ -660,7 +660,7 @@ async fn a_copy_of_a_known_event_is_answered_from_the_job_index_and_a_deleted_jo
         .await
         .unwrap();
     eventually("the index to forget the Job", CONVERGE, || async {
-        (known() == jobsink::jobs::Known::Unknown).then_some(())
+        (known() == jobsink::job_index::Known::Unknown).then_some(())
     })
     .await;
     eventually("the Job and its Secret to be gone", CONVERGE, || async {
@@ -673,4 +673,65 @@ async fn a_copy_of_a_known_event_is_answered_from_the_job_index_and_a_deleted_jo
     assert_eq!(again.status, 202, "{}", again.body);
     assert_eq!(event_file(&d, &name).await, SEED_EVENT_FILE);
     assert_eq!(duplicates(&registry, "cache"), 1);
+}
+
+/// A real CloudEvents SDK client (cloudevents-sdk over reqwest, binary mode) sends to the
+/// receiver listening on a real socket; the stored event is read back with the SDK's own
+/// JSON deserializer.
+mod sdk {
+
+    use jobsink_testkit as support;
+
+    use cloudevents::binding::reqwest::RequestBuilderExt;
+    use cloudevents::{AttributesReader, EventBuilder, EventBuilderV10};
+    use k8s_openapi::api::core::v1::Secret;
+    use support::dispatcher::Dispatcher;
+
+    #[tokio::test]
+    async fn an_sdk_client_event_is_stored_so_that_the_sdk_reads_it_back() {
+        let d = Dispatcher::start("sdk").await;
+        d.apply_sink(include_str!("data/seed/job-sink-logger.yaml"))
+            .await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = jobsink::receiver::app(d.state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let sent = EventBuilderV10::new()
+            .id("sdk-1")
+            .source("https://example.com/sdk")
+            .ty("com.example.sdk")
+            .subject("order 7")
+            .extension("tenant", "blue")
+            .data(
+                "application/json",
+                serde_json::json!({"order": 7, "items": ["a", "b"]}),
+            )
+            .build()
+            .unwrap();
+        let response = reqwest::Client::new()
+            .post(format!("http://{addr}/{}/job-sink-logger", d.ns.name))
+            .event(sent.clone())
+            .unwrap()
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 202);
+        assert!(response.headers().contains_key("location"));
+
+        let name = jobsink::job::job_name("job-sink-logger", "https://example.com/sdk", "sdk-1");
+        let secret = d.ns.api::<Secret>().get(&name).await.unwrap();
+        let bytes = secret.data.unwrap()["event"].0.clone();
+        let stored: cloudevents::Event =
+            serde_json::from_slice(&bytes).expect("SDK reads the stored event");
+        assert_eq!(stored.id(), "sdk-1");
+        assert_eq!(stored.source().as_str(), "https://example.com/sdk");
+        assert_eq!(stored.ty(), "com.example.sdk");
+        assert_eq!(stored.subject(), Some("order 7"));
+        assert_eq!(
+            stored.extension("tenant").map(|e| e.to_string()),
+            Some("blue".into())
+        );
+        assert_eq!(stored.data(), sent.data());
+    }
 }

@@ -2,7 +2,7 @@
 //! default limits): the probes of issue 24 that concern hooks, each rerun with its corrected
 //! answer. See `docs/hooks.md#fair-shares` and `#compiling`.
 
-mod support;
+use jobsink_testkit as support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

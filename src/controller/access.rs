@@ -7,8 +7,8 @@ use crate::crd::{Addressable, AppliedEventPolicy, Condition, SinkId};
 use crate::features::{Features, TransportEncryption};
 use crate::tls::TlsState;
 
-use super::conditions::{self, ADDRESSABLE, FALSE};
 use super::config::ControllerConfig;
+use crate::conditions::{self, ADDRESSABLE, FALSE};
 
 /// Name of a sink's plain HTTP address.
 pub const HTTP_ADDRESS_NAME: &str = "http";
@@ -102,7 +102,7 @@ pub fn access(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::conditions::EVENT_POLICIES_READY;
+    use crate::conditions::EVENT_POLICIES_READY;
     use crate::features::Oidc;
 
     fn sink() -> SinkId {

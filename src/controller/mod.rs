@@ -1,11 +1,12 @@
 //! The JobSink controller: keeps every JobSink's status (address, job selector, conditions,
 //! `observedGeneration`) up to date. It adds no finalizers and does not copy Job status.
 //!
-//! Layout: [`config`] (where the receiver is reachable), [`conditions`], [`access`]
+//! Layout: [`config`] (where the receiver is reachable), [`access`]
 //! (addresses, audience, EventPolicies) and [`status`] (pure status computation),
 //! [`template`] (dry-run validation of `spec.job`), `reconcile` (the I/O orchestration);
 //! [`knative_lease`] keeps Knative's own JobSink reconciler standing by when both are
-//! installed. Its counters are in [`crate::metrics`].
+//! installed. Its counters are in [`crate::metrics`], the conditions it writes in
+//! [`crate::conditions`].
 //!
 //! Beside the sinks it keeps, in a standalone install, the EventPolicies' own status
 //! ([`policies`]), and binds the write verbs in each namespace that has a JobSink
@@ -19,7 +20,6 @@
 //! on its own.
 
 pub mod access;
-pub mod conditions;
 pub mod config;
 mod error;
 pub mod knative_lease;
@@ -108,13 +108,13 @@ pub struct Extensions {
     pub metrics: Metrics,
     /// Feature flags, the TLS Secret and the EventPolicies, for the addresses and
     /// `EventPoliciesReady`. `None`: every flag at its default (plain HTTP, OIDC off).
-    pub security: Option<Security>,
+    pub security: Option<SecuritySources>,
     /// The process's JobSink watch to reconcile from ([`crate::sinks::SinkWatch`]); without
     /// it the controller runs its own watch.
     pub shared: Option<SharedSinks>,
-    /// The process's Job watch for the orphan sweep ([`crate::jobs::JobWatch`]); without it
+    /// The process's Job watch for the orphan sweep ([`crate::job_index::JobWatch`]); without it
     /// the sweep runs its own watch.
-    pub jobs: Option<crate::jobs::JobWatch>,
+    pub jobs: Option<crate::job_index::JobWatch>,
     /// Who writes the controller's Kubernetes Events (`reportingInstance`: the pod name).
     pub instance: Option<String>,
 }
@@ -128,7 +128,7 @@ pub struct SharedSinks {
 
 /// What the controller reads about delivery security; the status follows their changes.
 #[derive(Clone)]
-pub struct Security {
+pub struct SecuritySources {
     pub features: FeatureStore,
     pub policies: PolicyCache,
     pub tls: ServerTls,

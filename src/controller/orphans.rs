@@ -4,7 +4,7 @@
 //! repaired (`receiver::create`).
 //!
 //! The process's metadata-only watch of the Jobs that carry the
-//! `sinks.knative.dev/job-sink-name` label (`jobs::JobWatch`, shared with the Job index; a
+//! `sinks.knative.dev/job-sink-name` label (`job_index::JobWatch`, shared with the Job index; a
 //! watch of its own when run without it). A Job is checked once, when it is older than the
 //! grace: its Secret is read (a GET by name; the dispatcher never lists Secrets); present and
 //! owned by the Job, the Job is remembered as confirmed (only its uid, until it is deleted);
@@ -28,7 +28,7 @@ use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::jobs::{JobEvent, JobMeta, JobWatch, job_events};
+use crate::job_index::{JobEvent, JobMeta, JobWatch, job_events};
 use crate::k8s::{self, Failure};
 use crate::metrics::Metrics;
 

@@ -16,10 +16,10 @@ use tracing::{debug, info, instrument, warn};
 use crate::crd::{Condition, JobSink, JobSinkSpec, JobSinkStatus, SinkId};
 
 use super::access::{Access, access};
-use super::conditions::{FALSE, JOB_TEMPLATE_READY, REASON_INVALID_JOB_TEMPLATE};
 use super::status::desired_status;
 use super::writers::WriterBindings;
-use super::{ControllerConfig, Error, ExtraCondition, Security, template};
+use super::{ControllerConfig, Error, ExtraCondition, SecuritySources, template};
+use crate::conditions::{FALSE, JOB_TEMPLATE_READY, REASON_INVALID_JOB_TEMPLATE};
 use crate::k8s::{self, Failure};
 use crate::lock::locked;
 use crate::metrics::Metrics;
@@ -50,7 +50,7 @@ pub struct Context {
     pub(super) extra_conditions: Vec<Arc<dyn ExtraCondition>>,
     pub(super) recorder: Recorder,
     pub(super) metrics: Metrics,
-    pub(super) security: Option<Security>,
+    pub(super) security: Option<SecuritySources>,
     /// Consecutive failures per sink, for the retry backoff.
     pub(super) failures: Mutex<HashMap<SinkId, u32>>,
     /// The write binding of each sink namespace.
@@ -274,7 +274,7 @@ fn ready_status(status: &JobSinkStatus) -> &str {
     let ready = status
         .conditions
         .iter()
-        .find(|c| c.type_ == super::conditions::READY);
+        .find(|c| c.type_ == crate::conditions::READY);
     ready.map_or("", |c| c.status.as_str())
 }
 
@@ -335,7 +335,7 @@ fn truncate(text: &str, max_bytes: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::conditions::{condition, ready, with_summary};
+    use crate::conditions::{condition, ready, with_summary};
 
     #[test]
     fn the_error_backoff_doubles_from_one_second_up_to_the_resync_period() {

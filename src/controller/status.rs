@@ -4,7 +4,7 @@
 use crate::crd::{Condition, JobSinkStatus, JobStatus, SinkId};
 
 use super::access::Access;
-use super::conditions;
+use crate::conditions;
 
 /// The label selector matching every Job of sink `name` (`status.job.selector`).
 pub fn job_selector(name: &str) -> String {
@@ -52,7 +52,7 @@ pub fn desired_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::conditions::{EVENT_POLICIES_READY, FALSE, JOB_TEMPLATE_READY, READY};
+    use crate::conditions::{EVENT_POLICIES_READY, FALSE, JOB_TEMPLATE_READY, READY};
     use crate::controller::config::ControllerConfig;
 
     fn plain() -> Access {

@@ -13,7 +13,7 @@ use crate::job::{build_job, job_name};
 use crate::k8s::{self, FIELD_MANAGER, Failure};
 
 use super::Error;
-use super::conditions::{
+use crate::conditions::{
     FALSE, JOB_TEMPLATE_READY, REASON_DRY_RUN_FAILED, REASON_INVALID_JOB_TEMPLATE, UNKNOWN,
     condition, ready,
 };

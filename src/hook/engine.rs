@@ -426,7 +426,7 @@ mod tests {
     use crate::cloudevent::CloudEvent;
     use crate::hook::convert::event_to_wit;
     use crate::hook::host::MAX_LOG_LINES_PER_CALL;
-    use crate::hook::test_plugins::plugin_path;
+    use jobsink_testkit::plugins::plugin_path;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_fast_hook_is_handed_off_during_its_probation_then_runs_inline() {

@@ -46,11 +46,6 @@ mod table;
 mod template;
 mod ticker;
 
-/// The test hooks of `plugins/`, built on first use; shared with the integration tests.
-#[cfg(test)]
-#[path = "../../tests/support/plugins.rs"]
-mod test_plugins;
-
 pub use compile::{
     CompileLimits, Compiler, DEFAULT_COMPILE_CPU, DEFAULT_COMPILE_MEMORY_BYTES,
     DEFAULT_COMPILE_TIMEOUT, compile_stdin_to_stdout,
@@ -73,5 +68,5 @@ pub use settings::{
 pub use slots::{
     DEFAULT_MEMORY_BUDGET_MIB, DEFAULT_PER_SINK_CONCURRENCY, DEFAULT_SLOT_WAIT, OverBudget,
 };
-pub use table::{HOOK_READY, HookState};
+pub use table::HookState;
 pub use template::Phases;

@@ -14,12 +14,10 @@ use tracing::{info, warn};
 
 use super::loader::LoadedHook;
 use super::settings::HookSettings;
+use crate::conditions::{self, HOOK_READY, REASON_HOOK_LOADING};
 use crate::crd::{Condition, HookSpec, SinkId};
 use crate::leader::Leadership;
 use crate::lock::locked;
-
-/// Type of the condition the registry reports on each JobSink with a hook.
-pub const HOOK_READY: &str = "HookReady";
 
 /// How many change notifications may wait for the controller; a slow controller that misses
 /// some still catches up on its periodic requeue.
@@ -123,21 +121,17 @@ impl Table {
 
     /// The `HookReady` condition of a sink with `spec.hook`.
     pub(crate) fn condition(&self, sink: &SinkId) -> Condition {
-        let (status, reason, message) = match self.state(sink) {
-            Some(HookState::Ready) => ("True", None, None),
-            Some(HookState::Failed { reason, message }) => ("False", Some(reason), Some(message)),
-            None | Some(HookState::Loading) => (
-                "Unknown",
-                Some("HookLoading".to_string()),
-                Some("the hook's ConfigMap is being read and compiled".to_string()),
+        match self.state(sink) {
+            Some(HookState::Ready) => conditions::ready(HOOK_READY),
+            Some(HookState::Failed { reason, message }) => {
+                conditions::condition(HOOK_READY, conditions::FALSE, Some(&reason), Some(&message))
+            }
+            None | Some(HookState::Loading) => conditions::condition(
+                HOOK_READY,
+                conditions::UNKNOWN,
+                Some(REASON_HOOK_LOADING),
+                Some("the hook's ConfigMap is being read and compiled"),
             ),
-        };
-        Condition {
-            type_: HOOK_READY.to_string(),
-            status: status.to_string(),
-            reason,
-            message,
-            ..Condition::default()
         }
     }
 

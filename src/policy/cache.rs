@@ -110,7 +110,7 @@ impl PolicyCache {
                     }
                     Some(Ok(watcher::Event::Init)) => listing = Some(ByNamespace::new()),
                     Some(Ok(watcher::Event::InitApply(p))) => {
-                        if let (Some(map), Some(p)) = (listing.as_mut(), decoded(&p)) {
+                        if let (Some(map), Some(p)) = (listing.as_mut(), decoded_policy(&p)) {
                             insert(map, p);
                         }
                     }
@@ -124,7 +124,7 @@ impl PolicyCache {
                         let (namespace, name) = (p.namespace().unwrap_or_default(), p.name_any());
                         let mut map = write_locked(&this.policies);
                         let before = compiled(&map, &namespace, &name);
-                        match decoded(&p) {
+                        match decoded_policy(&p) {
                             Some(policy) => insert(&mut map, policy),
                             None => remove(&mut map, &namespace, &name),
                         }
@@ -242,7 +242,7 @@ impl PolicyCache {
 
 /// The policy, or `None` (logged) when it does not decode: the CRD's schema types every field
 /// we read, so only a resource written past it gets here.
-fn decoded(p: &DeserializeGuard<EventPolicy>) -> Option<&EventPolicy> {
+fn decoded_policy(p: &DeserializeGuard<EventPolicy>) -> Option<&EventPolicy> {
     match &p.0 {
         Ok(policy) => Some(policy),
         Err(invalid) => {

@@ -29,10 +29,10 @@ pub fn crd() -> CustomResourceDefinition {
 
 /// The CRD as YAML, with a header saying where it comes from.
 pub fn crd_yaml() -> String {
-    let yaml = serde_norway::to_string(&crd()).expect("a CRD always serialises to YAML");
-    format!(
+    crate::k8s::crd_yaml(
+        &crd(),
         "# Generated from src/policy/crd.rs by `cargo run -- crd eventpolicy > deploy/eventpolicy-crd.yaml`:\n\
-         # do not edit. Knative Eventing's EventPolicy schema; harmless to apply over Knative's.\n{yaml}"
+         # do not edit. Knative Eventing's EventPolicy schema; harmless to apply over Knative's.",
     )
 }
 

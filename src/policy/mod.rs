@@ -23,7 +23,5 @@ pub use authorize::{Denial, authorize, authorize_subject};
 pub use cache::{PolicyCache, PolicyChange};
 pub use compiled::{CompiledPolicy, Coverage, subject_matches};
 pub use policy_status::policy_status;
-pub use status::{
-    REASON_DEFAULT_AUTHORIZATION_MODE, REASON_NOT_LOADED, REASON_NOT_READY, event_policies_status,
-};
+pub use status::event_policies_status;
 pub use types::{API_VERSION, EventPolicy, EventPolicySpec, EventPolicyStatus};

@@ -8,26 +8,13 @@
 
 use super::compiled::{CompiledPolicy, resolve_subjects};
 use super::{EventPolicy, EventPolicyStatus};
-use crate::controller::conditions::{self, FALSE};
+use crate::conditions::policy::{
+    AUTHENTICATION_ENABLED, FILTERS_SUPPORTED, REASON_INVALID_TARGETS, REASON_OIDC_DISABLED,
+    REASON_SUBJECTS_NOT_RESOLVED, REASON_UNSUPPORTED_FILTERS, SUBJECTS_RESOLVED, TARGETS_VALID,
+};
+use crate::conditions::{self, FALSE};
 use crate::features::AUTHENTICATION_OIDC;
 use kube::ResourceExt;
-
-/// Knative's condition: OIDC authentication is on, so the policy is enforced.
-pub const AUTHENTICATION_ENABLED: &str = "AuthenticationEnabled";
-/// Knative's condition: every `from` entry resolved to subjects.
-pub const SUBJECTS_RESOLVED: &str = "SubjectsResolved";
-/// Ours: every `to` entry that may name a JobSink can be read.
-pub const TARGETS_VALID: &str = "TargetsValid";
-/// Ours: every filter can be evaluated.
-pub const FILTERS_SUPPORTED: &str = "FiltersSupported";
-/// Knative's reason while `authentication-oidc` is disabled.
-pub const REASON_OIDC_DISABLED: &str = "OIDCAuthenticationDisabled";
-/// Knative's reason for `from` entries that do not resolve.
-pub const REASON_SUBJECTS_NOT_RESOLVED: &str = "SubjectsNotResolved";
-/// Ours, for unreadable `to` entries.
-pub const REASON_INVALID_TARGETS: &str = "InvalidTargets";
-/// Ours, for filters that cannot be evaluated (`cesql`, malformed ones).
-pub const REASON_UNSUPPORTED_FILTERS: &str = "UnsupportedFilters";
 
 /// The status `policy` should have with OIDC authentication on or off, keeping the
 /// `lastTransitionTime` of every condition that did not change (`now` for the others) and the

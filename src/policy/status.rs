@@ -5,18 +5,12 @@
 use std::sync::Arc;
 
 use super::{API_VERSION, CompiledPolicy};
-use crate::controller::conditions::{
-    self, EVENT_POLICIES_READY, FALSE, REASON_OIDC_DISABLED, TRUE, UNKNOWN,
+use crate::conditions::{
+    self, EVENT_POLICIES_READY, FALSE, REASON_DEFAULT_AUTHORIZATION_MODE, REASON_OIDC_DISABLED,
+    REASON_POLICIES_NOT_LOADED, REASON_POLICIES_NOT_READY, TRUE, UNKNOWN,
 };
 use crate::crd::{AppliedEventPolicy, Condition};
 use crate::features::{AUTHENTICATION_OIDC, Features};
-
-/// Reason when no EventPolicy applies and OIDC is on (upstream's).
-pub const REASON_DEFAULT_AUTHORIZATION_MODE: &str = "DefaultAuthorizationMode";
-/// Reason when an applying EventPolicy cannot be enforced as written (upstream's).
-pub const REASON_NOT_READY: &str = "EventPoliciesNotReady";
-/// Reason while the EventPolicies have not been read yet (ours).
-pub const REASON_NOT_LOADED: &str = "EventPoliciesNotLoaded";
 
 /// The condition and the applied policies of a sink `applying` policies apply to. `loaded`:
 /// whether the EventPolicies have been read at all. A policy is ready when authentication is
@@ -30,7 +24,7 @@ pub fn event_policies_status(
         let condition = conditions::condition(
             EVENT_POLICIES_READY,
             UNKNOWN,
-            Some(REASON_NOT_LOADED),
+            Some(REASON_POLICIES_NOT_LOADED),
             Some("the EventPolicies have not been read yet (is the EventPolicy CRD installed?)"),
         );
         return (condition, Vec::new());
@@ -92,7 +86,7 @@ pub fn event_policies_status(
     let condition = conditions::condition(
         EVENT_POLICIES_READY,
         FALSE,
-        Some(REASON_NOT_READY),
+        Some(REASON_POLICIES_NOT_READY),
         Some(&message),
     );
     (condition, applied)

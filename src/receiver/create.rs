@@ -45,7 +45,7 @@ use crate::job::{
     EVENT_STORED_ANNOTATION, alternate_job_name, build_secret, job_matches_event, job_name,
     rename_job,
 };
-use crate::jobs::{JobIndex, JobUid};
+use crate::job_index::{JobIndex, JobUid};
 use crate::k8s::{self, Failure};
 
 /// Whether this request created the event's objects or found them already there.
@@ -54,7 +54,7 @@ pub(super) enum Created {
     New,
     /// Found through the API server (create 409, then a GET).
     Duplicate,
-    /// Found in the Job index, with no API call (`crate::jobs`).
+    /// Found in the Job index, with no API call (`crate::job_index`).
     KnownDuplicate,
 }
 
@@ -147,7 +147,7 @@ pub(super) async fn create_objects(
         mut job,
         stored,
     } = objects;
-    let store = Store {
+    let store = SecretWriter {
         jobs: Api::namespaced(client.clone(), &sink.namespace),
         secrets: Api::namespaced(client.clone(), &sink.namespace),
         stored,
@@ -214,7 +214,7 @@ pub(super) async fn create_objects(
 }
 
 /// Whether the Secret `name` of `sink` exists and belongs to the Job `uid`: one GET, for a
-/// copy that the Job index answers only after looking again (`jobs::Known::CheckSecret`).
+/// copy that the Job index answers only after looking again (`job_index::Known::CheckSecret`).
 pub(super) async fn secret_exists(
     client: &Client,
     sink: &SinkId,
@@ -259,13 +259,13 @@ fn mark_of(job: &Job) -> Option<&String> {
 }
 
 /// The APIs of the event's namespace and the Secret's content.
-struct Store {
+struct SecretWriter {
     jobs: Api<Job>,
     secrets: Api<Secret>,
     stored: Vec<u8>,
 }
 
-impl Store {
+impl SecretWriter {
     /// Makes sure `job` has its Secret, owned by it, then marks the Job when this request
     /// accepts a copy for a Job that no copy marked yet (so that a rollback of its creator
     /// cannot take it), or when the Job is old enough for the orphan sweep to be looking at

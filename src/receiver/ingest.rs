@@ -14,15 +14,15 @@ use axum::response::{IntoResponse, Response};
 use tracing::{Span, debug, info};
 
 use super::create::{Calls, Created, EventObjects, create_objects, secret_exists};
-use super::security::{admit, authenticate, authorize};
+use super::security::{admit, authenticate, authorize_sender};
 use super::{AppState, ReceiveError};
 use crate::cloudevent::{self, CloudEvent};
 use crate::cputime::cpu_timed;
 use crate::crd::SinkId;
 use crate::job::{self, alternate_job_name, job_name};
-use crate::jobs::Known;
+use crate::job_index::Known;
 use crate::location::location;
-use crate::sinks::{CachedSink, Readiness, decoded, readiness};
+use crate::sinks::{CachedSink, Readiness, decoded_sink, readiness};
 
 pub(super) async fn handle(
     state: &AppState,
@@ -97,7 +97,7 @@ async fn ingest(
         cached.as_deref(),
     )?;
     let cached = usable(state, id, cached)?;
-    let sink = decoded(&cached).map_err(|why| not_ready(id, why))?;
+    let sink = decoded_sink(&cached).map_err(|why| not_ready(id, why))?;
     // The body is read without a slot of --max-in-flight: a sender trickling it holds its
     // bytes of the body memory budget, nothing a fast sender needs.
     let limit = state.config.max_body_bytes();
@@ -113,7 +113,7 @@ async fn ingest(
     Span::current().record("event_id", event.id.as_str());
     debug!(event.id, event.source, "event decoded");
     // EventPolicy filters judge the event as sent, before any hook changes it.
-    authorize(&state.security, &features, sender.as_ref(), sink, &event)?;
+    authorize_sender(&state.security, &features, sender.as_ref(), sink, &event)?;
 
     // Identity is the event as received, whatever a hook does to it.
     let (source, event_id) = (event.source.clone(), event.id.clone());
@@ -218,12 +218,12 @@ fn usable(
         });
     };
     // Its Jobs are being deleted, and so would an event's be.
-    if let Ok(decoded) = decoded(&sink)
+    if let Ok(decoded) = decoded_sink(&sink)
         && decoded.metadata.deletion_timestamp.is_some()
     {
         return Err(ReceiveError::SinkDeleting(id.clone()));
     }
-    match decoded(&sink).map(readiness) {
+    match decoded_sink(&sink).map(readiness) {
         Ok(Readiness::Ready) => Ok(sink),
         Ok(Readiness::NotReady(why)) | Err(why) => Err(not_ready(id, why)),
     }

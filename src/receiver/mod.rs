@@ -31,12 +31,12 @@ use tracing::{Instrument, info, info_span};
 
 pub use error::ReceiveError;
 pub use load::{ConnectionLimits, Lifecycle};
-pub use security::{Security, Transport, check_transport};
+pub use security::{SenderChecks, Transport, check_transport};
 pub use server::{ListenerLimits, serve_router};
 
 use crate::crd::SinkId;
 use crate::hook::HookRegistry;
-use crate::jobs::JobIndex;
+use crate::job_index::JobIndex;
 use crate::metrics::Metrics;
 use crate::sinks::SinkCache;
 
@@ -163,7 +163,7 @@ pub struct AppState {
     /// Requests in flight and draining.
     pub lifecycle: Lifecycle,
     /// Feature flags, token verification and EventPolicies.
-    pub security: Security,
+    pub security: SenderChecks,
     /// The Jobs that exist, for answering duplicates without API calls.
     pub jobs: JobIndex,
 }
@@ -176,7 +176,7 @@ impl AppState {
         config: ReceiverConfig,
         metrics: Metrics,
         hooks: HookRegistry,
-        security: Security,
+        security: SenderChecks,
     ) -> Self {
         let connections =
             ConnectionLimits::new(config.max_connections, config.max_connections_per_peer);

@@ -26,13 +26,13 @@ pub enum Transport {
 
 /// What the receiver needs to authenticate and authorize senders. Cheap to clone.
 #[derive(Clone)]
-pub struct Security {
+pub struct SenderChecks {
     pub features: FeatureStore,
     pub verifier: TokenVerifier,
     pub policies: PolicyCache,
 }
 
-impl Security {
+impl SenderChecks {
     /// Fixed flags, no EventPolicies: for tests and tools that do not exercise security.
     pub fn fixed(client: Client, features: Features) -> Self {
         Self {
@@ -76,7 +76,7 @@ pub fn check_transport(features: &Features, transport: Transport) -> Result<(), 
 /// The sender, when OIDC authentication is on (`None` when it is off), and the time spent
 /// fetching the issuer's keys.
 pub async fn authenticate(
-    security: &Security,
+    security: &SenderChecks,
     features: &Features,
     sink: &SinkId,
     headers: &HeaderMap,
@@ -107,7 +107,7 @@ pub async fn authenticate(
 /// cache; none when it is not there) or the default authorization mode. Filters are not
 /// consulted here. Nothing to check when OIDC is off (`sender` is `None`).
 pub fn admit(
-    security: &Security,
+    security: &SenderChecks,
     features: &Features,
     sender: Option<&Sender>,
     sink: &SinkId,
@@ -136,8 +136,8 @@ pub fn admit(
 
 /// Whether `sender` may send `event` to `sink`: the applying EventPolicies, else the default
 /// authorization mode. Nothing to check when OIDC is off (`sender` is `None`).
-pub fn authorize(
-    security: &Security,
+pub fn authorize_sender(
+    security: &SenderChecks,
     features: &Features,
     sender: Option<&Sender>,
     sink: &JobSink,

@@ -410,7 +410,7 @@ fn micros(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hook::test_plugins::plugin_path;
+    use jobsink_testkit::plugins::plugin_path;
 
     fn fixture(name: &str) -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))

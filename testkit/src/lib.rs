@@ -1,9 +1,17 @@
-//! Shared support for integration tests against the real local control plane.
+//! What jobsink's integration tests (`tests/`) and benchmarks (`benches/`) share; a dev-only
+//! crate, never published. Tests name it `support` (`use jobsink_testkit as support;`).
 //!
 //! Tests connect through `KUBECONFIG` (hack/up.sh prints the path). Each test gets its own
 //! namespace, deleted when the test ends, even when it fails. There is no skipping: a test
 //! that needs the cluster fails with instructions when the cluster is not there.
-#![allow(dead_code)]
+//!
+//! - [`process`]: `jobsink serve` as a real process ([`process::Serve`]), and the binary
+//!   under test ([`process::binary`], honouring `JOBSINK_BIN`).
+//! - [`dispatcher`]: the receiver in process, for tests that drive its router directly.
+//! - [`hooks`], [`plugins`]: hook engines, example components, events and Jobs for them.
+//! - [`tokens`]: ServiceAccount tokens, expired, future and foreign ones.
+//! - [`bench`]: what the benchmarks alone need (the receiver's histograms, CPU placement).
+//! - [`stats`]: percentiles and a round's summary, for benchmarks and the tests that count.
 
 use std::future::Future;
 use std::io::Write;
@@ -57,7 +65,7 @@ pub fn service_account_token() -> String {
     TOKEN
         .get_or_init(|| {
             for file in ["00-namespace.yaml", "rbac.yaml"] {
-                let path = format!("{}/deploy/{file}", env!("CARGO_MANIFEST_DIR"));
+                let path = format!("{REPO}/deploy/{file}");
                 let (ok, _, err) = kubectl(&["apply", "-f", &path], None);
                 assert!(ok, "applying {path} failed (is the cluster up?): {err}");
             }
@@ -249,7 +257,7 @@ pub fn install_eventpolicy_crd() {
 }
 
 fn apply_crd(file: &str, name: &str) {
-    let crd = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+    let crd = format!("{REPO}/{file}");
     let mut last_error = String::new();
     for _ in 0..3 {
         let (ok, _, err) = kubectl(&["apply", "-f", &crd], None);
@@ -295,8 +303,13 @@ pub fn job_condition(job: &Job, type_: &str) -> Option<(String, Option<String>)>
         .find(|c| c.type_ == type_)
         .map(|c| (c.status.clone(), c.reason.clone()))
 }
+pub mod bench;
 pub mod dispatcher;
 pub mod hooks;
 pub mod plugins;
 pub mod process;
+pub mod stats;
 pub mod tokens;
+
+/// The repository's root directory (`deploy/`, `plugins/`, `hack/` are read from it).
+pub const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");

@@ -1,6 +1,8 @@
-//! Knative-style conditions of a JobSink, as pure functions: the `Ready` summary of the
-//! dependent conditions, and the merge with the previous conditions that keeps the
-//! `lastTransitionTime` of every condition that did not change.
+//! The conditions jobsink writes, in one place: their types and reasons (a JobSink's here, an
+//! EventPolicy's in [`policy`]), and Knative-style condition handling as pure functions: the
+//! `Ready` summary of the dependent conditions, and the merge with the previous conditions
+//! that keeps the `lastTransitionTime` of every condition that did not change. The controller,
+//! the EventPolicy status, the hooks and the sink cache all build their conditions from it.
 
 use crate::crd::Condition;
 
@@ -12,6 +14,8 @@ pub const ADDRESSABLE: &str = "Addressable";
 pub const EVENT_POLICIES_READY: &str = "EventPoliciesReady";
 /// Ours: the API server accepts (dry run) the Job built from `spec.job`.
 pub const JOB_TEMPLATE_READY: &str = "JobTemplateReady";
+/// Ours, on each JobSink with a hook: the hook is loaded and serving (`crate::hook`).
+pub const HOOK_READY: &str = "HookReady";
 
 /// Condition status values (strings, as the Kubernetes API has them).
 pub const TRUE: &str = "True";
@@ -24,6 +28,37 @@ pub const REASON_OIDC_DISABLED: &str = "OIDCDisabled";
 pub const REASON_INVALID_JOB_TEMPLATE: &str = "InvalidJobTemplate";
 /// Reason of `JobTemplateReady=Unknown` when the dry run itself could not be done.
 pub const REASON_DRY_RUN_FAILED: &str = "DryRunFailed";
+/// Reason of `EventPoliciesReady=True` when no EventPolicy applies and OIDC is on
+/// (upstream's).
+pub const REASON_DEFAULT_AUTHORIZATION_MODE: &str = "DefaultAuthorizationMode";
+/// Reason of `EventPoliciesReady=False` when an applying EventPolicy cannot be enforced as
+/// written (upstream's).
+pub const REASON_POLICIES_NOT_READY: &str = "EventPoliciesNotReady";
+/// Reason of `EventPoliciesReady=Unknown` while the EventPolicies have not been read yet
+/// (ours).
+pub const REASON_POLICIES_NOT_LOADED: &str = "EventPoliciesNotLoaded";
+/// Reason of `HookReady=Unknown` while the hook is being read and compiled.
+pub const REASON_HOOK_LOADING: &str = "HookLoading";
+
+/// An EventPolicy's own conditions (its `Ready` summary is [`READY`] too).
+pub mod policy {
+    /// Knative's: OIDC authentication is on, so the policy is enforced.
+    pub const AUTHENTICATION_ENABLED: &str = "AuthenticationEnabled";
+    /// Knative's: every `from` entry resolved to subjects.
+    pub const SUBJECTS_RESOLVED: &str = "SubjectsResolved";
+    /// Ours: every `to` entry that may name a JobSink can be read.
+    pub const TARGETS_VALID: &str = "TargetsValid";
+    /// Ours: every filter can be evaluated.
+    pub const FILTERS_SUPPORTED: &str = "FiltersSupported";
+    /// Knative's reason while `authentication-oidc` is disabled.
+    pub const REASON_OIDC_DISABLED: &str = "OIDCAuthenticationDisabled";
+    /// Knative's reason for `from` entries that do not resolve.
+    pub const REASON_SUBJECTS_NOT_RESOLVED: &str = "SubjectsNotResolved";
+    /// Ours, for unreadable `to` entries.
+    pub const REASON_INVALID_TARGETS: &str = "InvalidTargets";
+    /// Ours, for filters that cannot be evaluated (`cesql`, malformed ones).
+    pub const REASON_UNSUPPORTED_FILTERS: &str = "UnsupportedFilters";
+}
 
 /// A condition without a transition time.
 pub fn condition(

@@ -2,8 +2,8 @@
 //! that asks for one runs `plugins/build.sh`, so `cargo test` works on a fresh clone. A file
 //! lock keeps test processes running at the same time from building (and copying) at once.
 //!
-//! Shared by the integration tests (`support::hooks`) and the crate's own unit tests, which
-//! include this file with `#[path]`.
+//! Used by the integration tests (`support::hooks`), the benchmarks and the crate's own unit
+//! tests.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 /// The directory of the `plugins/` workspace.
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins")
+    Path::new(crate::REPO).join("plugins")
 }
 
 /// The path of the test hook `<name>.wasm` (a crate name with `_` for `-`), built first if

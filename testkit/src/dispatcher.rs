@@ -16,9 +16,9 @@ use jobsink::controller::SharedSinks;
 use jobsink::crd::{JobSink, SinkId};
 use jobsink::features::Features;
 use jobsink::hook::{EngineConfig, HookEngine, HookRegistry};
-use jobsink::jobs::{JobIndex, JobWatch};
+use jobsink::job_index::{JobIndex, JobWatch};
 use jobsink::metrics::Metrics;
-use jobsink::receiver::{AppState, ReceiverConfig, Security};
+use jobsink::receiver::{AppState, ReceiverConfig, SenderChecks};
 use jobsink::sinks::{SinkCache, SinkWatch};
 use kube::Api;
 use tokio_util::sync::CancellationToken;
@@ -103,18 +103,18 @@ impl Dispatcher {
 
     pub async fn with_config(test: &str, config: ReceiverConfig) -> Self {
         Self::with_security(test, config, |client, _| {
-            Security::fixed(client, Features::default())
+            SenderChecks::fixed(client, Features::default())
         })
         .await
     }
 
-    /// A dispatcher whose receiver checks senders with the `Security` that `security` makes
+    /// A dispatcher whose receiver checks senders with the `SenderChecks` that `security` makes
     /// (given the receiver's client, which acts as the product's ServiceAccount, and this
     /// test's namespace).
     pub async fn with_security(
         test: &str,
         config: ReceiverConfig,
-        security: impl FnOnce(kube::Client, &str) -> Security,
+        security: impl FnOnce(kube::Client, &str) -> SenderChecks,
     ) -> Self {
         let (sinks, hooks, jobs) = tokio::task::spawn_blocking(|| {
             let s = shared();
@@ -154,7 +154,7 @@ impl Dispatcher {
                 let sink = sinks.get(&SinkId::new(&ns, name));
                 async move {
                     let cached = sink?;
-                    let sink = jobsink::sinks::decoded(&cached).ok()?.clone();
+                    let sink = jobsink::sinks::decoded_sink(&cached).ok()?.clone();
                     matches!(
                         jobsink::sinks::readiness(&sink),
                         jobsink::sinks::Readiness::Ready

@@ -35,7 +35,7 @@ pub fn event_with_data(json: &str) -> CloudEvent {
 /// The seed's job-sink-logger as the API server would return it.
 fn logger_sink() -> JobSink {
     let mut sink: JobSink =
-        serde_norway::from_str(include_str!("../data/seed/job-sink-logger.yaml"))
+        serde_norway::from_str(include_str!("../../tests/data/seed/job-sink-logger.yaml"))
             .expect("the seed manifest parses");
     sink.metadata.namespace = Some("default".into());
     sink.metadata.uid = Some("0b3d6a4c-0000-4000-8000-000000000001".into());

@@ -158,8 +158,7 @@ impl JobIndex {
     }
 
     /// A new index, to be fed by [`JobWatch::spawn`]. Fed by nothing it only records
-    /// confirmations, as the memory benchmark uses it (`benches/tenants.rs --scenario
-    /// index-memory`).
+    /// confirmations, as the memory benchmark uses it (`benches/tenants/index_memory.rs`).
     pub fn unwatched() -> Self {
         Self::checking_every(SECRET_CHECK_PERIOD)
     }
