@@ -28,6 +28,9 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Hook(HookCommand::Bench(args)) => {
             done(runtime()?.block_on(jobsink::hook::cli::bench(args)))
         }
+        Command::Hook(HookCommand::Push(args)) => {
+            done(runtime()?.block_on(jobsink::hook::cli::push(args)))
+        }
         Command::Hook(HookCommand::Compile(args)) => {
             Ok(jobsink::hook::compile_stdin_to_stdout(args.cpu_seconds))
         }
