@@ -140,8 +140,14 @@ async fn rejects_as_the_hook_says(serve: &Serve, ns: &TestNamespace, sink: &str,
         (r.status() == 202).then_some(())
     })
     .await;
-    let r = event(&url, &format!("{id}-other"))
+    let r = http()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("ce-specversion", "1.0")
         .header("ce-source", "other/sender")
+        .header("ce-type", "my.demo.event")
+        .header("ce-id", format!("{id}-other"))
+        .body("{}")
         .send()
         .await
         .unwrap();
@@ -202,35 +208,55 @@ async fn a_pushed_image_pinned_by_digest_serves_and_a_second_sink_shares_its_cac
     apply(&ns, &sink("first", &image_hook(&pinned)));
     hook_ready(&ns, "first", "True", None).await;
     rejects_as_the_hook_says(&serve, &ns, "first", "a").await;
+    // The component and its manifest, each one file named by its digest. (Every `jobsink
+    // serve` on the cluster loads every sink's hook, other tests' too: the evidence is this
+    // component's own files, not the process's counters.)
+    let images = dir.join("images");
+    let component = images.join(format!(
+        "sha256-{}",
+        hex::encode(Sha256::digest(std::fs::read(&wasm).unwrap()))
+    ));
+    let manifest = images.join(format!("sha256-{digest}"));
+    let (component_id, manifest_id) = (file_id(&component), file_id(&manifest));
 
     apply(&ns, &sink("second", &image_hook(&pinned)));
     hook_ready(&ns, "second", "True", None).await;
     rejects_as_the_hook_says(&serve, &ns, "second", "b").await;
-
+    // The second sink was served from the cache: a pull would have written the files anew.
+    assert_eq!(file_id(&component), component_id);
+    assert_eq!(file_id(&manifest), manifest_id);
     let text = metrics(&serve).await;
-    assert_eq!(
-        count(&text, "jobsink_hook_image_pulls_total{result=\"pulled\"}"),
-        1,
+    assert!(
+        count(&text, "jobsink_hook_image_pulls_total{result=\"pulled\"}") >= 1,
         "{text}"
     );
-    assert_eq!(
-        count(&text, "jobsink_hook_image_pulls_total{result=\"cached\"}"),
-        1,
+    assert!(
+        count(&text, "jobsink_hook_image_pulls_total{result=\"cached\"}") >= 1,
         "{text}"
     );
-    // One copy of the component (and of its manifest), named by digest.
-    let component = format!(
-        "sha256-{}",
-        hex::encode(Sha256::digest(std::fs::read(&wasm).unwrap()))
-    );
-    let names: Vec<String> = files(&dir.join("images"))
-        .iter()
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(names.len(), 2, "{names:?}");
-    assert!(names.contains(&component), "{names:?}");
-    assert!(names.contains(&format!("sha256-{digest}")), "{names:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Which file `path` is (device and inode) and when it was last written: a file written
+/// anew (a temporary file renamed over it) is another file.
+fn file_id(path: &Path) -> (u64, u64, std::time::SystemTime) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (meta.dev(), meta.ino(), meta.modified().unwrap())
+}
+
+/// The compiled code of the component `wasm` in the code cache `dir` (one engine key).
+fn code_file(dir: &Path, wasm: &Path) -> PathBuf {
+    let sha = hex::encode(Sha256::digest(std::fs::read(wasm).unwrap()));
+    let found: Vec<PathBuf> = files(dir)
+        .into_iter()
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with(&sha) && name.ends_with(".cwasm")
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.into_iter().next().unwrap()
 }
 
 #[tokio::test]
@@ -278,7 +304,7 @@ async fn an_unknown_digest_a_tag_alone_a_wrong_pin_and_a_too_large_component_are
 
     // The server refuses a sink naming both sources, or neither.
     let both = format!(
-        "    configMapRef: {{name: x, key: y}}\n{}",
+        "    configMapRef: {{name: x, key: hook.wasm}}\n{}",
         image_hook(&pinned)
     );
     let (ok, _, err) = kubectl(
@@ -327,19 +353,8 @@ async fn a_restart_loads_the_compiled_code_from_disk_and_a_corrupted_file_is_com
     apply(&ns, &sink("restarted", &image_hook(&pinned)));
     hook_ready(&ns, "restarted", "True", None).await;
     rejects_as_the_hook_says(&serve, &ns, "restarted", "first").await;
-    let text = metrics(&serve).await;
-    assert_eq!(
-        count(&text, "jobsink_hook_code_cache_total{result=\"miss\"}"),
-        1,
-        "{text}"
-    );
-    assert_eq!(
-        count(&text, "jobsink_hook_code_cache_total{result=\"hit\"}"),
-        0,
-        "{text}"
-    );
-    let code = files(&dir.join("code"));
-    assert_eq!(code.len(), 1, "{code:?}");
+    let code = code_file(&dir.join("code"), &wasm);
+    let code_id = file_id(&code);
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(dir.join("code"))
         .unwrap()
@@ -347,54 +362,55 @@ async fn a_restart_loads_the_compiled_code_from_disk_and_a_corrupted_file_is_com
         .mode()
         & 0o777;
     assert_eq!(mode, 0o700);
+    let images = dir.join("images");
+    let component = images.join(format!(
+        "sha256-{}",
+        hex::encode(Sha256::digest(std::fs::read(&wasm).unwrap()))
+    ));
+    let component_id = file_id(&component);
 
-    // A new process: the image from the image cache, the code from the code cache.
+    // A new process: the image from the image cache, the code from the code cache (neither
+    // file written again), and a cache hit counted.
     serve.kill();
     serve.restart().await;
     rejects_as_the_hook_says(&serve, &ns, "restarted", "second").await;
+    assert_eq!(file_id(&code), code_id, "the code was compiled again");
+    assert_eq!(
+        file_id(&component),
+        component_id,
+        "the image was pulled again"
+    );
     let text = metrics(&serve).await;
-    assert_eq!(
-        count(&text, "jobsink_hook_code_cache_total{result=\"hit\"}"),
-        1,
+    assert!(
+        count(&text, "jobsink_hook_code_cache_total{result=\"hit\"}") >= 1,
         "{text}"
     );
-    assert_eq!(
-        count(&text, "jobsink_hook_code_cache_total{result=\"miss\"}"),
-        0,
-        "{text}"
-    );
-    assert_eq!(
-        count(&text, "jobsink_hook_image_pulls_total{result=\"cached\"}"),
-        1,
-        "{text}"
-    );
-    assert_eq!(
-        count(&text, "jobsink_hook_image_pulls_total{result=\"pulled\"}"),
-        0,
+    assert!(
+        count(&text, "jobsink_hook_image_pulls_total{result=\"cached\"}") >= 1,
         "{text}"
     );
 
     // One flipped byte in the middle of the code: refused, deleted, compiled again; the hook
     // serves as before.
     serve.kill();
-    let mut bytes = std::fs::read(&code[0]).unwrap();
+    let mut bytes = std::fs::read(&code).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
-    std::fs::write(&code[0], &bytes).unwrap();
+    std::fs::write(&code, &bytes).unwrap();
+    let corrupted_id = file_id(&code);
     serve.restart().await;
     rejects_as_the_hook_says(&serve, &ns, "restarted", "third").await;
     let text = metrics(&serve).await;
-    assert_eq!(
-        count(&text, "jobsink_hook_code_cache_total{result=\"rejected\"}"),
-        1,
+    assert!(
+        count(&text, "jobsink_hook_code_cache_total{result=\"rejected\"}") >= 1,
         "{text}"
     );
-    assert_eq!(
-        count(&text, "jobsink_hook_code_cache_total{result=\"hit\"}"),
-        0,
-        "{text}"
+    assert_ne!(
+        file_id(&code),
+        corrupted_id,
+        "the corrupted file is still there"
     );
-    let again = std::fs::read(&code[0]).expect("the code, written again");
+    let again = std::fs::read(&code).expect("the code, written again");
     assert_ne!(again, bytes);
     let _ = std::fs::remove_dir_all(&dir);
 }
