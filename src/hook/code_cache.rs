@@ -319,6 +319,13 @@ mod tests {
     }
 
     #[test]
+    fn the_version_in_the_engine_key_is_the_pinned_wasmtime() {
+        let manifest = include_str!("../../Cargo.toml");
+        let pin = format!("wasmtime = {{ version = \"={}\"", wasmtime_version());
+        assert!(manifest.contains(&pin), "Cargo.toml does not pin {pin}");
+    }
+
+    #[test]
     fn a_full_cache_writes_nothing_more() {
         let engine = Engine::default();
         let dir = dir("full");
