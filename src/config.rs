@@ -58,6 +58,9 @@ pub enum HookCommand {
     Run(crate::hook::cli::RunArgs),
     /// Measure a hook's per-event cost: instantiate, call and total percentiles.
     Bench(crate::hook::cli::BenchArgs),
+    /// Push a component to an OCI registry in the Wasm component layout (wkg's) and print
+    /// the pinned reference (<registry>/<repository>@sha256:...) to put in spec.hook.image.
+    Push(crate::hook::cli::PushArgs),
     /// Compile a component read on stdin for the dispatcher's engine and write the machine
     /// code to stdout, within the given limits: what the dispatcher runs to compile a hook
     /// in a process of its own.
@@ -173,6 +176,23 @@ pub struct ServeArgs {
     /// Resident memory, in MiB, the process that compiles a hook may reach.
     #[arg(long, env = "JOBSINK_HOOK_COMPILE_MEMORY_MIB", default_value_t = crate::hook::DEFAULT_COMPILE_MEMORY_BYTES >> 20)]
     pub hook_compile_memory_mib: u64,
+    /// Directory of the hook caches: components pulled from OCI registries, by digest
+    /// (`images/`), and their compiled code (`code/`). Created with mode 0700; shared by
+    /// every sink using the same digest, and kept across restarts while the directory is.
+    #[arg(long, env = "JOBSINK_HOOK_CACHE_DIR", default_value = crate::hook::DEFAULT_CACHE_DIR)]
+    pub hook_cache_dir: std::path::PathBuf,
+    /// Keep compiled hook code in <hook-cache-dir>/code, so that a restart does not compile
+    /// again (false: compile every component once per process).
+    #[arg(long, env = "JOBSINK_HOOK_CODE_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub hook_code_cache: bool,
+    /// Largest size, in MiB, of each of the two hook caches; past it, new entries are not
+    /// written (they are then pulled or compiled again after a restart).
+    #[arg(long, env = "JOBSINK_HOOK_CACHE_MAX_MIB", default_value_t = crate::hook::DEFAULT_CODE_CACHE_MAX_BYTES >> 20)]
+    pub hook_cache_max_mib: u64,
+    /// Seconds one pull of a hook from an OCI registry may take (manifest and component);
+    /// then the load fails with HookPullFailed and is tried again later.
+    #[arg(long, env = "JOBSINK_HOOK_PULL_TIMEOUT_SECONDS", default_value_t = crate::hook::DEFAULT_PULL_TIMEOUT.as_secs())]
+    pub hook_pull_timeout_seconds: u64,
     /// Answer copies of accepted events from a metadata-only watch of the Jobs created,
     /// without API calls (false: every copy asks the API server).
     #[arg(long, env = "JOBSINK_JOB_INDEX", default_value_t = true, action = clap::ArgAction::Set)]

@@ -141,9 +141,30 @@ pub struct JobSinkSpec {
 /// Where a sink's hook comes from and how it is run (`docs/hooks.md`).
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.configMapRef) != has(self.image)",
+    "message": "set exactly one of configMapRef and image"
+}]))]
 pub struct HookSpec {
-    /// The ConfigMap, in the JobSink's own namespace, holding the component's bytes.
-    pub config_map_ref: ConfigMapKeyRef,
+    /// The ConfigMap, in the JobSink's own namespace, holding the component's bytes. Exactly
+    /// one of configMapRef and image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<ConfigMapKeyRef>,
+    /// The component as an OCI artifact (wkg layout: config
+    /// application/vnd.wasm.config.v0+json, one application/wasm layer), pinned by digest:
+    /// <registry>/<repository>@sha256:<digest>. A tag alone is refused. Exactly one of
+    /// configMapRef and image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub image: Option<String>,
+    /// A kubernetes.io/dockerconfigjson Secret, in the JobSink's own namespace, with the
+    /// credentials for image's registry (anonymous pull when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secret: Option<String>,
+    /// Pull image over plain HTTP instead of HTTPS (default false). The digests are checked
+    /// either way; credentials would travel in the clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_registry: Option<bool>,
     /// Lowercase hex sha256 the component's bytes must have; other bytes are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = "^[0-9a-f]{64}$"))]

@@ -12,7 +12,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // The hook tools print their results on stdout (`hook push` only the pinned reference):
+    // their logs go to stderr.
+    init_tracing(cli.log_format, matches!(cli.command, Command::Hook(_)));
     match cli.command {
         Command::Crd { kind } => {
             match kind {
@@ -27,6 +29,9 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Hook(HookCommand::Bench(args)) => {
             done(runtime()?.block_on(jobsink::hook::cli::bench(args)))
+        }
+        Command::Hook(HookCommand::Push(args)) => {
+            done(runtime()?.block_on(jobsink::hook::cli::push(args)))
         }
         Command::Hook(HookCommand::Compile(args)) => {
             Ok(jobsink::hook::compile_stdin_to_stdout(args.cpu_seconds))
@@ -44,12 +49,14 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, to_stderr: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,kube=warn,tower=warn,hyper=warn".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    match (format, to_stderr) {
+        (LogFormat::Text, false) => builder.init(),
+        (LogFormat::Json, false) => builder.json().init(),
+        (LogFormat::Text, true) => builder.with_writer(std::io::stderr).init(),
+        (LogFormat::Json, true) => builder.json().with_writer(std::io::stderr).init(),
     }
 }

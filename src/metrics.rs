@@ -85,6 +85,12 @@ struct DuplicateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    /// What a look-up found (`hit`, `miss`, `rejected`) or a pull did (`pulled`, `cached`).
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReconcileErrorLabels {
     /// The failed operation ([`crate::controller::Error::metric_label`]).
     error: &'static str,
@@ -117,6 +123,8 @@ pub struct Metrics {
     hook_calls_on_spares: Counter,
     duplicates: Family<DuplicateLabels, Counter>,
     connections_refused: Family<ConnectionRefusalLabels, Counter>,
+    hook_code_cache: Family<ResultLabels, Counter>,
+    hook_image_pulls: Family<ResultLabels, Counter>,
 }
 
 /// The dispatcher's registry, with every metric registered under [`PREFIX`], and the handles
@@ -153,6 +161,8 @@ impl Metrics {
             hook_calls_on_spares: Counter::default(),
             duplicates: Family::default(),
             connections_refused: Family::default(),
+            hook_code_cache: Family::default(),
+            hook_image_pulls: Family::default(),
         };
         registry.register(
             "events",
@@ -230,6 +240,17 @@ impl Metrics {
             "duplicates",
             "Copies of accepted events answered, by what answered them",
             m.duplicates.clone(),
+        );
+        registry.register(
+            "hook_code_cache",
+            "Look-ups of a hook's compiled code on disk: hit, miss, or rejected (a file that \
+             failed its check, deleted and compiled again)",
+            m.hook_code_cache.clone(),
+        );
+        registry.register(
+            "hook_image_pulls",
+            "Hook components from OCI registries: pulled, or cached (found on disk by digest)",
+            m.hook_image_pulls.clone(),
         );
         registry.register(
             "connections_refused",
@@ -334,6 +355,20 @@ impl Metrics {
     /// Counts one inline call that ran on a spare instance (docs/hooks.md, Spares).
     pub fn hook_call_on_spare(&self) {
         self.hook_calls_on_spares.inc();
+    }
+
+    /// Counts one look-up of the compiled-code cache (`hit`, `miss`, `rejected`).
+    pub fn hook_code_cache(&self, result: &'static str) {
+        self.hook_code_cache
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Counts one hook component fetched for an image reference (`pulled`, `cached`).
+    pub fn hook_image_pull(&self, result: &'static str) {
+        self.hook_image_pulls
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// Counts one duplicate answered by the Job index (`cache`) or the API server (`api`).

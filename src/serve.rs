@@ -22,7 +22,7 @@ use crate::controller::knative_lease::{self, KnativeLease};
 use crate::controller::{self, ControllerConfig, Extensions, SharedSinks, detect_cluster_domain};
 use crate::crd::{JobSink, SinkId};
 use crate::features::FeatureStore;
-use crate::hook::{CompileLimits, Compiler, EngineConfig, HookEngine, HookRegistry};
+use crate::hook::{CompileLimits, Compiler, EngineConfig, HookEngine, HookRegistry, ImageOptions};
 use crate::job_index::{JobIndex, JobWatch};
 use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
@@ -67,17 +67,26 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             memory_bytes: args.hook_compile_memory_mib << 20,
         })
         .context("finding this program, which compiles hooks")?,
+        code_cache_dir: args
+            .hook_code_cache
+            .then(|| args.hook_cache_dir.join("code")),
+        code_cache_max_bytes: args.hook_cache_max_mib << 20,
     };
     engine_config
         .check(container_memory_limit())
         .context("checking the hook limits")?;
     let engine = HookEngine::new(engine_config, metrics.clone())
         .context("creating the WebAssembly hook engine")?;
-    let hooks = HookRegistry::new(
+    let hooks = HookRegistry::with_images(
         engine,
         client.clone(),
         metrics.clone(),
         args.pod_name.clone(),
+        ImageOptions {
+            cache_dir: Some(args.hook_cache_dir.join("images")),
+            cache_max_bytes: args.hook_cache_max_mib << 20,
+            pull_timeout: Duration::from_secs(args.hook_pull_timeout_seconds),
+        },
     );
     // The one JobSink watch: the receiver's cache, the hook registry and the controller.
     let watch = SinkWatch::spawn(client.clone(), hooks.clone(), finished.clone());

@@ -104,6 +104,32 @@ impl Compiler {
     }
 }
 
+impl Compiler {
+    /// Compiles `wasm` for `engine`, and hands back the serialized machine code too (for
+    /// the code cache): the bytes the compiling process wrote, or the in-process
+    /// compilation's serialization.
+    pub(crate) fn compile_serialized(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+    ) -> Result<(Component, Vec<u8>), LoadError> {
+        match self {
+            Compiler::InProcess => {
+                let component = Component::new(engine, wasm).map_err(LoadError::NotAComponent)?;
+                let code = component
+                    .serialize()
+                    .map_err(|e| LoadError::Compiler(format!("serializing the code: {e:#}")))?;
+                Ok((component, code))
+            }
+            Compiler::Process { program, limits } => {
+                let code = compile_in_child(program, *limits, wasm)?;
+                let component = deserialize(engine, &code)?;
+                Ok((component, code))
+            }
+        }
+    }
+}
+
 /// Loads machine code that `jobsink hook compile` made.
 ///
 /// `Component::deserialize` is unsafe because it maps the bytes as executable code: they

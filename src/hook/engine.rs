@@ -22,6 +22,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::bindings::jobsink::hook::types as wit;
 use super::call::{self, CallLimits, CallReport};
+use super::code_cache::CodeCache;
 use super::engine_config::{Allocator, EngineConfig, EngineError, build_engine};
 use super::error::{HookError, LoadError};
 use super::host::linker;
@@ -60,6 +61,18 @@ impl HookEngine {
     pub fn new(cfg: EngineConfig, metrics: Metrics) -> Result<Self, EngineError> {
         let (engine, allocator) = build_engine(&cfg)?;
         let linker = linker(&engine).map_err(EngineError::Create)?;
+        let code_cache = cfg.code_cache_dir.as_deref().and_then(|dir| {
+            match CodeCache::open(dir, &engine, cfg.code_cache_max_bytes) {
+                Ok(cache) => {
+                    tracing::info!(dir = %cache.dir().display(), "compiled hook code is kept on disk");
+                    Some(cache)
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "compiled hook code is not kept on disk");
+                    None
+                }
+            }
+        });
         let ticker = Ticker::start(&engine);
         let slots = Slots::new(
             cfg.max_concurrency,
@@ -77,7 +90,8 @@ impl HookEngine {
         );
         Ok(HookEngine {
             inner: Arc::new(Inner {
-                loader: Loader::new(engine, cfg.compiler.clone(), linker, ticker),
+                loader: Loader::new(engine, cfg.compiler.clone(), linker, ticker)
+                    .with_code_cache(code_cache, metrics.clone()),
                 slots,
                 allocator,
                 max_concurrency: cfg.max_concurrency,

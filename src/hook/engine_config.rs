@@ -4,6 +4,7 @@
 //! [`EngineConfig`] is what `--hook-*` flags set; [`EngineConfig::check`] refuses sizes that
 //! cannot work.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -38,6 +39,10 @@ pub const MAX_CONCURRENT_LOADS: u32 = 2;
 /// container's limit.
 pub const IDLE_MEMORY_MIB: u64 = (MAX_IDLE_INSTANCES as u64) * ((IDLE_MEMORY_BYTES >> 20) as u64);
 
+/// Default bound on the compiled-code cache on disk (`--hook-code-cache-max-mib`): the
+/// example hooks compile to a few MiB each, and the Deployment's `/tmp` holds 512 MiB.
+pub const DEFAULT_CODE_CACHE_MAX_BYTES: u64 = 256 << 20;
+
 /// How the engine was built.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -54,6 +59,10 @@ pub struct EngineConfig {
     /// Where components are compiled: in a bounded process of their own in the dispatcher
     /// (`compile.rs`), in process by default.
     pub compiler: Compiler,
+    /// Where compiled code is kept across restarts (`code_cache.rs`), or nowhere.
+    pub code_cache_dir: Option<PathBuf>,
+    /// Largest total size of the compiled-code cache, in bytes.
+    pub code_cache_max_bytes: u64,
 }
 
 impl Default for EngineConfig {
@@ -65,6 +74,8 @@ impl Default for EngineConfig {
             slot_wait: DEFAULT_SLOT_WAIT,
             pooling: true,
             compiler: Compiler::default(),
+            code_cache_dir: None,
+            code_cache_max_bytes: DEFAULT_CODE_CACHE_MAX_BYTES,
         }
     }
 }

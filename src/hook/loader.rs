@@ -15,6 +15,7 @@ use wasmtime::component::{Component, Linker};
 use super::bindings::exports::jobsink::hook::{config, event_phase, job_phase};
 use super::bindings::jobsink::hook::types as wit;
 use super::call::{CallLimits, invoke};
+use super::code_cache::CodeCache;
 use super::compile::Compiler;
 use super::compiled::CompiledHook;
 use super::engine_config::MAX_CONCURRENT_LOADS;
@@ -28,6 +29,7 @@ use super::template::{Phases, Template};
 use super::ticker::Ticker;
 use crate::crd::SinkId;
 use crate::lock::locked;
+use crate::metrics::Metrics;
 
 /// Largest component accepted. A ConfigMap holds at most 1 MiB; the extra room is for
 /// `jobsink hook run` on unoptimised builds, while still bounding compile time and memory.
@@ -151,6 +153,10 @@ pub(crate) struct Loader {
     engine: Engine,
     /// Compiles in a bounded process of its own, or in process (`compile.rs`).
     compiler: Compiler,
+    /// Compiled code kept on disk across restarts (`code_cache.rs`), if any.
+    code_cache: Option<CodeCache>,
+    /// Counts the code cache's look-ups.
+    metrics: Metrics,
     linker: Linker<HostState>,
     /// Advances the epoch while calls run; every component's calls use it.
     ticker: Arc<Ticker>,
@@ -187,6 +193,8 @@ impl Loader {
         Loader {
             engine,
             compiler,
+            code_cache: None,
+            metrics: Metrics::default(),
             linker,
             ticker,
             idle_permits: IdlePermits::new(),
@@ -194,6 +202,13 @@ impl Loader {
             queue: Arc::new(Semaphore::new(MAX_CONCURRENT_LOADS as usize)),
             running: (Mutex::new(0), Condvar::new()),
         }
+    }
+
+    /// Keeps compiled code in `cache` (when given), counting its look-ups in `metrics`.
+    pub(crate) fn with_code_cache(mut self, cache: Option<CodeCache>, metrics: Metrics) -> Self {
+        self.code_cache = cache;
+        self.metrics = metrics;
+        self
     }
 
     /// The process's idle-instance permits.
@@ -288,8 +303,25 @@ impl Loader {
         Arc::clone(compiled)
     }
 
+    /// The component's machine code: from the code cache when it has a checked copy, else
+    /// compiled (and then kept there).
+    fn compiled_code(&self, wasm: &[u8], sha256: &str) -> Result<Component, LoadError> {
+        let Some(cache) = &self.code_cache else {
+            return self.compiler.compile(&self.engine, wasm);
+        };
+        let (lookup, component) = cache.get(&self.engine, sha256);
+        self.metrics.hook_code_cache(lookup.label());
+        if let Some(component) = component {
+            tracing::info!(sha256 = &sha256[..12], "hook code loaded from the cache");
+            return Ok(component);
+        }
+        let (component, code) = self.compiler.compile_serialized(&self.engine, wasm)?;
+        cache.put(sha256, &code);
+        Ok(component)
+    }
+
     fn compile(&self, wasm: &[u8], sha256: String) -> Result<CompiledHook, LoadError> {
-        let component = self.compiler.compile(&self.engine, wasm)?;
+        let component = self.compiled_code(wasm, &sha256)?;
         check_imports(&self.engine, &component)?;
         let pre = self
             .linker

@@ -5,7 +5,8 @@
 //! - `registry`: [`HookRegistry`], the hooks of the cluster's sinks and [`HookRegistry::run`];
 //!   `table`: each sink's settings, serving hook and `HookReady` state; `reload`: loading a
 //!   sink's ConfigMap, and reloading it on change, off the request path; `notes`: the
-//!   Kubernetes Events that hook notes become, within bounds.
+//!   Kubernetes Events that hook notes become, within bounds; `oci`: hooks pulled from OCI
+//!   registries by digest, their cache on disk, and `jobsink hook push`.
 //! - `pipeline`: [`run_hooks`], `on-event`, the Job, `on-job`, decisions and failure policy;
 //!   `convert`: the WIT types both ways and the checks on what a hook hands back.
 //! - `engine`: [`HookEngine`], the process's runtime: admission, where each call runs, its
@@ -17,6 +18,7 @@
 //!   `host`: the store's WASI context, limiter, `log`, and the linker.
 //! - `loader`: digest and import checks, the compile-once cache, `validate-config`;
 //!   `compile`: compiling in a process of its own, bounded in time, CPU and memory;
+//!   `code_cache`: compiled code kept on disk across restarts, checked before it is loaded;
 //!   `compiled`, `template`: a compiled component and its pre-instantiated template.
 //! - `engine_config`: the Wasmtime engine and its sizing; `ticker`: the epoch ticker thread.
 //! - `settings`: a sink's `spec.hook` with defaults and maxima; `error`: what can fail;
@@ -26,6 +28,7 @@
 mod bindings;
 mod call;
 pub mod cli;
+mod code_cache;
 mod compile;
 mod compiled;
 mod convert;
@@ -36,6 +39,7 @@ mod host;
 mod idle;
 mod loader;
 mod notes;
+pub mod oci;
 mod pace;
 mod pipeline;
 mod registry;
@@ -46,6 +50,7 @@ mod table;
 mod template;
 mod ticker;
 
+pub use code_cache::Lookup as CodeCacheLookup;
 pub use compile::{
     CompileLimits, Compiler, DEFAULT_COMPILE_CPU, DEFAULT_COMPILE_MEMORY_BYTES,
     DEFAULT_COMPILE_TIMEOUT, compile_stdin_to_stdout,
@@ -55,13 +60,16 @@ pub use convert::{
     Rejection,
 };
 pub use engine::{HookEngine, LOW_PRIORITY_NICE, LOW_PRIORITY_THREAD, SLOW_CALL_CPU};
-pub use engine_config::{Allocator, DEFAULT_MAX_CONCURRENCY, EngineConfig, EngineError};
+pub use engine_config::{
+    Allocator, DEFAULT_CODE_CACHE_MAX_BYTES, DEFAULT_MAX_CONCURRENCY, EngineConfig, EngineError,
+};
 pub use error::{HookError, LoadError, MAX_GUEST_TEXT_BYTES};
 pub use loader::{LoadedHook, MAX_COMPONENT_BYTES};
 pub use notes::{MAX_NOTES_QUEUED, NOTE_WINDOW, NOTES_PER_WINDOW};
+pub use oci::{DEFAULT_CACHE_DIR, DEFAULT_PULL_TIMEOUT};
 pub use pace::INLINE_PROBATION;
 pub use pipeline::{HookNote, HookOutput, HookRefusal, Phase, run_hooks};
-pub use registry::HookRegistry;
+pub use registry::{HookRegistry, ImageOptions};
 pub use settings::{
     DEFAULT_MEMORY_LIMIT_BYTES, DEFAULT_TIMEOUT, HookSettings, MAX_MEMORY_LIMIT_BYTES, MAX_TIMEOUT,
 };

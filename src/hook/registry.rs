@@ -20,8 +20,9 @@ use kube::{Client, Resource};
 use tokio::sync::broadcast;
 
 use super::notes::Notes;
+use super::oci::ImageCache;
 use super::pipeline::run_hooks;
-use super::reload::{self, Source};
+use super::reload::{self, Images, Source};
 use super::table::{HookState, Table};
 use super::{HookEngine, HookNote, HookRefusal};
 use crate::cloudevent::CloudEvent;
@@ -41,6 +42,30 @@ struct Inner {
     metrics: Metrics,
     table: Arc<Table>,
     notes: Notes,
+    images: Arc<Images>,
+}
+
+/// Where hooks named by `spec.hook.image` are kept and how long a pull may take
+/// ([`HookRegistry::with_images`]).
+#[derive(Clone, Debug)]
+pub struct ImageOptions {
+    /// Directory of pulled components and manifests, by digest; `None`: kept in memory only
+    /// while a sink uses them.
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// Largest total size of that directory.
+    pub cache_max_bytes: u64,
+    /// Longest time one pull may take.
+    pub pull_timeout: std::time::Duration,
+}
+
+impl Default for ImageOptions {
+    fn default() -> Self {
+        ImageOptions {
+            cache_dir: None,
+            cache_max_bytes: super::DEFAULT_CODE_CACHE_MAX_BYTES,
+            pull_timeout: super::oci::DEFAULT_PULL_TIMEOUT,
+        }
+    }
 }
 
 impl HookRegistry {
@@ -53,6 +78,31 @@ impl HookRegistry {
         metrics: Metrics,
         instance: Option<String>,
     ) -> Self {
+        Self::with_images(engine, client, metrics, instance, ImageOptions::default())
+    }
+
+    /// [`HookRegistry::new`], pulling images as `images` says.
+    pub fn with_images(
+        engine: HookEngine,
+        client: Client,
+        metrics: Metrics,
+        instance: Option<String>,
+        images: ImageOptions,
+    ) -> Self {
+        let cache = images.cache_dir.as_deref().and_then(|dir| {
+            match ImageCache::open(dir, images.cache_max_bytes) {
+                Ok(cache) => Some(cache),
+                Err(error) => {
+                    tracing::warn!(dir = %dir.display(), %error, "pulled hooks are not kept on disk");
+                    None
+                }
+            }
+        });
+        let images = Arc::new(Images {
+            cache,
+            timeout: images.pull_timeout,
+            metrics: metrics.clone(),
+        });
         let reporter = Reporter {
             controller: "jobsink-hooks".into(),
             instance,
@@ -67,6 +117,7 @@ impl HookRegistry {
                 metrics,
                 table: Arc::new(table),
                 notes,
+                images,
             }),
         }
     }
@@ -202,6 +253,7 @@ impl HookRegistry {
                 key: key.clone(),
                 spec: spec.clone(),
                 generation,
+                images: Arc::clone(&inner.images),
             };
             tokio::spawn(reload::follow(source, inner.client.clone())).abort_handle()
         };

@@ -24,7 +24,7 @@ use crate::lock::locked;
 const CHANGE_BUFFER: usize = 256;
 
 /// Why a sink's hook is not loaded, before the registry has a better reason.
-const NOT_LOADED_YET: &str = "its ConfigMap has not been loaded yet";
+const NOT_LOADED_YET: &str = "its hook has not been loaded yet";
 
 /// Where a sink's hook stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,7 +130,7 @@ impl Table {
                 HOOK_READY,
                 conditions::UNKNOWN,
                 Some(REASON_HOOK_LOADING),
-                Some("the hook's ConfigMap is being read and compiled"),
+                Some("the hook is being read (or pulled) and compiled"),
             ),
         }
     }
@@ -163,10 +163,11 @@ impl Table {
             p.reload.abort();
         }
         let current = previous.and_then(|p| {
-            let same_code =
-                p.spec.config_map_ref == spec.config_map_ref && p.spec.sha256 == spec.sha256;
+            let same_code = p.spec.config_map_ref == spec.config_map_ref
+                && p.spec.image == spec.image
+                && p.spec.sha256 == spec.sha256;
             if !same_code && p.current.is_some() {
-                info!(sink = %key, "hook revoked: spec.hook.sha256 or configMapRef changed");
+                info!(sink = %key, "hook revoked: spec.hook.sha256, configMapRef or image changed");
             }
             p.current.filter(|_| same_code)
         });

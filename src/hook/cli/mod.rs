@@ -67,6 +67,55 @@ pub struct BenchArgs {
     pub iterations: usize,
 }
 
+/// `jobsink hook push`: a component to an OCI registry.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PushArgs {
+    /// The hook component (`.wasm`, built for wasm32-wasip2).
+    pub file: PathBuf,
+    /// Where to push: <registry>/<repository>[:<tag>] (tag `latest` when none).
+    pub reference: String,
+    /// Plain HTTP instead of HTTPS (a local registry).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Seconds the whole push may take.
+    #[arg(long, default_value_t = 120)]
+    pub timeout_seconds: u64,
+    /// User name for the registry (with --password-env); anonymous when unset.
+    #[arg(long, env = "JOBSINK_REGISTRY_USERNAME")]
+    pub username: Option<String>,
+    /// Name of the environment variable holding the registry password or token.
+    #[arg(long, default_value = "JOBSINK_REGISTRY_PASSWORD")]
+    pub password_env: String,
+}
+
+/// Pushes `args.file` and prints the pinned reference.
+pub async fn push(args: PushArgs) -> anyhow::Result<()> {
+    let wasm =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let auth = match &args.username {
+        None => oci_client::secrets::RegistryAuth::Anonymous,
+        Some(user) => {
+            let password = std::env::var(&args.password_env).with_context(|| {
+                format!(
+                    "--username is set: the password is read from ${}",
+                    args.password_env
+                )
+            })?;
+            oci_client::secrets::RegistryAuth::Basic(user.clone(), password)
+        }
+    };
+    let access = super::oci::Access {
+        insecure: args.insecure,
+        auth,
+        timeout: Duration::from_secs(args.timeout_seconds.max(1)),
+    };
+    let pinned = super::oci::push(wasm, &args.reference, &access)
+        .await
+        .with_context(|| format!("pushing {} to {}", args.file.display(), args.reference))?;
+    println!("{pinned}");
+    Ok(())
+}
+
 /// A small JSON event used when `bench` gets no `--event`.
 const SAMPLE_EVENT: &str = r#"{"specversion":"1.0","id":"123","source":"my/curl/command","type":"my.demo.event","datacontenttype":"application/json","data":{"details":"JobSinkDemo"}}"#;
 
@@ -166,6 +215,27 @@ impl Input {
             .load(&self.wasm, &self.config, None, &self.settings)
             .with_context(|| format!("loading {}", self.wasm_name))
     }
+}
+
+/// How long loading the component takes (compiling it, checks and `validate-config`) on a
+/// fresh engine with an empty code cache, and on another fresh engine once the first has
+/// filled it: what a first start and a restart of the dispatcher pay per component.
+fn load_times(input: &Input) -> anyhow::Result<(Duration, Duration)> {
+    let dir = std::env::temp_dir().join(format!("jobsink-bench-code-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let timed = || -> anyhow::Result<Duration> {
+        let config = EngineConfig {
+            code_cache_dir: Some(dir.clone()),
+            ..tool_engine()?
+        };
+        let engine = HookEngine::new(config, Metrics::default())?;
+        let start = Instant::now();
+        input.load(&engine)?;
+        Ok(start.elapsed())
+    };
+    let times = timed().and_then(|cold| Ok((cold, timed()?)));
+    let _ = std::fs::remove_dir_all(&dir);
+    times
 }
 
 /// The Job template used without `--sink`: one container, never restarted.
@@ -303,6 +373,7 @@ pub(crate) async fn run_input(
 
 /// The report of `jobsink hook bench`.
 pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Result<String> {
+    let (cold, cached) = load_times(input)?;
     let engine = HookEngine::new(tool_engine()?, Metrics::default())?;
     let hook = input.load(&engine)?;
     let phases = hook.phases();
@@ -316,6 +387,13 @@ pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Res
         "hook {} ({:?} allocator, {iterations} iterations)",
         input.wasm_name,
         engine.allocator()
+    )?;
+    writeln!(
+        out,
+        "load: {:.1} ms compiling ({} KiB component), {:.1} ms from the code cache",
+        cold.as_secs_f64() * 1e3,
+        input.wasm.len() >> 10,
+        cached.as_secs_f64() * 1e3
     )?;
     writeln!(out, "{:<22} {:>10} {:>10} {:>10}", "", "p50", "p99", "max")?;
     let warmup = (iterations / 10).max(1);
