@@ -2,9 +2,12 @@
 //! guest's `log` import with its per-call budget, and the memory and table limiter. Also
 //! the linker (what a guest may import) and the shape limits of one component instance.
 
+use wasmtime::component::Resource;
 use wasmtime::component::{HasData, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store};
+use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::p2::{DynPollable, Pollable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::jobsink::hook::host::{self, Level};
@@ -247,6 +250,52 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// `wasi:clocks/monotonic-clock` as hooks see it: the real `now` and `resolution`, and
+/// timers (`subscribe-duration`, `subscribe-instant`) that are ready at once. An epoch
+/// deadline only fires while wasm code runs, so a timer that blocked its thread in the host
+/// (`pollable.block`) could hold it past the call's deadline. With timers that never wait, a
+/// hook's sleep returns at once and a hook that waits for time to pass spins in its own
+/// code, where the deadline stops it. Toolchains that embed a language runtime (QuickJS,
+/// CPython) import these functions for their event loops; hooks have nothing to wait for.
+struct NoWaitClock<'a>(wasmtime_wasi::clocks::WasiClocksCtxView<'a>);
+
+impl HasData for NoWaitClock<'static> {
+    type Data<'a> = NoWaitClock<'a>;
+}
+
+/// The pollable of a [`NoWaitClock`] timer: always ready.
+struct Elapsed;
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Elapsed {
+    async fn ready(&mut self) {}
+}
+
+impl NoWaitClock<'_> {
+    fn elapsed(&mut self) -> wasmtime::Result<Resource<DynPollable>> {
+        let timer = self.0.table.push(Elapsed)?;
+        wasmtime_wasi::p2::subscribe(self.0.table, timer)
+    }
+}
+
+impl monotonic_clock::Host for NoWaitClock<'_> {
+    fn now(&mut self) -> wasmtime::Result<u64> {
+        monotonic_clock::Host::now(&mut self.0)
+    }
+
+    fn resolution(&mut self) -> wasmtime::Result<u64> {
+        monotonic_clock::Host::resolution(&mut self.0)
+    }
+
+    fn subscribe_instant(&mut self, _when: u64) -> wasmtime::Result<Resource<DynPollable>> {
+        self.elapsed()
+    }
+
+    fn subscribe_duration(&mut self, _duration: u64) -> wasmtime::Result<Resource<DynPollable>> {
+        self.elapsed()
+    }
+}
+
 /// `HasData` for the WASI I/O interfaces, which only need the resource table.
 struct HasIo;
 
@@ -269,7 +318,9 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     sync::io::poll::add_to_linker::<HostState, HasIo>(l, |s| &mut s.table)?;
     sync::io::streams::add_to_linker::<HostState, HasIo>(l, |s| &mut s.table)?;
     clocks::wall_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
-    clocks::monotonic_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<HostState, NoWaitClock>(l, |s| {
+        NoWaitClock(s.clocks())
+    })?;
     random::random::add_to_linker::<HostState, WasiRandom>(l, |s| s.wasi.random())?;
     random::insecure::add_to_linker::<HostState, WasiRandom>(l, |s| s.wasi.random())?;
     random::insecure_seed::add_to_linker::<HostState, WasiRandom>(l, |s| s.wasi.random())?;

@@ -45,6 +45,33 @@ pub struct RunArgs {
     /// Print the whole resulting Job instead of its differences from the unhooked Job.
     #[arg(long)]
     pub full_job: bool,
+    #[command(flatten)]
+    pub compile: CompileArgs,
+}
+
+/// The limits of the process that compiles the hook: the dispatcher's defaults, and the same
+/// environment variables as its `--hook-compile-*` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CompileArgs {
+    /// Seconds the compilation may take.
+    #[arg(long, env = "JOBSINK_HOOK_COMPILE_TIMEOUT_SECONDS", default_value_t = super::DEFAULT_COMPILE_TIMEOUT.as_secs())]
+    pub compile_timeout_seconds: u64,
+    /// CPU seconds the compilation may use.
+    #[arg(long, env = "JOBSINK_HOOK_COMPILE_CPU_SECONDS", default_value_t = super::DEFAULT_COMPILE_CPU.as_secs())]
+    pub compile_cpu_seconds: u64,
+    /// Resident memory, in MiB, the compiling process may reach.
+    #[arg(long, env = "JOBSINK_HOOK_COMPILE_MEMORY_MIB", default_value_t = super::DEFAULT_COMPILE_MEMORY_BYTES >> 20)]
+    pub compile_memory_mib: u64,
+}
+
+impl CompileArgs {
+    fn limits(&self) -> CompileLimits {
+        CompileLimits {
+            timeout: Duration::from_secs(self.compile_timeout_seconds),
+            cpu: Duration::from_secs(self.compile_cpu_seconds),
+            memory_bytes: self.compile_memory_mib << 20,
+        }
+    }
 }
 
 /// `jobsink hook bench`: how long a hook costs per event.
@@ -65,6 +92,8 @@ pub struct BenchArgs {
     /// Measured calls per phase (after a warm-up of a tenth of that).
     #[arg(long, default_value_t = 10_000)]
     pub iterations: usize,
+    #[command(flatten)]
+    pub compile: CompileArgs,
 }
 
 /// A small JSON event used when `bench` gets no `--event`.
@@ -74,7 +103,8 @@ const SAMPLE_EVENT: &str = r#"{"specversion":"1.0","id":"123","source":"my/curl/
 /// Fails (non-zero exit) when the hook refuses the event.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let event = read(&args.event)?;
-    let input = Input::read(&args.wasm, &event, args.sink.as_deref(), args.config)?;
+    let mut input = Input::read(&args.wasm, &event, args.sink.as_deref(), args.config)?;
+    input.compile = args.compile.limits();
     let (text, refused) = run_input(&input, args.full_job).await?;
     print!("{text}");
     match refused {
@@ -89,7 +119,8 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Some(path) => read(path)?,
         None => SAMPLE_EVENT.to_owned(),
     };
-    let input = Input::read(&args.wasm, &event, args.sink.as_deref(), args.config)?;
+    let mut input = Input::read(&args.wasm, &event, args.sink.as_deref(), args.config)?;
+    input.compile = args.compile.limits();
     print!("{}", bench_input(&input, args.iterations.max(1)).await?);
     Ok(())
 }
@@ -114,6 +145,8 @@ pub(crate) struct Input {
     id: SinkId,
     settings: HookSettings,
     config: String,
+    /// The limits of the compiling process.
+    compile: CompileLimits,
 }
 
 impl Input {
@@ -151,6 +184,7 @@ impl Input {
             sink,
             settings: HookSettings::from_spec(&hook),
             config: config.or(hook.config).unwrap_or_default(),
+            compile: CompileLimits::default(),
         };
         Ok(input)
     }
@@ -192,11 +226,11 @@ fn sample_template() -> Job {
 
 /// The engine of the tools: the dispatcher's, compiling in a process of its own as the
 /// dispatcher does (unit tests, which run no `jobsink` program, compile in process).
-fn tool_engine() -> anyhow::Result<EngineConfig> {
+fn tool_engine(limits: CompileLimits) -> anyhow::Result<EngineConfig> {
     let compiler = if cfg!(test) {
         Compiler::InProcess
     } else {
-        Compiler::this_program(CompileLimits::default())?
+        Compiler::this_program(limits)?
     };
     Ok(EngineConfig {
         compiler,
@@ -209,7 +243,7 @@ pub(crate) async fn run_input(
     input: &Input,
     full_job: bool,
 ) -> anyhow::Result<(String, Option<HookRefusal>)> {
-    let engine = HookEngine::new(tool_engine()?, Metrics::default())?;
+    let engine = HookEngine::new(tool_engine(input.compile)?, Metrics::default())?;
     let hook = input.load(&engine)?;
     let mut out = String::new();
     let phases = hook.phases();
@@ -303,8 +337,12 @@ pub(crate) async fn run_input(
 
 /// The report of `jobsink hook bench`.
 pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Result<String> {
-    let engine = HookEngine::new(tool_engine()?, Metrics::default())?;
+    let engine = HookEngine::new(tool_engine(input.compile)?, Metrics::default())?;
+    // A new engine has compiled nothing: this load is a cold one (compilation, linking and
+    // `validate-config`).
+    let loading = Instant::now();
     let hook = input.load(&engine)?;
+    let load = loading.elapsed();
     let phases = hook.phases();
     let job_json = job_to_json(&input.build_job(&input.event))?;
     let wit_event = event_to_wit(&input.event);
@@ -317,7 +355,14 @@ pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Res
         input.wasm_name,
         engine.allocator()
     )?;
+    writeln!(
+        out,
+        "component {} bytes, cold load {:.1} ms (compile, link, validate-config)",
+        input.wasm.len(),
+        load.as_secs_f64() * 1e3
+    )?;
     writeln!(out, "{:<22} {:>10} {:>10} {:>10}", "", "p50", "p99", "max")?;
+    let mut memory_peak = 0;
     let warmup = (iterations / 10).max(1);
     for (present, phase) in [(phases.event, "on-event"), (phases.job, "on-job")] {
         if !present {
@@ -332,21 +377,25 @@ pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Res
         let samples = tokio::task::spawn_blocking(move || {
             let ctx = hook.context(&sink);
             let mut samples = Samples::default();
+            let mut memory_peak = 0;
             for round in 0..warmup + iterations {
                 let report = if phase == "on-event" {
                     call::on_event(&hook.compiled, &ctx, &sink, limits, &wit_event).1
                 } else {
                     call::on_job(&hook.compiled, &ctx, &sink, limits, &wit_event, &job_json).1
                 };
+                memory_peak = memory_peak.max(report.memory_peak);
                 if round >= warmup {
                     samples.instantiate.push(report.instantiate);
                     samples.call.push(report.call);
                     samples.total.push(report.total);
                 }
             }
-            samples
+            (samples, memory_peak)
         })
         .await?;
+        let (samples, peak) = samples;
+        memory_peak = memory_peak.max(peak);
         for (metric, values) in [
             ("instantiate", samples.instantiate),
             ("call", samples.call),
@@ -375,6 +424,12 @@ pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Res
         }
     }
     line(&mut out, "pipeline (all phases)", pipeline)?;
+    writeln!(
+        out,
+        "memory: at most {:.1} MiB of linear memory per call (limit {} MiB)",
+        memory_peak as f64 / f64::from(1 << 20),
+        input.settings.memory_limit_bytes >> 20
+    )?;
     Ok(out)
 }
 
