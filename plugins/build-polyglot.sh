@@ -64,7 +64,7 @@ build() { # <output name> <source dir> <command...>
     shift 2
     local stamp
     stamp=$(find "$dir" -maxdepth 1 -type f \( -name '*.js' -o -name '*.py' \) | sort |
-        xargs cat "$here/../wit/hook.wit" | sha256sum | cut -d' ' -f1)-$key
+        xargs cat "$here/../wit/hook.wit" "$here/build-polyglot.sh" | sha256sum | cut -d' ' -f1)-$key
     if [ -f "$out/$name.wasm" ] && [ "$(cat "$out/$name.stamp" 2>/dev/null)" = "$stamp" ]; then
         return
     fi
@@ -79,7 +79,8 @@ build js_reject_by_source "$here/js/reject-by-source" \
     "$cache/js/node_modules/.bin/jco" componentize hook.js \
     --wit ../../../wit/hook.wit --world-name event-hook \
     --backend quickjs --backend-qjs-disable-async
-# Python: CPython, the app module `app`.
+# Python: CPython, the app module `app`, every WASI import a trapping stub inside the
+# component (docs/hooks.md, "Hooks in JavaScript and Python").
 PYTHONDONTWRITEBYTECODE=1 build python_reject_by_source "$here/python/reject-by-source" \
-    "$cache/py/bin/componentize-py" -d ../../../wit/hook.wit -w event-hook componentize app
+    "$cache/py/bin/componentize-py" -d ../../../wit/hook.wit -w event-hook componentize app --stub-wasi
 ls -1 "$out"/*.wasm
