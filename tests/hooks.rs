@@ -145,6 +145,22 @@ async fn a_hook_with_two_memories_cannot_exceed_its_limit() {
     assert!(built);
 }
 
+/// Memories past `MAX_MEMORIES_PER_COMPONENT` are refused when the hook loads, not when a
+/// call would use them (`docs/hooks.md#hooks-in-javascript-and-python` says why the cap
+/// stays at 2).
+#[tokio::test]
+async fn a_hook_with_more_memories_than_the_cap_is_refused_at_load() {
+    let engine = engine();
+    let wasm =
+        wat::parse_file("tests/data/hooks/three-memories.wat").expect("the test component's text");
+    let error = engine
+        .load(&wasm, "", None, &HookSettings::default())
+        .expect_err("three memories must be refused");
+    let text = format!("{error:#}");
+    assert!(text.contains("memories"), "{text}");
+    assert!(text.contains("maximum of 2"), "{text}");
+}
+
 #[tokio::test]
 async fn a_hook_filling_the_host_resource_table_is_stopped_at_its_bound() {
     let engine = engine();
