@@ -5,7 +5,8 @@
 # (hack/install-node-packages.sh).
 #
 #   hack/preflight.sh          what hack/demo.sh needs
-#   hack/preflight.sh --tests  also what hack/test.sh needs (the wasm32-wasip2 target)
+#   hack/preflight.sh --tests  also what hack/test.sh needs (the wasm32-wasip2 target, node
+#                              and python3 for the JS and Python example hooks)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -60,6 +61,14 @@ else
   fi
 fi
 
+# The JavaScript and Python example hooks (tests/polyglot.rs, plugins/build-polyglot.sh)
+# install their pinned toolchains from npm and PyPI with these.
+if [ -n "$tests" ]; then
+  command -v node >/dev/null && command -v npm >/dev/null ||
+    problem "the JavaScript example hook needs Node.js 20 or newer with npm (nodejs.org)"
+  python3 -c 'import venv, sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null ||
+    problem "the Python example hook needs python3 3.10 or newer with venv"
+fi
 command -v kubectl >/dev/null ||
   problem "kubectl is missing: install kubectl (v1.36, the cluster's version, or near it) on PATH"
 command -v openssl >/dev/null ||

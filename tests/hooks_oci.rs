@@ -324,7 +324,7 @@ async fn an_unknown_digest_a_tag_alone_a_wrong_pin_and_a_too_large_component_are
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Pushes, in the Wasm component layout, a "component" one byte over the 16 MiB limit (which
+/// Pushes, in the Wasm component layout, a "component" one byte over the component size limit (which
 /// `jobsink hook push` itself refuses to push), and returns its pinned reference.
 async fn push_too_large(registry: &Registry) -> String {
     let access = jobsink::hook::oci::Access {

@@ -65,6 +65,9 @@ pub(crate) struct CallReport {
     pub place: Option<Place>,
     /// The call ran on its component's spare (made ahead, `idle.rs`).
     pub on_spare: bool,
+    /// The most linear memory, all memories together, the instance held (from its
+    /// instantiation, which a spare's happened before the call).
+    pub memory_peak: usize,
 }
 
 /// `on-event` of `hook` on the current thread.
@@ -270,6 +273,7 @@ impl Call {
         let memory_hit = state.memory_limit_hit();
         state.write_log();
         report.log_lines_dropped = state.log_lines_dropped();
+        report.memory_peak = state.memory_peak();
         if retire {
             idle.retire(store, permit);
         } else {

@@ -9,7 +9,6 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Engine;
-use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker};
 
 use super::bindings::exports::jobsink::hook::{config, event_phase, job_phase};
@@ -33,7 +32,7 @@ use crate::metrics::Metrics;
 
 /// Largest component accepted. A ConfigMap holds at most 1 MiB; the extra room is for
 /// `jobsink hook run` on unoptimised builds, while still bounding compile time and memory.
-pub const MAX_COMPONENT_BYTES: usize = 16 << 20;
+pub const MAX_COMPONENT_BYTES: usize = 32 << 20;
 
 /// WASI 0.2 interfaces a `wasm32-wasip2` Rust guest may import. All are linked with an
 /// empty context: no environment, arguments, preopened directories or network. Keep in
@@ -66,16 +65,6 @@ const WASI_VERSION_PREFIX: &str = "0.2.";
 
 /// Our own interfaces a hook may import.
 pub const ALLOWED_HOOK_IMPORTS: &[&str] = &["jobsink:hook/host@0.1.0", "jobsink:hook/types@0.1.0"];
-
-/// Functions that create timers. An epoch deadline only fires while wasm code runs, so a
-/// hook sleeping in the host (`std::thread::sleep`) could hold its thread past its
-/// deadline: refused. Every other pollable a hook can reach is always ready (captured
-/// stdout/stderr, closed stdin, no files, no sockets), so `pollable.block`, which Rust's
-/// stdout needs, never waits.
-pub const FORBIDDEN_FUNCTIONS: &[(&str, &str)] = &[
-    ("wasi:clocks/monotonic-clock", "subscribe-duration"),
-    ("wasi:clocks/monotonic-clock", "subscribe-instant"),
-];
 
 /// A hook ready to serve one sink: the compiled component, the config it accepted, and how
 /// its calls are admitted and placed.
@@ -393,7 +382,7 @@ fn validate(hook: &LoadedHook, settings: &HookSettings) -> Result<(), LoadError>
 /// Refuses any import outside the allow-lists, naming it.
 fn check_imports(engine: &Engine, component: &Component) -> Result<(), LoadError> {
     let ty = component.component_type();
-    for (name, item) in ty.imports(engine) {
+    for (name, _) in ty.imports(engine) {
         if ALLOWED_HOOK_IMPORTS.contains(&name) {
             continue;
         }
@@ -409,16 +398,6 @@ fn check_imports(engine: &Engine, component: &Component) -> Result<(), LoadError
                 import: name.to_owned(),
                 why: "only WASI 0.2.x is linked",
             });
-        }
-        if let ComponentItem::ComponentInstance(instance) = item.ty {
-            for (function, _) in instance.exports(engine) {
-                if FORBIDDEN_FUNCTIONS.contains(&(interface, function)) {
-                    return Err(LoadError::ForbiddenImport {
-                        import: format!("{name}#{function}"),
-                        why: "a sleeping hook cannot be interrupted at its deadline",
-                    });
-                }
-            }
         }
     }
     Ok(())

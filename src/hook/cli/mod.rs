@@ -45,6 +45,33 @@ pub struct RunArgs {
     /// Print the whole resulting Job instead of its differences from the unhooked Job.
     #[arg(long)]
     pub full_job: bool,
+    #[command(flatten)]
+    pub compile: CompileArgs,
+}
+
+/// The limits of the process that compiles the hook: the dispatcher's defaults, and the same
+/// environment variables as its `--hook-compile-*` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CompileArgs {
+    /// Seconds the compilation may take.
+    #[arg(long, env = "JOBSINK_HOOK_COMPILE_TIMEOUT_SECONDS", default_value_t = super::DEFAULT_COMPILE_TIMEOUT.as_secs())]
+    pub compile_timeout_seconds: u64,
+    /// CPU seconds the compilation may use.
+    #[arg(long, env = "JOBSINK_HOOK_COMPILE_CPU_SECONDS", default_value_t = super::DEFAULT_COMPILE_CPU.as_secs())]
+    pub compile_cpu_seconds: u64,
+    /// Resident memory, in MiB, the compiling process may reach.
+    #[arg(long, env = "JOBSINK_HOOK_COMPILE_MEMORY_MIB", default_value_t = super::DEFAULT_COMPILE_MEMORY_BYTES >> 20)]
+    pub compile_memory_mib: u64,
+}
+
+impl CompileArgs {
+    fn limits(&self) -> CompileLimits {
+        CompileLimits {
+            timeout: Duration::from_secs(self.compile_timeout_seconds),
+            cpu: Duration::from_secs(self.compile_cpu_seconds),
+            memory_bytes: self.compile_memory_mib << 20,
+        }
+    }
 }
 
 /// `jobsink hook bench`: how long a hook costs per event.
@@ -65,6 +92,8 @@ pub struct BenchArgs {
     /// Measured calls per phase (after a warm-up of a tenth of that).
     #[arg(long, default_value_t = 10_000)]
     pub iterations: usize,
+    #[command(flatten)]
+    pub compile: CompileArgs,
 }
 
 /// `jobsink hook push`: a component to an OCI registry.
@@ -123,7 +152,8 @@ const SAMPLE_EVENT: &str = r#"{"specversion":"1.0","id":"123","source":"my/curl/
 /// Fails (non-zero exit) when the hook refuses the event.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let event = read(&args.event)?;
-    let input = Input::read(&args.wasm, &event, args.sink.as_deref(), args.config)?;
+    let mut input = Input::read(&args.wasm, &event, args.sink.as_deref(), args.config)?;
+    input.compile = args.compile.limits();
     let (text, refused) = run_input(&input, args.full_job).await?;
     print!("{text}");
     match refused {
@@ -138,7 +168,8 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Some(path) => read(path)?,
         None => SAMPLE_EVENT.to_owned(),
     };
-    let input = Input::read(&args.wasm, &event, args.sink.as_deref(), args.config)?;
+    let mut input = Input::read(&args.wasm, &event, args.sink.as_deref(), args.config)?;
+    input.compile = args.compile.limits();
     print!("{}", bench_input(&input, args.iterations.max(1)).await?);
     Ok(())
 }
@@ -163,6 +194,8 @@ pub(crate) struct Input {
     id: SinkId,
     settings: HookSettings,
     config: String,
+    /// The limits of the compiling process.
+    compile: CompileLimits,
 }
 
 impl Input {
@@ -200,6 +233,7 @@ impl Input {
             sink,
             settings: HookSettings::from_spec(&hook),
             config: config.or(hook.config).unwrap_or_default(),
+            compile: CompileLimits::default(),
         };
         Ok(input)
     }
@@ -220,22 +254,19 @@ impl Input {
 /// How long loading the component takes (compiling it, checks and `validate-config`) on a
 /// fresh engine with an empty code cache, and on another fresh engine once the first has
 /// filled it: what a first start and a restart of the dispatcher pay per component.
-fn load_times(input: &Input) -> anyhow::Result<(Duration, Duration)> {
-    let dir = std::env::temp_dir().join(format!("jobsink-bench-code-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+fn load_times(input: &Input, dir: &std::path::Path) -> anyhow::Result<(Duration, Duration)> {
+    let _ = std::fs::remove_dir_all(dir);
     let timed = || -> anyhow::Result<Duration> {
         let config = EngineConfig {
-            code_cache_dir: Some(dir.clone()),
-            ..tool_engine()?
+            code_cache_dir: Some(dir.to_path_buf()),
+            ..tool_engine(input.compile)?
         };
         let engine = HookEngine::new(config, Metrics::default())?;
         let start = Instant::now();
         input.load(&engine)?;
         Ok(start.elapsed())
     };
-    let times = timed().and_then(|cold| Ok((cold, timed()?)));
-    let _ = std::fs::remove_dir_all(&dir);
-    times
+    timed().and_then(|cold| Ok((cold, timed()?)))
 }
 
 /// The Job template used without `--sink`: one container, never restarted.
@@ -262,11 +293,11 @@ fn sample_template() -> Job {
 
 /// The engine of the tools: the dispatcher's, compiling in a process of its own as the
 /// dispatcher does (unit tests, which run no `jobsink` program, compile in process).
-fn tool_engine() -> anyhow::Result<EngineConfig> {
+fn tool_engine(limits: CompileLimits) -> anyhow::Result<EngineConfig> {
     let compiler = if cfg!(test) {
         Compiler::InProcess
     } else {
-        Compiler::this_program(CompileLimits::default())?
+        Compiler::this_program(limits)?
     };
     Ok(EngineConfig {
         compiler,
@@ -279,7 +310,7 @@ pub(crate) async fn run_input(
     input: &Input,
     full_job: bool,
 ) -> anyhow::Result<(String, Option<HookRefusal>)> {
-    let engine = HookEngine::new(tool_engine()?, Metrics::default())?;
+    let engine = HookEngine::new(tool_engine(input.compile)?, Metrics::default())?;
     let hook = input.load(&engine)?;
     let mut out = String::new();
     let phases = hook.phases();
@@ -373,9 +404,21 @@ pub(crate) async fn run_input(
 
 /// The report of `jobsink hook bench`.
 pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Result<String> {
-    let (cold, cached) = load_times(input)?;
-    let engine = HookEngine::new(tool_engine()?, Metrics::default())?;
-    let hook = input.load(&engine)?;
+    // A cold load (compilation, linking and `validate-config`, the compiled code written to a
+    // code cache of this run's own), then one from that cache; the calls below use the cache.
+    let dir = std::env::temp_dir().join(format!("jobsink-bench-code-{}", std::process::id()));
+    let loaded = (|| -> anyhow::Result<_> {
+        let (cold, cached) = load_times(input, &dir)?;
+        let config = EngineConfig {
+            code_cache_dir: Some(dir.clone()),
+            ..tool_engine(input.compile)?
+        };
+        let engine = HookEngine::new(config, Metrics::default())?;
+        let hook = input.load(&engine)?;
+        Ok((cold, cached, engine, hook))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (cold, cached, engine, hook) = loaded?;
     let phases = hook.phases();
     let job_json = job_to_json(&input.build_job(&input.event))?;
     let wit_event = event_to_wit(&input.event);
@@ -390,12 +433,13 @@ pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Res
     )?;
     writeln!(
         out,
-        "load: {:.1} ms compiling ({} KiB component), {:.1} ms from the code cache",
+        "component {} bytes; load {:.1} ms cold (compile, link, validate-config), {:.1} ms from the code cache",
+        input.wasm.len(),
         cold.as_secs_f64() * 1e3,
-        input.wasm.len() >> 10,
         cached.as_secs_f64() * 1e3
     )?;
     writeln!(out, "{:<22} {:>10} {:>10} {:>10}", "", "p50", "p99", "max")?;
+    let mut memory_peak = 0;
     let warmup = (iterations / 10).max(1);
     for (present, phase) in [(phases.event, "on-event"), (phases.job, "on-job")] {
         if !present {
@@ -410,21 +454,25 @@ pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Res
         let samples = tokio::task::spawn_blocking(move || {
             let ctx = hook.context(&sink);
             let mut samples = Samples::default();
+            let mut memory_peak = 0;
             for round in 0..warmup + iterations {
                 let report = if phase == "on-event" {
                     call::on_event(&hook.compiled, &ctx, &sink, limits, &wit_event).1
                 } else {
                     call::on_job(&hook.compiled, &ctx, &sink, limits, &wit_event, &job_json).1
                 };
+                memory_peak = memory_peak.max(report.memory_peak);
                 if round >= warmup {
                     samples.instantiate.push(report.instantiate);
                     samples.call.push(report.call);
                     samples.total.push(report.total);
                 }
             }
-            samples
+            (samples, memory_peak)
         })
         .await?;
+        let (samples, peak) = samples;
+        memory_peak = memory_peak.max(peak);
         for (metric, values) in [
             ("instantiate", samples.instantiate),
             ("call", samples.call),
@@ -453,6 +501,12 @@ pub(crate) async fn bench_input(input: &Input, iterations: usize) -> anyhow::Res
         }
     }
     line(&mut out, "pipeline (all phases)", pipeline)?;
+    writeln!(
+        out,
+        "memory: at most {:.1} MiB of linear memory per call (limit {} MiB)",
+        memory_peak as f64 / f64::from(1 << 20),
+        input.settings.memory_limit_bytes >> 20
+    )?;
     Ok(out)
 }
 

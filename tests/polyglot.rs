@@ -1,0 +1,139 @@
+//! The JavaScript and Python examples (`plugins/js/reject-by-source`,
+//! `plugins/python/reject-by-source`), built from pinned toolchains by
+//! `plugins/build-polyglot.sh`, run through `jobsink hook run` as their authors would: an
+//! event from an allowed source goes on tagged by the hook, another is refused with the
+//! hook's 403 and message, and an empty config is refused at load. No cluster. The build
+//! needs node/npm and python3 (and the registries the first time): without them these tests
+//! fail, they are never skipped.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `plugins/target/polyglot/<name>.wasm`, after `plugins/build-polyglot.sh` has run once in
+/// this process (under a file lock shared with other test processes).
+fn component(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    if let Err(error) = BUILT.get_or_init(build) {
+        panic!("{error}");
+    }
+    let path = repo()
+        .join("plugins/target/polyglot")
+        .join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+fn build() -> Result<(), String> {
+    let target = repo().join("plugins/target");
+    std::fs::create_dir_all(&target).map_err(|e| format!("creating {}: {e}", target.display()))?;
+    let lock_path = target.join(".polyglot-build-lock");
+    let lock = File::create(&lock_path)
+        .and_then(|file| file.lock().map(|()| file))
+        .map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
+    let output = Command::new(repo().join("plugins/build-polyglot.sh"))
+        .output()
+        .map_err(|e| format!("running plugins/build-polyglot.sh: {e}"))?;
+    drop(lock);
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "building the JavaScript and Python hooks with plugins/build-polyglot.sh failed ({}); \
+         it needs node, npm and python3 with venv. Its output:\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    ))
+}
+
+/// `jobsink hook run` of `wasm` on an event from `source`, with `config`. Compiling a
+/// component that embeds a language runtime takes more than the dispatcher's default
+/// compile limits (docs/hooks.md, "Hooks in JavaScript and Python"): the test gives it room.
+fn hook_run(wasm: &Path, source: &str, config: &str) -> (bool, String) {
+    let name = wasm.file_stem().and_then(|s| s.to_str()).unwrap_or("hook");
+    let event = std::env::temp_dir().join(format!(
+        "jobsink-polyglot-{}-{name}-{}.json",
+        std::process::id(),
+        source.replace('/', "_")
+    ));
+    std::fs::write(
+        &event,
+        format!(
+            r#"{{"specversion":"1.0","id":"e-1","source":"{source}","type":"com.example.order.created","datacontenttype":"application/json","data":{{"order":42}}}}"#
+        ),
+    )
+    .expect("writing the event");
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(env!("CARGO_BIN_EXE_jobsink"))
+        .args(["hook", "run", "--wasm"])
+        .arg(wasm)
+        .arg("--event")
+        .arg(&event)
+        .args(["--config", config])
+        .args([
+            "--compile-memory-mib",
+            "1024",
+            "--compile-cpu-seconds",
+            "600",
+        ])
+        .args(["--compile-timeout-seconds", "600"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running jobsink hook run");
+    let _ = std::fs::remove_file(&event);
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&stdout),
+        String::from_utf8_lossy(&stderr)
+    );
+    (status.success(), text)
+}
+
+/// The behaviour every reject-by-source example shares, whatever its language.
+fn rejects_by_source(name: &str) {
+    let wasm = component(name);
+    let allowed = "https://trusted.example/\nmy/";
+
+    let (ok, text) = hook_run(&wasm, "my/curl/command", allowed);
+    assert!(ok, "an allowed source must be accepted:\n{text}");
+    assert!(text.contains("on-event: modify"), "{text}");
+    assert!(text.contains("decision: accepted"), "{text}");
+    assert!(text.contains(r#""sourcechecked":"true""#), "{text}");
+
+    let (ok, text) = hook_run(&wasm, "evil/x", allowed);
+    assert!(!ok, "a source off the list must be refused:\n{text}");
+    assert!(text.contains("on-event: reject"), "{text}");
+    assert!(
+        text.contains(
+            "decision: refused, 403 (event rejected by the sink's hook: SourceNotAllowed: \
+             events from evil/x are not accepted by this sink)"
+        ),
+        "{text}"
+    );
+
+    let (ok, text) = hook_run(&wasm, "my/curl/command", "");
+    assert!(!ok, "an empty config must be refused at load:\n{text}");
+    assert!(
+        text.contains("list at least one allowed source prefix, one per line"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_javascript_example_rejects_by_source_through_hook_run() {
+    rejects_by_source("js_reject_by_source");
+}
+
+#[test]
+fn the_python_example_rejects_by_source_through_hook_run() {
+    rejects_by_source("python_reject_by_source");
+}
