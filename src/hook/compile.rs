@@ -21,7 +21,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use super::error::LoadError;
-use super::loader::MAX_COMPONENT_BYTES;
+use super::settings::MAX_COMPONENT_BYTES;
 
 /// Default wall-clock time one compilation may take. A 1 MiB component (what a ConfigMap
 /// holds) compiles in about a second on one core; larger components and busy nodes take
@@ -274,9 +274,13 @@ fn read_capped(from: Option<impl Read>, cap: usize) -> Vec<u8> {
 const NOT_A_COMPONENT: i32 = 3;
 
 /// `jobsink hook compile`: reads a component on stdin, writes its machine code for the
-/// dispatcher's engine settings to stdout. Limits itself first: `cpu_seconds` of CPU, nice
-/// [`COMPILE_NICE`] (the dispatcher watches its memory and its time).
-pub fn compile_stdin_to_stdout(cpu_seconds: u64) -> std::process::ExitCode {
+/// dispatcher's engine settings (`compiling_engine`, from `engine_config.rs`) to stdout.
+/// Limits itself first: `cpu_seconds` of CPU, nice [`COMPILE_NICE`] (the dispatcher watches
+/// its memory and its time).
+pub(crate) fn compile_stdin_to_stdout<E: std::fmt::Display>(
+    cpu_seconds: u64,
+    compiling_engine: impl FnOnce() -> Result<wasmtime::Engine, E>,
+) -> std::process::ExitCode {
     use rustix::process::{Resource, Rlimit, setpriority_process, setrlimit};
     let limit = Rlimit {
         current: Some(cpu_seconds),
@@ -299,7 +303,7 @@ pub fn compile_stdin_to_stdout(cpu_seconds: u64) -> std::process::ExitCode {
         eprintln!("the component is larger than {MAX_COMPONENT_BYTES} bytes");
         return std::process::ExitCode::from(NOT_A_COMPONENT as u8);
     }
-    let engine = match super::engine_config::compiling_engine() {
+    let engine = match compiling_engine() {
         Ok(engine) => engine,
         Err(error) => {
             eprintln!("{error}");

@@ -22,17 +22,13 @@ use super::error::{HookError, LoadError, guest_text};
 use super::host::HostState;
 use super::idle::{IdleInstances, IdlePermits};
 use super::pace::{Pace, Place};
-use super::settings::HookSettings;
+use super::settings::{HookSettings, MAX_COMPONENT_BYTES};
 use super::slots::OverBudget;
 use super::template::{Phases, Template};
 use super::ticker::Ticker;
 use crate::crd::SinkId;
 use crate::lock::locked;
 use crate::metrics::Metrics;
-
-/// Largest component accepted. A ConfigMap holds at most 1 MiB; the extra room is for
-/// `jobsink hook run` on unoptimised builds, while still bounding compile time and memory.
-pub const MAX_COMPONENT_BYTES: usize = 32 << 20;
 
 /// WASI 0.2 interfaces a `wasm32-wasip2` Rust guest may import. All are linked with an
 /// empty context: no environment, arguments, preopened directories or network. Keep in

@@ -53,7 +53,7 @@ mod ticker;
 pub use code_cache::Lookup as CodeCacheLookup;
 pub use compile::{
     CompileLimits, Compiler, DEFAULT_COMPILE_CPU, DEFAULT_COMPILE_MEMORY_BYTES,
-    DEFAULT_COMPILE_TIMEOUT, compile_stdin_to_stdout,
+    DEFAULT_COMPILE_TIMEOUT,
 };
 pub use convert::{
     ALLOWED_REJECTION_CODES, DEFAULT_REJECTION_CODE, MAX_EVENT_OUTPUT_BYTES, MAX_JOB_OUTPUT_BYTES,
@@ -64,17 +64,24 @@ pub use engine_config::{
     Allocator, DEFAULT_CODE_CACHE_MAX_BYTES, DEFAULT_MAX_CONCURRENCY, EngineConfig, EngineError,
 };
 pub use error::{HookError, LoadError, MAX_GUEST_TEXT_BYTES};
-pub use loader::{LoadedHook, MAX_COMPONENT_BYTES};
+pub use loader::LoadedHook;
 pub use notes::{MAX_NOTES_QUEUED, NOTE_WINDOW, NOTES_PER_WINDOW};
 pub use oci::{DEFAULT_CACHE_DIR, DEFAULT_PULL_TIMEOUT};
 pub use pace::INLINE_PROBATION;
 pub use pipeline::{HookNote, HookOutput, HookRefusal, Phase, run_hooks};
 pub use registry::{HookRegistry, ImageOptions};
 pub use settings::{
-    DEFAULT_MEMORY_LIMIT_BYTES, DEFAULT_TIMEOUT, HookSettings, MAX_MEMORY_LIMIT_BYTES, MAX_TIMEOUT,
+    DEFAULT_MEMORY_LIMIT_BYTES, DEFAULT_TIMEOUT, HookSettings, MAX_COMPONENT_BYTES,
+    MAX_MEMORY_LIMIT_BYTES, MAX_TIMEOUT,
 };
 pub use slots::{
     DEFAULT_MEMORY_BUDGET_MIB, DEFAULT_PER_SINK_CONCURRENCY, DEFAULT_SLOT_WAIT, OverBudget,
 };
 pub use table::HookState;
 pub use template::Phases;
+
+/// `jobsink hook compile`: a component on stdin, its machine code on stdout, for the
+/// dispatcher's engine settings (`compile.rs`, `engine_config.rs`).
+pub fn compile_stdin_to_stdout(cpu_seconds: u64) -> std::process::ExitCode {
+    compile::compile_stdin_to_stdout(cpu_seconds, engine_config::compiling_engine)
+}

@@ -38,7 +38,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use sha2::{Digest, Sha256};
 
-use super::loader::MAX_COMPONENT_BYTES;
+use super::settings::MAX_COMPONENT_BYTES;
 
 /// Media type of the config blob of a Wasm component artifact (wkg, wasm-pkg).
 pub const WASM_CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v0+json";

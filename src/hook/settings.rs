@@ -17,6 +17,11 @@ pub const DEFAULT_MEMORY_LIMIT_BYTES: usize = (DEFAULT_HOOK_MEMORY_LIMIT_MIB as 
 /// allocator's per-memory ceiling.
 pub const MAX_MEMORY_LIMIT_BYTES: usize = (MAX_HOOK_MEMORY_LIMIT_MIB as usize) << 20;
 
+/// Largest component accepted, from a ConfigMap (which holds at most 1 MiB) or an OCI
+/// image: a Python component embeds CPython (about 19 MB), and the bound still keeps compile
+/// time and memory finite (compilation itself is bounded too, `compile.rs`).
+pub const MAX_COMPONENT_BYTES: usize = 32 << 20;
+
 /// The run settings of one sink's hook.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HookSettings {
