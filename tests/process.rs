@@ -684,20 +684,39 @@ async fn a_body_past_the_body_memory_budget_gets_503_while_a_small_event_is_acce
             ns.name
         )
     };
-    // A sender holds 1 MB of body in the receiver and never sends the rest.
-    let mut holder = TcpStream::connect(("127.0.0.1", serve.port)).await.unwrap();
-    holder
-        .write_all(head("holder", 1_100_000).as_bytes())
-        .await
-        .unwrap();
-    holder.write_all(&vec![b' '; 1_000_000]).await.unwrap();
+    // A sender holds 1 MB of body in the receiver and never sends the rest. Which of two
+    // bodies that do not fit together is refused depends on which the receiver reads last:
+    // when it is the holder's, the holder is answered 503, and a new holder takes its place.
+    let port = serve.port;
+    let hold = move |n: usize| {
+        let head = head(&format!("holder-{n}"), 1_100_000);
+        async move {
+            let mut holder = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            holder.write_all(head.as_bytes()).await.unwrap();
+            holder.write_all(&vec![b' '; 1_000_000]).await.unwrap();
+            holder
+        }
+    };
+    let holder = Arc::new(tokio::sync::Mutex::new(hold(0).await));
+    let holders = Arc::new(std::sync::atomic::AtomicUsize::new(1));
     // Another body of 1.1 MB no longer fits the 2 MiB budget: 503 + Retry-After (once the
     // receiver has read the first one's bytes).
     let body = " ".repeat(1_100_000);
     let refused = eventually("a body past the budget to get 503", CONVERGE, || {
         let (request, body) = (head("big", body.len()), body.clone());
-        let port = serve.port;
+        let (holder, holders, hold) = (Arc::clone(&holder), Arc::clone(&holders), hold.clone());
         async move {
+            {
+                let mut held = holder.lock().await;
+                let mut probe = [0; 1];
+                // An answer (or a close) on the holder's connection: it was refused.
+                if let Ok(Ok(_)) =
+                    tokio::time::timeout(Duration::from_millis(10), held.read(&mut probe)).await
+                {
+                    *held = hold(holders.fetch_add(1, Ordering::SeqCst)).await;
+                    return None;
+                }
+            }
             let stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
             let (mut reading, mut writing) = stream.into_split();
             // The receiver answers as soon as a chunk does not fit, before it has read the
@@ -710,7 +729,7 @@ async fn a_body_past_the_body_memory_budget_gets_503_while_a_small_event_is_acce
             let mut answer = Vec::new();
             let mut buf = [0; 4096];
             while !whole_response(&answer) {
-                match tokio::time::timeout(CONVERGE, reading.read(&mut buf)).await {
+                match tokio::time::timeout(Duration::from_secs(20), reading.read(&mut buf)).await {
                     Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&buf[..n]),
                     _ => break,
                 }
