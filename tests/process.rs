@@ -704,7 +704,7 @@ async fn a_body_past_the_body_memory_budget_gets_503_while_a_small_event_is_acce
     let body = " ".repeat(1_100_000);
     let refused = eventually("a body past the budget to get 503", CONVERGE, || {
         let (request, body) = (head("big", body.len()), body.clone());
-        let (holder, holders, hold) = (Arc::clone(&holder), Arc::clone(&holders), hold.clone());
+        let (holder, holders, hold) = (Arc::clone(&holder), Arc::clone(&holders), hold);
         async move {
             {
                 let mut held = holder.lock().await;
