@@ -15,10 +15,9 @@
 //! was made with. The code is read into memory once and that very buffer is checked and
 //! deserialized, so it cannot change between the check and the load.
 
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -60,8 +59,6 @@ pub(crate) struct CodeCache {
     engine_key: String,
     /// Largest total size of the cached files; past it, new code is not written.
     max_bytes: u64,
-    /// Temporary file names, unique within the process.
-    next_tmp: AtomicU64,
 }
 
 /// Feeds what a `Hash` implementation writes into a sha256, so that the engine's
@@ -123,7 +120,6 @@ impl CodeCache {
             dir: dir.to_owned(),
             engine_key: engine_key(engine),
             max_bytes,
-            next_tmp: AtomicU64::new(0),
         })
     }
 
@@ -171,7 +167,7 @@ impl CodeCache {
     /// written when the cache would pass its size bound. Failures are logged, not returned:
     /// the cache only saves work.
     pub(crate) fn put(&self, sha256: &str, code: &[u8]) {
-        let used = self.used_bytes();
+        let used = super::disk::used_bytes(&self.dir);
         let size = code.len() as u64 + 32;
         if used.saturating_add(size) > self.max_bytes {
             tracing::info!(
@@ -181,36 +177,11 @@ impl CodeCache {
             );
             return;
         }
-        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.dir.join(format!(".tmp-{}-{n}", std::process::id()));
-        let written = (|| {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(&Sha256::digest(code))?;
-            file.write_all(code)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, self.path(sha256))
-        })();
+        let digest = Sha256::digest(code);
+        let written = super::disk::write_whole(&self.dir, &self.path(sha256), &[&digest, code]);
         if let Err(error) = written {
-            let _ = std::fs::remove_file(&tmp);
             tracing::warn!(dir = %self.dir.display(), %error, "could not keep a hook's compiled code on disk");
         }
-    }
-
-    /// Total size of the cached files.
-    fn used_bytes(&self) -> u64 {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return 0;
-        };
-        entries
-            .filter_map(Result::ok)
-            .filter_map(|e| e.metadata().ok())
-            .filter(|m| m.is_file())
-            .map(|m| m.len())
-            .sum()
     }
 }
 

@@ -32,6 +32,7 @@ mod code_cache;
 mod compile;
 mod compiled;
 mod convert;
+mod disk;
 mod engine;
 mod engine_config;
 mod error;

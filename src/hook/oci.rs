@@ -22,11 +22,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::Read;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -243,7 +242,6 @@ pub struct Access {
 pub struct ImageCache {
     dir: PathBuf,
     max_bytes: u64,
-    next_tmp: AtomicU64,
 }
 
 impl ImageCache {
@@ -256,7 +254,6 @@ impl ImageCache {
         Ok(ImageCache {
             dir: dir.to_owned(),
             max_bytes,
-            next_tmp: AtomicU64::new(0),
         })
     }
 
@@ -281,33 +278,12 @@ impl ImageCache {
 
     /// Keeps `bytes` (whose digest was checked) unless the cache would pass its bound.
     fn put(&self, digest: &str, bytes: &[u8]) {
-        let used: u64 = std::fs::read_dir(&self.dir)
-            .map(|entries| {
-                entries
-                    .filter_map(Result::ok)
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
+        let used = super::disk::used_bytes(&self.dir);
         if used.saturating_add(bytes.len() as u64) > self.max_bytes {
             tracing::info!("hook image cache full; {digest} is not kept on disk");
             return;
         }
-        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.dir.join(format!(".tmp-{}-{n}", std::process::id()));
-        let written = (|| {
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, self.path(digest))
-        })();
-        if let Err(error) = written {
-            let _ = std::fs::remove_file(&tmp);
+        if let Err(error) = super::disk::write_whole(&self.dir, &self.path(digest), &[bytes]) {
             tracing::warn!(%error, "could not keep a pulled hook on disk");
         }
     }
