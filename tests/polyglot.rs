@@ -6,51 +6,10 @@
 //! needs node/npm and python3 (and the registries the first time): without them these tests
 //! fail, they are never skipped.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use jobsink_testkit as support;
+
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `plugins/target/polyglot/<name>.wasm`, after `plugins/build-polyglot.sh` has run once in
-/// this process (under a file lock shared with other test processes).
-fn component(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    if let Err(error) = BUILT.get_or_init(build) {
-        panic!("{error}");
-    }
-    let path = repo()
-        .join("plugins/target/polyglot")
-        .join(format!("{name}.wasm"));
-    assert!(path.exists(), "{} was not built", path.display());
-    path
-}
-
-fn build() -> Result<(), String> {
-    let target = repo().join("plugins/target");
-    std::fs::create_dir_all(&target).map_err(|e| format!("creating {}: {e}", target.display()))?;
-    let lock_path = target.join(".polyglot-build-lock");
-    let lock = File::create(&lock_path)
-        .and_then(|file| file.lock().map(|()| file))
-        .map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
-    let output = Command::new(repo().join("plugins/build-polyglot.sh"))
-        .output()
-        .map_err(|e| format!("running plugins/build-polyglot.sh: {e}"))?;
-    drop(lock);
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(format!(
-        "building the JavaScript and Python hooks with plugins/build-polyglot.sh failed ({}); \
-         it needs node, npm and python3 with venv. Its output:\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    ))
-}
 
 /// `jobsink hook run` of `wasm` on an event from `source`, with `config`. Compiling a
 /// component that embeds a language runtime takes more than the dispatcher's default
@@ -100,7 +59,7 @@ fn hook_run(wasm: &Path, source: &str, config: &str) -> (bool, String) {
 
 /// The behaviour every reject-by-source example shares, whatever its language.
 fn rejects_by_source(name: &str) {
-    let wasm = component(name);
+    let wasm = support::plugins::polyglot_path(name);
     let allowed = "https://trusted.example/\nmy/";
 
     let (ok, text) = hook_run(&wasm, "my/curl/command", allowed);
