@@ -1,6 +1,8 @@
 //! Hooks from an OCI registry (`spec.hook.image`) and compiled code kept on disk, with
 //! `jobsink serve` as a process against the local cluster (docs/hooks.md,
-//! "Hooks from an OCI registry" and "Compiled code on disk").
+//! "Hooks from an OCI registry" and "Compiled code on disk"), and the JavaScript and Python
+//! examples (`plugins/js`, `plugins/python`, built by `plugins/build-polyglot.sh`) served
+//! from the registry to Jobs on the real node.
 //!
 //! The registry is the node build's own `registry` binary (the one `hack/node-up.sh` runs for
 //! containerd), started on this machine's loopback for each test: the node's instance listens
@@ -13,6 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use jobsink::crd::JobSink;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{ListParams, LogParams};
 use sha2::{Digest, Sha256};
 use support::process::{Serve, binary, event, free_port, http};
 use support::{CONVERGE, TestNamespace, eventually, kubectl};
@@ -413,5 +419,303 @@ async fn a_restart_loads_the_compiled_code_from_disk_and_a_corrupted_file_is_com
     );
     let again = std::fs::read(&code).expect("the code, written again");
     assert_ne!(again, bytes);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// How long a JavaScript or Python hook may take to become ready: its component embeds a
+/// language runtime (about 19 MB for Python), compiled by the dev build of `jobsink` on a
+/// machine shared with the rest of the suite.
+const POLYGLOT_READY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The compile limits a dispatcher serving Python hooks needs (docs/hooks.md, "Hooks in
+/// JavaScript and Python"), with room for the dev build.
+const POLYGLOT_COMPILE: [&str; 6] = [
+    "--hook-compile-memory-mib",
+    "1024",
+    "--hook-compile-cpu-seconds",
+    "600",
+    "--hook-compile-timeout-seconds",
+    "600",
+];
+
+/// What the pod of the Job `job` printed, once the Job is Complete (the seed's logger prints
+/// its event file).
+async fn printed_by_job(ns: &TestNamespace, job: &str) -> String {
+    let jobs = ns.api::<Job>();
+    eventually(&format!("Job {job} Complete"), CONVERGE, || async {
+        let job = jobs.get(job).await.ok()?;
+        (support::job_condition(&job, "Complete")?.0 == "True").then_some(())
+    })
+    .await;
+    let pods = ns.api::<Pod>();
+    let listed = pods
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
+        .await
+        .expect("list the Job's pods");
+    assert_eq!(listed.items.len(), 1, "one pod for {job}");
+    let pod = listed.items[0].name_any();
+    pods.logs(&pod, &LogParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("logs of pod {pod}: {e}"))
+}
+
+#[tokio::test]
+async fn javascript_and_python_hooks_pulled_by_digest_change_the_event_file_their_jobs_read() {
+    let registry = Registry::start().await;
+    let dir = cache_dir("polyglot");
+    let mut flags = vec!["--hook-cache-dir", dir.to_str().unwrap()];
+    flags.extend(POLYGLOT_COMPILE);
+    let serve = Serve::start(&flags).await;
+    let ns = TestNamespace::new("oci-polyglot").await;
+    let languages = [
+        ("javascript", "js_reject_by_source"),
+        ("python", "python_reject_by_source"),
+    ];
+    for (sink_name, component) in languages {
+        let wasm = support::plugins::polyglot_path(component);
+        let pinned = push(&wasm, &format!("{}/hooks/{sink_name}:v1", registry.host()));
+        apply(&ns, &sink(sink_name, &image_hook(&pinned)));
+    }
+    let sinks = ns.api::<JobSink>();
+    for (sink_name, _) in languages {
+        eventually(
+            &format!("the {sink_name} hook to load (HookReady=True)"),
+            POLYGLOT_READY,
+            || async {
+                let s = sinks.get(sink_name).await.ok()?;
+                let c = s
+                    .status?
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "HookReady")?;
+                (c.status == "True").then_some(())
+            },
+        )
+        .await;
+        // An event from `my/...` gets 202 and one from elsewhere the hook's 403.
+        rejects_as_the_hook_says(&serve, &ns, sink_name, sink_name).await;
+        // The accepted event's Job mounts the event as the hook changed it: tagged with the
+        // extension `sourcechecked`, its data untouched.
+        let job = jobsink::job::job_name(sink_name, "my/curl/command", &format!("{sink_name}-ok"));
+        let printed = printed_by_job(&ns, &job).await;
+        let event: serde_json::Value = serde_json::from_str(printed.trim())
+            .unwrap_or_else(|e| panic!("the {sink_name} Job printed no event ({e}): {printed}"));
+        assert_eq!(event["sourcechecked"], "true", "{sink_name}: {printed}");
+        assert_eq!(event["source"], "my/curl/command", "{sink_name}: {printed}");
+        assert_eq!(
+            event["id"],
+            format!("{sink_name}-ok"),
+            "{sink_name}: {printed}"
+        );
+        assert_eq!(
+            event["data"]["details"], "JobSinkDemo",
+            "{sink_name}: {printed}"
+        );
+        // The event refused by the hook made no Job.
+        let refused =
+            jobsink::job::job_name(sink_name, "other/sender", &format!("{sink_name}-other"));
+        assert!(
+            ns.api::<Job>().get_opt(&refused).await.unwrap().is_none(),
+            "a Job was made for the event the {sink_name} hook refused"
+        );
+    }
+    drop(serve);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A registry that needs a login: a proxy on 127.0.0.1 in front of `upstream` that answers
+/// 401 with a Basic challenge unless a request carries `user:password`, as a registry with
+/// basic authentication does. It counts the requests it let through.
+struct LoginRegistry {
+    port: u16,
+    let_through: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl LoginRegistry {
+    async fn start(upstream: String, user: &str, password: &str) -> Self {
+        use axum::body::{Body, to_bytes};
+        use axum::extract::Request;
+        use axum::response::Response;
+        use base64::Engine as _;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        let let_through = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = let_through.clone();
+        let forward = http();
+        let app = axum::Router::new().fallback(move |request: Request| {
+            let (expected, counter, forward, upstream) = (
+                expected.clone(),
+                counter.clone(),
+                forward.clone(),
+                upstream.clone(),
+            );
+            async move {
+                let given = request.headers().get("authorization").cloned();
+                if given.as_ref().and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+                    return Response::builder()
+                        .status(401)
+                        .header("www-authenticate", "Basic realm=\"hooks\"")
+                        .body(Body::from("login needed"))
+                        .unwrap();
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                let (parts, body) = request.into_parts();
+                let path = parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/");
+                let body = to_bytes(body, usize::MAX).await.unwrap();
+                let mut sent =
+                    forward.request(parts.method.clone(), format!("http://{upstream}{path}"));
+                for (name, value) in &parts.headers {
+                    if name != "host" && name != "authorization" {
+                        sent = sent.header(name.as_str(), value.as_bytes());
+                    }
+                }
+                let answer = sent.body(body).send().await.unwrap();
+                let mut response = Response::builder().status(answer.status().as_u16());
+                for (name, value) in answer.headers() {
+                    response = response.header(name.as_str(), value.as_bytes());
+                }
+                response
+                    .body(Body::from(answer.bytes().await.unwrap()))
+                    .unwrap()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        LoginRegistry {
+            port,
+            let_through,
+            server,
+        }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn let_through(&self) -> usize {
+        self.let_through.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for LoginRegistry {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Pushes reject-by-source to `registry` as `hooks/private:v1` with a config of its own
+/// (so a manifest digest no other test uses), and returns its pinned reference.
+async fn push_private(registry: &Registry) -> String {
+    let access = jobsink::hook::oci::Access {
+        insecure: true,
+        auth: oci_client::secrets::RegistryAuth::Anonymous,
+        timeout: std::time::Duration::from_secs(120),
+    };
+    let image = format!("{}/hooks/private:v1", registry.host())
+        .parse()
+        .unwrap();
+    let layer = std::fs::read(support::plugins::plugin_path("reject_by_source")).unwrap();
+    let config = format!(
+        r#"{{"architecture":"wasm","os":"wasip2","private":"{}"}}"#,
+        std::process::id()
+    );
+    jobsink::hook::oci::push_artifact(layer, config.into_bytes(), &image, &access)
+        .await
+        .expect("push the private artifact")
+}
+
+/// A `kubernetes.io/dockerconfigjson` Secret `name` with `user` and `password` for `host`,
+/// as `kubectl create secret docker-registry` makes it.
+fn pull_secret(ns: &TestNamespace, name: &str, host: &str, user: &str, password: &str) {
+    let (ok, _, err) = kubectl(
+        &[
+            "create",
+            "secret",
+            "docker-registry",
+            name,
+            "-n",
+            &ns.name,
+            &format!("--docker-server={host}"),
+            &format!("--docker-username={user}"),
+            &format!("--docker-password={password}"),
+        ],
+        None,
+    );
+    assert!(ok, "kubectl create secret docker-registry failed: {err}");
+}
+
+#[tokio::test]
+async fn a_registry_that_needs_a_login_serves_only_sinks_with_its_credentials_even_from_the_cache()
+{
+    let registry = Registry::start().await;
+    let login = LoginRegistry::start(registry.host(), "hooks", "s3cret").await;
+    // Pushed straight to the registry; pulled through the login. Its config makes its
+    // manifest's digest its own: the other tests' processes, which load every sink's hook,
+    // pull the same component anonymously, and bytes pulled without credentials anywhere are
+    // public (docs/hooks.md).
+    let pinned = push_private(&registry)
+        .await
+        .replace(&registry.host(), &login.host());
+    let dir = cache_dir("login");
+    let serve = Serve::start(&["--hook-cache-dir", dir.to_str().unwrap()]).await;
+    let ns = TestNamespace::new("oci-login").await;
+    let with_secret =
+        |secret: &str| format!("{}    imagePullSecret: {secret}\n", image_hook(&pinned));
+
+    // Without credentials, and with a wrong password: the registry's 401, tried again.
+    apply(&ns, &sink("anonymous", &image_hook(&pinned)));
+    let message = hook_ready(&ns, "anonymous", "False", Some("HookPullFailed")).await;
+    assert!(
+        message.contains(&pinned) && message.contains("trying again in"),
+        "{message}"
+    );
+    pull_secret(&ns, "wrong", &login.host(), "hooks", "guess");
+    apply(&ns, &sink("wrong-login", &with_secret("wrong")));
+    hook_ready(&ns, "wrong-login", "False", Some("HookPullFailed")).await;
+    // A Secret that does not exist.
+    apply(&ns, &sink("no-secret", &with_secret("missing")));
+    let message = hook_ready(&ns, "no-secret", "False", Some("HookPullSecretInvalid")).await;
+    assert!(message.contains("missing"), "{message}");
+    assert_eq!(login.let_through(), 0, "nothing passed the login yet");
+
+    // With the right credentials the hook is pulled through the login and serves.
+    pull_secret(&ns, "right", &login.host(), "hooks", "s3cret");
+    apply(&ns, &sink("logged-in", &with_secret("right")));
+    hook_ready(&ns, "logged-in", "True", None).await;
+    rejects_as_the_hook_says(&serve, &ns, "logged-in", "l").await;
+    assert!(
+        login.let_through() >= 2,
+        "the manifest and the component came through the login"
+    );
+
+    // The component is now in this dispatcher's cache, but a sink without the credentials
+    // still does not get it from there: a second anonymous sink is refused as the first was.
+    apply(&ns, &sink("anonymous-later", &image_hook(&pinned)));
+    hook_ready(&ns, "anonymous-later", "False", Some("HookPullFailed")).await;
+    // One with them is served from the cache after the registry confirmed its login.
+    let before = login.let_through();
+    apply(&ns, &sink("logged-in-later", &with_secret("right")));
+    hook_ready(&ns, "logged-in-later", "True", None).await;
+    rejects_as_the_hook_says(&serve, &ns, "logged-in-later", "m").await;
+    assert!(
+        login.let_through() > before,
+        "the cached copy was confirmed with the registry"
+    );
+    let text = metrics(&serve).await;
+    assert!(
+        count(&text, "jobsink_hook_image_pulls_total{result=\"cached\"}") >= 1,
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

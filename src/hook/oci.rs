@@ -288,6 +288,26 @@ impl ImageCache {
         }
     }
 
+    /// The marker saying that the manifest `digest` was pulled without credentials.
+    fn public_marker(&self, digest: &str) -> PathBuf {
+        self.dir
+            .join(format!("public-{}", digest.replace(':', "-")))
+    }
+
+    /// Whether the manifest `digest` was pulled without credentials: then anyone who can
+    /// reach its registry can read it, and a sink needs no proof to be served from the cache.
+    fn is_public(&self, digest: &str) -> bool {
+        self.public_marker(digest).is_file()
+    }
+
+    /// Records that the manifest `digest` was pulled without credentials.
+    fn mark_public(&self, digest: &str) {
+        let marker = self.public_marker(digest);
+        if let Err(error) = super::disk::write_whole(&self.dir, &marker, &[]) {
+            tracing::warn!(%error, "could not record a hook image as public");
+        }
+    }
+
     /// The component of the manifest `digest`, from disk.
     fn component(&self, digest: &str) -> Option<Vec<u8>> {
         let manifest = self.get(digest, MAX_MANIFEST_BYTES)?;
@@ -329,21 +349,42 @@ pub async fn pull(
         let name = format!("{}/{}", parsed.registry, parsed.repository);
         return Err(PullError::NotPinned(image.to_owned(), name));
     };
-    if let Some(bytes) = cache.and_then(|c| c.component(&digest)) {
+    if let Some((cache, bytes)) = cache.and_then(|c| Some((c, c.component(&digest)?))) {
+        // A copy pulled with someone's credentials is served only to a sink that can read
+        // the image itself: its manifest is fetched again with this sink's access (one small
+        // request, no download). Otherwise a tenant who learnt a digest would get another
+        // tenant's private hook from the shared cache.
+        if !cache.is_public(&digest) {
+            within_timeout(image, access, fetch_manifest(&parsed, &digest, access)).await?;
+        }
         return Ok((bytes, Pulled::Cache));
     }
-    let fetched = tokio::time::timeout(access.timeout, fetch(&parsed, &digest, access)).await;
-    let (manifest, layer_digest, bytes) = fetched.unwrap_or_else(|_| {
-        Err(PullError::Fetch(
-            image.to_owned(),
-            format!("no answer within {} s", access.timeout.as_secs()),
-        ))
-    })?;
+    let (manifest, layer_digest, bytes) =
+        within_timeout(image, access, fetch(&parsed, &digest, access)).await?;
     if let Some(cache) = cache {
         cache.put(&layer_digest, &bytes);
         cache.put(&digest, &manifest);
+        if matches!(access.auth, RegistryAuth::Anonymous) {
+            cache.mark_public(&digest);
+        }
     }
     Ok((bytes, Pulled::Registry))
+}
+
+/// `work` on `image`, failed with a fetch error when it takes longer than the pull timeout.
+async fn within_timeout<T>(
+    image: &str,
+    access: &Access,
+    work: impl Future<Output = Result<T, PullError>>,
+) -> Result<T, PullError> {
+    tokio::time::timeout(access.timeout, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(PullError::Fetch(
+                image.to_owned(),
+                format!("no answer within {} s", access.timeout.as_secs()),
+            ))
+        })
 }
 
 fn client(access: &Access) -> Result<Client, String> {
@@ -377,33 +418,7 @@ async fn fetch(
 ) -> Result<(Vec<u8>, String, Vec<u8>), PullError> {
     let name = image.to_string();
     let fetch_error = |e: &dyn fmt::Display| PullError::Fetch(name.clone(), e.to_string());
-    let client = client(access).map_err(|e| fetch_error(&e))?;
-    let reference = Reference::with_digest(
-        image.registry.clone(),
-        image.repository.clone(),
-        digest.into(),
-    );
-    let (manifest, _) = client
-        .pull_manifest_raw(&reference, &access.auth, &[OCI_IMAGE_MEDIA_TYPE])
-        .await
-        .map_err(|e| fetch_error(&e))?;
-    if manifest.len() > MAX_MANIFEST_BYTES {
-        return Err(PullError::TooLarge {
-            image: name,
-            what: "manifest",
-            size: manifest.len() as u64,
-            limit: MAX_MANIFEST_BYTES as u64,
-        });
-    }
-    let actual = sha256_digest(&manifest);
-    if actual != digest {
-        return Err(PullError::DigestMismatch {
-            image: name,
-            what: "manifest",
-            expected: digest.to_owned(),
-            actual,
-        });
-    }
+    let (client, reference, manifest) = fetch_manifest(image, digest, access).await?;
     let layer = wasm_layer(&name, &manifest)?;
     let mut stream = client
         .pull_blob_stream(&reference, &layer)
@@ -432,7 +447,46 @@ async fn fetch(
             actual,
         });
     }
-    Ok((manifest.to_vec(), layer.digest, bytes))
+    Ok((manifest, layer.digest, bytes))
+}
+
+/// Fetches the manifest `digest` of `image` with `access` and checks its size and digest:
+/// (the client, the reference by digest, the manifest's bytes).
+async fn fetch_manifest(
+    image: &ImageRef,
+    digest: &str,
+    access: &Access,
+) -> Result<(Client, Reference, Vec<u8>), PullError> {
+    let name = image.to_string();
+    let fetch_error = |e: &dyn fmt::Display| PullError::Fetch(name.clone(), e.to_string());
+    let client = client(access).map_err(|e| fetch_error(&e))?;
+    let reference = Reference::with_digest(
+        image.registry.clone(),
+        image.repository.clone(),
+        digest.into(),
+    );
+    let (manifest, _) = client
+        .pull_manifest_raw(&reference, &access.auth, &[OCI_IMAGE_MEDIA_TYPE])
+        .await
+        .map_err(|e| fetch_error(&e))?;
+    if manifest.len() > MAX_MANIFEST_BYTES {
+        return Err(PullError::TooLarge {
+            image: name,
+            what: "manifest",
+            size: manifest.len() as u64,
+            limit: MAX_MANIFEST_BYTES as u64,
+        });
+    }
+    let actual = sha256_digest(&manifest);
+    if actual != digest {
+        return Err(PullError::DigestMismatch {
+            image: name,
+            what: "manifest",
+            expected: digest.to_owned(),
+            actual,
+        });
+    }
+    Ok((client, reference, manifest.to_vec()))
 }
 
 /// The one `application/wasm` layer of a manifest in the Wasm component layout, refused
