@@ -22,9 +22,11 @@ use crate::controller::knative_lease::{self, KnativeLease};
 use crate::controller::{self, ControllerConfig, Extensions, SharedSinks, detect_cluster_domain};
 use crate::crd::{JobSink, SinkId};
 use crate::features::FeatureStore;
-use crate::hook::{CompileLimits, Compiler, EngineConfig, HookEngine, HookRegistry, ImageOptions};
+use crate::hook::{
+    CompileLimits, Compiler, EngineConfig, HookEngine, HookRegistry, ImageOptions, RegistryOptions,
+};
 use crate::job_index::{JobIndex, JobWatch};
-use crate::leader::{Elector, LeaseConfig};
+use crate::leader::{Elector, Leadership, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::policy::PolicyCache;
 use crate::receiver::{self, AppState, ConnectionLimits, ListenerLimits, ReceiverConfig};
@@ -77,15 +79,33 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("checking the hook limits")?;
     let engine = HookEngine::new(engine_config, metrics.clone())
         .context("creating the WebAssembly hook engine")?;
-    let hooks = HookRegistry::with_images(
+    // The controller's election; hooks publish their load Events only while it leads.
+    let elector = (args.role.runs_controller() && args.leader_elect).then(|| {
+        let lease = LeaseConfig {
+            namespace: args
+                .leader_election_namespace
+                .clone()
+                .unwrap_or_else(|| args.system_namespace.clone()),
+            name: args.leader_election_lease.clone(),
+            identity: args.pod_name.clone().unwrap_or_else(default_identity),
+            lease_duration: Duration::from_secs(args.lease_duration_seconds.max(1)),
+        };
+        Elector::new(client.clone(), lease, metrics.clone())
+    });
+    let hooks = HookRegistry::new(
         engine,
         client.clone(),
         metrics.clone(),
-        args.pod_name.clone(),
-        ImageOptions {
-            cache_dir: Some(args.hook_cache_dir.join("images")),
-            cache_max_bytes: args.hook_cache_max_mib << 20,
-            pull_timeout: Duration::from_secs(args.hook_pull_timeout_seconds),
+        RegistryOptions {
+            instance: args.pod_name.clone(),
+            images: ImageOptions {
+                cache_dir: Some(args.hook_cache_dir.join("images")),
+                cache_max_bytes: args.hook_cache_max_mib << 20,
+                pull_timeout: Duration::from_secs(args.hook_pull_timeout_seconds),
+            },
+            leadership: elector
+                .as_ref()
+                .map_or_else(Leadership::always, Elector::leadership),
         },
     );
     // The one JobSink watch: the receiver's cache, the hook registry and the controller.
@@ -158,20 +178,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 controller::run_with(client.clone(), cfg.clone(), extensions, stop)
             }
         };
-        if args.leader_elect {
-            let lease = LeaseConfig {
-                namespace: args
-                    .leader_election_namespace
-                    .clone()
-                    .unwrap_or_else(|| args.system_namespace.clone()),
-                name: args.leader_election_lease.clone(),
-                identity: args.pod_name.clone().unwrap_or_else(default_identity),
-                lease_duration: Duration::from_secs(args.lease_duration_seconds.max(1)),
-            };
+        if let Some(elector) = elector {
+            let lease = elector.lease();
             info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity,
                 takeover_bound = ?lease.takeover_bound(), "standing for the controller's Lease");
-            let elector = Elector::new(client.clone(), lease, metrics.clone());
-            hooks.set_leadership(elector.leadership());
             tasks.spawn(elector.run(shutdown.clone(), controller));
         } else {
             metrics.leader(true);
@@ -204,13 +214,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .with_fetch_timeout(config.api_timeout),
             policies,
         };
-        let mut state = AppState::new(
+        let state = AppState::new(
             request_client,
             watch.cache(),
             config,
             metrics.clone(),
             hooks.clone(),
             security,
+            jobs,
         );
         // HTTP and HTTPS share the state (one cap on requests in flight, one drain); what
         // requests in flight use stops once both are done.
@@ -220,7 +231,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             shutdown.clone(),
             finished.clone(),
         );
-        state.jobs = jobs;
         tasks.spawn(async move {
             // A listener that cannot bind fails the process at once, as a bad --listen does.
             let served = tokio::try_join!(

@@ -46,7 +46,7 @@ struct Inner {
 }
 
 /// Where hooks named by `spec.hook.image` are kept and how long a pull may take
-/// ([`HookRegistry::with_images`]).
+/// ([`RegistryOptions::images`]).
 #[derive(Clone, Debug)]
 pub struct ImageOptions {
     /// Directory of pulled components and manifests, by digest; `None`: kept in memory only
@@ -68,27 +68,42 @@ impl Default for ImageOptions {
     }
 }
 
+/// How a [`HookRegistry`] reports and where it keeps pulled hooks.
+#[derive(Clone, Debug)]
+pub struct RegistryOptions {
+    /// The reporting instance of its Kubernetes Events (the pod).
+    pub instance: Option<String>,
+    /// Pulling hooks named by `spec.hook.image`.
+    pub images: ImageOptions,
+    /// Load Events are published only while this leads ([`Leadership::always`] by default).
+    pub leadership: Leadership,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            instance: None,
+            images: ImageOptions::default(),
+            leadership: Leadership::always(),
+        }
+    }
+}
+
 impl HookRegistry {
-    /// The registry of a process; hook outcomes are counted in `metrics`, and its
-    /// Kubernetes Events name `instance` (the pod) as their reporter. Nothing is watched
-    /// until the JobSink watch feeds it ([`HookRegistry::observe`]).
+    /// The registry of a process; hook outcomes are counted in `metrics`, and `options` say
+    /// how it reports and pulls. Nothing is watched until the JobSink watch feeds it
+    /// ([`HookRegistry::observe`]).
     pub fn new(
         engine: HookEngine,
         client: Client,
         metrics: Metrics,
-        instance: Option<String>,
+        options: RegistryOptions,
     ) -> Self {
-        Self::with_images(engine, client, metrics, instance, ImageOptions::default())
-    }
-
-    /// [`HookRegistry::new`], pulling images as `images` says.
-    pub fn with_images(
-        engine: HookEngine,
-        client: Client,
-        metrics: Metrics,
-        instance: Option<String>,
-        images: ImageOptions,
-    ) -> Self {
+        let RegistryOptions {
+            instance,
+            images,
+            leadership,
+        } = options;
         let cache = images.cache_dir.as_deref().and_then(|dir| {
             match ImageCache::open(dir, images.cache_max_bytes) {
                 Ok(cache) => Some(cache),
@@ -109,7 +124,7 @@ impl HookRegistry {
         };
         let recorder = Recorder::new(client.clone(), reporter);
         let notes = Notes::new(recorder.clone());
-        let table = Table::new(recorder);
+        let table = Table::new(recorder, leadership);
         Self {
             inner: Arc::new(Inner {
                 engine,
@@ -120,11 +135,6 @@ impl HookRegistry {
                 images,
             }),
         }
-    }
-
-    /// Publishes load Events only while `leadership` leads (by default: always).
-    pub fn set_leadership(&self, leadership: Leadership) {
-        self.inner.table.set_leadership(leadership);
     }
 
     /// Whether every hook that existed when the dispatcher started has finished its first

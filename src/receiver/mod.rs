@@ -177,6 +177,7 @@ impl AppState {
         metrics: Metrics,
         hooks: HookRegistry,
         security: SenderChecks,
+        jobs: JobIndex,
     ) -> Self {
         let connections =
             ConnectionLimits::new(config.max_connections, config.max_connections_per_peer);
@@ -189,7 +190,7 @@ impl AppState {
             hooks,
             lifecycle,
             security,
-            jobs: JobIndex::unwatched(),
+            jobs,
         }
     }
 }

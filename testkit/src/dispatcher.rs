@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use jobsink::controller::SharedSinks;
 use jobsink::crd::{JobSink, SinkId};
 use jobsink::features::Features;
-use jobsink::hook::{EngineConfig, HookEngine, HookRegistry};
+use jobsink::hook::{EngineConfig, HookEngine, HookRegistry, RegistryOptions};
 use jobsink::job_index::{JobIndex, JobWatch};
 use jobsink::metrics::Metrics;
 use jobsink::receiver::{AppState, ReceiverConfig, SenderChecks};
@@ -56,7 +56,8 @@ fn shared() -> &'static Shared {
                 let metrics = Metrics::default();
                 let engine =
                     HookEngine::new(EngineConfig::default(), metrics.clone()).expect("hook engine");
-                let hooks = HookRegistry::new(engine, client.clone(), metrics, None);
+                let hooks =
+                    HookRegistry::new(engine, client.clone(), metrics, RegistryOptions::default());
                 let watch = SinkWatch::spawn(client.clone(), hooks.clone(), shutdown.clone());
                 let sinks = watch.cache();
                 // As `jobsink serve` wires it: one Job watch for the index and the sweep.
@@ -126,8 +127,15 @@ impl Dispatcher {
         let client = jobsink::receiver::request_client(super::service_account_config().await)
             .expect("request client");
         let security = security(client.clone(), &ns.name);
-        let mut state = AppState::new(client, sinks, config, Metrics::default(), hooks, security);
-        state.jobs = jobs;
+        let state = AppState::new(
+            client,
+            sinks,
+            config,
+            Metrics::default(),
+            hooks,
+            security,
+            jobs,
+        );
         Self { ns, state }
     }
 
