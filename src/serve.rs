@@ -2,7 +2,6 @@
 //! shuts them down gracefully on SIGTERM or Ctrl-C.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::extract::{ConnectInfo, Request, State};
@@ -18,18 +17,16 @@ use tracing::{error, info, warn};
 
 use crate::auth::{Access, AccessReviewer, TokenVerifier};
 use crate::config::{MetricsAuth, ServeArgs};
-use crate::controller::knative_lease::{self, KnativeLease};
-use crate::controller::{self, ControllerConfig, Extensions, SharedSinks, detect_cluster_domain};
+use crate::controller::knative_lease;
+use crate::controller::{self, Extensions, SharedSinks};
 use crate::crd::{JobSink, SinkId};
 use crate::features::FeatureStore;
-use crate::hook::{
-    CompileLimits, Compiler, EngineConfig, HookEngine, HookRegistry, ImageOptions, RegistryOptions,
-};
+use crate::hook::{HookEngine, HookRegistry, RegistryOptions};
 use crate::job_index::{JobIndex, JobWatch};
-use crate::leader::{Elector, Leadership, LeaseConfig};
+use crate::leader::{Elector, Leadership};
 use crate::metrics::Metrics;
 use crate::policy::PolicyCache;
-use crate::receiver::{self, AppState, ConnectionLimits, ListenerLimits, ReceiverConfig};
+use crate::receiver::{self, AppState, ListenerLimits};
 use crate::sinks::SinkWatch;
 use crate::tls::ServerTls;
 use futures::StreamExt;
@@ -57,52 +54,30 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
 
     // Hooks serve both roles: the receiver runs them, the controller reports HookReady.
-    let engine_config = EngineConfig {
-        max_concurrency: args.hook_concurrency.max(1),
-        per_sink_concurrency: args.hook_concurrency_per_sink,
-        memory_budget_mib: args.hook_memory_budget_mib,
-        slot_wait: Duration::from_millis(args.hook_slot_wait_ms),
-        pooling: true,
-        compiler: Compiler::this_program(CompileLimits {
-            timeout: Duration::from_secs(args.hook_compile_timeout_seconds),
-            cpu: Duration::from_secs(args.hook_compile_cpu_seconds),
-            memory_bytes: args.hook_compile_memory_mib << 20,
-        })
-        .context("finding this program, which compiles hooks")?,
-        code_cache_dir: args
-            .hook_code_cache
-            .then(|| args.hook_cache_dir.join("code")),
-        code_cache_max_bytes: args.hook_cache_max_mib << 20,
-    };
+    let engine_config = args.hooks.engine_config()?;
     engine_config
         .check(container_memory_limit())
         .context("checking the hook limits")?;
     let engine = HookEngine::new(engine_config, metrics.clone())
         .context("creating the WebAssembly hook engine")?;
     // The controller's election; hooks publish their load Events only while it leads.
-    let elector = (args.role.runs_controller() && args.leader_elect).then(|| {
-        let lease = LeaseConfig {
-            namespace: args
-                .leader_election_namespace
-                .clone()
-                .unwrap_or_else(|| args.system_namespace.clone()),
-            name: args.leader_election_lease.clone(),
-            identity: args.pod_name.clone().unwrap_or_else(default_identity),
-            lease_duration: Duration::from_secs(args.lease_duration_seconds.max(1)),
-        };
-        Elector::new(client.clone(), lease, metrics.clone())
-    });
+    let namespace = &args.addresses.system_namespace;
+    let elector = args
+        .role
+        .runs_controller()
+        .then(|| {
+            let identity = args.pod_name.clone().unwrap_or_else(default_identity);
+            args.leader.lease_config(namespace, identity)
+        })
+        .flatten()
+        .map(|lease| Elector::new(client.clone(), lease, metrics.clone()));
     let hooks = HookRegistry::new(
         engine,
         client.clone(),
         metrics.clone(),
         RegistryOptions {
             instance: args.pod_name.clone(),
-            images: ImageOptions {
-                cache_dir: Some(args.hook_cache_dir.join("images")),
-                cache_max_bytes: args.hook_cache_max_mib << 20,
-                pull_timeout: Duration::from_secs(args.hook_pull_timeout_seconds),
-            },
+            images: args.hooks.image_options(),
             leadership: elector
                 .as_ref()
                 .map_or_else(Leadership::always, Elector::leadership),
@@ -110,9 +85,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     // The one JobSink watch: the receiver's cache, the hook registry and the controller.
     let watch = SinkWatch::spawn(client.clone(), hooks.clone(), finished.clone());
-    let orphan_grace = Duration::from_secs(args.orphan_grace_seconds);
+    let orphan_grace = args.orphan_grace();
     // The one Job watch: the receiver's Job index and the controller's orphan sweep.
-    let job_index = if args.role.runs_receiver() && args.job_index {
+    let job_index = if args.role.runs_receiver() && args.receiver.job_index {
         JobIndex::unwatched()
     } else {
         JobIndex::disabled()
@@ -123,33 +98,26 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // until requests in flight are done.
     let features = FeatureStore::spawn(
         client.clone(),
-        &args.system_namespace,
-        args.feature_overrides(),
+        namespace,
+        args.security.feature_overrides(),
         finished.clone(),
     );
     let policies = PolicyCache::spawn(client.clone(), finished.clone());
     let tls = ServerTls::spawn(
         client.clone(),
-        &args.system_namespace,
-        &args.tls_secret,
+        namespace,
+        &args.security.tls_secret,
         finished.clone(),
     );
 
     if args.role.runs_controller() {
         let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let cfg = ControllerConfig {
-            system_namespace: args.system_namespace.clone(),
-            service_name: args.service_name.clone(),
-            cluster_domain: detect_cluster_domain(args.cluster_domain.as_deref(), &resolv),
-            orphan_grace,
-            event_policy_status: args.knative_lease.is_none(),
-        };
+        let knative_lease = args.leader.knative_lease(namespace);
+        let cfg = args
+            .addresses
+            .controller_config(&resolv, orphan_grace, knative_lease.is_none());
         info!(url_example = %cfg.sink_url(&SinkId::new("<namespace>", "<name>")), "sink addresses");
-        if let Some(prefix) = args.knative_lease.clone() {
-            let lease = KnativeLease {
-                namespace: args.system_namespace.clone(),
-                prefix,
-            };
+        if let Some(lease) = knative_lease {
             tasks.spawn(knative_lease::hold(client.clone(), lease, shutdown.clone()));
         }
         let security = controller::SecuritySources {
@@ -191,20 +159,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     if args.role.runs_receiver() {
         let jobs = job_index.clone();
-        let seconds = Duration::from_secs;
-        let config = ReceiverConfig {
-            max_event_bytes: args.max_event_bytes,
-            api_timeout: seconds(args.api_timeout_seconds),
-            header_read_timeout: seconds(args.header_read_timeout_seconds),
-            body_read_timeout: seconds(args.body_read_timeout_seconds),
-            request_timeout: seconds(args.request_timeout_seconds),
-            max_in_flight: args.max_in_flight,
-            body_memory_bytes: args.body_memory_mib.saturating_mul(1 << 20),
-            max_connections: args.max_connections,
-            max_connections_per_peer: args.max_connections_per_peer,
-            drain_delay: seconds(args.drain_delay_seconds),
-            orphan_grace,
-        };
+        let config = args.receiver.receiver_config(&args.shutdown, orphan_grace);
         config.check().context("checking the receiver's limits")?;
         let security = receiver::SenderChecks {
             features,
@@ -226,8 +181,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // HTTP and HTTPS share the state (one cap on requests in flight, one drain); what
         // requests in flight use stops once both are done.
         let (listen, tls_listen, stop, done) = (
-            args.listen,
-            args.tls_listen,
+            args.listeners.listen,
+            args.listeners.tls_listen,
             shutdown.clone(),
             finished.clone(),
         );
@@ -248,24 +203,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
     let registry = Arc::new(registry);
-    let metrics_limits = ListenerLimits {
-        name: "metrics",
-        header_read_timeout: Duration::from_secs(args.header_read_timeout_seconds),
-        connections: ConnectionLimits::new(
-            args.metrics_max_connections,
-            METRICS_MAX_CONNECTIONS_PER_PEER,
-        ),
-    };
-    let scrapers = match args.metrics_auth {
+    let metrics_limits = args
+        .listeners
+        .metrics_limits(args.receiver.header_read_timeout());
+    let scrapers = match args.listeners.metrics_auth {
         MetricsAuth::Rbac => Some(AccessReviewer::new(
             request_client_for_reviews,
             METRICS_PATH,
-            Duration::from_secs(args.api_timeout_seconds),
+            args.receiver.api_timeout(),
         )),
         MetricsAuth::None => None,
     };
     tasks.spawn(serve_metrics(
-        args.metrics_listen,
+        args.listeners.metrics_listen,
         registry,
         scrapers,
         metrics_limits,
@@ -273,7 +223,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         finished.clone(),
     ));
 
-    let grace = Duration::from_secs(args.shutdown_grace_seconds + args.drain_delay_seconds);
+    let grace = args.shutdown.grace();
     let mut result = Ok(());
     while let Some(joined) = tasks.join_next().await {
         let outcome = joined.context("a dispatcher task panicked").and_then(|r| r);
@@ -351,7 +301,7 @@ fn hook_changes(hooks: &HookRegistry) -> futures::stream::BoxStream<'static, con
 /// `kubectl port-forward` or two.
 pub const DEFAULT_METRICS_MAX_CONNECTIONS: usize = 32;
 /// Connections the metrics listener keeps open from one peer address: a scraper needs one.
-const METRICS_MAX_CONNECTIONS_PER_PEER: usize = 4;
+pub(crate) const METRICS_MAX_CONNECTIONS_PER_PEER: usize = 4;
 
 /// The path of the metrics endpoint.
 const METRICS_PATH: &str = "/metrics";
