@@ -25,7 +25,8 @@ pub mod policy;
 pub mod receiver;
 pub mod sinks;
 pub mod tls;
+pub mod wiring;
 
 mod serve;
 
-pub use serve::{controller_extensions, serve};
+pub use serve::serve;

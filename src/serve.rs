@@ -1,5 +1,6 @@
-//! `jobsink serve`: wires the controller, the receiver and the metrics endpoint together and
-//! shuts them down gracefully on SIGTERM or Ctrl-C.
+//! `jobsink serve`: builds the dispatcher's parts from its flags (`crate::wiring`), runs the
+//! controller (under leader election), the receiver and the metrics endpoint, and shuts them
+//! down gracefully on SIGTERM or Ctrl-C.
 
 use std::sync::Arc;
 
@@ -18,18 +19,12 @@ use tracing::{error, info, warn};
 use crate::auth::{Access, AccessReviewer, TokenVerifier};
 use crate::config::{MetricsAuth, ServeArgs};
 use crate::controller::knative_lease;
-use crate::controller::{self, Extensions, SharedSinks};
-use crate::crd::{JobSink, SinkId};
-use crate::features::FeatureStore;
-use crate::hook::{HookEngine, HookRegistry, RegistryOptions};
-use crate::job_index::{JobIndex, JobWatch};
+use crate::crd::SinkId;
+use crate::hook::RegistryOptions;
 use crate::leader::{Elector, Leadership};
 use crate::metrics::Metrics;
-use crate::policy::PolicyCache;
-use crate::receiver::{self, AppState, ListenerLimits};
-use crate::sinks::SinkWatch;
-use crate::tls::ServerTls;
-use futures::StreamExt;
+use crate::receiver::{self, ListenerLimits};
+use crate::wiring::{Parts, Settings};
 
 /// Runs what `args.role` asks for until SIGTERM/SIGINT, then drains: readiness fails, the
 /// receiver keeps serving for `--drain-delay-seconds`, stops accepting, and lets requests in
@@ -40,10 +35,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("reading the Kubernetes configuration (in-cluster config or KUBECONFIG)")?;
     let client = Client::try_from(kube_config.clone()).context("connecting to Kubernetes")?;
+    // API calls on the request path, and reviews of scrapers' tokens: no retries, each within
+    // the API timeout.
     let request_client =
         receiver::request_client(kube_config).context("connecting to Kubernetes")?;
-    // Reviews of scrapers' tokens: no retries either, each within the API timeout.
-    let request_client_for_reviews = request_client.clone();
     // `shutdown` stops the controller and starts the receiver's drain; `finished` stops what
     // requests in flight still use (hooks, metrics) once the receiver is done.
     let shutdown = CancellationToken::new();
@@ -53,15 +48,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (registry, metrics) = crate::metrics::registry();
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
 
-    // Hooks serve both roles: the receiver runs them, the controller reports HookReady.
-    let engine_config = args.hooks.engine_config()?;
-    engine_config
+    let engine = args.hooks.engine_config()?;
+    engine
         .check(container_memory_limit())
         .context("checking the hook limits")?;
-    let engine = HookEngine::new(engine_config, metrics.clone())
-        .context("creating the WebAssembly hook engine")?;
-    // The controller's election; hooks publish their load Events only while it leads.
     let namespace = &args.addresses.system_namespace;
+    // The controller's election; hooks publish their load Events only while it leads.
     let elector = args
         .role
         .runs_controller()
@@ -71,118 +63,69 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })
         .flatten()
         .map(|lease| Elector::new(client.clone(), lease, metrics.clone()));
-    let hooks = HookRegistry::new(
+    let settings = Settings {
         engine,
-        client.clone(),
-        metrics.clone(),
-        RegistryOptions {
+        registry: RegistryOptions {
             instance: args.pod_name.clone(),
             images: args.hooks.image_options(),
             leadership: elector
                 .as_ref()
                 .map_or_else(Leadership::always, Elector::leadership),
         },
-    );
-    // The one JobSink watch: the receiver's cache, the hook registry and the controller.
-    let watch = SinkWatch::spawn(client.clone(), hooks.clone(), finished.clone());
-    let orphan_grace = args.orphan_grace();
-    // The one Job watch: the receiver's Job index and the controller's orphan sweep.
-    let job_index = if args.role.runs_receiver() && args.receiver.job_index {
-        JobIndex::unwatched()
-    } else {
-        JobIndex::disabled()
+        job_index: args.role.runs_receiver() && args.receiver.job_index,
     };
-    let job_watch = JobWatch::spawn(client.clone(), job_index.clone(), finished.clone());
-
+    let parts = Parts::start(client.clone(), metrics.clone(), settings, &finished)?;
     // Who may send, over what: both roles follow the same flags, policies and certificate,
     // until requests in flight are done.
-    let features = FeatureStore::spawn(
-        client.clone(),
+    let security = parts.follow_security(
         namespace,
         args.security.feature_overrides(),
-        finished.clone(),
-    );
-    let policies = PolicyCache::spawn(client.clone(), finished.clone());
-    let tls = ServerTls::spawn(
-        client.clone(),
-        namespace,
         &args.security.tls_secret,
-        finished.clone(),
+        &finished,
     );
 
     if args.role.runs_controller() {
         let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let knative_lease = args.leader.knative_lease(namespace);
-        let cfg = args
-            .addresses
-            .controller_config(&resolv, orphan_grace, knative_lease.is_none());
+        let cfg =
+            args.addresses
+                .controller_config(&resolv, args.orphan_grace(), knative_lease.is_none());
         info!(url_example = %cfg.sink_url(&SinkId::new("<namespace>", "<name>")), "sink addresses");
         if let Some(lease) = knative_lease {
             tasks.spawn(knative_lease::hold(client.clone(), lease, shutdown.clone()));
         }
-        let security = controller::SecuritySources {
-            features: features.clone(),
-            policies: policies.clone(),
-            tls: tls.clone(),
-        };
-        let controller = {
-            let (client, hooks, metrics, watch, job_watch) = (
-                client.clone(),
-                hooks.clone(),
-                metrics.clone(),
-                watch.clone(),
-                job_watch.clone(),
-            );
-            let instance = args.pod_name.clone();
-            move |stop: CancellationToken| {
-                let mut extensions =
-                    controller_extensions(&hooks, metrics.clone(), Some(security.clone()));
-                extensions.shared = Some(SharedSinks {
-                    store: watch.cache().store(),
-                    changes: watch.subscribe(),
-                });
-                extensions.jobs = Some(job_watch.clone());
-                extensions.instance = instance.clone();
-                controller::run_with(client.clone(), cfg.clone(), extensions, stop)
-            }
-        };
+        let controller = parts.controller(cfg, Some(security.clone()), args.pod_name.clone());
         if let Some(elector) = elector {
             let lease = elector.lease();
             info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity,
                 takeover_bound = ?lease.takeover_bound(), "standing for the controller's Lease");
-            tasks.spawn(elector.run(shutdown.clone(), controller));
+            tasks.spawn(elector.run(shutdown.clone(), move |stop| controller.run(stop)));
         } else {
             metrics.leader(true);
-            tasks.spawn(controller(shutdown.clone()));
+            tasks.spawn(controller.run(shutdown.clone()));
         }
     }
 
     if args.role.runs_receiver() {
-        let jobs = job_index.clone();
-        let config = args.receiver.receiver_config(&args.shutdown, orphan_grace);
+        let config = args
+            .receiver
+            .receiver_config(&args.shutdown, args.orphan_grace());
         config.check().context("checking the receiver's limits")?;
-        let security = receiver::SenderChecks {
-            features,
+        let checks = receiver::SenderChecks {
+            features: security.features,
             // Fetching the issuer's keys is on the request path: the client without retries,
             // each fetch within the API timeout.
             verifier: TokenVerifier::new(request_client.clone())
                 .with_fetch_timeout(config.api_timeout),
-            policies,
+            policies: security.policies,
         };
-        let state = AppState::new(
-            request_client,
-            watch.cache(),
-            config,
-            metrics.clone(),
-            hooks.clone(),
-            security,
-            jobs,
-        );
+        let state = parts.receiver(request_client.clone(), config, metrics.clone(), checks);
         // HTTP and HTTPS share the state (one cap on requests in flight, one drain); what
         // requests in flight use stops once both are done.
-        let (listen, tls_listen, stop, done) = (
+        let (listen, tls_listen, tls, stop, done) = (
             args.listeners.listen,
             args.listeners.tls_listen,
+            security.tls,
             shutdown.clone(),
             finished.clone(),
         );
@@ -202,13 +145,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             done.cancel();
         });
     }
-    let registry = Arc::new(registry);
-    let metrics_limits = args
-        .listeners
-        .metrics_limits(args.receiver.header_read_timeout());
     let scrapers = match args.listeners.metrics_auth {
         MetricsAuth::Rbac => Some(AccessReviewer::new(
-            request_client_for_reviews,
+            request_client,
             METRICS_PATH,
             args.receiver.api_timeout(),
         )),
@@ -216,14 +155,26 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     tasks.spawn(serve_metrics(
         args.listeners.metrics_listen,
-        registry,
+        Arc::new(registry),
         scrapers,
-        metrics_limits,
-        metrics.clone(),
-        finished.clone(),
+        args.listeners
+            .metrics_limits(args.receiver.header_read_timeout()),
+        metrics,
+        finished,
     ));
 
-    let grace = args.shutdown.grace();
+    let result = supervise(tasks, &shutdown, args.shutdown.grace()).await;
+    info!("stopped");
+    result
+}
+
+/// Waits for the tasks: the first that fails shuts the others down (the error is the
+/// result); once shutting down, waits at most `grace` for the rest.
+async fn supervise(
+    mut tasks: JoinSet<anyhow::Result<()>>,
+    shutdown: &CancellationToken,
+    grace: std::time::Duration,
+) -> anyhow::Result<()> {
     let mut result = Ok(());
     while let Some(joined) = tasks.join_next().await {
         let outcome = joined.context("a dispatcher task panicked").and_then(|r| r);
@@ -240,7 +191,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             break;
         }
     }
-    info!("stopped");
     result
 }
 
@@ -262,39 +212,6 @@ fn container_memory_limit() -> Option<u64> {
 fn default_identity() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     format!("{}-{}", host.trim(), std::process::id())
-}
-
-/// How the controller learns about hooks (`HookReady` as an extra dependent of `Ready`, and
-/// a reconcile of the sink whose hook state changed) and about delivery security (flags,
-/// EventPolicies, the TLS Secret, which the controller follows itself).
-pub fn controller_extensions(
-    hooks: &HookRegistry,
-    metrics: Metrics,
-    security: Option<controller::SecuritySources>,
-) -> Extensions {
-    let source = hooks.clone();
-    Extensions {
-        conditions: vec![Arc::new(move |sink: &JobSink| source.condition(sink))],
-        reconcile_on: Some(hook_changes(hooks)),
-        metrics,
-        security,
-        ..Extensions::default()
-    }
-}
-
-/// The sink whose hook state changed, so the controller updates its `HookReady` (every sink
-/// when notifications were lost).
-fn hook_changes(hooks: &HookRegistry) -> futures::stream::BoxStream<'static, controller::Trigger> {
-    use tokio::sync::broadcast::error::RecvError;
-    let rx = hooks.subscribe();
-    futures::stream::unfold(rx, |mut rx| async move {
-        match rx.recv().await {
-            Ok(sink) => Some((controller::Trigger::Sink(sink), rx)),
-            Err(RecvError::Lagged(_)) => Some((controller::Trigger::All, rx)),
-            Err(RecvError::Closed) => None,
-        }
-    })
-    .boxed()
 }
 
 /// Connections the metrics listener keeps open by default: a few Prometheus servers and a
