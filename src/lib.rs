@@ -6,6 +6,7 @@
 //! Knative's users, `docs/hooks.md` what hooks may do.
 
 pub mod auth;
+pub mod clock;
 pub mod cloudevent;
 pub mod conditions;
 pub mod config;

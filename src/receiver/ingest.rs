@@ -6,8 +6,6 @@
 //! `on-job`; just the build without a hook) -> size check -> create Job and Secret. Nothing
 //! is created unless every step before passed. See `docs/architecture.md`.
 
-use std::time::{Duration, Instant};
-
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +14,7 @@ use tracing::{Span, debug, info};
 use super::create::{Calls, Created, EventObjects, create_objects, secret_exists};
 use super::security::{admit, authenticate, authorize_sender};
 use super::{AppState, ReceiveError};
+use crate::clock::RequestClock;
 use crate::cloudevent::{self, CloudEvent};
 use crate::cputime::cpu_timed;
 use crate::crd::SinkId;
@@ -24,22 +23,24 @@ use crate::job_index::Known;
 use crate::location::location;
 use crate::sinks::{CachedSink, Readiness, decoded_sink, readiness};
 
+/// One event, its metrics recorded once at the end from the request's clock.
 pub(super) async fn handle(
     state: &AppState,
     sink: &SinkId,
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
-    let (result, cpu) = cpu_timed(ingest(state, sink, headers, body)).await;
+    let mut clock = RequestClock::start();
+    let (result, cpu) = cpu_timed(ingest(state, sink, headers, body, &mut clock)).await;
     // Per-sink series only for sinks that exist: the path is the sender's to choose.
     let label = state.sinks.get(sink).map(|_| sink);
     match result {
         Ok(Accepted {
             created,
             location: loc,
-            api_cpu,
         }) => {
-            state.metrics.receiver_cpu(cpu.saturating_sub(api_cpu));
+            state.metrics.receiver_overhead(clock.own_time());
+            state.metrics.receiver_cpu(clock.own_cpu(cpu));
             let outcome = match created {
                 Created::New => "created",
                 Created::Duplicate => {
@@ -68,12 +69,10 @@ pub(super) async fn handle(
     }
 }
 
-/// An event accepted: how, its Location, and the CPU time its API calls took (which is the
-/// API client's, not the receiver's own).
+/// An event accepted: how, and its Location.
 struct Accepted {
     created: Created,
     location: String,
-    api_cpu: Duration,
 }
 
 async fn ingest(
@@ -81,13 +80,12 @@ async fn ingest(
     id: &SinkId,
     headers: &HeaderMap,
     body: Body,
+    clock: &mut RequestClock,
 ) -> Result<Accepted, ReceiveError> {
-    let started = Instant::now();
     let features = state.security.features()?;
     // The sender first: a caller without a valid token (401), or one the sink's policies
     // refuse (403), learns nothing about the sink, not even whether it exists.
-    let (sender, key_fetch_time) = authenticate(&state.security, &features, id, headers).await;
-    let sender = sender?;
+    let sender = authenticate(&state.security, &features, id, headers, clock).await?;
     let cached = state.sinks.get(id);
     admit(
         &state.security,
@@ -118,44 +116,33 @@ async fn ingest(
     // Identity is the event as received, whatever a hook does to it.
     let (source, event_id) = (event.source.clone(), event.id.clone());
     let primary = job_name(&id.name, &source, &event_id);
-    let mut calls = Calls::new(state.config.api_timeout, state.config.orphan_grace);
-    // Fetching the issuer's keys (rare: an unknown key id) is an API call too.
-    calls.spent += key_fetch_time;
+    let mut calls = Calls::new(state.config.api_timeout, state.config.orphan_grace, clock);
     // A copy of an event already accepted: its Job and Secret exist, so the hook ran and
     // accepted it before; answer without running it again (and, but for a periodic look at
     // the Secret, without calling the API server).
-    if let Some(created) =
-        known_duplicate(state, id, &primary, &source, &event_id, &mut calls).await
-    {
-        state
-            .metrics
-            .receiver_overhead(started.elapsed().saturating_sub(calls.spent));
-        return Ok(Accepted {
-            created,
-            location: location(id, &source, &event_id),
-            api_cpu: calls.cpu,
-        });
-    }
-    let build = |event: &CloudEvent| job::build_job(sink, &primary, event);
-    let (event, job) = state.hooks.run(sink, event, build).await?;
+    let known_copy = known_duplicate(state, id, &primary, &source, &event_id, &mut calls).await;
+    let created = match known_copy {
+        Some(created) => created,
+        None => {
+            let build = |event: &CloudEvent| job::build_job(sink, &primary, event);
+            let (event, job) = state.hooks.run(sink, event, build).await?;
 
-    let stored = cloudevent::to_json(&event);
-    job::check_event_size(stored.len(), state.config.max_event_bytes)?;
+            let stored = cloudevent::to_json(&event);
+            job::check_event_size(stored.len(), state.config.max_event_bytes)?;
 
-    let objects = EventObjects {
-        sink: id,
-        source: &source,
-        id: &event_id,
-        job,
-        stored,
+            let objects = EventObjects {
+                sink: id,
+                source: &source,
+                id: &event_id,
+                job,
+                stored,
+            };
+            create_objects(&state.client, &state.jobs, objects, &mut calls).await?
+        }
     };
-    let created = create_objects(&state.client, &state.jobs, objects, &mut calls).await?;
-    let own = started.elapsed().saturating_sub(calls.spent);
-    state.metrics.receiver_overhead(own);
     Ok(Accepted {
         created,
         location: location(id, &source, &event_id),
-        api_cpu: calls.cpu,
     })
 }
 
@@ -169,7 +156,7 @@ async fn known_duplicate(
     primary: &str,
     source: &str,
     event_id: &str,
-    calls: &mut Calls,
+    calls: &mut Calls<'_>,
 ) -> Option<Created> {
     let alternate = alternate_job_name(&id.name, source, event_id);
     let mut check = None;

@@ -2,13 +2,12 @@
 //! sender, and EventPolicy authorization of the event, as the feature flags say. Handlers ask
 //! here; the checks themselves live in `auth`, `policy` and `features`.
 
-use std::time::Duration;
-
 use axum::http::HeaderMap;
 use kube::{Client, ResourceExt};
 
 use super::ReceiveError;
 use crate::auth::{self, Sender, TokenVerifier};
+use crate::clock::RequestClock;
 use crate::cloudevent::CloudEvent;
 use crate::crd::{JobSink, SinkId};
 use crate::features::{FeatureStore, Features, TransportEncryption};
@@ -73,32 +72,29 @@ pub fn check_transport(features: &Features, transport: Transport) -> Result<(), 
     }
 }
 
-/// The sender, when OIDC authentication is on (`None` when it is off), and the time spent
-/// fetching the issuer's keys.
+/// The sender, when OIDC authentication is on (`None` when it is off); the time spent
+/// fetching the issuer's keys goes on the request's `clock`.
 pub async fn authenticate(
     security: &SenderChecks,
     features: &Features,
     sink: &SinkId,
     headers: &HeaderMap,
-) -> (Result<Option<Sender>, ReceiveError>, Duration) {
+    clock: &mut RequestClock,
+) -> Result<Option<Sender>, ReceiveError> {
     if !features.oidc_enabled() {
-        return (Ok(None), Duration::ZERO);
+        return Ok(None);
     }
     let audience = auth::audience(sink);
-    let token = match auth::bearer_token(headers) {
-        Ok(token) => token,
-        Err(error) => {
-            return (
-                Err(ReceiveError::Unauthenticated { audience, error }),
-                Duration::ZERO,
-            );
-        }
-    };
-    let (verified, api_time) = security.verifier.verify(token, &audience).await;
-    let result = verified
+    let token = auth::bearer_token(headers).map_err(|error| ReceiveError::Unauthenticated {
+        audience: audience.clone(),
+        error,
+    })?;
+    security
+        .verifier
+        .verify(token, &audience, clock)
+        .await
         .map(Some)
-        .map_err(|error| ReceiveError::Unauthenticated { audience, error });
-    (result, api_time)
+        .map_err(|error| ReceiveError::Unauthenticated { audience, error })
 }
 
 /// Whether `sender` may use `sink` at all, asked before the receiver tells anything about the

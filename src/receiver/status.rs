@@ -17,6 +17,7 @@ use kube::Api;
 use super::create::Calls;
 use super::security::{admit, authenticate};
 use super::{AppState, ReceiveError};
+use crate::clock::RequestClock;
 use crate::cloudevent::{MAX_ID_BYTES, MAX_SOURCE_BYTES};
 use crate::crd::SinkId;
 use crate::job::{alternate_job_name, job_matches_event, job_name};
@@ -42,8 +43,9 @@ async fn lookup(
     let sink = SinkId::checked(&event.sink.namespace, &event.sink.name)
         .ok_or(ReceiveError::InvalidSinkName)?;
     let features = state.security.features()?;
-    let (sender, _) = authenticate(&state.security, &features, &sink, headers).await;
-    let sender = sender?;
+    // Status queries record no receiver metrics: the clock only bounds and times the calls.
+    let mut clock = RequestClock::start();
+    let sender = authenticate(&state.security, &features, &sink, headers, &mut clock).await?;
     let cached = state.sinks.get(&sink);
     admit(
         &state.security,
@@ -67,7 +69,11 @@ async fn lookup(
         return Err(ReceiveError::NoSuchJob);
     }
     let jobs: Api<Job> = Api::namespaced(state.client.clone(), &sink.namespace);
-    let mut calls = Calls::new(state.config.api_timeout, state.config.orphan_grace);
+    let mut calls = Calls::new(
+        state.config.api_timeout,
+        state.config.orphan_grace,
+        &mut clock,
+    );
     let names = [
         job_name(&sink.name, &event.source, &event.id),
         alternate_job_name(&sink.name, &event.source, &event.id),
