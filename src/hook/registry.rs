@@ -149,8 +149,8 @@ impl HookRegistry {
         self.inner.table.subscribe()
     }
 
-    /// Runs `sink`'s hook over one event and returns the event to store and the Job to
-    /// create; `build_job` builds the Job from the event `on-event` left. Without
+    /// Runs the hook of `sink` (named `id`) over one event and returns the event to store and
+    /// the Job to create; `build_job` builds the Job from the event `on-event` left. Without
     /// `spec.hook` that is all it does.
     ///
     /// The sink's settings and component are the registry's; a sink it has not seen yet runs
@@ -159,6 +159,7 @@ impl HookRegistry {
     /// Events on the JobSink.
     pub async fn run(
         &self,
+        id: &SinkId,
         sink: &JobSink,
         event: CloudEvent,
         build_job: impl FnOnce(&CloudEvent) -> Job,
@@ -167,26 +168,25 @@ impl HookRegistry {
             let job = build_job(&event);
             return Ok((event, job));
         };
-        let id = SinkId::of(sink);
-        let (settings, hook) = self.inner.table.serving(&id, spec);
+        let (settings, hook) = self.inner.table.serving(id, spec);
         let hook = hook.as_ref().map_err(String::as_str);
-        let result = run_hooks(&self.inner.engine, hook, &settings, &id, event, build_job).await;
+        let result = run_hooks(&self.inner.engine, hook, &settings, id, event, build_job).await;
         let metrics = &self.inner.metrics;
         if let Ok(hook) = hook {
-            metrics.hook_low_priority(&id, hook.in_background());
+            metrics.hook_low_priority(id, hook.in_background());
         }
         match result {
             Ok(output) => {
                 for note in &output.notes {
-                    metrics.hook(&id, note.reason());
-                    self.record_note(&id, note);
+                    metrics.hook(id, note.reason());
+                    self.record_note(id, note);
                 }
                 Ok((output.event, output.job))
             }
             Err(refusal) => {
-                metrics.hook(&id, refusal.label());
+                metrics.hook(id, refusal.label());
                 if matches!(refusal, HookRefusal::Busy(_)) {
-                    metrics.hook_slot_timeout(&id);
+                    metrics.hook_slot_timeout(id);
                 }
                 Err(refusal)
             }

@@ -41,10 +41,7 @@ use tracing::{info, warn};
 use super::ReceiveError;
 use crate::clock::RequestClock;
 use crate::crd::SinkId;
-use crate::job::{
-    EVENT_STORED_ANNOTATION, alternate_job_name, build_secret, job_matches_event, job_name,
-    rename_job,
-};
+use crate::job::{EVENT_STORED_ANNOTATION, JobNames, build_secret, job_matches_event, rename_job};
 use crate::job_index::{JobIndex, JobUid};
 use crate::k8s::{self, Failure};
 
@@ -115,6 +112,8 @@ pub(super) struct EventObjects<'a> {
     /// Identity of the event as received (names and Location use it, whatever a hook did).
     pub source: &'a str,
     pub id: &'a str,
+    /// The event's Job names.
+    pub names: &'a JobNames,
     /// The Job, built (and perhaps shaped by a hook) under the upstream-compatible name.
     pub job: Job,
     /// The stored event, the content of the Secret.
@@ -142,6 +141,7 @@ pub(super) async fn create_objects(
         sink,
         source,
         id,
+        names,
         mut job,
         stored,
     } = objects;
@@ -150,17 +150,14 @@ pub(super) async fn create_objects(
         secrets: Api::namespaced(client.clone(), &sink.namespace),
         stored,
     };
-    let mut names = [
-        job_name(&sink.name, source, id),
-        alternate_job_name(&sink.name, source, id),
-    ];
+    let mut names = names.both();
     // The event's Job under its alternate name stays its Job after the event that held the
     // compatible name is gone: a copy must find it there, not make a second Job.
-    if index.holds(sink, &names[1], source, id) && !index.holds(sink, &names[0], source, id) {
+    if index.holds(sink, names[1], source, id) && !index.holds(sink, names[0], source, id) {
         names.swap(0, 1);
     }
-    for name in &names {
-        if job.metadata.name.as_deref() != Some(name.as_str()) {
+    for name in names {
+        if job.metadata.name.as_deref() != Some(name) {
             rename_job(&mut job, name);
         }
         let created = calls
