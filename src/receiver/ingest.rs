@@ -97,13 +97,7 @@ async fn ingest(
     let sender = authenticate(&state.security, features, id, headers, clock).await?;
     let cached = state.sinks.get(id);
     *known = Some(cached.is_some());
-    admit(
-        &state.security,
-        features,
-        sender.as_ref(),
-        id,
-        cached.as_deref(),
-    )?;
+    let admission = admit(&state.security, features, sender, id, cached.as_deref())?;
     let sink = usable(state, id, cached.as_deref())?;
     // The body is read without a slot of --max-in-flight: a sender trickling it holds its
     // bytes of the body memory budget, nothing a fast sender needs.
@@ -120,7 +114,7 @@ async fn ingest(
     Span::current().record("event_id", event.id.as_str());
     debug!(event.id, event.source, "event decoded");
     // EventPolicy filters judge the event as sent, before any hook changes it.
-    authorize_sender(&state.security, features, sender.as_ref(), sink, &event)?;
+    authorize_sender(admission.as_ref(), &event)?;
 
     // Identity is the event as received, whatever a hook does to it.
     let (source, event_id) = (event.source.clone(), event.id.clone());

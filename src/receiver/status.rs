@@ -54,13 +54,7 @@ async fn lookup(
     let mut clock = RequestClock::start();
     let sender = authenticate(&state.security, features, &sink, headers, &mut clock).await?;
     let cached = state.sinks.get(&sink);
-    admit(
-        &state.security,
-        features,
-        sender.as_ref(),
-        &sink,
-        cached.as_deref(),
-    )?;
+    admit(&state.security, features, sender, &sink, cached.as_deref())?;
     if cached.is_none() {
         return Err(if state.sinks.is_ready() {
             ReceiveError::UnknownSink(sink)
