@@ -17,7 +17,7 @@
 //! API server, a hook slot or a core) is not. Like the wall-clock figure, the metric leaves
 //! out the API calls: the CPU of their polls (the API client encoding and decoding bodies,
 //! and opening a connection when its pool grows, a TLS handshake of a millisecond or more)
-//! is measured the same way and subtracted (`create::Calls`).
+//! is measured the same way and subtracted (`clock::RequestClock`).
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;

@@ -20,7 +20,7 @@ mod name;
 #[cfg(test)]
 mod tests;
 
-pub use name::{alternate_job_name, job_matches_event, job_name};
+pub use name::{JobNames, alternate_job_name, job_matches_event, job_name};
 
 /// Annotation on every Job recording the `source` of the event it runs, so that a different
 /// event whose name collides can be told apart (`docs/contract.md#name-collisions`).

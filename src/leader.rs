@@ -135,6 +135,11 @@ impl Elector {
         self.leadership.clone()
     }
 
+    /// The Lease it stands for.
+    pub fn lease(&self) -> &LeaseConfig {
+        &self.cfg
+    }
+
     /// Runs `work` whenever this process leads, until `shutdown`: waits for the Lease, starts
     /// `work` with a token that is cancelled when leadership is lost (or on shutdown), waits
     /// for it to stop, and stands again. Releases the Lease on shutdown. Fails only when

@@ -6,6 +6,7 @@
 //! Knative's users, `docs/hooks.md` what hooks may do.
 
 pub mod auth;
+pub mod clock;
 pub mod cloudevent;
 pub mod conditions;
 pub mod config;
@@ -25,7 +26,8 @@ pub mod policy;
 pub mod receiver;
 pub mod sinks;
 pub mod tls;
+pub mod wiring;
 
 mod serve;
 
-pub use serve::{controller_extensions, serve};
+pub use serve::serve;

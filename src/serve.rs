@@ -1,8 +1,8 @@
-//! `jobsink serve`: wires the controller, the receiver and the metrics endpoint together and
-//! shuts them down gracefully on SIGTERM or Ctrl-C.
+//! `jobsink serve`: builds the dispatcher's parts from its flags (`crate::wiring`), runs the
+//! controller (under leader election), the receiver and the metrics endpoint, and shuts them
+//! down gracefully on SIGTERM or Ctrl-C.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::extract::{ConnectInfo, Request, State};
@@ -18,19 +18,13 @@ use tracing::{error, info, warn};
 
 use crate::auth::{Access, AccessReviewer, TokenVerifier};
 use crate::config::{MetricsAuth, ServeArgs};
-use crate::controller::knative_lease::{self, KnativeLease};
-use crate::controller::{self, ControllerConfig, Extensions, SharedSinks, detect_cluster_domain};
-use crate::crd::{JobSink, SinkId};
-use crate::features::FeatureStore;
-use crate::hook::{CompileLimits, Compiler, EngineConfig, HookEngine, HookRegistry, ImageOptions};
-use crate::job_index::{JobIndex, JobWatch};
-use crate::leader::{Elector, LeaseConfig};
+use crate::controller::knative_lease;
+use crate::crd::SinkId;
+use crate::hook::RegistryOptions;
+use crate::leader::{Elector, Leadership};
 use crate::metrics::Metrics;
-use crate::policy::PolicyCache;
-use crate::receiver::{self, AppState, ConnectionLimits, ListenerLimits, ReceiverConfig};
-use crate::sinks::SinkWatch;
-use crate::tls::ServerTls;
-use futures::StreamExt;
+use crate::receiver::{self, ListenerLimits};
+use crate::wiring::{Parts, Settings};
 
 /// Runs what `args.role` asks for until SIGTERM/SIGINT, then drains: readiness fails, the
 /// receiver keeps serving for `--drain-delay-seconds`, stops accepting, and lets requests in
@@ -41,10 +35,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("reading the Kubernetes configuration (in-cluster config or KUBECONFIG)")?;
     let client = Client::try_from(kube_config.clone()).context("connecting to Kubernetes")?;
+    // API calls on the request path, and reviews of scrapers' tokens: no retries, each within
+    // the API timeout.
     let request_client =
         receiver::request_client(kube_config).context("connecting to Kubernetes")?;
-    // Reviews of scrapers' tokens: no retries either, each within the API timeout.
-    let request_client_for_reviews = request_client.clone();
     // `shutdown` stops the controller and starts the receiver's drain; `finished` stops what
     // requests in flight still use (hooks, metrics) once the receiver is done.
     let shutdown = CancellationToken::new();
@@ -54,173 +48,87 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (registry, metrics) = crate::metrics::registry();
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
 
-    // Hooks serve both roles: the receiver runs them, the controller reports HookReady.
-    let engine_config = EngineConfig {
-        max_concurrency: args.hook_concurrency.max(1),
-        per_sink_concurrency: args.hook_concurrency_per_sink,
-        memory_budget_mib: args.hook_memory_budget_mib,
-        slot_wait: Duration::from_millis(args.hook_slot_wait_ms),
-        pooling: true,
-        compiler: Compiler::this_program(CompileLimits {
-            timeout: Duration::from_secs(args.hook_compile_timeout_seconds),
-            cpu: Duration::from_secs(args.hook_compile_cpu_seconds),
-            memory_bytes: args.hook_compile_memory_mib << 20,
-        })
-        .context("finding this program, which compiles hooks")?,
-        code_cache_dir: args
-            .hook_code_cache
-            .then(|| args.hook_cache_dir.join("code")),
-        code_cache_max_bytes: args.hook_cache_max_mib << 20,
-    };
-    engine_config
+    let engine = args.hooks.engine_config()?;
+    engine
         .check(container_memory_limit())
         .context("checking the hook limits")?;
-    let engine = HookEngine::new(engine_config, metrics.clone())
-        .context("creating the WebAssembly hook engine")?;
-    let hooks = HookRegistry::with_images(
+    let namespace = &args.addresses.system_namespace;
+    // The controller's election; hooks publish their load Events only while it leads.
+    let elector = args
+        .role
+        .runs_controller()
+        .then(|| {
+            let identity = args.pod_name.clone().unwrap_or_else(default_identity);
+            args.leader.lease_config(namespace, identity)
+        })
+        .flatten()
+        .map(|lease| Elector::new(client.clone(), lease, metrics.clone()));
+    let settings = Settings {
         engine,
-        client.clone(),
-        metrics.clone(),
-        args.pod_name.clone(),
-        ImageOptions {
-            cache_dir: Some(args.hook_cache_dir.join("images")),
-            cache_max_bytes: args.hook_cache_max_mib << 20,
-            pull_timeout: Duration::from_secs(args.hook_pull_timeout_seconds),
+        registry: RegistryOptions {
+            instance: args.pod_name.clone(),
+            images: args.hooks.image_options(),
+            leadership: elector
+                .as_ref()
+                .map_or_else(Leadership::always, Elector::leadership),
         },
-    );
-    // The one JobSink watch: the receiver's cache, the hook registry and the controller.
-    let watch = SinkWatch::spawn(client.clone(), hooks.clone(), finished.clone());
-    let orphan_grace = Duration::from_secs(args.orphan_grace_seconds);
-    // The one Job watch: the receiver's Job index and the controller's orphan sweep.
-    let job_index = if args.role.runs_receiver() && args.job_index {
-        JobIndex::unwatched()
-    } else {
-        JobIndex::disabled()
+        job_index: args.role.runs_receiver() && args.receiver.job_index,
     };
-    let job_watch = JobWatch::spawn(client.clone(), job_index.clone(), finished.clone());
-
+    let parts = Parts::start(client.clone(), metrics.clone(), settings, &finished)?;
     // Who may send, over what: both roles follow the same flags, policies and certificate,
     // until requests in flight are done.
-    let features = FeatureStore::spawn(
-        client.clone(),
-        &args.system_namespace,
-        args.feature_overrides(),
-        finished.clone(),
-    );
-    let policies = PolicyCache::spawn(client.clone(), finished.clone());
-    let tls = ServerTls::spawn(
-        client.clone(),
-        &args.system_namespace,
-        &args.tls_secret,
-        finished.clone(),
+    let security = parts.follow_security(
+        namespace,
+        args.security.feature_overrides(),
+        &args.security.tls_secret,
+        &finished,
     );
 
     if args.role.runs_controller() {
         let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let cfg = ControllerConfig {
-            system_namespace: args.system_namespace.clone(),
-            service_name: args.service_name.clone(),
-            cluster_domain: detect_cluster_domain(args.cluster_domain.as_deref(), &resolv),
-            orphan_grace,
-            event_policy_status: args.knative_lease.is_none(),
-        };
+        let knative_lease = args.leader.knative_lease(namespace);
+        let cfg =
+            args.addresses
+                .controller_config(&resolv, args.orphan_grace(), knative_lease.is_none());
         info!(url_example = %cfg.sink_url(&SinkId::new("<namespace>", "<name>")), "sink addresses");
-        if let Some(prefix) = args.knative_lease.clone() {
-            let lease = KnativeLease {
-                namespace: args.system_namespace.clone(),
-                prefix,
-            };
+        if let Some(lease) = knative_lease {
             tasks.spawn(knative_lease::hold(client.clone(), lease, shutdown.clone()));
         }
-        let security = controller::SecuritySources {
-            features: features.clone(),
-            policies: policies.clone(),
-            tls: tls.clone(),
-        };
-        let controller = {
-            let (client, hooks, metrics, watch, job_watch) = (
-                client.clone(),
-                hooks.clone(),
-                metrics.clone(),
-                watch.clone(),
-                job_watch.clone(),
-            );
-            let instance = args.pod_name.clone();
-            move |stop: CancellationToken| {
-                let mut extensions =
-                    controller_extensions(&hooks, metrics.clone(), Some(security.clone()));
-                extensions.shared = Some(SharedSinks {
-                    store: watch.cache().store(),
-                    changes: watch.subscribe(),
-                });
-                extensions.jobs = Some(job_watch.clone());
-                extensions.instance = instance.clone();
-                controller::run_with(client.clone(), cfg.clone(), extensions, stop)
-            }
-        };
-        if args.leader_elect {
-            let lease = LeaseConfig {
-                namespace: args
-                    .leader_election_namespace
-                    .clone()
-                    .unwrap_or_else(|| args.system_namespace.clone()),
-                name: args.leader_election_lease.clone(),
-                identity: args.pod_name.clone().unwrap_or_else(default_identity),
-                lease_duration: Duration::from_secs(args.lease_duration_seconds.max(1)),
-            };
+        let controller = parts.controller(cfg, Some(security.clone()), args.pod_name.clone());
+        if let Some(elector) = elector {
+            let lease = elector.lease();
             info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity,
                 takeover_bound = ?lease.takeover_bound(), "standing for the controller's Lease");
-            let elector = Elector::new(client.clone(), lease, metrics.clone());
-            hooks.set_leadership(elector.leadership());
-            tasks.spawn(elector.run(shutdown.clone(), controller));
+            tasks.spawn(elector.run(shutdown.clone(), move |stop| controller.run(stop)));
         } else {
             metrics.leader(true);
-            tasks.spawn(controller(shutdown.clone()));
+            tasks.spawn(controller.run(shutdown.clone()));
         }
     }
 
     if args.role.runs_receiver() {
-        let jobs = job_index.clone();
-        let seconds = Duration::from_secs;
-        let config = ReceiverConfig {
-            max_event_bytes: args.max_event_bytes,
-            api_timeout: seconds(args.api_timeout_seconds),
-            header_read_timeout: seconds(args.header_read_timeout_seconds),
-            body_read_timeout: seconds(args.body_read_timeout_seconds),
-            request_timeout: seconds(args.request_timeout_seconds),
-            max_in_flight: args.max_in_flight,
-            body_memory_bytes: args.body_memory_mib.saturating_mul(1 << 20),
-            max_connections: args.max_connections,
-            max_connections_per_peer: args.max_connections_per_peer,
-            drain_delay: seconds(args.drain_delay_seconds),
-            orphan_grace,
-        };
+        let config = args
+            .receiver
+            .receiver_config(&args.shutdown, args.orphan_grace());
         config.check().context("checking the receiver's limits")?;
-        let security = receiver::SenderChecks {
-            features,
+        let checks = receiver::SenderChecks {
+            features: security.features,
             // Fetching the issuer's keys is on the request path: the client without retries,
             // each fetch within the API timeout.
             verifier: TokenVerifier::new(request_client.clone())
                 .with_fetch_timeout(config.api_timeout),
-            policies,
+            policies: security.policies,
         };
-        let mut state = AppState::new(
-            request_client,
-            watch.cache(),
-            config,
-            metrics.clone(),
-            hooks.clone(),
-            security,
-        );
+        let state = parts.receiver(request_client.clone(), config, metrics.clone(), checks);
         // HTTP and HTTPS share the state (one cap on requests in flight, one drain); what
         // requests in flight use stops once both are done.
-        let (listen, tls_listen, stop, done) = (
-            args.listen,
-            args.tls_listen,
+        let (listen, tls_listen, tls, stop, done) = (
+            args.listeners.listen,
+            args.listeners.tls_listen,
+            security.tls,
             shutdown.clone(),
             finished.clone(),
         );
-        state.jobs = jobs;
         tasks.spawn(async move {
             // A listener that cannot bind fails the process at once, as a bad --listen does.
             let served = tokio::try_join!(
@@ -237,33 +145,36 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             done.cancel();
         });
     }
-    let registry = Arc::new(registry);
-    let metrics_limits = ListenerLimits {
-        name: "metrics",
-        header_read_timeout: Duration::from_secs(args.header_read_timeout_seconds),
-        connections: ConnectionLimits::new(
-            args.metrics_max_connections,
-            METRICS_MAX_CONNECTIONS_PER_PEER,
-        ),
-    };
-    let scrapers = match args.metrics_auth {
+    let scrapers = match args.listeners.metrics_auth {
         MetricsAuth::Rbac => Some(AccessReviewer::new(
-            request_client_for_reviews,
+            request_client,
             METRICS_PATH,
-            Duration::from_secs(args.api_timeout_seconds),
+            args.receiver.api_timeout(),
         )),
         MetricsAuth::None => None,
     };
     tasks.spawn(serve_metrics(
-        args.metrics_listen,
-        registry,
+        args.listeners.metrics_listen,
+        Arc::new(registry),
         scrapers,
-        metrics_limits,
-        metrics.clone(),
-        finished.clone(),
+        args.listeners
+            .metrics_limits(args.receiver.header_read_timeout()),
+        metrics,
+        finished,
     ));
 
-    let grace = Duration::from_secs(args.shutdown_grace_seconds + args.drain_delay_seconds);
+    let result = supervise(tasks, &shutdown, args.shutdown.grace()).await;
+    info!("stopped");
+    result
+}
+
+/// Waits for the tasks: the first that fails shuts the others down (the error is the
+/// result); once shutting down, waits at most `grace` for the rest.
+async fn supervise(
+    mut tasks: JoinSet<anyhow::Result<()>>,
+    shutdown: &CancellationToken,
+    grace: std::time::Duration,
+) -> anyhow::Result<()> {
     let mut result = Ok(());
     while let Some(joined) = tasks.join_next().await {
         let outcome = joined.context("a dispatcher task panicked").and_then(|r| r);
@@ -280,7 +191,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             break;
         }
     }
-    info!("stopped");
     result
 }
 
@@ -304,44 +214,11 @@ fn default_identity() -> String {
     format!("{}-{}", host.trim(), std::process::id())
 }
 
-/// How the controller learns about hooks (`HookReady` as an extra dependent of `Ready`, and
-/// a reconcile of the sink whose hook state changed) and about delivery security (flags,
-/// EventPolicies, the TLS Secret, which the controller follows itself).
-pub fn controller_extensions(
-    hooks: &HookRegistry,
-    metrics: Metrics,
-    security: Option<controller::SecuritySources>,
-) -> Extensions {
-    let source = hooks.clone();
-    Extensions {
-        conditions: vec![Arc::new(move |sink: &JobSink| source.condition(sink))],
-        reconcile_on: Some(hook_changes(hooks)),
-        metrics,
-        security,
-        ..Extensions::default()
-    }
-}
-
-/// The sink whose hook state changed, so the controller updates its `HookReady` (every sink
-/// when notifications were lost).
-fn hook_changes(hooks: &HookRegistry) -> futures::stream::BoxStream<'static, controller::Trigger> {
-    use tokio::sync::broadcast::error::RecvError;
-    let rx = hooks.subscribe();
-    futures::stream::unfold(rx, |mut rx| async move {
-        match rx.recv().await {
-            Ok(sink) => Some((controller::Trigger::Sink(sink), rx)),
-            Err(RecvError::Lagged(_)) => Some((controller::Trigger::All, rx)),
-            Err(RecvError::Closed) => None,
-        }
-    })
-    .boxed()
-}
-
 /// Connections the metrics listener keeps open by default: a few Prometheus servers and a
 /// `kubectl port-forward` or two.
 pub const DEFAULT_METRICS_MAX_CONNECTIONS: usize = 32;
 /// Connections the metrics listener keeps open from one peer address: a scraper needs one.
-const METRICS_MAX_CONNECTIONS_PER_PEER: usize = 4;
+pub(crate) const METRICS_MAX_CONNECTIONS_PER_PEER: usize = 4;
 
 /// The path of the metrics endpoint.
 const METRICS_PATH: &str = "/metrics";

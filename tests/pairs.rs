@@ -222,16 +222,15 @@ spec:
             }
         })
         .await;
-        let mut state = AppState::new(
+        this.state = AppState::new(
             client.clone(),
             d.state.sinks.clone(),
             ReceiverConfig::default(),
             Metrics::default(),
             d.state.hooks.clone(),
             SenderChecks::fixed(client, Features::default()),
+            JobIndex::disabled(),
         );
-        state.jobs = JobIndex::disabled();
-        this.state = state;
         this
     }
 }

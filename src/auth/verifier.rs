@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use super::AuthError;
 use super::keys::{self, Issuer};
+use crate::clock::RequestClock;
 use crate::lock::{locked, read_locked, write_locked};
 
 /// Shortest time between two fetches of the keys caused by tokens with an unknown key id: such
@@ -111,34 +112,32 @@ impl TokenVerifier {
     }
 
     /// Checks `token` for `audience`: signed by the issuer's key, issued by the issuer, within
-    /// its validity, and for this audience. Returns its sender, and the time spent fetching
-    /// keys from the API server (zero when they were cached).
+    /// its validity, and for this audience. Returns its sender; the time spent fetching keys
+    /// from the API server (none when they were cached) goes on the request's `clock`.
     pub async fn verify(
         &self,
         token: &str,
         audience: &str,
-    ) -> (Result<Sender, AuthError>, Duration) {
+        clock: &mut RequestClock,
+    ) -> Result<Sender, AuthError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let cached = locked(&self.verified).get(&digest).cloned();
         if let Some(verified) = cached {
-            return (check(&verified, audience, now()), Duration::ZERO);
+            return check(&verified, audience, now());
         }
         let started = Instant::now();
         let (outcome, fetched) = match self.verify_signature(token).await {
             Ok((verified, fetched)) => (Ok(verified), fetched),
             Err((error, fetched)) => (Err(error), fetched),
         };
-        let api_time = if fetched {
-            started.elapsed()
-        } else {
-            Duration::ZERO
-        };
-        let result = outcome.and_then(|verified| {
+        if fetched {
+            clock.api_wait(started.elapsed());
+        }
+        outcome.and_then(|verified| {
             let checked = check(&verified, audience, now());
             self.remember(digest, verified);
             checked
-        });
-        (result, api_time)
+        })
     }
 
     /// Signature, issuer and time window; whether the keys were fetched for it.

@@ -70,7 +70,7 @@ pub use notes::{MAX_NOTES_QUEUED, NOTE_WINDOW, NOTES_PER_WINDOW};
 pub use oci::{DEFAULT_CACHE_DIR, DEFAULT_PULL_TIMEOUT};
 pub use pace::INLINE_PROBATION;
 pub use pipeline::{HookNote, HookOutput, HookRefusal, Phase, run_hooks};
-pub use registry::{HookRegistry, ImageOptions};
+pub use registry::{HookRegistry, ImageOptions, RegistryOptions};
 pub use settings::{
     DEFAULT_MEMORY_LIMIT_BYTES, DEFAULT_TIMEOUT, HookSettings, MAX_COMPONENT_BYTES,
     MAX_MEMORY_LIMIT_BYTES, MAX_TIMEOUT,

@@ -46,7 +46,7 @@ struct Inner {
 }
 
 /// Where hooks named by `spec.hook.image` are kept and how long a pull may take
-/// ([`HookRegistry::with_images`]).
+/// ([`RegistryOptions::images`]).
 #[derive(Clone, Debug)]
 pub struct ImageOptions {
     /// Directory of pulled components and manifests, by digest; `None`: kept in memory only
@@ -68,27 +68,42 @@ impl Default for ImageOptions {
     }
 }
 
+/// How a [`HookRegistry`] reports and where it keeps pulled hooks.
+#[derive(Clone, Debug)]
+pub struct RegistryOptions {
+    /// The reporting instance of its Kubernetes Events (the pod).
+    pub instance: Option<String>,
+    /// Pulling hooks named by `spec.hook.image`.
+    pub images: ImageOptions,
+    /// Load Events are published only while this leads ([`Leadership::always`] by default).
+    pub leadership: Leadership,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            instance: None,
+            images: ImageOptions::default(),
+            leadership: Leadership::always(),
+        }
+    }
+}
+
 impl HookRegistry {
-    /// The registry of a process; hook outcomes are counted in `metrics`, and its
-    /// Kubernetes Events name `instance` (the pod) as their reporter. Nothing is watched
-    /// until the JobSink watch feeds it ([`HookRegistry::observe`]).
+    /// The registry of a process; hook outcomes are counted in `metrics`, and `options` say
+    /// how it reports and pulls. Nothing is watched until the JobSink watch feeds it
+    /// ([`HookRegistry::observe`]).
     pub fn new(
         engine: HookEngine,
         client: Client,
         metrics: Metrics,
-        instance: Option<String>,
+        options: RegistryOptions,
     ) -> Self {
-        Self::with_images(engine, client, metrics, instance, ImageOptions::default())
-    }
-
-    /// [`HookRegistry::new`], pulling images as `images` says.
-    pub fn with_images(
-        engine: HookEngine,
-        client: Client,
-        metrics: Metrics,
-        instance: Option<String>,
-        images: ImageOptions,
-    ) -> Self {
+        let RegistryOptions {
+            instance,
+            images,
+            leadership,
+        } = options;
         let cache = images.cache_dir.as_deref().and_then(|dir| {
             match ImageCache::open(dir, images.cache_max_bytes) {
                 Ok(cache) => Some(cache),
@@ -109,7 +124,7 @@ impl HookRegistry {
         };
         let recorder = Recorder::new(client.clone(), reporter);
         let notes = Notes::new(recorder.clone());
-        let table = Table::new(recorder);
+        let table = Table::new(recorder, leadership);
         Self {
             inner: Arc::new(Inner {
                 engine,
@@ -120,11 +135,6 @@ impl HookRegistry {
                 images,
             }),
         }
-    }
-
-    /// Publishes load Events only while `leadership` leads (by default: always).
-    pub fn set_leadership(&self, leadership: Leadership) {
-        self.inner.table.set_leadership(leadership);
     }
 
     /// Whether every hook that existed when the dispatcher started has finished its first
@@ -139,8 +149,8 @@ impl HookRegistry {
         self.inner.table.subscribe()
     }
 
-    /// Runs `sink`'s hook over one event and returns the event to store and the Job to
-    /// create; `build_job` builds the Job from the event `on-event` left. Without
+    /// Runs the hook of `sink` (named `id`) over one event and returns the event to store and
+    /// the Job to create; `build_job` builds the Job from the event `on-event` left. Without
     /// `spec.hook` that is all it does.
     ///
     /// The sink's settings and component are the registry's; a sink it has not seen yet runs
@@ -149,6 +159,7 @@ impl HookRegistry {
     /// Events on the JobSink.
     pub async fn run(
         &self,
+        id: &SinkId,
         sink: &JobSink,
         event: CloudEvent,
         build_job: impl FnOnce(&CloudEvent) -> Job,
@@ -157,26 +168,25 @@ impl HookRegistry {
             let job = build_job(&event);
             return Ok((event, job));
         };
-        let id = SinkId::of(sink);
-        let (settings, hook) = self.inner.table.serving(&id, spec);
+        let (settings, hook) = self.inner.table.serving(id, spec);
         let hook = hook.as_ref().map_err(String::as_str);
-        let result = run_hooks(&self.inner.engine, hook, &settings, &id, event, build_job).await;
+        let result = run_hooks(&self.inner.engine, hook, &settings, id, event, build_job).await;
         let metrics = &self.inner.metrics;
         if let Ok(hook) = hook {
-            metrics.hook_low_priority(&id, hook.in_background());
+            metrics.hook_low_priority(id, hook.in_background());
         }
         match result {
             Ok(output) => {
                 for note in &output.notes {
-                    metrics.hook(&id, note.reason());
-                    self.record_note(&id, note);
+                    metrics.hook(id, note.reason());
+                    self.record_note(id, note);
                 }
                 Ok((output.event, output.job))
             }
             Err(refusal) => {
-                metrics.hook(&id, refusal.label());
+                metrics.hook(id, refusal.label());
                 if matches!(refusal, HookRefusal::Busy(_)) {
-                    metrics.hook_slot_timeout(&id);
+                    metrics.hook_slot_timeout(id);
                 }
                 Err(refusal)
             }

@@ -68,11 +68,11 @@ pub(crate) struct Table {
     recorder: Recorder,
     /// Load Events (`HookLoaded`, load failures) are published by the leader only: every
     /// replica loads every hook, and one report is enough.
-    leadership: Mutex<Leadership>,
+    leadership: Leadership,
 }
 
 impl Table {
-    pub(crate) fn new(recorder: Recorder) -> Self {
+    pub(crate) fn new(recorder: Recorder, leadership: Leadership) -> Self {
         let (changed, _) = broadcast::channel(CHANGE_BUFFER);
         Table {
             entries: Mutex::default(),
@@ -81,12 +81,8 @@ impl Table {
             first_loads: Mutex::new(None),
             listed: Mutex::default(),
             recorder,
-            leadership: Mutex::new(Leadership::always()),
+            leadership,
         }
-    }
-
-    pub(crate) fn set_leadership(&self, leadership: Leadership) {
-        *locked(&self.leadership) = leadership;
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<SinkId> {
@@ -290,7 +286,7 @@ impl Table {
         };
         self.first_load_done(key);
         let _ = self.changed.send(key.clone());
-        if !locked(&self.leadership).is_leader() {
+        if !self.leadership.is_leader() {
             return;
         }
         if let Err(error) = self.recorder.publish(&event, &sink).await {

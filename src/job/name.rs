@@ -44,6 +44,29 @@ pub fn alternate_job_name(sink: &str, source: &str, id: &str) -> String {
     fit(sink, &hex::encode(&digest[..16]))
 }
 
+/// Both names an event's Job may have, computed once per event: the upstream-compatible
+/// [`job_name`] and the [`alternate_job_name`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobNames {
+    pub primary: String,
+    pub alternate: String,
+}
+
+impl JobNames {
+    /// The names of the event (`source`, `id`) of `sink`.
+    pub fn of(sink: &str, source: &str, id: &str) -> Self {
+        Self {
+            primary: job_name(sink, source, id),
+            alternate: alternate_job_name(sink, source, id),
+        }
+    }
+
+    /// Both, the compatible one first.
+    pub fn both(&self) -> [&str; 2] {
+        [&self.primary, &self.alternate]
+    }
+}
+
 /// Whether an existing Job was created for the event (`source`, `id`), read from the
 /// identity annotations [`build_job`](super::build_job) puts on every Job.
 ///

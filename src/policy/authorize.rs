@@ -70,12 +70,23 @@ pub fn authorize(
     mode: AuthorizationMode,
 ) -> Result<(), Denial> {
     let allowing = authorize_subject(subject, namespace, applying, mode)?;
-    if allowing.is_empty() || allowing.iter().any(|p| p.filters_pass(event)) {
+    authorize_event(subject, event, &allowing)
+}
+
+/// The part of [`authorize`] that needs the event, once [`authorize_subject`] allowed
+/// `subject` through the policies `allowing`: whether the filters of one of them pass `event`
+/// (none allowing it by name: the default mode did, and no filter applies).
+pub fn authorize_event(
+    subject: &str,
+    event: &CloudEvent,
+    allowing: &[impl AsRef<CompiledPolicy>],
+) -> Result<(), Denial> {
+    if allowing.is_empty() || allowing.iter().any(|p| p.as_ref().filters_pass(event)) {
         Ok(())
     } else {
         Err(Denial::FilteredOut {
             subject: subject.to_owned(),
-            policies: allowing.iter().map(|p| p.name.clone()).collect(),
+            policies: allowing.iter().map(|p| p.as_ref().name.clone()).collect(),
         })
     }
 }

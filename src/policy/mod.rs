@@ -19,7 +19,7 @@ pub mod policy_status;
 mod status;
 pub mod types;
 
-pub use authorize::{Denial, authorize, authorize_subject};
+pub use authorize::{Denial, authorize, authorize_event, authorize_subject};
 pub use cache::{PolicyCache, PolicyChange};
 pub use compiled::{CompiledPolicy, Coverage, subject_matches};
 pub use policy_status::policy_status;

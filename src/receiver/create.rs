@@ -30,7 +30,7 @@
 //! See `docs/contract.md`: #one-round-trip, #concurrent-duplicates, #no-half-created-events,
 //! #name-collisions and #timeouts.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
@@ -39,12 +39,9 @@ use kube::{Api, Client, Error as KubeError};
 use tracing::{info, warn};
 
 use super::ReceiveError;
-use crate::cputime::cpu_timed;
+use crate::clock::RequestClock;
 use crate::crd::SinkId;
-use crate::job::{
-    EVENT_STORED_ANNOTATION, alternate_job_name, build_secret, job_matches_event, job_name,
-    rename_job,
-};
+use crate::job::{EVENT_STORED_ANNOTATION, JobNames, build_secret, job_matches_event, rename_job};
 use crate::job_index::{JobIndex, JobUid};
 use crate::k8s::{self, Failure};
 
@@ -58,24 +55,22 @@ pub(super) enum Created {
     KnownDuplicate,
 }
 
-/// The API calls of one request: each bounded by `timeout`, their wall-clock time summed in
-/// `spent` and the CPU time of their polls in `cpu` (so the receiver can tell its own time
-/// per event from the API server's, and its own CPU time from the API client's).
-pub(super) struct Calls {
+/// The API calls of one request: each bounded by `timeout`, each timed on the request's
+/// clock (so the receiver can tell its own time per event from the API server's, and its own
+/// CPU time from the API client's).
+pub(super) struct Calls<'c> {
     timeout: Duration,
     /// Age past which an accepted Job is marked (half the controller's orphan grace).
     mark_after: Duration,
-    pub spent: Duration,
-    pub cpu: Duration,
+    clock: &'c mut RequestClock,
 }
 
-impl Calls {
-    pub fn new(timeout: Duration, orphan_grace: Duration) -> Self {
+impl<'c> Calls<'c> {
+    pub fn new(timeout: Duration, orphan_grace: Duration, clock: &'c mut RequestClock) -> Self {
         Self {
             timeout,
             mark_after: orphan_grace / 2,
-            spent: Duration::ZERO,
-            cpu: Duration::ZERO,
+            clock,
         }
     }
 
@@ -86,10 +81,10 @@ impl Calls {
         operation: &'static str,
         call: impl Future<Output = Result<T, KubeError>>,
     ) -> Result<Result<T, KubeError>, ReceiveError> {
-        let started = Instant::now();
-        let (out, cpu) = cpu_timed(tokio::time::timeout(self.timeout, call)).await;
-        self.spent += started.elapsed();
-        self.cpu += cpu;
+        let out = self
+            .clock
+            .api_call(tokio::time::timeout(self.timeout, call))
+            .await;
         out.map_err(|_| ReceiveError::ApiTimeout { operation })
     }
 
@@ -117,6 +112,8 @@ pub(super) struct EventObjects<'a> {
     /// Identity of the event as received (names and Location use it, whatever a hook did).
     pub source: &'a str,
     pub id: &'a str,
+    /// The event's Job names.
+    pub names: &'a JobNames,
     /// The Job, built (and perhaps shaped by a hook) under the upstream-compatible name.
     pub job: Job,
     /// The stored event, the content of the Secret.
@@ -138,12 +135,13 @@ pub(super) async fn create_objects(
     client: &Client,
     index: &JobIndex,
     objects: EventObjects<'_>,
-    calls: &mut Calls,
+    calls: &mut Calls<'_>,
 ) -> Result<Created, ReceiveError> {
     let EventObjects {
         sink,
         source,
         id,
+        names,
         mut job,
         stored,
     } = objects;
@@ -152,17 +150,14 @@ pub(super) async fn create_objects(
         secrets: Api::namespaced(client.clone(), &sink.namespace),
         stored,
     };
-    let mut names = [
-        job_name(&sink.name, source, id),
-        alternate_job_name(&sink.name, source, id),
-    ];
+    let mut names = names.both();
     // The event's Job under its alternate name stays its Job after the event that held the
     // compatible name is gone: a copy must find it there, not make a second Job.
-    if index.holds(sink, &names[1], source, id) && !index.holds(sink, &names[0], source, id) {
+    if index.holds(sink, names[1], source, id) && !index.holds(sink, names[0], source, id) {
         names.swap(0, 1);
     }
-    for name in &names {
-        if job.metadata.name.as_deref() != Some(name.as_str()) {
+    for name in names {
+        if job.metadata.name.as_deref() != Some(name) {
             rename_job(&mut job, name);
         }
         let created = calls
@@ -220,7 +215,7 @@ pub(super) async fn secret_exists(
     sink: &SinkId,
     name: &str,
     uid: JobUid,
-    calls: &mut Calls,
+    calls: &mut Calls<'_>,
 ) -> Result<bool, ReceiveError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &sink.namespace);
     let found = calls.must("get_secret", secrets.get_opt(name)).await?;
@@ -274,7 +269,7 @@ impl SecretWriter {
         &self,
         job: &Job,
         origin: Origin,
-        calls: &mut Calls,
+        calls: &mut Calls<'_>,
     ) -> Result<(), ReceiveError> {
         self.secret(job, origin, calls).await?;
         let age = job
@@ -298,7 +293,7 @@ impl SecretWriter {
         &self,
         job: &Job,
         origin: Origin,
-        calls: &mut Calls,
+        calls: &mut Calls<'_>,
     ) -> Result<(), ReceiveError> {
         let name = job.metadata.name.clone().unwrap_or_default();
         let secret = build_secret(job, self.stored.clone());
@@ -378,7 +373,7 @@ impl SecretWriter {
     /// does not make one write of the Job each: when it conflicts, the Job is read again,
     /// and a mark other than the one read (another copy's, made after that copy had the
     /// Secret) protects this acceptance as well; else the patch is tried again.
-    async fn mark(&self, job: &Job, calls: &mut Calls) -> Result<(), ReceiveError> {
+    async fn mark(&self, job: &Job, calls: &mut Calls<'_>) -> Result<(), ReceiveError> {
         let name = job.metadata.name.clone().unwrap_or_default();
         let gone = || {
             ReceiveError::JobGoing(format!(
@@ -436,7 +431,7 @@ impl SecretWriter {
     /// makes the delete fail (read again, and keep the Job). A copy that marks after the
     /// delete finds the Job gone and answers 503. Best effort: what it leaves, the orphan
     /// sweep removes.
-    async fn take_back(&self, job: &Job, calls: &mut Calls) {
+    async fn take_back(&self, job: &Job, calls: &mut Calls<'_>) {
         let name = job.metadata.name.clone().unwrap_or_default();
         for _ in 0..3 {
             let current = match calls.call("get_job", self.jobs.get_opt(&name)).await {

@@ -177,6 +177,7 @@ impl AppState {
         metrics: Metrics,
         hooks: HookRegistry,
         security: SenderChecks,
+        jobs: JobIndex,
     ) -> Self {
         let connections =
             ConnectionLimits::new(config.max_connections, config.max_connections_per_peer);
@@ -189,7 +190,7 @@ impl AppState {
             hooks,
             lifecycle,
             security,
-            jobs: JobIndex::unwatched(),
+            jobs,
         }
     }
 }
@@ -277,11 +278,12 @@ async fn dispatch(
             Route::Refused(error) => return error.into_response(),
             work => work,
         };
-        let allowed = state
-            .security
-            .features()
-            .and_then(|features| check_transport(&features, transport));
-        if let Err(error) = allowed {
+        // The flags, read once for the whole request.
+        let features = match state.security.features() {
+            Ok(features) => features,
+            Err(error) => return error.into_response(),
+        };
+        if let Err(error) = check_transport(&features, transport) {
             return error.into_response();
         }
         // Each handler takes its slot of `--max-in-flight` once the sender is known and its
@@ -289,8 +291,10 @@ async fn dispatch(
         let deadline = state.config.request_timeout;
         let handled = async {
             match route {
-                Route::Ingest(sink) => ingest::handle(&state, &sink, &headers, body).await,
-                Route::Status(path) => status::handle(&state, &headers, &path).await,
+                Route::Ingest(sink) => {
+                    ingest::handle(&state, &features, &sink, &headers, body).await
+                }
+                Route::Status(path) => status::handle(&state, &features, &headers, &path).await,
                 Route::Refused(error) => error.into_response(),
             }
         };

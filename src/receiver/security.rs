@@ -2,17 +2,18 @@
 //! sender, and EventPolicy authorization of the event, as the feature flags say. Handlers ask
 //! here; the checks themselves live in `auth`, `policy` and `features`.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use kube::{Client, ResourceExt};
 
 use super::ReceiveError;
 use crate::auth::{self, Sender, TokenVerifier};
+use crate::clock::RequestClock;
 use crate::cloudevent::CloudEvent;
-use crate::crd::{JobSink, SinkId};
+use crate::crd::SinkId;
 use crate::features::{FeatureStore, Features, TransportEncryption};
-use crate::policy::{self, PolicyCache};
+use crate::policy::{self, CompiledPolicy, PolicyCache};
 use crate::sinks::CachedSink;
 
 /// How a request reached the receiver: set by the HTTPS listener as a request extension;
@@ -73,48 +74,54 @@ pub fn check_transport(features: &Features, transport: Transport) -> Result<(), 
     }
 }
 
-/// The sender, when OIDC authentication is on (`None` when it is off), and the time spent
-/// fetching the issuer's keys.
+/// The sender, when OIDC authentication is on (`None` when it is off); the time spent
+/// fetching the issuer's keys goes on the request's `clock`.
 pub async fn authenticate(
     security: &SenderChecks,
     features: &Features,
     sink: &SinkId,
     headers: &HeaderMap,
-) -> (Result<Option<Sender>, ReceiveError>, Duration) {
+    clock: &mut RequestClock,
+) -> Result<Option<Sender>, ReceiveError> {
     if !features.oidc_enabled() {
-        return (Ok(None), Duration::ZERO);
+        return Ok(None);
     }
     let audience = auth::audience(sink);
-    let token = match auth::bearer_token(headers) {
-        Ok(token) => token,
-        Err(error) => {
-            return (
-                Err(ReceiveError::Unauthenticated { audience, error }),
-                Duration::ZERO,
-            );
-        }
-    };
-    let (verified, api_time) = security.verifier.verify(token, &audience).await;
-    let result = verified
+    let token = auth::bearer_token(headers).map_err(|error| ReceiveError::Unauthenticated {
+        audience: audience.clone(),
+        error,
+    })?;
+    security
+        .verifier
+        .verify(token, &audience, clock)
+        .await
         .map(Some)
-        .map_err(|error| ReceiveError::Unauthenticated { audience, error });
-    (result, api_time)
+        .map_err(|error| ReceiveError::Unauthenticated { audience, error })
+}
+
+/// What [`admit`] decided about an authenticated sender, for [`authorize_sender`] to finish
+/// with the event: its subject and the applying EventPolicies that allow it (none: no policy
+/// applies and the default authorization mode allowed it).
+pub struct Admission {
+    subject: String,
+    allowing: Vec<Arc<CompiledPolicy>>,
 }
 
 /// Whether `sender` may use `sink` at all, asked before the receiver tells anything about the
 /// sink (whether it exists, whether it is ready) and for status queries, which carry no
 /// event: the subject against the EventPolicies that apply to the sink (by its labels in the
 /// cache; none when it is not there) or the default authorization mode. Filters are not
-/// consulted here. Nothing to check when OIDC is off (`sender` is `None`).
+/// consulted here: the [`Admission`] keeps the allowing policies for them. Nothing to check
+/// when OIDC is off (`sender` is `None`, and so is the admission).
 pub fn admit(
     security: &SenderChecks,
     features: &Features,
-    sender: Option<&Sender>,
+    sender: Option<Sender>,
     sink: &SinkId,
     cached: Option<&CachedSink>,
-) -> Result<(), ReceiveError> {
+) -> Result<Option<Admission>, ReceiveError> {
     let Some(sender) = sender else {
-        return Ok(());
+        return Ok(None);
     };
     if !security.policies.is_loaded() {
         return Err(ReceiveError::NotLoaded("the EventPolicies"));
@@ -124,41 +131,30 @@ pub fn admit(
     let applying = security
         .policies
         .applying(&sink.namespace, &sink.name, labels);
-    policy::authorize_subject(
+    let allowing = policy::authorize_subject(
         &sender.subject,
         &sink.namespace,
         &applying,
         features.default_authorization_mode,
     )
-    .map(|_| ())
-    .map_err(|denial| ReceiveError::forbidden(&sender.subject, denial))
+    .map_err(|denial| ReceiveError::forbidden(&sender.subject, denial))?;
+    let allowing = allowing.into_iter().cloned().collect();
+    Ok(Some(Admission {
+        subject: sender.subject,
+        allowing,
+    }))
 }
 
-/// Whether `sender` may send `event` to `sink`: the applying EventPolicies, else the default
-/// authorization mode. Nothing to check when OIDC is off (`sender` is `None`).
+/// Whether the admitted sender may send `event`: one of the EventPolicies that allowed its
+/// subject has filters that pass the event (none allowed it by name: the default mode did,
+/// and no filter applies). Nothing to check when OIDC is off (`admission` is `None`).
 pub fn authorize_sender(
-    security: &SenderChecks,
-    features: &Features,
-    sender: Option<&Sender>,
-    sink: &JobSink,
+    admission: Option<&Admission>,
     event: &CloudEvent,
 ) -> Result<(), ReceiveError> {
-    let Some(sender) = sender else {
+    let Some(admission) = admission else {
         return Ok(());
     };
-    if !security.policies.is_loaded() {
-        return Err(ReceiveError::NotLoaded("the EventPolicies"));
-    }
-    let namespace = sink.namespace().unwrap_or_default();
-    let applying = security
-        .policies
-        .applying(&namespace, &sink.name_any(), sink.labels());
-    policy::authorize(
-        &sender.subject,
-        event,
-        &namespace,
-        &applying,
-        features.default_authorization_mode,
-    )
-    .map_err(|denial| ReceiveError::forbidden(&sender.subject, denial))
+    policy::authorize_event(&admission.subject, event, &admission.allowing)
+        .map_err(|denial| ReceiveError::forbidden(&admission.subject, denial))
 }

@@ -17,13 +17,21 @@ use kube::Api;
 use super::create::Calls;
 use super::security::{admit, authenticate};
 use super::{AppState, ReceiveError};
+use crate::clock::RequestClock;
 use crate::cloudevent::{MAX_ID_BYTES, MAX_SOURCE_BYTES};
 use crate::crd::SinkId;
-use crate::job::{alternate_job_name, job_matches_event, job_name};
+use crate::features::Features;
+use crate::job::{JobNames, job_matches_event};
 use crate::location::{location, parse_location};
 
-pub(super) async fn handle(state: &AppState, headers: &HeaderMap, path: &str) -> Response {
-    match lookup(state, headers, path).await {
+/// One status query, with the flags `features` (read once for the request, by the router).
+pub(super) async fn handle(
+    state: &AppState,
+    features: &Features,
+    headers: &HeaderMap,
+    path: &str,
+) -> Response {
+    match lookup(state, features, headers, path).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -31,6 +39,7 @@ pub(super) async fn handle(state: &AppState, headers: &HeaderMap, path: &str) ->
 
 async fn lookup(
     state: &AppState,
+    features: &Features,
     headers: &HeaderMap,
     path: &str,
 ) -> Result<Response, ReceiveError> {
@@ -41,17 +50,11 @@ async fn lookup(
     };
     let sink = SinkId::checked(&event.sink.namespace, &event.sink.name)
         .ok_or(ReceiveError::InvalidSinkName)?;
-    let features = state.security.features()?;
-    let (sender, _) = authenticate(&state.security, &features, &sink, headers).await;
-    let sender = sender?;
+    // Status queries record no receiver metrics: the clock only bounds and times the calls.
+    let mut clock = RequestClock::start();
+    let sender = authenticate(&state.security, features, &sink, headers, &mut clock).await?;
     let cached = state.sinks.get(&sink);
-    admit(
-        &state.security,
-        &features,
-        sender.as_ref(),
-        &sink,
-        cached.as_deref(),
-    )?;
+    admit(&state.security, features, sender, &sink, cached.as_deref())?;
     if cached.is_none() {
         return Err(if state.sinks.is_ready() {
             ReceiveError::UnknownSink(sink)
@@ -67,14 +70,15 @@ async fn lookup(
         return Err(ReceiveError::NoSuchJob);
     }
     let jobs: Api<Job> = Api::namespaced(state.client.clone(), &sink.namespace);
-    let mut calls = Calls::new(state.config.api_timeout, state.config.orphan_grace);
-    let names = [
-        job_name(&sink.name, &event.source, &event.id),
-        alternate_job_name(&sink.name, &event.source, &event.id),
-    ];
+    let mut calls = Calls::new(
+        state.config.api_timeout,
+        state.config.orphan_grace,
+        &mut clock,
+    );
+    let names = JobNames::of(&sink.name, &event.source, &event.id);
     // Both names, the alternate one even when the compatible one is free: the event that
     // held it when this event's Job was made may be gone since.
-    for name in &names {
+    for name in names.both() {
         let Some(job) = calls.must("get_job", jobs.get_opt(name)).await? else {
             continue;
         };

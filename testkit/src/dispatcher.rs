@@ -12,31 +12,25 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, Response};
 use http_body_util::BodyExt;
-use jobsink::controller::SharedSinks;
 use jobsink::crd::{JobSink, SinkId};
 use jobsink::features::Features;
-use jobsink::hook::{EngineConfig, HookEngine, HookRegistry};
-use jobsink::job_index::{JobIndex, JobWatch};
+use jobsink::hook::{EngineConfig, RegistryOptions};
 use jobsink::metrics::Metrics;
 use jobsink::receiver::{AppState, ReceiverConfig, SenderChecks};
-use jobsink::sinks::{SinkCache, SinkWatch};
+use jobsink::wiring::{Parts, Settings};
 use kube::Api;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::{CONVERGE, TestNamespace, eventually, install_crd, kubectl};
 
-struct Shared {
-    sinks: SinkCache,
-    hooks: HookRegistry,
-    jobs: JobIndex,
-}
-
-/// Installs the CRD and starts the controller, the JobSink watch and the Job index once per
-/// test binary. The controller runs without leader election: test binaries run one after
-/// another, each with its own controller (election has its own tests, tests/leader.rs).
-fn shared() -> &'static Shared {
-    static SHARED: OnceLock<Shared> = OnceLock::new();
+/// Installs the CRD and starts the dispatcher's shared parts (the hooks, the JobSink watch,
+/// the Job index) and the controller once per test binary, built as `jobsink serve` builds
+/// them (`jobsink::wiring`). The controller runs without leader election: test binaries run
+/// one after another, each with its own controller (election has its own tests,
+/// tests/leader.rs).
+fn shared() -> &'static Parts {
+    static SHARED: OnceLock<Parts> = OnceLock::new();
     SHARED.get_or_init(|| {
         install_crd();
         let _ = tracing_subscriber::fmt()
@@ -53,35 +47,20 @@ fn shared() -> &'static Shared {
             rt.block_on(async move {
                 let client = super::service_account_client().await;
                 let shutdown = CancellationToken::new();
-                let metrics = Metrics::default();
-                let engine =
-                    HookEngine::new(EngineConfig::default(), metrics.clone()).expect("hook engine");
-                let hooks = HookRegistry::new(engine, client.clone(), metrics, None);
-                let watch = SinkWatch::spawn(client.clone(), hooks.clone(), shutdown.clone());
-                let sinks = watch.cache();
-                // As `jobsink serve` wires it: one Job watch for the index and the sweep.
-                let jobs = JobIndex::unwatched();
-                let job_watch = JobWatch::spawn(client.clone(), jobs.clone(), shutdown.clone());
+                let settings = Settings {
+                    engine: EngineConfig::default(),
+                    registry: RegistryOptions::default(),
+                    job_index: true,
+                };
+                let parts = Parts::start(client, Metrics::default(), settings, &shutdown)
+                    .expect("dispatcher parts");
                 let cfg = jobsink::controller::ControllerConfig {
                     cluster_domain: "cluster.local".into(),
                     ..Default::default()
                 };
-                let mut extensions =
-                    jobsink::controller_extensions(&hooks, Metrics::default(), None);
-                extensions.shared = Some(SharedSinks {
-                    store: sinks.store(),
-                    changes: watch.subscribe(),
-                });
-                extensions.jobs = Some(job_watch);
-                tokio::spawn(jobsink::controller::run_with(
-                    client,
-                    cfg,
-                    extensions,
-                    shutdown.clone(),
-                ));
-                sinks.wait_until_ready().await;
-                tx.send(Shared { sinks, hooks, jobs })
-                    .expect("test binary waits");
+                tokio::spawn(parts.controller(cfg, None, None).run(shutdown.clone()));
+                parts.sinks.cache().wait_until_ready().await;
+                tx.send(parts).expect("test binary waits");
                 std::future::pending::<()>().await;
             });
         });
@@ -116,18 +95,14 @@ impl Dispatcher {
         config: ReceiverConfig,
         security: impl FnOnce(kube::Client, &str) -> SenderChecks,
     ) -> Self {
-        let (sinks, hooks, jobs) = tokio::task::spawn_blocking(|| {
-            let s = shared();
-            (s.sinks.clone(), s.hooks.clone(), s.jobs.clone())
-        })
-        .await
-        .expect("shared dispatcher");
+        let parts = tokio::task::spawn_blocking(shared)
+            .await
+            .expect("shared dispatcher");
         let ns = TestNamespace::new(test).await;
         let client = jobsink::receiver::request_client(super::service_account_config().await)
             .expect("request client");
         let security = security(client.clone(), &ns.name);
-        let mut state = AppState::new(client, sinks, config, Metrics::default(), hooks, security);
-        state.jobs = jobs;
+        let state = parts.receiver(client, config, Metrics::default(), security);
         Self { ns, state }
     }
 
