@@ -276,8 +276,14 @@ impl ImageCache {
         None
     }
 
-    /// Keeps `bytes` (whose digest was checked) unless the cache would pass its bound.
+    /// Keeps `bytes` (whose digest was checked) unless the cache would pass its bound, or
+    /// already holds a file of that digest (another manifest's pull may bring the same
+    /// component; a file that no longer matches its name is deleted when read, then written
+    /// again).
     fn put(&self, digest: &str, bytes: &[u8]) {
+        if self.path(digest).is_file() {
+            return;
+        }
         let used = super::disk::used_bytes(&self.dir);
         if used.saturating_add(bytes.len() as u64) > self.max_bytes {
             tracing::info!("hook image cache full; {digest} is not kept on disk");
@@ -698,6 +704,28 @@ pub async fn push_artifact(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_blob_already_in_the_cache_is_not_written_again_and_a_bad_one_is_replaced() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("jobsink-image-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cache = ImageCache::open(&dir, 1 << 20).unwrap();
+        let bytes = b"component".to_vec();
+        let digest = sha256_digest(&bytes);
+        cache.put(&digest, &bytes);
+        let inode = std::fs::metadata(cache.path(&digest)).unwrap().ino();
+        // Another manifest's pull of the same component leaves the file as it is.
+        cache.put(&digest, &bytes);
+        assert_eq!(std::fs::metadata(cache.path(&digest)).unwrap().ino(), inode);
+        assert_eq!(cache.get(&digest, 1024), Some(bytes.clone()));
+        // A file that no longer matches its name is deleted when read, then written again.
+        std::fs::write(cache.path(&digest), b"tampered").unwrap();
+        assert_eq!(cache.get(&digest, 1024), None);
+        cache.put(&digest, &bytes);
+        assert_eq!(cache.get(&digest, 1024), Some(bytes));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
