@@ -193,11 +193,17 @@ async fn in_pod(
     out
 }
 
-/// A curl call printing `<label>:<status or curl's exit code>` on one line.
+/// One curl in the pod, printed as `label:<HTTP status>` or `label:exit<curl's exit code>`.
+/// A failure to resolve the host (exit 6: the cluster's DNS on a loaded node, before anything
+/// was sent) is tried again, up to 10 times a second apart; every other outcome is the
+/// answer.
 fn call(label: &str, args: &str) -> String {
     format!(
-        "code=$(curl -sS -o /dev/null -w '%{{http_code}}' {args} 2>/dev/null) || code=\"exit$?\"; \
-         echo \"{label}:$code\""
+        "for try in 1 2 3 4 5 6 7 8 9 10; do \
+           code=$(curl -sS -o /dev/null -w '%{{http_code}}' {args} 2>/dev/null) && break \
+             || code=\"exit$?\"; \
+           [ \"$code\" = exit6 ] || break; sleep 1; \
+         done; echo \"{label}:$code\""
     )
 }
 
