@@ -52,24 +52,9 @@ async fn put_config_map(d: &Dispatcher, name: &str, bytes: Vec<u8>) {
         .expect("apply ConfigMap");
 }
 
-/// Waits for the sink's HookReady condition to have `status` (and `reason` if given).
+/// Waits for the sink's HookReady condition to have `status` and `reason` (none for `True`).
 async fn hook_ready(d: &Dispatcher, sink: &str, status: &str, reason: Option<&str>) {
-    let sinks = d.sinks();
-    eventually(
-        &format!("HookReady={status} {reason:?} on {sink}"),
-        CONVERGE,
-        || async {
-            let s = sinks.get(sink).await.ok()?;
-            let c = s
-                .status?
-                .conditions
-                .into_iter()
-                .find(|c| c.type_ == "HookReady")?;
-            (c.status == status && (reason.is_none() || c.reason.as_deref() == reason))
-                .then_some(())
-        },
-    )
-    .await;
+    support::hooks::hook_ready(&d.sinks(), sink, status, reason, CONVERGE).await;
 }
 
 fn image(job: &Job) -> String {

@@ -14,7 +14,6 @@ use jobsink_testkit as support;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use jobsink::crd::JobSink;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -119,22 +118,7 @@ fn apply(ns: &TestNamespace, yaml: &str) {
 
 /// Waits for `sink`'s HookReady to have `status` and `reason`; returns its message.
 async fn hook_ready(ns: &TestNamespace, sink: &str, status: &str, reason: Option<&str>) -> String {
-    let sinks = ns.api::<JobSink>();
-    eventually(
-        &format!("HookReady={status} {reason:?} on {sink}"),
-        CONVERGE,
-        || async {
-            let s = sinks.get(sink).await.ok()?;
-            let c = s
-                .status?
-                .conditions
-                .into_iter()
-                .find(|c| c.type_ == "HookReady")?;
-            (c.status == status && c.reason.as_deref() == reason)
-                .then(|| c.message.unwrap_or_default())
-        },
-    )
-    .await
+    support::hooks::hook_ready(&ns.api(), sink, status, reason, CONVERGE).await
 }
 
 /// The hook of `sink` serves: an event from `my/...` is accepted, one from elsewhere gets the
@@ -476,22 +460,8 @@ async fn javascript_and_python_hooks_pulled_by_digest_change_the_event_file_thei
         let pinned = push(&wasm, &format!("{}/hooks/{sink_name}:v1", registry.host()));
         apply(&ns, &sink(sink_name, &image_hook(&pinned)));
     }
-    let sinks = ns.api::<JobSink>();
     for (sink_name, _) in languages {
-        eventually(
-            &format!("the {sink_name} hook to load (HookReady=True)"),
-            POLYGLOT_READY,
-            || async {
-                let s = sinks.get(sink_name).await.ok()?;
-                let c = s
-                    .status?
-                    .conditions
-                    .into_iter()
-                    .find(|c| c.type_ == "HookReady")?;
-                (c.status == "True").then_some(())
-            },
-        )
-        .await;
+        support::hooks::hook_ready(&ns.api(), sink_name, "True", None, POLYGLOT_READY).await;
         // An event from `my/...` gets 202 and one from elsewhere the hook's 403.
         rejects_as_the_hook_says(&serve, &ns, sink_name, sink_name).await;
         // The accepted event's Job mounts the event as the hook changed it: tagged with the

@@ -47,3 +47,30 @@ pub fn build_job(event: &CloudEvent) -> Job {
     let name = jobsink::job::job_name("job-sink-logger", &event.source, &event.id);
     jobsink::job::build_job(&logger_sink(), &name, event)
 }
+
+/// Waits up to `within` for the JobSink `sink` (of `sinks`' namespace) to report `HookReady`
+/// with `status` and `reason` (`None`: no reason, as a `True` condition has); returns the
+/// condition's message.
+pub async fn hook_ready(
+    sinks: &kube::Api<JobSink>,
+    sink: &str,
+    status: &str,
+    reason: Option<&str>,
+    within: std::time::Duration,
+) -> String {
+    super::eventually(
+        &format!("HookReady={status} {reason:?} on {sink}"),
+        within,
+        || async {
+            let s = sinks.get(sink).await.ok()?;
+            let c = s
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "HookReady")?;
+            (c.status == status && c.reason.as_deref() == reason)
+                .then(|| c.message.unwrap_or_default())
+        },
+    )
+    .await
+}

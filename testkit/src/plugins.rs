@@ -18,79 +18,91 @@ fn workspace() -> PathBuf {
     Path::new(crate::REPO).join("plugins")
 }
 
-/// The path of the test hook `<name>.wasm` (a crate name with `_` for `-`), built first if
-/// this process has not built the plugins yet. Panics, saying how to fix it, when the build
-/// fails.
-pub fn plugin_path(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        build(
-            "build.sh",
-            ".build-lock",
-            "the test hooks",
-            "it needs the wasm32-wasip2 target (`rustup target add wasm32-wasip2`)",
-        )
-    });
-    if let Err(error) = built {
+/// One build script of `plugins/`: what it builds, where its components land and what it
+/// needs when it fails.
+struct Script {
+    /// `plugins/<file>`.
+    file: &'static str,
+    /// Its lock, `plugins/target/<lock>`.
+    lock: &'static str,
+    /// Where its `<name>.wasm` files land, under `plugins/`.
+    out: &'static str,
+    what: &'static str,
+    needs: &'static str,
+}
+
+/// `<name>.wasm` built by `script`, which runs once per process (under its file lock, so that
+/// test processes running at the same time do not build at once). Panics, saying how to fix
+/// it, when the build fails or does not make `<name>`.
+fn built(done: &'static OnceLock<Result<(), String>>, script: &Script, name: &str) -> PathBuf {
+    if let Err(error) = done.get_or_init(|| build(script)) {
         panic!("{error}");
     }
-    let path = workspace()
-        .join("target/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
+    let path = workspace().join(script.out).join(format!("{name}.wasm"));
     assert!(
         path.exists(),
-        "{} does not exist after plugins/build.sh: is `{name}` a crate of plugins/?",
-        path.display()
+        "{} does not exist after plugins/{}: is `{name}` one of the components it builds?",
+        path.display(),
+        script.file
     );
     path
+}
+
+/// The path of the test hook `<name>.wasm` (a crate name with `_` for `-`), built first by
+/// `plugins/build.sh` if this process has not built the plugins yet.
+pub fn plugin_path(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let script = Script {
+        file: "build.sh",
+        lock: ".build-lock",
+        out: "target/wasm32-wasip2/release",
+        what: "the test hooks",
+        needs: "it needs the wasm32-wasip2 target (`rustup target add wasm32-wasip2`)",
+    };
+    built(&BUILT, &script, name)
 }
 
 /// The path of the JavaScript or Python example `<name>.wasm` (`js_reject_by_source`,
 /// `python_reject_by_source`), built first by `plugins/build-polyglot.sh` (pinned toolchains,
-/// cached outside the clone) if this process has not built them yet. Panics, saying what is
-/// missing, when the build fails: these tests are never skipped.
+/// cached outside the clone) if this process has not built them yet. These tests are never
+/// skipped: a failed build fails them.
 pub fn polyglot_path(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        build(
-            "build-polyglot.sh",
-            ".polyglot-build-lock",
-            "the JavaScript and Python hooks",
-            "it needs node, npm and python3 with venv (and the package registries the first time)",
-        )
-    });
-    if let Err(error) = built {
-        panic!("{error}");
-    }
-    let path = workspace()
-        .join("target/polyglot")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} was not built by plugins/build-polyglot.sh",
-        path.display()
-    );
-    path
+    let script = Script {
+        file: "build-polyglot.sh",
+        lock: ".polyglot-build-lock",
+        out: "target/polyglot",
+        what: "the JavaScript and Python hooks",
+        needs: "it needs node, npm and python3 with venv (and the package registries the first time)",
+    };
+    built(&BUILT, &script, name)
 }
 
-/// Runs `plugins/<script>` under an exclusive lock on `plugins/target/<lock>`; on failure,
-/// says what it builds (`what`), what it needs (`needs`) and what it printed.
-fn build(script: &str, lock: &str, what: &str, needs: &str) -> Result<(), String> {
+/// Runs `script` under an exclusive lock on its lock file; on failure, says what it builds,
+/// what it needs and what it printed.
+fn build(script: &Script) -> Result<(), String> {
+    let Script {
+        file,
+        lock,
+        what,
+        needs,
+        ..
+    } = script;
     let target = workspace().join("target");
     std::fs::create_dir_all(&target).map_err(|e| format!("creating {}: {e}", target.display()))?;
     let lock_path = target.join(lock);
     let lock = File::create(&lock_path)
         .and_then(|file| file.lock().map(|()| file))
         .map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
-    let output = Command::new(workspace().join(script))
+    let output = Command::new(workspace().join(file))
         .output()
-        .map_err(|e| format!("running plugins/{script}: {e}"))?;
+        .map_err(|e| format!("running plugins/{file}: {e}"))?;
     drop(lock);
     if output.status.success() {
         return Ok(());
     }
     Err(format!(
-        "building {what} with plugins/{script} failed ({}); {needs}. Its output:\n{}{}",
+        "building {what} with plugins/{file} failed ({}); {needs}. Its output:\n{}{}",
         output.status,
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),
