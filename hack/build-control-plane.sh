@@ -38,7 +38,9 @@ go_build() {
 }
 
 # build <cache dir> <tools module dir> <ldflags> <name=package>...: starts a job building
-# the missing ones.
+# the missing ones. With plan=yes, only notes that something is missing (in needed).
+plan=""
+needed=""
 build() {
   local dir=$1 module=$2 ldflags=$3
   shift 3
@@ -47,6 +49,10 @@ build() {
     [ -x "$dir/bin/${pair%%=*}" ] || missing+=("$pair")
   done
   [ ${#missing[@]} -gt 0 ] || return 0
+  if [ -n "$plan" ]; then
+    needed=yes
+    return 0
+  fi
   mkdir -p "$dir/bin"
   local first=${missing[0]%%=*}
   jobs_start "${missing[*]%%=*}" "$dir/build-$first.log" \
@@ -54,32 +60,47 @@ build() {
 }
 
 k8s_dir=$("$here/cache-dir.sh")
+node_dir=$("$here/cache-dir.sh" --node)
 ldflags="-s -w"
 for kv in gitVersion=$K8S_VERSION gitMajor=1 gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2) \
   gitTreeState=clean buildDate=1970-01-01T00:00:00Z; do
   ldflags="$ldflags -X k8s.io/component-base/version.$kv -X k8s.io/client-go/pkg/version.$kv"
 done
-build "$k8s_dir" "$here/tools/etcd" "-s -w" etcd=go.etcd.io/etcd/server/v3
-build "$k8s_dir" "$here/tools/k8s" "$ldflags" \
-  kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver \
-  kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager \
-  kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler \
-  kubelet=k8s.io/kubernetes/cmd/kubelet \
-  kube-proxy=k8s.io/kubernetes/cmd/kube-proxy
+# every_module: calls build once per module.
+every_module() {
+  build "$k8s_dir" "$here/tools/etcd" "-s -w" etcd=go.etcd.io/etcd/server/v3
+  build "$k8s_dir" "$here/tools/k8s" "$ldflags" \
+    kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver \
+    kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager \
+    kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler \
+    kubelet=k8s.io/kubernetes/cmd/kubelet \
+    kube-proxy=k8s.io/kubernetes/cmd/kube-proxy
 
-node_dir=$("$here/cache-dir.sh" --node)
-# containerd's btrfs snapshotter needs C headers we do not install; overlayfs is what we use,
-# so the other snapshotters and the tracing exporters are left out too.
-GOFLAGS="${GOFLAGS:-} -tags=no_btrfs,no_devmapper,no_zfs,no_tracing" build "$node_dir" "$here/tools/containerd" \
-  "-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION" \
-  containerd=github.com/containerd/containerd/v2/cmd/containerd \
-  containerd-shim-runc-v2=github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
-  ctr=github.com/containerd/containerd/v2/cmd/ctr
-# CoreDNS with only the plugins the cluster uses (hack/tools/coredns/main.go).
-build "$node_dir" "$here/tools/coredns" "-s -w" coredns=jobsink.dev/hack/tools/coredns
-build "$node_dir" "$here/tools/cri-tools" "-s -w" crictl=sigs.k8s.io/cri-tools/cmd/crictl
-build "$node_dir" "$here/tools/registry" "-s -w" \
-  registry=github.com/google/go-containerregistry/cmd/registry
+  # containerd's btrfs snapshotter needs C headers we do not install; overlayfs is what we use,
+  # so the other snapshotters and the tracing exporters are left out too.
+  GOFLAGS="${GOFLAGS:-} -tags=no_btrfs,no_devmapper,no_zfs,no_tracing" build "$node_dir" "$here/tools/containerd" \
+    "-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION" \
+    containerd=github.com/containerd/containerd/v2/cmd/containerd \
+    containerd-shim-runc-v2=github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
+    ctr=github.com/containerd/containerd/v2/cmd/ctr
+  # CoreDNS with only the plugins the cluster uses (hack/tools/coredns/main.go).
+  build "$node_dir" "$here/tools/coredns" "-s -w" coredns=jobsink.dev/hack/tools/coredns
+  build "$node_dir" "$here/tools/cri-tools" "-s -w" crictl=sigs.k8s.io/cri-tools/cmd/crictl
+  build "$node_dir" "$here/tools/registry" "-s -w" \
+    registry=github.com/google/go-containerregistry/cmd/registry
+}
+
+plan=yes every_module
+if [ -n "$needed" ]; then
+  # Every module links the same standard library. Side by side, each `go build` would compile
+  # it again (the build cache is shared, but a package is only found there once a build has
+  # finished it); compiled once first, with the same flags, the modules find it there.
+  echo "[${JOBS_TAG}] the standard library: building (once, for every module)" >&2
+  t_std=$SECONDS
+  (cd "$here" && go build -trimpath std)
+  echo "[${JOBS_TAG}] the standard library: done in $(_jobs_time $((SECONDS - t_std)))" >&2
+fi
+every_module
 jobs_wait
 
 echo "$k8s_dir/bin"
