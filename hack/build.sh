@@ -5,8 +5,8 @@
 # of a build). One line when each build starts and ends, and every minute while it runs
 # (hack/jobs.sh); the full output is in the logs named (under $(hack/cache-dir.sh --root)/logs).
 #
-#   hack/build.sh demo    the cluster's binaries, and the release jobsink binary of the image
-#                         (hack/images.sh jobsink)
+#   hack/build.sh demo    the cluster's binaries, and the jobsink binary of the image
+#                         (hack/images.sh jobsink; release, or JOBSINK_IMAGE_PROFILE's profile)
 #   hack/build.sh test    the same, and the test hooks (plugins/build.sh) and every test
 #                         target (`cargo build --all-targets`)
 set -euo pipefail
@@ -14,6 +14,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 cd "$repo"
 JOBS_TAG=build
+# shellcheck source=cluster-env.sh
+. "$here/cluster-env.sh"
 # shellcheck source=jobs.sh
 . "$here/jobs.sh"
 logs=$("$here/cache-dir.sh" --root)/logs
@@ -26,8 +28,8 @@ rust() {
     echo "cargo build --all-targets"
     cargo build --all-targets
   fi
-  echo "cargo build --release --bin jobsink"
-  cargo build --release --locked --bin jobsink
+  echo "cargo build --profile $profile --bin jobsink"
+  cargo build --profile "$profile" --locked --bin jobsink
 }
 
 case "${1:-}" in
@@ -37,6 +39,7 @@ demo | test) ;;
   exit 2
   ;;
 esac
+profile=$(image_profile)
 t0=$SECONDS
 # The Rust build is a long chain of crates that must follow each other (cranelift, wasmtime,
 # jobsink); the Go builds are wide. At equal priority Go's many compile processes starve that

@@ -56,3 +56,17 @@ CONTAINERD_SOCK=$NODE_DIR/containerd/containerd.sock
 # also mount a new /sys, hiding the cgroup hierarchies from kubelet).
 IN_NETNS=(nsenter "--net=/run/netns/$CLUSTER_NETNS")
 unset _i _suffix
+
+# image_profile: the cargo profile of the jobsink image's binary (hack/images.sh jobsink,
+# hack/build.sh demo), from JOBSINK_IMAGE_PROFILE: release (the default: tests, CI and
+# benchmarks), or quick-release, quicker to build and slower to run (hack/demo.sh's default;
+# Cargo.toml).
+image_profile() {
+  case "${JOBSINK_IMAGE_PROFILE:-release}" in
+  release | quick-release) echo "${JOBSINK_IMAGE_PROFILE:-release}" ;;
+  *)
+    echo "JOBSINK_IMAGE_PROFILE=$JOBSINK_IMAGE_PROFILE: it is release or quick-release" >&2
+    return 1
+    ;;
+  esac
+}

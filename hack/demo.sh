@@ -12,6 +12,10 @@
 # (cached under ~/.cache/jobsink) and the jobsink binary side by side (hack/build.sh), then the
 # images. A run that fails stops the cluster it started (its logs are kept).
 set -euo pipefail
+# The image's binary is built with the quick-release profile (Cargo.toml): from nothing, about
+# 0.7x release's build time; JOBSINK_IMAGE_PROFILE=release builds it as tests, CI and the
+# benchmarks do.
+export JOBSINK_IMAGE_PROFILE=${JOBSINK_IMAGE_PROFILE:-quick-release}
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 cd "$repo"

@@ -8,7 +8,9 @@
 #                            local registry (127.0.0.1:$REGISTRY_PORT, containerd's only
 #                            registry) so that `imagePullPolicy: Always` works
 #   hack/images.sh jobsink   the jobsink image (localhost/jobsink:<version>) from the release
-#                            binary, with the `Containerfile` at the top of the repository
+#                            binary, with the `Containerfile` at the top of the repository;
+#                            JOBSINK_IMAGE_PROFILE=quick-release builds it with that cargo
+#                            profile instead (quicker to build, slower to run: Cargo.toml)
 #   hack/images.sh knative   one image per Knative Eventing component built by
 #                            `hack/knative.sh build` (localhost/knative/<component>:<version>)
 #   hack/images.sh kueue     Kueue's manager built by `hack/kueue.sh build`
@@ -108,16 +110,17 @@ base() {
 }
 
 jobsink() {
-  local version ctx target_dir
+  local version ctx target_dir profile
   version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -n 1)
+  profile=$(image_profile)
   # cargo's own progress on stderr (a line when there is nothing to build).
-  (cd "$repo" && cargo build --release --locked --bin jobsink)
+  (cd "$repo" && cargo build --profile "$profile" --locked --bin jobsink)
   target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps |
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
   ctx=$work/jobsink
   mkdir -p "$ctx/rootfs/usr/local/bin"
-  cp "$target_dir/release/jobsink" "$ctx/rootfs/usr/local/bin/jobsink"
-  with_libs "$ctx/rootfs" "$target_dir/release/jobsink"
+  cp "$target_dir/$profile/jobsink" "$ctx/rootfs/usr/local/bin/jobsink"
+  with_libs "$ctx/rootfs" "$target_dir/$profile/jobsink"
   build "localhost/jobsink:$version" "$repo/Containerfile" "$ctx"
 }
 
