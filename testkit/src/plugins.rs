@@ -18,8 +18,8 @@ fn workspace() -> PathBuf {
     Path::new(crate::REPO).join("plugins")
 }
 
-/// One build script of `plugins/`: what it builds, where its components land and what it
-/// needs when it fails.
+/// One build script of `plugins/`: what it builds, where its components land, what it needs
+/// when it fails, and whether this process has run it.
 struct Script {
     /// `plugins/<file>`.
     file: &'static str,
@@ -29,13 +29,35 @@ struct Script {
     out: &'static str,
     what: &'static str,
     needs: &'static str,
+    /// Its outcome, once this process has run it.
+    built: OnceLock<Result<(), String>>,
 }
+
+/// `plugins/build.sh`: the test hooks.
+static TEST_HOOKS: Script = Script {
+    file: "build.sh",
+    lock: ".build-lock",
+    out: "target/wasm32-wasip2/release",
+    what: "the test hooks",
+    needs: "it needs the wasm32-wasip2 target (`rustup target add wasm32-wasip2`)",
+    built: OnceLock::new(),
+};
+
+/// `plugins/build-polyglot.sh`: the JavaScript and Python examples.
+static POLYGLOT: Script = Script {
+    file: "build-polyglot.sh",
+    lock: ".polyglot-build-lock",
+    out: "target/polyglot",
+    what: "the JavaScript and Python hooks",
+    needs: "it needs node, npm and python3 with venv (and the package registries the first time)",
+    built: OnceLock::new(),
+};
 
 /// `<name>.wasm` built by `script`, which runs once per process (under its file lock, so that
 /// test processes running at the same time do not build at once). Panics, saying how to fix
 /// it, when the build fails or does not make `<name>`.
-fn built(done: &'static OnceLock<Result<(), String>>, script: &Script, name: &str) -> PathBuf {
-    if let Err(error) = done.get_or_init(|| build(script)) {
+fn built(script: &'static Script, name: &str) -> PathBuf {
+    if let Err(error) = script.built.get_or_init(|| build(script)) {
         panic!("{error}");
     }
     let path = workspace().join(script.out).join(format!("{name}.wasm"));
@@ -51,15 +73,7 @@ fn built(done: &'static OnceLock<Result<(), String>>, script: &Script, name: &st
 /// The path of the test hook `<name>.wasm` (a crate name with `_` for `-`), built first by
 /// `plugins/build.sh` if this process has not built the plugins yet.
 pub fn plugin_path(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let script = Script {
-        file: "build.sh",
-        lock: ".build-lock",
-        out: "target/wasm32-wasip2/release",
-        what: "the test hooks",
-        needs: "it needs the wasm32-wasip2 target (`rustup target add wasm32-wasip2`)",
-    };
-    built(&BUILT, &script, name)
+    built(&TEST_HOOKS, name)
 }
 
 /// The path of the JavaScript or Python example `<name>.wasm` (`js_reject_by_source`,
@@ -67,15 +81,7 @@ pub fn plugin_path(name: &str) -> PathBuf {
 /// cached outside the clone) if this process has not built them yet. These tests are never
 /// skipped: a failed build fails them.
 pub fn polyglot_path(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let script = Script {
-        file: "build-polyglot.sh",
-        lock: ".polyglot-build-lock",
-        out: "target/polyglot",
-        what: "the JavaScript and Python hooks",
-        needs: "it needs node, npm and python3 with venv (and the package registries the first time)",
-    };
-    built(&BUILT, &script, name)
+    built(&POLYGLOT, name)
 }
 
 /// Runs `script` under an exclusive lock on its lock file; on failure, says what it builds,
