@@ -67,7 +67,7 @@ pub async fn hook_ready(
                 .status?
                 .conditions
                 .into_iter()
-                .find(|c| c.type_ == "HookReady")?;
+                .find(|c| c.type_ == jobsink::conditions::HOOK_READY)?;
             (c.status == status && c.reason.as_deref() == reason)
                 .then(|| c.message.unwrap_or_default())
         },
